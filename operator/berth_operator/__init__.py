@@ -1,0 +1,1 @@
+"""berth's Kopf operator: reconciles InferenceDeployment resources into GPU workloads."""

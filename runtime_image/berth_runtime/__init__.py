@@ -1,0 +1,1 @@
+"""berth's inference runtime: the LLM serving engine that runs in every GPU pod."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): sets up what is missing, then runs the house-rule
+# checks (ruff, mypy strict on the operator, import-linter layer contracts) and the whole pytest suite,
+# integration tests on the local control plane included. Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$(bash scripts/bootstrap.sh)"
+export PATH="$venv/bin:$PATH"
+export TRITON_INTERPRET="${TRITON_INTERPRET:-1}"
+
+echo "== ruff"; ruff check . && ruff format --check .
+echo "== mypy"; mypy
+echo "== import-linter"; lint-imports
+echo "== pytest"; pytest "$@"
