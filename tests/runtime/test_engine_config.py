@@ -1,0 +1,64 @@
+"""RuntimeConfig: derived fields and clear errors for every bad flag value."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from berth_runtime.config import RuntimeConfig
+
+
+def test_config_derives_served_name_and_device() -> None:
+    config = RuntimeConfig(model="/models/model/", device=None)
+    assert config.served_model_name == "model"
+    assert config.device in ("cpu", "cuda")
+    assert config.effective_gpu_memory_utilization == 0.9
+    assert RuntimeConfig(model="/m", served_model_name="chat").model_name == "chat"
+
+
+def test_config_is_frozen() -> None:
+    config = RuntimeConfig(model="/m", device="cpu")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"dtype": "float64"}, "dtype='float64'"),
+        ({"device": "tpu"}, "device='tpu'"),
+        ({"port": 0}, "port=0"),
+        ({"metrics_port": 8000}, "metrics_port=8000"),
+        ({"max_model_len": 0}, "max_model_len=0"),
+        ({"max_batch_size": 0}, "max_batch_size=0"),
+        ({"max_num_batched_tokens": 0}, "max_num_batched_tokens=0"),
+        ({"block_size": 0}, "block_size=0"),
+        ({"kv_cache_blocks": -1}, "kv_cache_blocks=-1"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5"),
+        ({"gpu_memory_utilization": 0.5, "kv_cache_blocks": 10}, "mutually exclusive"),
+        ({"num_speculative_tokens": 3}, "needs a speculative_method"),
+        ({"max_queue": 0}, "max_queue=0"),
+        ({"drain_timeout": -1.0}, "drain_timeout=-1.0"),
+        ({"warmup_prompts": 0}, "warmup_prompts=0"),
+        ({"log_level": "loud"}, "log_level='loud'"),
+        ({"quantization": "int4"}, "quantization='int4'"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValueError) as error:
+        RuntimeConfig(**{"model": "/m", "device": "cpu", **kwargs})  # type: ignore[arg-type]
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"quantization": "int8"},
+        {"quantization": "fp8"},
+        {"speculative_method": "ngram", "num_speculative_tokens": 4},
+        {"tensor_parallel_size": 2},
+    ],
+)
+def test_config_contract_flags_this_build_cannot_honour_fail_clearly(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="not supported by this build"):
+        RuntimeConfig(model="/m", device="cpu", **kwargs)  # type: ignore[arg-type]
