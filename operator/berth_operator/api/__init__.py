@@ -1,0 +1,56 @@
+"""berth's API: pydantic models of InferenceDeployment (berth.dev/v1alpha1), the one source of truth.
+
+The CRD in crds/ and the reference in docs/api.md are generated from these models; the operator
+parses every object through them. No Kubernetes client and no kopf here (import-linter enforces it).
+"""
+
+from berth_operator.api.autoscaling import AutoscalingSpec, PrometheusSpec, SloSpec
+from berth_operator.api.base import ApiModel, CrossFieldRule, StatusModel
+from berth_operator.api.common import LocalObjectReference, SecretKeySelector
+from berth_operator.api.model import ModelSpec
+from berth_operator.api.resources import GpuSpec, ResourcesSpec, SchedulingSpec, Toleration
+from berth_operator.api.rollout import AnalysisSpec, RolloutSpec, RolloutStep
+from berth_operator.api.runtime import EnvVar, KVCacheSpec, RuntimeSpec, SpeculativeSpec
+from berth_operator.api.serving import ServingSpec
+from berth_operator.api.spec import InferenceDeploymentSpec
+from berth_operator.api.status import (
+    AutoscalingSignals,
+    AutoscalingStatus,
+    Condition,
+    InferenceDeploymentStatus,
+    RevisionStatus,
+    RolloutStatus,
+    ScalingDecision,
+)
+
+__all__ = [
+    "AnalysisSpec",
+    "ApiModel",
+    "AutoscalingSignals",
+    "AutoscalingSpec",
+    "AutoscalingStatus",
+    "Condition",
+    "CrossFieldRule",
+    "EnvVar",
+    "GpuSpec",
+    "InferenceDeploymentSpec",
+    "InferenceDeploymentStatus",
+    "KVCacheSpec",
+    "LocalObjectReference",
+    "ModelSpec",
+    "PrometheusSpec",
+    "ResourcesSpec",
+    "RevisionStatus",
+    "RolloutSpec",
+    "RolloutStatus",
+    "RolloutStep",
+    "RuntimeSpec",
+    "ScalingDecision",
+    "SchedulingSpec",
+    "SecretKeySelector",
+    "ServingSpec",
+    "SloSpec",
+    "SpeculativeSpec",
+    "StatusModel",
+    "Toleration",
+]

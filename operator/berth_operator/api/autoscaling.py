@@ -1,0 +1,115 @@
+"""`spec.autoscaling`: the SLO-driven autoscaler's targets and bounds (the policy lives elsewhere)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from berth_operator.api.base import ApiModel, CrossFieldRule
+
+
+class SloSpec(ApiModel):
+    """Latency targets the autoscaler keeps the deployment within."""
+
+    time_to_first_token_p95_milliseconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=600000,
+        description="Target 95th percentile time to first token, in milliseconds.",
+    )
+    inter_token_latency_p95_milliseconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=60000,
+        description="Target 95th percentile time between output tokens, in milliseconds.",
+    )
+
+
+class PrometheusSpec(ApiModel):
+    """Where the autoscaler reads the runtime's metrics."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus base URL (http or https). Unset: the operator's default Prometheus.",
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """SLO-driven horizontal autoscaling of replicas."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Scale replicas between minReplicas and maxReplicas to hold the SLO targets.",
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
+    max_gpus: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description=(
+            "GPU budget across all replicas (replicas x resources.gpu.count never exceeds it). "
+            "Unset: maxReplicas x resources.gpu.count."
+        ),
+    )
+    slo: SloSpec = Field(
+        default_factory=SloSpec,
+        description="Latency targets; with autoscaling enabled at least one must be set.",
+        json_schema_extra={"default": {}},
+    )
+    interval_seconds: int = Field(
+        default=15, ge=5, le=600, description="Seconds between autoscaling evaluations."
+    )
+    metrics_window_seconds: int = Field(
+        default=60,
+        ge=15,
+        le=3600,
+        description="Window, in seconds, over which latency percentiles and rates are computed.",
+    )
+    scale_up_stabilization_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Seconds a scale-up recommendation must persist before it is acted on.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Seconds a scale-down recommendation must persist before it is acted on.",
+    )
+    prometheus: PrometheusSpec = Field(
+        default_factory=PrometheusSpec,
+        description="Metrics source.",
+        json_schema_extra={"default": {}},
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Compute and report decisions in status and Events, but do not change replicas.",
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+            holds=lambda autoscaling: autoscaling.min_replicas <= autoscaling.max_replicas,
+            field_path=".minReplicas",
+        ),
+        CrossFieldRule(
+            cel=(
+                "!self.enabled || has(self.slo.timeToFirstTokenP95Milliseconds) "
+                "|| has(self.slo.interTokenLatencyP95Milliseconds)"
+            ),
+            message=(
+                "autoscaling.slo needs timeToFirstTokenP95Milliseconds or "
+                "interTokenLatencyP95Milliseconds when autoscaling is enabled"
+            ),
+            holds=lambda autoscaling: (
+                not autoscaling.enabled
+                or autoscaling.slo.time_to_first_token_p95_milliseconds is not None
+                or autoscaling.slo.inter_token_latency_p95_milliseconds is not None
+            ),
+            field_path=".slo",
+        ),
+    )

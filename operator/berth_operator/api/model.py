@@ -1,0 +1,115 @@
+"""`spec.model`: which weights to serve, where they come from, and how they are loaded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.common import LocalObjectReference, Quantity
+
+SOURCE_PATTERN = (
+    r"^(hf://[A-Za-z0-9][-A-Za-z0-9_.]*(/[A-Za-z0-9][-A-Za-z0-9_.]*)?"
+    r"|s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/[^\s]*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?"
+    r"|file:///[^\s]*)$"
+)
+SOURCE_SCHEMES = ("hf://", "s3://", "pvc://", "file://")
+
+Dtype = Literal["bfloat16", "float16", "float32"]
+Quantization = Literal["none", "int8", "fp8"]
+
+
+class ModelSpec(ApiModel):
+    """The model to serve and where its weights come from."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.:/]*$",
+        description=(
+            "The name clients ask for: the OpenAI `model` field and the KServe v2 model name "
+            "(runtime flag --served-model-name)."
+        ),
+    )
+    source: str = Field(
+        max_length=1024,
+        pattern=SOURCE_PATTERN,
+        description=(
+            "Where the weights come from, in Hugging Face layout (config.json, *.safetensors, "
+            "tokenizer.json). One of: hf://org/name (Hugging Face Hub; pin the version with "
+            "`revision`), s3://bucket/prefix, pvc://claim/path (a PersistentVolumeClaim in this "
+            "namespace, mounted read-only; nothing is copied), file:///path (a directory already "
+            "inside the runtime image; nothing is copied). hf:// and s3:// are downloaded by an "
+            "init container into a pod-local cache before the server starts."
+        ),
+    )
+    revision: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./]*$",
+        description=(
+            "Hugging Face revision (commit, branch or tag) of an hf:// source. Changing it is a "
+            "model swap: a new revision of the pods is rolled out. Only valid with hf:// sources."
+        ),
+    )
+    dtype: Dtype = Field(default="bfloat16", description="Weight and activation dtype.")
+    quantization: Quantization = Field(
+        default="none",
+        description="Weight-only quantization applied at load time: none, int8 or fp8.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        le=1048576,
+        description=(
+            "Context limit in tokens (prompt plus output). Unset: the model's max_position_embeddings."
+        ),
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret whose keys become environment variables of the download (init) container only: "
+            "HF_TOKEN for hf://; AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, "
+            "AWS_REGION for s3://. Its values are never copied into the pod spec, status or logs. "
+            "Only valid with hf:// and s3:// sources."
+        ),
+    )
+    cache_size_limit: Quantity | None = Field(
+        default=None,
+        description=(
+            "Size limit of the pod-local model cache (an emptyDir) that hf:// and s3:// sources are "
+            "downloaded into. Unset: no limit beyond the node's ephemeral storage."
+        ),
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="!has(self.revision) || self.source.startsWith('hf://')",
+            message="model.revision is only valid with an hf:// source; for other sources change the source",
+            holds=lambda model: model.revision is None or model.source.startswith("hf://"),
+            field_path=".revision",
+        ),
+        CrossFieldRule(
+            cel=(
+                "!has(self.credentialsSecretRef) || self.source.startsWith('hf://') "
+                "|| self.source.startsWith('s3://')"
+            ),
+            message="model.credentialsSecretRef is only valid with an hf:// or s3:// source",
+            holds=lambda model: (
+                model.credentials_secret_ref is None or model.source.startswith(("hf://", "s3://"))
+            ),
+            field_path=".credentialsSecretRef",
+        ),
+    )
+
+    @property
+    def scheme(self) -> str:
+        """The source's scheme without `://`: hf, s3, pvc or file."""
+        return self.source.split("://", 1)[0]
+
+    @property
+    def is_downloaded(self) -> bool:
+        """Whether an init container must fetch the weights (hf:// and s3://)."""
+        return self.scheme in ("hf", "s3")

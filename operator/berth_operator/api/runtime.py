@@ -1,0 +1,236 @@
+"""`spec.runtime`: the inference runtime's image and engine settings (rendered into its CLI)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.common import LocalObjectReference
+
+# Flags the operator renders from the spec; `extraArgs` may not set them a second time.
+MANAGED_RUNTIME_FLAGS = (
+    "--model",
+    "--served-model-name",
+    "--host",
+    "--port",
+    "--metrics-port",
+    "--dtype",
+    "--device",
+    "--quantization",
+    "--max-model-len",
+    "--max-batch-size",
+    "--max-num-batched-tokens",
+    "--block-size",
+    "--kv-cache-blocks",
+    "--gpu-memory-utilization",
+    "--enable-prefix-caching",
+    "--speculative-method",
+    "--num-speculative-tokens",
+    "--tensor-parallel-size",
+    "--max-queue",
+    "--drain-timeout",
+    "--warmup-prompts",
+    "--api-key-file",
+)
+_MANAGED_FLAGS_CEL = "[" + ", ".join(f"'{flag}'" for flag in MANAGED_RUNTIME_FLAGS) + "]"
+
+
+ExtraArgument = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def sets_managed_flag(argument: str) -> bool:
+    """Whether one extra argument (`--flag` or `--flag=value`) names a flag the operator renders."""
+    return argument.split("=", 1)[0] in MANAGED_RUNTIME_FLAGS
+
+
+class KVCacheSpec(ApiModel):
+    """Paged KV cache sizing and prefix reuse."""
+
+    block_size: int = Field(default=16, ge=1, le=256, description="KV cache block size in tokens.")
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Share of GPU memory for weights plus KV cache, in (0, 1]. Unset: the runtime's default "
+            "(0.9). Mutually exclusive with `blocks`."
+        ),
+    )
+    blocks: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Explicit number of KV cache blocks. Mutually exclusive with `gpuMemoryUtilization`.",
+    )
+    prefix_caching: bool = Field(
+        default=False, description="Reuse the KV cache of identical full-block prompt prefixes."
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="!(has(self.blocks) && has(self.gpuMemoryUtilization))",
+            message="runtime.kvCache: set either blocks or gpuMemoryUtilization, not both",
+            holds=lambda kv: kv.blocks is None or kv.gpu_memory_utilization is None,
+        ),
+    )
+
+
+class SpeculativeSpec(ApiModel):
+    """Speculative decoding: draft tokens proposed cheaply, verified by the model in one step."""
+
+    method: Literal["none", "ngram"] = Field(
+        default="none", description="Draft method: none, or ngram (prompt lookup)."
+    )
+    num_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Draft tokens proposed per step. Required with a method, forbidden without one.",
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="has(self.numTokens) == (self.method != 'none')",
+            message="runtime.speculative.numTokens must be set when method is not none, and only then",
+            holds=lambda speculative: (speculative.num_tokens is not None) == (speculative.method != "none"),
+            field_path=".numTokens",
+        ),
+    )
+
+
+class WarmupSpec(ApiModel):
+    """Warm-up generations run before the pod reports ready."""
+
+    prompts: int = Field(
+        default=1, ge=1, le=64, description="Warm-up generations before the runtime reports ready."
+    )
+
+
+class StartupSpec(ApiModel):
+    """How long model load and warm-up may take before the pod is restarted."""
+
+    timeout_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=7200,
+        description=(
+            "Seconds from container start until the runtime must be ready (weights loaded, warm-up "
+            "done); the startup probe's budget. Download time of hf:// and s3:// sources does not "
+            "count: it happens in the init container."
+        ),
+    )
+    period_seconds: int = Field(
+        default=10, ge=1, le=60, description="Seconds between startup probe attempts."
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the runtime container."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        description="Variable name.",
+    )
+    value: str = Field(default="", max_length=4096, description="Variable value.")
+
+
+class RuntimeSpec(ApiModel):
+    """The inference runtime container: image and engine settings."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Runtime container image. Unset: the operator's default runtime image.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy. Unset: Kubernetes' default for the tag."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Secrets for pulling the runtime image.",
+    )
+    max_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Most sequences running in one engine step."
+    )
+    max_num_batched_tokens: int = Field(
+        default=2048,
+        ge=16,
+        le=1048576,
+        description="Token budget of one engine step (long prompts are prefilled in chunks of it).",
+    )
+    max_queue: int = Field(
+        default=256,
+        ge=1,
+        le=100000,
+        description="Bounded waiting queue; beyond it the runtime answers 503 with Retry-After.",
+    )
+    kv_cache: KVCacheSpec = Field(
+        default_factory=KVCacheSpec,
+        description="KV cache sizing and prefix caching.",
+        json_schema_extra={"default": {}},
+    )
+    speculative: SpeculativeSpec = Field(
+        default_factory=SpeculativeSpec,
+        description="Speculative decoding.",
+        json_schema_extra={"default": {}},
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="GPUs one model replica is sharded across; resources.gpu.count must be a multiple.",
+    )
+    warmup: WarmupSpec = Field(
+        default_factory=WarmupSpec,
+        description="Warm-up before readiness.",
+        json_schema_extra={"default": {}},
+    )
+    startup: StartupSpec = Field(
+        default_factory=StartupSpec,
+        description="Startup probe budget for model load and warm-up.",
+        json_schema_extra={"default": {}},
+    )
+    extra_args: list[ExtraArgument] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Extra runtime flags appended to the rendered command line (e.g. --seed=7, "
+            "--log-level=debug). Flags the spec already controls are rejected."
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Extra environment variables of the runtime container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="ServiceAccount of the runtime pods. Unset: the namespace's default account.",
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel=(
+                f"self.extraArgs.all(arg, !(arg in {_MANAGED_FLAGS_CEL}) && "
+                f"!{_MANAGED_FLAGS_CEL}.exists(flag, arg.startsWith(flag + '=')))"
+            ),
+            message=(
+                "runtime.extraArgs may not set flags the spec controls: " + ", ".join(MANAGED_RUNTIME_FLAGS)
+            ),
+            holds=lambda runtime: not any(sets_managed_flag(arg) for arg in runtime.extra_args),
+            field_path=".extraArgs",
+        ),
+        CrossFieldRule(
+            cel=None,  # the API server enforces it through the list's map key `name`
+            message="runtime.env: each variable name may appear once",
+            holds=lambda runtime: len({variable.name for variable in runtime.env}) == len(runtime.env),
+        ),
+    )

@@ -1,0 +1,99 @@
+"""`InferenceDeploymentSpec`: the whole desired state, and the rules that span its sections."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from berth_operator.api.autoscaling import AutoscalingSpec
+from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.model import ModelSpec
+from berth_operator.api.resources import GPU_PRODUCT_LABEL, ResourcesSpec, SchedulingSpec
+from berth_operator.api.rollout import RolloutSpec
+from berth_operator.api.runtime import RuntimeSpec
+from berth_operator.api.serving import ServingSpec
+
+
+def _gpus_fit_tensor_parallelism(spec: InferenceDeploymentSpec) -> bool:
+    count, parallel = spec.resources.gpu.count, spec.runtime.tensor_parallel_size
+    return count >= parallel and count % parallel == 0
+
+
+def _gpu_budget_fits_min_replicas(spec: InferenceDeploymentSpec) -> bool:
+    budget = spec.autoscaling.max_gpus
+    return budget is None or budget >= spec.autoscaling.min_replicas * spec.resources.gpu.count
+
+
+class InferenceDeploymentSpec(ApiModel):
+    """Desired state of a dedicated LLM inference deployment on GPUs."""
+
+    model: ModelSpec = Field(description="The model to serve and where its weights come from.")
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec,
+        description="The inference runtime: image and engine settings.",
+        json_schema_extra={"default": {}},
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="GPUs, CPU and memory of one replica.",
+        json_schema_extra={"default": {}},
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec,
+        description="Node selection, tolerations, affinity and priority.",
+        json_schema_extra={"default": {}},
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description=(
+            "Replica count (the scale subresource's spec.replicas). With autoscaling enabled it is "
+            "only the initial count; the autoscaler's decision (status.autoscaling.desiredReplicas) "
+            "takes over."
+        ),
+    )
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec,
+        description="SLO-driven autoscaling.",
+        json_schema_extra={"default": {}},
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision replaces the old one.",
+        json_schema_extra={"default": {}},
+    )
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec,
+        description="Endpoint, authentication and graceful shutdown.",
+        json_schema_extra={"default": {}},
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel=(
+                "self.resources.gpu.count >= self.runtime.tensorParallelSize && "
+                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0"
+            ),
+            message="resources.gpu.count must be a multiple of runtime.tensorParallelSize (and at least it)",
+            holds=_gpus_fit_tensor_parallelism,
+            field_path=".resources.gpu.count",
+        ),
+        CrossFieldRule(
+            cel=(
+                "!has(self.autoscaling.maxGpus) || "
+                "self.autoscaling.maxGpus >= self.autoscaling.minReplicas * self.resources.gpu.count"
+            ),
+            message="autoscaling.maxGpus must be at least autoscaling.minReplicas x resources.gpu.count",
+            holds=_gpu_budget_fits_min_replicas,
+            field_path=".autoscaling.maxGpus",
+        ),
+        CrossFieldRule(
+            cel=(
+                "!has(self.scheduling.nodeSelector) || "
+                f"!('{GPU_PRODUCT_LABEL}' in self.scheduling.nodeSelector)"
+            ),
+            message=f"scheduling.nodeSelector may not set {GPU_PRODUCT_LABEL}; use resources.gpu.product",
+            holds=lambda spec: GPU_PRODUCT_LABEL not in spec.scheduling.node_selector,
+            field_path=".scheduling.nodeSelector",
+        ),
+    )

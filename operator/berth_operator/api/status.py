@@ -1,0 +1,169 @@
+"""`InferenceDeploymentStatus`: what the operator (and the autoscaler and rollout planner beside it)
+observed. Each writer owns its own fields through server-side apply with its own field manager;
+conditions are a list map keyed by `type`, so writers never overwrite each other's conditions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from berth_operator.api.base import StatusModel
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types. The operator core owns the first four; the autoscaler the last two.
+CONDITION_ACCEPTED = "Accepted"
+CONDITION_READY = "Ready"
+CONDITION_PROGRESSING = "Progressing"
+CONDITION_DEGRADED = "Degraded"
+CONDITION_SLO_MET = "SLOMet"
+CONDITION_METRICS_UNAVAILABLE = "MetricsUnavailable"
+
+
+class Condition(StatusModel):
+    """One aspect of the deployment's state (the Kubernetes metav1.Condition shape)."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description=(
+            "Condition type: Accepted, Ready, Progressing, Degraded (operator); SLOMet, "
+            "MetricsUnavailable (autoscaler)."
+        ),
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Machine-readable CamelCase reason for the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(
+        description="When the status last changed (RFC 3339).",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+
+
+class RevisionStatus(StatusModel):
+    """Pod revisions: the hash of everything that shapes a replica (label berth.dev/revision)."""
+
+    current: str | None = Field(default=None, max_length=64, description="Revision most ready replicas run.")
+    target: str | None = Field(default=None, max_length=64, description="Revision the current spec asks for.")
+
+
+class AutoscalingSignals(StatusModel):
+    """The metrics the last autoscaling evaluation saw."""
+
+    ttft_p95_milliseconds: float | None = Field(
+        default=None, ge=0, description="95th percentile time to first token, milliseconds."
+    )
+    itl_p95_milliseconds: float | None = Field(
+        default=None, ge=0, description="95th percentile inter-token latency, milliseconds."
+    )
+    waiting_requests: float | None = Field(
+        default=None, ge=0, description="Requests waiting in runtime queues, summed over replicas."
+    )
+    running_requests: float | None = Field(
+        default=None, ge=0, description="Requests running, summed over replicas."
+    )
+    kv_cache_usage: float | None = Field(
+        default=None, ge=0, le=1, description="Mean KV cache usage over replicas, in [0, 1]."
+    )
+    requests_per_second: float | None = Field(
+        default=None, ge=0, description="Request rate over the metrics window."
+    )
+
+
+class ScalingDecision(StatusModel):
+    """One replica change decided by the autoscaler."""
+
+    time: datetime = Field(description="When the decision was made (RFC 3339).")
+    from_replicas: int = Field(alias="from", ge=0, description="Replicas before the decision.")
+    to_replicas: int = Field(alias="to", ge=0, description="Replicas decided.")
+    reason: str = Field(max_length=1024, description="Why, with the numbers that drove it.")
+    dry_run: bool | None = Field(
+        default=None, description="True when the decision was only reported (autoscaling.dryRun)."
+    )
+
+
+class AutoscalingStatus(StatusModel):
+    """What the autoscaler saw and decided."""
+
+    signals: AutoscalingSignals | None = Field(default=None, description="Last observed metrics.")
+    desired_replicas: int | None = Field(
+        default=None, ge=0, description="Replicas the autoscaler wants; the operator applies them."
+    )
+    last_evaluation_time: datetime | None = Field(
+        default=None, description="When the autoscaler last evaluated (RFC 3339)."
+    )
+    last_decision: ScalingDecision | None = Field(default=None, description="The latest replica change.")
+    history: list[ScalingDecision] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Recent replica changes, newest last (at most 10).",
+    )
+
+
+class RolloutStatus(StatusModel):
+    """Progress of a canary rollout."""
+
+    current_step: int | None = Field(default=None, ge=0, description="Index of the canary step in progress.")
+    step_start_time: datetime | None = Field(
+        default=None, description="When the current step started (RFC 3339)."
+    )
+    canary_revision: str | None = Field(
+        default=None, max_length=64, description="Revision under canary analysis."
+    )
+    message: str | None = Field(default=None, max_length=4096, description="Rollout progress in words.")
+
+
+class InferenceDeploymentStatus(StatusModel):
+    """Observed state of an InferenceDeployment."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the operator last acted on."
+    )
+    phase: Phase | None = Field(
+        default=None,
+        description="Summary: Pending, Progressing, Ready, Degraded or Failed (see conditions for why).",
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, description="Runtime pods that exist (the scale subresource's status)."
+    )
+    ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods that are ready.")
+    updated_replicas: int | None = Field(
+        default=None, ge=0, description="Runtime pods that run the target revision."
+    )
+    desired_replicas: int | None = Field(
+        default=None, ge=0, description="Replicas the operator is driving towards."
+    )
+    ready: str | None = Field(
+        default=None, max_length=32, description="Ready replicas out of desired, as `ready/desired`."
+    )
+    selector: str | None = Field(
+        default=None, max_length=1024, description="Label selector of the runtime pods (for scaling)."
+    )
+    revision: RevisionStatus | None = Field(default=None, description="Current and target pod revision.")
+    endpoint: str | None = Field(
+        default=None, max_length=1024, description="In-cluster URL of the Service clients call."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Latest observations of the deployment's state.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="Autoscaler observations and decisions."
+    )
+    rollout: RolloutStatus | None = Field(default=None, description="Canary rollout progress.")
+
+    def condition(self, condition_type: str) -> Condition | None:
+        """The condition of this type, if present."""
+        return next((c for c in self.conditions if c.type == condition_type), None)

@@ -1,0 +1,145 @@
+"""The API models accept good specs, fill defaults, and reject bad ones with messages that name the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
+
+BASE: dict[str, Any] = {
+    "model": {"name": "llama-3.1-8b-instruct", "source": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+    "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}, "cpu": 8, "memory": "64Gi"},
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(BASE)
+    node = spec
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return spec
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    spec = InferenceDeploymentSpec.model_validate(BASE)
+    assert spec.replicas == 1
+    assert spec.model.dtype == "bfloat16"
+    assert spec.runtime.kv_cache.block_size == 16
+    assert spec.runtime.kv_cache.gpu_memory_utilization is None
+    assert spec.serving.port == 8000
+    assert spec.rollout.max_unavailable == 0
+    assert spec.resources.cpu == "8"  # YAML integers are accepted as quantities
+
+
+def test_wire_form_round_trips() -> None:
+    spec = InferenceDeploymentSpec.model_validate(BASE)
+    assert InferenceDeploymentSpec.model_validate(spec.to_wire()) == spec
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("model.source", "http://example.com/model", "model.source"),
+        ("model.source", "hf://org/name@main", "model.source"),
+        ("model.dtype", "int4", "model.dtype"),
+        ("model.quantization", "awq", "model.quantization"),
+        ("model", {"name": "m", "source": "s3://bucket/m", "revision": "abc"}, "only valid with an hf://"),
+        ("replicas", -1, "replicas"),
+        ("resources.memory", "lots", "resources.memory"),
+        ("resources.gpu.count", 0, "resources.gpu.count"),
+        (
+            "runtime.kvCache",
+            {"blocks": 100, "gpuMemoryUtilization": 0.8},
+            "either blocks or gpuMemoryUtilization",
+        ),
+        ("runtime.kvCache", {"gpuMemoryUtilization": 1.5}, "gpuMemoryUtilization"),
+        ("runtime.speculative", {"method": "ngram"}, "numTokens must be set"),
+        ("runtime.speculative", {"method": "none", "numTokens": 3}, "numTokens must be set"),
+        ("runtime.extraArgs", ["--port=9000"], "extraArgs may not set flags"),
+        ("runtime.extraArgs", ["--model"], "extraArgs may not set flags"),
+        ("runtime.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "env"),
+        ("runtime.unknownField", 1, "unknownField"),
+        ("autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "minReplicas must be less than"),
+        ("autoscaling", {"enabled": True}, "autoscaling.slo needs"),
+        ("serving", {"port": 8000, "metricsPort": 8000}, "must differ"),
+        ("rollout", {"strategy": "Canary"}, "rollout.steps is required"),
+        ("rollout", {"steps": [{"replicas": 1}]}, "rollout.steps is required"),
+        ("rollout", {"maxSurge": 0, "maxUnavailable": 0}, "maxSurge plus maxUnavailable"),
+        ("scheduling.nodeSelector", {"nvidia.com/gpu.product": "X"}, "use resources.gpu.product"),
+    ],
+)
+def test_bad_field_is_rejected_with_its_name(path: str, value: Any, expected: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        InferenceDeploymentSpec.model_validate(_with(path, value))
+    assert expected in str(error.value)
+
+
+def test_gpu_count_must_be_a_multiple_of_tensor_parallelism() -> None:
+    spec = _with("runtime.tensorParallelSize", 2)
+    with pytest.raises(ValidationError, match=r"multiple of runtime\.tensorParallelSize"):
+        InferenceDeploymentSpec.model_validate(spec)
+    spec["resources"]["gpu"]["count"] = 4
+    assert InferenceDeploymentSpec.model_validate(spec).runtime.tensor_parallel_size == 2
+    spec["resources"]["gpu"]["count"] = 3
+    with pytest.raises(ValidationError, match="multiple"):
+        InferenceDeploymentSpec.model_validate(spec)
+
+
+def test_gpu_budget_must_cover_min_replicas() -> None:
+    spec = _with(
+        "autoscaling",
+        {"enabled": True, "minReplicas": 2, "maxGpus": 3, "slo": {"timeToFirstTokenP95Milliseconds": 500}},
+    )
+    spec["resources"]["gpu"]["count"] = 2
+    with pytest.raises(ValidationError, match=r"maxGpus must be at least"):
+        InferenceDeploymentSpec.model_validate(spec)
+    spec["autoscaling"]["maxGpus"] = 4
+    assert InferenceDeploymentSpec.model_validate(spec).autoscaling.max_gpus == 4
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hf://gpt2",
+        "hf://org/name",
+        "s3://bucket/prefix/model",
+        "pvc://models/llama/8b",
+        "file:///models/tiny",
+    ],
+)
+def test_every_source_scheme_is_accepted(source: str) -> None:
+    spec = InferenceDeploymentSpec.model_validate(_with("model.source", source))
+    assert spec.model.scheme == source.split("://")[0]
+    assert spec.model.is_downloaded == source.startswith(("hf://", "s3://"))
+
+
+def test_status_parses_other_writers_fields_and_decision_aliases() -> None:
+    status = InferenceDeploymentStatus.model_validate(
+        {
+            "phase": "Ready",
+            "futureField": {"x": 1},
+            "autoscaling": {
+                "lastDecision": {"time": "2026-01-01T00:00:00Z", "from": 1, "to": 2, "reason": "TTFT high"}
+            },
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AllReplicasReady",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+    )
+    assert status.autoscaling is not None and status.autoscaling.last_decision is not None
+    assert status.autoscaling.last_decision.to_replicas == 2
+    assert status.to_wire()["autoscaling"]["lastDecision"]["from"] == 1
+    ready = status.condition("Ready")
+    assert ready is not None and ready.reason == "AllReplicasReady"
+    assert status.condition("Degraded") is None
