@@ -1,0 +1,95 @@
+"""Continuous batching: decides, every step, which sequences run and how many tokens each computes.
+
+Running sequences go first (so decodes are never stalled by a long prompt), each taking what it
+still needs from the per-step token budget; a prompt larger than the remaining budget is prefilled
+in chunks over several steps. When the KV cache runs out, the most recently admitted running
+sequence is preempted: its blocks are freed and it returns to the front of the queue, to be
+recomputed later (prefix caching may give much of it back). Waiting sequences are admitted in
+arrival order while the budget, the batch size and the cache allow. Pure bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from berth_runtime.engine.block_manager import BlockManager
+from berth_runtime.engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledRow:
+    seq: Sequence
+    num_new_tokens: int
+    """Tokens computed for `seq` in this step, starting at seq.num_computed_tokens."""
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_batch_size: int, max_num_batched_tokens: int) -> None:
+        self.block_manager = block_manager
+        self.max_batch_size = max_batch_size
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Marks `seq` finished, takes it out of the batch and frees its blocks at once."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def schedule(self) -> list[ScheduledRow]:
+        budget = self.max_num_batched_tokens
+        rows: list[ScheduledRow] = []
+        preempted = False
+        index = 0
+        while index < len(self.running) and budget > 0:
+            seq = self.running[index]
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            while not self.block_manager.allocate(seq, num_new):
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    break
+            if seq.status is SequenceStatus.RUNNING:
+                rows.append(ScheduledRow(seq, num_new))
+                budget -= num_new
+                index += 1
+        if preempted:
+            return rows
+        while self.waiting and budget > 0 and len(self.running) < self.max_batch_size:
+            seq = self.waiting[0]
+            matched = self.block_manager.match_prefix(seq)
+            num_cached = len(matched) * self.block_manager.block_size
+            num_new = min(seq.num_tokens - num_cached, budget)
+            size = self.block_manager.block_size
+            new_blocks = -(-(num_cached + num_new) // size) - len(matched)
+            if not self.block_manager.can_admit(matched, new_blocks):
+                break
+            self.waiting.popleft()
+            self.block_manager.acquire_prefix(seq, matched)
+            self.block_manager.allocate(seq, num_new)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            rows.append(ScheduledRow(seq, num_new))
+            budget -= num_new
+        return rows

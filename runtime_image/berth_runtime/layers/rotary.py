@@ -1,0 +1,88 @@
+"""Rotary position embeddings (the Llama/NeoX rotate-half form) with Llama 3, linear and dynamic-NTK
+frequency scaling.
+
+The cos/sin table is computed once for every position up to the context limit; applying it is a
+gather by position, so chunked prefill and decode share one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """The model's rope settings (from config.json's rope_parameters or rope_theta + rope_scaling)."""
+
+    rope_type: str = "default"
+    theta: float = 10000.0
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int | None = None
+
+
+def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embeddings: int) -> torch.Tensor:
+    """[head_dim // 2] fp32 inverse frequencies, scaled as Hugging Face scales them."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(torch.float32) / head_dim
+    base = scaling.theta
+    if scaling.rope_type == "dynamic":
+        # vLLM's static form of dynamic NTK: the base is fixed for the scaled context, so cached keys
+        # stay valid (Hugging Face re-derives it from the running length, which a KV cache cannot do).
+        scaled_len = max_position_embeddings * scaling.factor
+        base = base * ((scaling.factor * scaled_len / max_position_embeddings) - (scaling.factor - 1)) ** (
+            head_dim / (head_dim - 2)
+        )
+    inv_freq = 1.0 / (base**exponents)
+    if scaling.rope_type == "linear":
+        inv_freq = inv_freq / scaling.factor
+    elif scaling.rope_type == "llama3":
+        inv_freq = _llama3_scaled(inv_freq, scaling, max_position_embeddings)
+    return inv_freq
+
+
+def _llama3_scaled(
+    inv_freq: torch.Tensor, scaling: RopeScaling, max_position_embeddings: int
+) -> torch.Tensor:
+    original_len = scaling.original_max_position_embeddings or max_position_embeddings
+    low_freq_wavelen = original_len / scaling.low_freq_factor
+    high_freq_wavelen = original_len / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (original_len / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def cos_sin_table(inv_freq: torch.Tensor, max_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [max_positions, head_dim] fp32, halves duplicated (rotate-half layout)."""
+    positions = torch.arange(max_positions, dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """query: [tokens, heads, head_dim], key: [tokens, kv_heads, head_dim], positions: [tokens]."""
+    cos = cos_table[positions].to(query.dtype).unsqueeze(1)  # [tokens, 1, head_dim]
+    sin = sin_table[positions].to(query.dtype).unsqueeze(1)
+    return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin

@@ -1,0 +1,1 @@
+"""Model definitions and the loader for Hugging Face layout model directories."""
