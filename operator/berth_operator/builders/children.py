@@ -1,0 +1,38 @@
+"""All child objects of one InferenceDeployment, each stamped with a hash of its own content.
+
+The hash (annotation berth.dev/applied-hash) lets the kube layer skip a write when the live object
+already carries the same hash: reconciling an unchanged resource makes no writes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from berth_operator.builders.configmap import build_config_map, config_map_name
+from berth_operator.builders.context import BuildContext
+from berth_operator.builders.deployment import build_deployment
+from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION, stable_hash
+from berth_operator.builders.pdb import build_pod_disruption_budget
+from berth_operator.builders.service import build_service
+
+
+def stamp_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the manifest with berth.dev/applied-hash set to the hash of everything else."""
+    stamped = copy.deepcopy(manifest)
+    annotations = stamped["metadata"].setdefault("annotations", {})
+    annotations.pop(APPLIED_HASH_ANNOTATION, None)
+    annotations[APPLIED_HASH_ANNOTATION] = stable_hash(stamped, length=16)
+    return stamped
+
+
+def build_children(context: BuildContext) -> list[dict[str, Any]]:
+    """ConfigMap, Deployment, Service and PodDisruptionBudget, in the order they should be applied."""
+    config_map = build_config_map(context)
+    children = [
+        config_map,
+        build_deployment(context, config_map_name(context.owner.name)),
+        build_service(context),
+        build_pod_disruption_budget(context),
+    ]
+    return [stamp_applied_hash(child) for child in children]

@@ -1,0 +1,269 @@
+"""Derives the operator-owned part of an InferenceDeployment's status from what it observes.
+
+Pure: the owned Deployment and pods (plus the spec verdict) in; the status fields the operator core
+owns, and the Events worth emitting for their transitions, out. Conditions written by other writers
+(the autoscaler's SLOMet, MetricsUnavailable) are not touched: the kube layer applies these fields
+with the operator's own field manager.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from berth_operator.api import Condition, InferenceDeploymentStatus
+from berth_operator.api.status import (
+    CONDITION_ACCEPTED,
+    CONDITION_DEGRADED,
+    CONDITION_PROGRESSING,
+    CONDITION_READY,
+    Phase,
+)
+from berth_operator.builders.labels import REVISION_LABEL, selector_string
+from berth_operator.builders.pod_problems import PodProblem, is_pod_ready, is_pod_running, pod_problems
+
+OWNED_CONDITIONS = (CONDITION_ACCEPTED, CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
+OWNED_FIELDS = (
+    "observedGeneration",
+    "phase",
+    "replicas",
+    "readyReplicas",
+    "updatedReplicas",
+    "desiredReplicas",
+    "ready",
+    "selector",
+    "revision",
+    "endpoint",
+    "conditions",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the operator accepted the spec (Accepted condition); reason/message say why not."""
+
+    accepted: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A Kubernetes Event to emit on the InferenceDeployment."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    """Everything the status is derived from."""
+
+    name: str
+    observed_generation: int | None
+    verdict: Verdict
+    target_revision: str | None
+    desired_replicas: int
+    endpoint: str | None
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    previous: InferenceDeploymentStatus
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _Counts:
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+
+
+def _counts(deployment: dict[str, Any] | None) -> _Counts:
+    status = (deployment or {}).get("status", {})
+    return _Counts(
+        replicas=status.get("replicas", 0),
+        ready=status.get("readyReplicas", 0),
+        updated=status.get("updatedReplicas", 0),
+        available=status.get("availableReplicas", 0),
+    )
+
+
+def _deadline_exceeded(deployment: dict[str, Any] | None) -> str | None:
+    for condition in (deployment or {}).get("status", {}).get("conditions", []):
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return str(condition.get("message") or "the rollout made no progress before its deadline")
+    return None
+
+
+def _rollout_complete(inputs: StatusInputs, counts: _Counts) -> bool:
+    deployment = inputs.deployment
+    if deployment is None:
+        return False
+    observed = deployment.get("status", {}).get("observedGeneration", 0)
+    on_target = deployment.get("metadata", {}).get("labels", {}).get(REVISION_LABEL) == inputs.target_revision
+    desired = inputs.desired_replicas
+    return (
+        observed >= deployment.get("metadata", {}).get("generation", 0)
+        and on_target
+        and counts.updated >= desired
+        and counts.replicas == desired
+        and counts.available >= desired
+    )
+
+
+def _summarise(problems: list[PodProblem]) -> str:
+    first = problems[0].message
+    return first if len(problems) == 1 else f"{first} (and {len(problems) - 1} more pods)"
+
+
+def _current_revision(inputs: StatusInputs) -> str | None:
+    ready: list[str] = [
+        str(pod["metadata"]["labels"][REVISION_LABEL])
+        for pod in inputs.pods
+        if is_pod_ready(pod) and REVISION_LABEL in pod.get("metadata", {}).get("labels", {})
+    ]
+    revisions = Counter(ready)
+    if not revisions:
+        return inputs.previous.revision.current if inputs.previous.revision else None
+    best = max(revisions.values())
+    if inputs.target_revision is not None and revisions.get(inputs.target_revision) == best:
+        return inputs.target_revision
+    return sorted(revision for revision, count in revisions.items() if count == best)[0]
+
+
+def _condition(
+    inputs: StatusInputs, condition_type: str, status: bool, reason: str, message: str
+) -> Condition:
+    text = "True" if status else "False"
+    previous = inputs.previous.condition(condition_type)
+    since = previous.last_transition_time if previous is not None and previous.status == text else inputs.now
+    return Condition(
+        type=condition_type,
+        status=text,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=inputs.observed_generation,
+    )
+
+
+def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[Condition], Phase]:
+    verdict, desired, ready = inputs.verdict, inputs.desired_replicas, counts.ready
+    accepted = _condition(inputs, CONDITION_ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
+    if not verdict.accepted:
+        return [
+            accepted,
+            _condition(inputs, CONDITION_READY, False, verdict.reason, verdict.message),
+            _condition(inputs, CONDITION_PROGRESSING, False, verdict.reason, verdict.message),
+            _condition(inputs, CONDITION_DEGRADED, True, verdict.reason, verdict.message),
+        ], "Failed"
+
+    problems = pod_problems(inputs.pods)
+    unschedulable = [problem for problem in problems if problem.is_scheduling]
+    failing = [problem for problem in problems if not problem.is_scheduling]
+    deadline = _deadline_exceeded(inputs.deployment)
+    complete = _rollout_complete(inputs, counts)
+    summary = f"{ready}/{desired} replicas ready"
+
+    if desired == 0:
+        ready_condition = _condition(inputs, CONDITION_READY, True, "ScaledToZero", "0 replicas requested")
+    elif ready >= desired:
+        ready_condition = _condition(inputs, CONDITION_READY, True, "AllReplicasReady", summary)
+    elif unschedulable:
+        message = f"{summary}; {_summarise(unschedulable)}"
+        ready_condition = _condition(inputs, CONDITION_READY, False, "Unschedulable", message)
+    elif failing:
+        message = f"{summary}; {_summarise(failing)}"
+        ready_condition = _condition(inputs, CONDITION_READY, False, failing[0].reason, message)
+    else:
+        ready_condition = _condition(inputs, CONDITION_READY, False, "ReplicasNotReady", summary)
+
+    if deadline is not None:
+        progressing = _condition(inputs, CONDITION_PROGRESSING, False, "ProgressDeadlineExceeded", deadline)
+    elif complete:
+        message = f"revision {inputs.target_revision} runs on all {desired} replicas"
+        progressing = _condition(inputs, CONDITION_PROGRESSING, False, "RolloutComplete", message)
+    elif unschedulable:
+        progressing = _condition(
+            inputs, CONDITION_PROGRESSING, True, "Unschedulable", _summarise(unschedulable)
+        )
+    else:
+        message = f"{counts.updated}/{desired} replicas on revision {inputs.target_revision}; {summary}"
+        progressing = _condition(inputs, CONDITION_PROGRESSING, True, "ReplicasUpdating", message)
+
+    if failing:
+        degraded = _condition(inputs, CONDITION_DEGRADED, True, failing[0].reason, _summarise(failing))
+    elif deadline is not None:
+        degraded = _condition(inputs, CONDITION_DEGRADED, True, "ProgressDeadlineExceeded", deadline)
+    else:
+        degraded = _condition(inputs, CONDITION_DEGRADED, False, "NoFailures", "no failing pods")
+
+    phase: Phase
+    if degraded.status == "True":
+        phase = "Degraded"
+    elif ready_condition.status == "True":
+        phase = "Progressing" if progressing.status == "True" else "Ready"
+    elif ready == 0 and not any(is_pod_running(pod) for pod in inputs.pods):
+        phase = "Pending"
+    else:
+        phase = "Progressing"
+    return [accepted, ready_condition, progressing, degraded], phase
+
+
+def derive_status(inputs: StatusInputs) -> dict[str, Any]:
+    """The operator-owned status fields, in wire form (camelCase, unset fields left out)."""
+    counts = _counts(inputs.deployment)
+    conditions, phase = _conditions_and_phase(inputs, counts)
+    status = InferenceDeploymentStatus(
+        observed_generation=inputs.observed_generation,
+        phase=phase,
+        replicas=counts.replicas,
+        ready_replicas=counts.ready,
+        updated_replicas=counts.updated,
+        desired_replicas=inputs.desired_replicas,
+        ready=f"{counts.ready}/{inputs.desired_replicas}",
+        selector=selector_string(inputs.name),
+        revision={"current": _current_revision(inputs), "target": inputs.target_revision},
+        endpoint=inputs.endpoint,
+        conditions=conditions,
+    )
+    return status.to_wire()
+
+
+def owned_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The operator-owned fields of a full status (wire form), for comparing before writing."""
+    owned = {key: status[key] for key in OWNED_FIELDS if key in status}
+    if "conditions" in owned:
+        owned["conditions"] = [c for c in owned["conditions"] if c.get("type") in OWNED_CONDITIONS]
+    return owned
+
+
+def transition_events(previous: InferenceDeploymentStatus, current: dict[str, Any]) -> list[StatusEvent]:
+    """Events for condition changes worth telling a person about."""
+    events: list[StatusEvent] = []
+    for condition in current.get("conditions", []):
+        before = previous.condition(condition["type"])
+        status, reason, message = condition["status"], condition["reason"], condition.get("message", "")
+        changed = before is None or before.status != status or before.reason != reason
+        if not changed:
+            continue
+        kind = condition["type"]
+        if kind == CONDITION_READY and status == "True":
+            events.append(StatusEvent("Normal", "Ready", message))
+        elif kind == CONDITION_READY and reason == "Unschedulable":
+            events.append(StatusEvent("Warning", "Unschedulable", message))
+        elif kind == CONDITION_READY and before is not None and before.status == "True":
+            events.append(StatusEvent("Warning", "NotReady", message))
+        elif kind == CONDITION_DEGRADED and status == "True":
+            events.append(StatusEvent("Warning", reason, message))
+        elif kind == CONDITION_DEGRADED and before is not None and before.status == "True":
+            events.append(StatusEvent("Normal", "Recovered", message))
+        elif kind == CONDITION_ACCEPTED and status == "False":
+            events.append(StatusEvent("Warning", reason, message))
+        elif kind == CONDITION_PROGRESSING and reason == "RolloutComplete":
+            events.append(StatusEvent("Normal", "RolloutComplete", message))
+    return events
