@@ -1,0 +1,13 @@
+"""Triton kernels for the GPU build of the runtime, each behind a wrapper that checks its arguments.
+
+Every module holds one kernel (or one kernel family), its checking wrapper, and a ``*_reference``
+function in plain PyTorch that defines what the kernel must compute; tests compare the two under
+``TRITON_INTERPRET=1`` on the CPU and natively on CUDA. The KV cache layout throughout is
+``[num_blocks, block_size, num_kv_heads, head_dim]`` per layer (as ``berth_runtime.layers.attention``).
+
+Kernels: ``rms_norm`` (plain and fused with the residual add), ``rotary`` (rotate-half RoPE on q and
+k in place), ``activation`` (SiLU-and-multiply), ``kv_cache_store`` (paged cache write by slot),
+``paged_attention`` (decode over the paged cache, GQA, split long contexts), ``prefill_attention``
+(chunked prefill over the paged cache via SDPA), ``weight_only_linear`` (int8 / fp8 weights with
+per-channel scales).
+"""

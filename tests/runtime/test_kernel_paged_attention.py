@@ -1,0 +1,106 @@
+"""Decode attention over the paged cache equals float32 softmax attention over the gathered context:
+GQA groups, shuffled block tables, variable lengths, split (flash-decoding) partitions, padding rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from berth_runtime.kernels import paged_attention as module
+from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_attention_decode_reference
+
+
+@pytest.fixture
+def device() -> str:
+    if runs_interpreted(module._paged_decode_kernel):
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+
+
+def _case(
+    device: str,
+    dtype: torch.dtype,
+    context_lens: list[int],
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    head_dim: int = 16,
+    block_size: int = 4,
+) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(sum(context_lens))
+    max_blocks = max(1, -(-max(context_lens) // block_size))
+    num_blocks = len(context_lens) * max_blocks + 3
+    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    key_cache = torch.randn(shape, generator=generator).to(device, dtype)
+    value_cache = torch.randn(shape, generator=generator).to(device, dtype)
+    # every sequence gets its own blocks, in shuffled order
+    block_tables = torch.randperm(num_blocks, generator=generator)[: len(context_lens) * max_blocks]
+    block_tables = block_tables.view(len(context_lens), max_blocks).to(device, torch.int32)
+    query = torch.randn(len(context_lens), num_heads, head_dim, generator=generator).to(device, dtype)
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=device)
+    return query, key_cache, value_cache, block_tables, lens
+
+
+def _tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"rtol": 2e-2, "atol": 2e-2} if dtype != torch.float32 else {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_decode_matches_reference_with_gqa_and_variable_lengths(device: str, dtype: torch.dtype) -> None:
+    query, key_cache, value_cache, block_tables, lens = _case(device, dtype, [1, 7, 20, 33])
+    actual = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, scale=0.25)
+    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.25)
+    torch.testing.assert_close(actual, expected, **_tolerance(dtype))
+
+
+def test_split_partitions_merge_to_the_same_result(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(module, "PARTITION_TOKENS", 8)  # 33 tokens -> 5 partitions, some empty for short rows
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [2, 9, 33], num_heads=8)
+    actual = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, scale=0.3)
+    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.3)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_graph_sized_max_context_len_changes_nothing(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA graphs capture with max_context_len = max_model_len: extra partitions must be inert."""
+    monkeypatch.setattr(module, "PARTITION_TOKENS", 8)
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [5, 12])
+    actual = paged_attention_decode(
+        query, key_cache, value_cache, block_tables, lens, 0.3, max_context_len=64
+    )
+    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.3)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_rows_with_no_context_give_zeros(device: str) -> None:
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [6, 6])
+    lens[1] = 0
+    out = torch.full_like(query, float("nan"))
+    paged_attention_decode(query, key_cache, value_cache, block_tables, lens, 0.3, out=out)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert torch.isfinite(out[0]).all()
+
+
+def test_the_query_heads_of_a_group_read_their_own_kv_head(device: str) -> None:
+    """One cached token: softmax over one key is 1, so the output is that token's value of the KV head."""
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [1], num_heads=4)
+    out = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, 1.0)
+    block = int(block_tables[0, 0])
+    for head in range(4):
+        torch.testing.assert_close(out[0, head], value_cache[block, 0, head // 2])
+
+
+def test_mismatched_arguments_are_rejected(device: str) -> None:
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [3, 4])
+    with pytest.raises(ValueError, match="query heads 3 must be a multiple of the cache's KV heads 2"):
+        paged_attention_decode(query[:, :3], key_cache, value_cache, block_tables, lens, 1.0)
+    with pytest.raises(ValueError, match=r"context_lens has shape \[1\]; expected \[2\]"):
+        paged_attention_decode(query, key_cache, value_cache, block_tables, lens[:1], 1.0)
+    with pytest.raises(ValueError, match="block_tables has dtype float32"):
+        paged_attention_decode(query, key_cache, value_cache, block_tables.float(), lens, 1.0)
+    with pytest.raises(ValueError, match="key_cache head_dim 8 differs from query head_dim 16"):
+        paged_attention_decode(query, key_cache[..., :8].contiguous(), value_cache, block_tables, lens, 1.0)
+    with pytest.raises(ValueError, match="max_context_len must be >= 0"):
+        paged_attention_decode(query, key_cache, value_cache, block_tables, lens, 1.0, max_context_len=-1)

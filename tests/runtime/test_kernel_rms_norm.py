@@ -1,0 +1,86 @@
+"""The fused RMSNorm kernel equals Hugging Face's RMSNorm arithmetic, residual add included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from berth_runtime.kernels import rms_norm as module
+from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference, rms_norm, rms_norm_reference
+
+
+@pytest.fixture
+def device() -> str:
+    if runs_interpreted(module._rms_norm_kernel):
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+
+
+def _assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    if actual.device.type == "cpu" and actual.dtype != torch.float32:
+        # the interpreter rounds to bf16/fp16 exactly like PyTorch, so the bits agree
+        assert torch.equal(actual, expected)
+    else:  # float32 sums in another order; GPU rsqrt may differ by an ulp of float32
+        torch.testing.assert_close(actual, expected, rtol=2**-7, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("hidden_size", [48, 64])
+def test_rms_norm_matches_reference(device: str, dtype: torch.dtype, hidden_size: int) -> None:
+    generator = torch.Generator().manual_seed(hidden_size)
+    x = torch.randn(5, hidden_size, generator=generator).to(device, dtype)
+    weight = (1 + 0.1 * torch.randn(hidden_size, generator=generator)).to(device, dtype)
+    _assert_same(rms_norm(x, weight, 1e-5), rms_norm_reference(x, weight, 1e-5))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_add_rms_norm_updates_residual_and_normalises_the_sum(device: str, dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 40, generator=generator).to(device, dtype)
+    residual = torch.randn(4, 40, generator=generator).to(device, dtype)
+    weight = torch.randn(40, generator=generator).to(device, dtype)
+    kernel_residual, reference_residual = residual.clone(), residual.clone()
+    normed = add_rms_norm(x, kernel_residual, weight, 1e-6)
+    expected = add_rms_norm_reference(x, reference_residual, weight, 1e-6)
+    _assert_same(kernel_residual, reference_residual)
+    _assert_same(normed, expected)
+    assert not torch.equal(kernel_residual, residual)
+
+
+def test_rows_with_a_stride_are_read_correctly(device: str) -> None:
+    wide = torch.randn(3, 80, device=device)
+    x = wide[:, :32]  # row stride 80, inner dimension packed
+    weight = torch.randn(32, device=device)
+    _assert_same(rms_norm(x, weight, 1e-6), rms_norm_reference(x, weight, 1e-6))
+
+
+def test_empty_batch_gives_empty_output(device: str) -> None:
+    out = rms_norm(torch.empty(0, 16, device=device), torch.ones(16, device=device), 1e-6)
+    assert out.shape == (0, 16)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "weight_shape", "message"),
+    [
+        ((4, 16), (8,), r"weight has shape \[8\]; expected \[16\]"),
+        ((4, 2, 16), (16,), r"x must be 2-D"),
+    ],
+)
+def test_bad_shapes_are_rejected_with_the_argument_named(
+    device: str, x_shape: tuple[int, ...], weight_shape: tuple[int, ...], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        rms_norm(torch.randn(x_shape, device=device), torch.ones(weight_shape, device=device), 1e-6)
+
+
+def test_mixed_dtypes_and_non_contiguous_rows_are_rejected(device: str) -> None:
+    x = torch.randn(4, 16, device=device)
+    with pytest.raises(ValueError, match="x=float32, weight=bfloat16"):
+        rms_norm(x, torch.ones(16, device=device, dtype=torch.bfloat16), 1e-6)
+    with pytest.raises(ValueError, match="x must be contiguous in its last"):
+        rms_norm(torch.randn(16, 4, device=device).t(), torch.ones(16, device=device), 1e-6)
+    with pytest.raises(ValueError, match="residual has shape"):
+        add_rms_norm(x, torch.randn(3, 16, device=device), torch.ones(16, device=device), 1e-6)
