@@ -1,0 +1,161 @@
+"""The runtime's command line: `serve` (the inference server) and `fetch` (the model init step).
+
+The operator renders these flags into every runtime pod, so the parser is one side of a contract
+whose other side is the operator's builder; the flag table in runtime_image/README.md is that
+contract. Parsing only builds a `RuntimeConfig` (which validates); nothing heavy is imported here,
+so `fetch` never loads torch and `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from berth_runtime.config import (
+    DEVICES,
+    DTYPES,
+    LOG_LEVELS,
+    QUANTIZATIONS,
+    SPECULATIVE_METHODS,
+    RuntimeConfig,
+)
+from berth_runtime.fetch.source import DEFAULT_PVC_MOUNT_ROOT
+
+PROGRAM = "python -m berth_runtime"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="berth's LLM inference runtime")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,fetch}")
+    _add_serve_arguments(commands.add_parser("serve", help="serve a model over KServe v2 and the OpenAI API"))
+    _add_fetch_arguments(
+        commands.add_parser("fetch", help="download a model into a directory (the pod's init step)")
+    )
+    return parser
+
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    add = serve.add_argument
+    add("--model", required=True, help="Hugging Face layout model directory")
+    add("--served-model-name", help="name clients ask for (default: basename of --model)")
+    add("--host", default="0.0.0.0", help="bind address (default: %(default)s)")
+    add("--port", type=int, default=8000, help="HTTP port for KServe v2, OpenAI, /metrics, health")
+    add("--metrics-port", type=int, default=0, help="if non-zero, /metrics is also served on this port")
+    add("--dtype", choices=DTYPES, default="bfloat16", help="weight and activation dtype")
+    add("--device", choices=DEVICES, help="default: cuda if available, else cpu")
+    add("--quantization", choices=QUANTIZATIONS, default="none", help="weight-only quantization")
+    add("--max-model-len", type=int, help="context limit, prompt + output (default: the model's)")
+    add("--max-batch-size", type=int, default=64, help="most running sequences per step")
+    add("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget (chunked prefill)")
+    add("--block-size", type=int, default=16, help="KV cache block size in tokens")
+    memory = serve.add_mutually_exclusive_group()
+    memory.add_argument("--kv-cache-blocks", type=int, default=0, help="explicit KV block count (0: derive)")
+    memory.add_argument(
+        "--gpu-memory-utilization", type=float, help="share of device memory for weights + KV cache (0, 1]"
+    )
+    add("--enable-prefix-caching", action="store_true", help="reuse the KV cache of shared prompt prefixes")
+    add("--speculative-method", choices=SPECULATIVE_METHODS, default="none")
+    add("--num-speculative-tokens", type=int, default=0, help="draft tokens per step (with a method)")
+    add("--tensor-parallel-size", type=int, default=1)
+    add("--max-queue", type=int, default=256, help="bounded waiting queue; beyond it 503 + Retry-After")
+    add(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests may finish after SIGTERM",
+    )
+    add("--warmup-prompts", type=int, default=1, help="warm-up generations before ready (>= 1)")
+    add("--api-key-file", help="if set, requests need 'Authorization: Bearer <key>'")
+    add("--seed", type=int, default=0, help="default sampling seed base")
+    add("--log-level", choices=LOG_LEVELS, default="info", type=str.lower)
+
+
+def _add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
+    fetch.add_argument(
+        "source", help="hf://org/name[@rev], s3://bucket/prefix, file:///path, pvc://claim/path"
+    )
+    fetch.add_argument("destination", type=Path, help="directory to fill (created if missing)")
+    fetch.add_argument(
+        "--revision", help="branch, tag or commit (hf://); a label recorded with other sources"
+    )
+    fetch.add_argument(
+        "--pvc-mount-root",
+        type=Path,
+        default=DEFAULT_PVC_MOUNT_ROOT,
+        help="where pvc:// claims are mounted (default: %(default)s)",
+    )
+    fetch.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=str.lower)
+
+
+def config_from_args(arguments: argparse.Namespace) -> RuntimeConfig:
+    """The `serve` flags as a validated RuntimeConfig (ValueError names the bad field)."""
+    return RuntimeConfig(
+        model=arguments.model,
+        served_model_name=arguments.served_model_name,
+        host=arguments.host,
+        port=arguments.port,
+        metrics_port=arguments.metrics_port,
+        dtype=arguments.dtype,
+        device=arguments.device,
+        quantization=arguments.quantization,
+        max_model_len=arguments.max_model_len,
+        max_batch_size=arguments.max_batch_size,
+        max_num_batched_tokens=arguments.max_num_batched_tokens,
+        block_size=arguments.block_size,
+        kv_cache_blocks=arguments.kv_cache_blocks,
+        gpu_memory_utilization=arguments.gpu_memory_utilization,
+        enable_prefix_caching=arguments.enable_prefix_caching,
+        speculative_method=arguments.speculative_method,
+        num_speculative_tokens=arguments.num_speculative_tokens,
+        tensor_parallel_size=arguments.tensor_parallel_size,
+        max_queue=arguments.max_queue,
+        drain_timeout=arguments.drain_timeout,
+        warmup_prompts=arguments.warmup_prompts,
+        api_key_file=arguments.api_key_file,
+        seed=arguments.seed,
+        log_level=arguments.log_level,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
+    logging.basicConfig(
+        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _run_fetch(arguments: argparse.Namespace) -> int:
+    from berth_runtime.fetch import FetchError, fetch, parse_source
+
+    _configure_logging(arguments.log_level)
+    try:
+        source = parse_source(arguments.source, arguments.revision, arguments.pvc_mount_root)
+        outcome = fetch(source, arguments.destination)
+    except FetchError as error:
+        print(f"{PROGRAM} fetch: error: {error}", file=sys.stderr)
+        return 1
+    state = "already complete" if outcome.skipped else f"complete at {outcome.resolved_revision}"
+    print(f"{source}: {state} in {arguments.destination}", file=sys.stderr)
+    return 0
+
+
+def _run_serve(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(arguments)
+    except ValueError as error:
+        parser.exit(2, f"{PROGRAM} serve: error: {error}\n")
+    _configure_logging(config.log_level)
+    from berth_runtime.server.runner import serve
+
+    return serve(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command == "fetch":
+        return _run_fetch(arguments)
+    return _run_serve(parser, arguments)
