@@ -1,68 +1,74 @@
 {{/*
-The operator's permissions, in one place. Each rule is here because code uses it; the comment
-says which. tests/chart/test_rbac.py compares these rules with the operator's documented needs
-(berth_operator.kube) and Kopf's, so a permission cannot be added or dropped on one side only.
+The operator's permissions, in one place, written from the table in berth_operator/kube/__init__.py
+(REQUIRED_PERMISSIONS, KOPF_CLUSTER_PERMISSIONS) plus Kopf peering. tests/chart/test_chart_rbac.py
+compares the rendered rules with that data, so neither side can gain or lose a permission alone.
+No wildcards, no delete: garbage collection removes children through their ownerReferences.
 */}}
 
 {{/*
-Rules on namespaced resources: granted by a ClusterRole when the operator watches all namespaces,
-by a Role in each watched namespace otherwise.
+Rules on namespaced resources: in the ClusterRole when the operator watches all namespaces, in a
+Role in each watched namespace otherwise.
 */}}
 {{- define "berth.rbac.namespacedRules" -}}
-# Kopf: watch InferenceDeployments, patch finalizers and its progress annotations on them.
+# Kopf watches InferenceDeployments and keeps its berth.dev/* annotations and finalizer on them.
 - apiGroups: ["berth.dev"]
   resources: ["inferencedeployments"]
   verbs: ["get", "list", "watch", "patch"]
-# berth_operator.kube: write status (phase, conditions, autoscaling signals).
+# Server-side apply of the status.
 - apiGroups: ["berth.dev"]
   resources: ["inferencedeployments/status"]
-  verbs: ["get", "patch"]
-# berth_operator.kube: owner references that block deletion need this on clusters that enforce
-# OwnerReferencesPermissionEnforcement (OpenShift).
+  verbs: ["patch"]
+# ownerReferences with blockOwnerDeletion on the children.
 - apiGroups: ["berth.dev"]
   resources: ["inferencedeployments/finalizers"]
   verbs: ["update"]
-# berth_operator.kube: server-side apply of the runtime Deployment (create on first apply), scaling.
+# The runtime Deployment: server-side apply (create on first apply), status reads, Kopf watches.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["get", "patch"]
-# berth_operator.kube: server-side apply of the Service and ConfigMap beside each deployment.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The runtime Service, ConfigMap and PodDisruptionBudget: server-side apply.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# berth_operator.kube: the PodDisruptionBudget of each deployment.
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Kopf and berth_operator.kube: Events on InferenceDeployments (handler progress, scaling decisions).
+  verbs: ["get", "create", "patch"]
+# Runtime pods: Kopf watches them, status explains why they are not serving.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+{{- if .Values.rbac.readSecrets }}
+# Whether Secrets a spec references exist (never their contents in status or logs).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
+# Events on transitions (berth) and handler failures (Kopf).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- if and .Values.peering.enabled (eq (include "berth.clusterwide" .) "false") }}
-# Kopf peering (namespaced): replicas announce themselves in a KopfPeering per watched namespace.
+# Kopf peering: replicas announce themselves in the KopfPeering of each watched namespace.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- end -}}
 
-{{/* Rules on cluster-scoped resources: always a ClusterRole. */}}
+{{/* Rules on cluster-scoped resources: always in the ClusterRole. */}}
 {{- define "berth.rbac.clusterRules" -}}
-# Kopf: notice CRDs appearing and changing (resource discovery).
+# Kopf notices CRDs appearing and changing.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- if eq (include "berth.clusterwide" .) "false" }}
-# Kopf: notice watched namespaces being created and deleted.
+# Kopf notices watched namespaces being created and deleted.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
 {{- if and .Values.peering.enabled (eq (include "berth.clusterwide" .) "true") }}
-# Kopf peering (cluster-wide): replicas announce themselves in a ClusterKopfPeering.
+# Kopf peering: replicas announce themselves in the ClusterKopfPeering.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
