@@ -30,7 +30,8 @@ class S3Backend:
     def __init__(self, source: S3Source) -> None:
         self._source = source
         self._key_prefix = f"{source.prefix}/" if source.prefix else ""
-        self._client: Any = boto3.client(
+        # A fresh session reads the AWS_* variables now (the default session caches credentials).
+        self._client: Any = boto3.session.Session().client(
             "s3",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
