@@ -238,7 +238,8 @@ def owned_status(status: dict[str, Any]) -> dict[str, Any]:
     """The operator-owned fields of a full status (wire form), for comparing before writing."""
     owned = {key: status[key] for key in OWNED_FIELDS if key in status}
     if "conditions" in owned:
-        owned["conditions"] = [c for c in owned["conditions"] if c.get("type") in OWNED_CONDITIONS]
+        mine = [c for c in owned["conditions"] if c.get("type") in OWNED_CONDITIONS]
+        owned["conditions"] = sorted(mine, key=lambda condition: str(condition["type"]))
     return owned
 
 

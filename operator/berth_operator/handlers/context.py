@@ -1,0 +1,43 @@
+"""What every handler shares: the API, settings, metrics, a clock and per-resource locks.
+
+One OperatorContext is built at start-up and handed to Kopf as its memo, so handlers take it as an
+argument instead of reaching for globals, and tests build one with an InMemoryKubeApi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from berth_operator.kube import KubeApi
+from berth_operator.metrics import OperatorMetrics
+from berth_operator.settings import OperatorSettings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class OperatorContext:
+    api: KubeApi
+    settings: OperatorSettings
+    metrics: OperatorMetrics
+    clock: Callable[[], datetime] = utc_now
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _managed: set[tuple[str, str]] = field(default_factory=set)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """Serialises status syncs of one InferenceDeployment (events of its pods arrive concurrently)."""
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def track(self, namespace: str, name: str) -> None:
+        self._managed.add((namespace, name))
+        self.metrics.managed_resources.set(len(self._managed))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._managed.discard((namespace, name))
+        self._locks.pop((namespace, name), None)
+        self.metrics.managed_resources.set(len(self._managed))

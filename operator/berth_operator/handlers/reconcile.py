@@ -1,0 +1,134 @@
+"""Reconciles one InferenceDeployment: check the spec, build the children, apply what changed,
+then sync the status. Kopf-independent except for the two exceptions that tell Kopf when to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from berth_operator.api import InferenceDeploymentSpec
+from berth_operator.api.status import CONDITION_ACCEPTED
+from berth_operator.builders import BuildContext, Owner, build_children
+from berth_operator.builders.children import stamp_applied_hash
+from berth_operator.builders.configmap import config_map_name
+from berth_operator.builders.deployment import build_deployment
+from berth_operator.builders.labels import revision_hash
+from berth_operator.builders.replicas import effective_replicas
+from berth_operator.builders.status import Verdict
+from berth_operator.handlers.checks import check_gpu_product, check_secrets, parse_spec
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.handlers.status_sync import parse_status, sync_status
+from berth_operator.kube import ApplyResult, apply_child, record_event
+
+REASON_APPLIED = "Applied"
+
+
+def plain(value: Any) -> Any:
+    """Kopf's read-only body views as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def _build_context(
+    context: OperatorContext, body: dict[str, Any], spec: InferenceDeploymentSpec
+) -> BuildContext:
+    metadata = body["metadata"]
+    return BuildContext(
+        owner=Owner(metadata["name"], metadata["namespace"], metadata.get("uid", "")),
+        spec=spec,
+        replicas=effective_replicas(spec, parse_status(body.get("status"))),
+        default_runtime_image=context.settings.runtime_image,
+    )
+
+
+def _describe(results: list[ApplyResult]) -> str:
+    return ", ".join(f"{result.outcome} {result.kind} {result.name}" for result in results)
+
+
+async def _reject(context: OperatorContext, body: dict[str, Any], verdict: Verdict) -> None:
+    metadata = body["metadata"]
+    await sync_status(
+        context,
+        metadata["namespace"],
+        metadata["name"],
+        verdict=verdict,
+        generation=metadata.get("generation"),
+    )
+
+
+async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> list[ApplyResult]:
+    """Apply the children of one InferenceDeployment; returns what was done to each.
+
+    Raises kopf.PermanentError for a spec that can never work (fixed only by editing it) and
+    kopf.TemporaryError while a referenced Secret is missing (it may be created later).
+    """
+    body = plain(raw_body)
+    metadata = body["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    context.track(namespace, name)
+
+    spec = parse_spec(body.get("spec", {}))
+    if isinstance(spec, Verdict):
+        await _reject(context, body, spec)
+        raise kopf.PermanentError(spec.message)
+    unsupported = check_gpu_product(spec, context.settings)
+    if unsupported is not None:
+        await _reject(context, body, unsupported)
+        raise kopf.PermanentError(unsupported.message)
+    missing = await check_secrets(context.api, namespace, spec)
+    if missing is not None:
+        await _reject(context, body, missing)
+        raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
+
+    build = _build_context(context, body, spec)
+    results = [await apply_child(context.api, child) for child in build_children(build)]
+    changed = [result for result in results if result.outcome != "unchanged"]
+    for result in changed:
+        context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
+    revision = revision_hash(build)
+    if changed:
+        message = f"revision {revision}: {_describe(changed)}"
+        await record_event(context.api, body, "Normal", REASON_APPLIED, message, context.clock())
+        context.metrics.writes.labels(kind="Event", verb="create").inc()
+    await sync_status(
+        context,
+        namespace,
+        name,
+        verdict=Verdict(True, REASON_APPLIED, f"revision {revision} applied"),
+        generation=metadata.get("generation"),
+    )
+    return results
+
+
+async def follow_replica_decision(
+    context: OperatorContext, raw_body: Mapping[str, Any]
+) -> ApplyResult | None:
+    """Re-apply the Deployment when the autoscaler's decision changed the replicas to run.
+
+    Only for accepted specs with autoscaling enabled; the Deployment is compared before writing,
+    so an event that changed nothing relevant writes nothing.
+    """
+    body = plain(raw_body)
+    status = parse_status(body.get("status"))
+    accepted = status.condition(CONDITION_ACCEPTED)
+    spec = parse_spec(body.get("spec", {}))
+    if (
+        isinstance(spec, Verdict)
+        or not spec.autoscaling.enabled
+        or accepted is None
+        or accepted.status != "True"
+    ):
+        return None
+    build = _build_context(context, body, spec)
+    deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
+    result = await apply_child(context.api, deployment)
+    if result.outcome != "unchanged":
+        context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
+        await sync_status(context, build.owner.namespace, build.owner.name)
+    return result

@@ -1,0 +1,117 @@
+"""Kopf registrations: which events run which function, under stable explicit ids.
+
+Importing this module registers the handlers on Kopf's default registry (`python -m berth_operator`
+does). Handler ids are part of the persisted state (progress annotations berth.dev/<id>): never
+rename them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import kopf
+
+from berth_operator.api import resource as identity
+from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.handlers.reconcile import follow_replica_decision, reconcile
+from berth_operator.handlers.status_sync import sync_status
+from berth_operator.kube import KubeApiError
+
+ANNOTATION_PREFIX = "berth.dev"
+FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+API_RETRY_SECONDS = 15.0
+RESOURCE = (identity.GROUP, identity.VERSION, identity.PLURAL)
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+Result = TypeVar("Result")
+
+
+def _context(memo: Any) -> OperatorContext:
+    context = memo.berth
+    if not isinstance(context, OperatorContext):
+        raise TypeError(
+            "the Kopf memo carries no OperatorContext (start the operator with python -m berth_operator)"
+        )
+    return context
+
+
+async def _measured(context: OperatorContext, handler: str, work: Awaitable[Result]) -> Result:
+    """Run one handler body, recording its duration and, on failure, why."""
+    started = time.perf_counter()
+    try:
+        return await work
+    except kopf.PermanentError:
+        context.metrics.reconcile_errors.labels(reason="permanent").inc()
+        raise
+    except kopf.TemporaryError:
+        context.metrics.reconcile_errors.labels(reason="temporary").inc()
+        raise
+    except KubeApiError as error:
+        context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
+        raise kopf.TemporaryError(f"API server error: {error}", delay=API_RETRY_SECONDS) from error
+    except Exception:
+        context.metrics.reconcile_errors.labels(reason="unexpected").inc()
+        raise
+    finally:
+        context.metrics.reconcile_duration.labels(handler=handler).observe(time.perf_counter() - started)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Kopf's own state lives under berth.dev, in annotations (status stays berth's alone)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # berth emits its own Events on meaningful transitions; Kopf adds only warnings and errors.
+    settings.posting.level = logging.WARNING
+    # Watch only berth's own Deployments and pods, filtered by the API server.
+    settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+
+
+@kopf.on.create(*RESOURCE, id="apply-on-create")
+@kopf.on.update(*RESOURCE, id="apply-on-update", field="spec")
+@kopf.on.resume(*RESOURCE, id="apply-on-resume")
+async def apply_children(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    context = _context(memo)
+    await _measured(context, "apply", reconcile(context, body))
+
+
+@kopf.on.delete(*RESOURCE, id="forget", optional=True)
+async def forget(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with their owner (garbage collection); only the operator's memory is cleaned."""
+    _context(memo).forget(namespace or "", name)
+
+
+@kopf.on.event(*RESOURCE, id="follow-autoscaler")
+async def follow_autoscaler(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type not in ("ADDED", "MODIFIED"):
+        return
+    context = _context(memo)
+    await _measured(context, "follow-autoscaler", follow_replica_decision(context, body))
+
+
+def owner_name(body: kopf.Body) -> str | None:
+    """The InferenceDeployment a managed Deployment or pod belongs to."""
+    for reference in body.get("metadata", {}).get("ownerReferences", []):
+        if reference.get("kind") == identity.KIND and reference.get("apiVersion") == identity.API_VERSION:
+            return str(reference["name"])
+    instance = body.get("metadata", {}).get("labels", {}).get(INSTANCE_LABEL)
+    return str(instance) if instance else None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="follow-deployment")
+@kopf.on.event("v1", "pods", labels=MANAGED, id="follow-pods")
+async def follow_children(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    name = owner_name(body)
+    if name is None or namespace is None:
+        return
+    context = _context(memo)
+    await _measured(context, "follow-children", sync_status(context, namespace, name))

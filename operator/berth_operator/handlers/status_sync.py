@@ -1,0 +1,97 @@
+"""Brings an InferenceDeployment's status in line with its Deployment and pods.
+
+Called after every reconcile and on every event of an owned Deployment or pod. Reads fresh state,
+derives the operator-owned status (pure, in builders.status), and writes only when it differs --
+then emits Events for the transitions. One sync per resource at a time (a per-resource lock).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from berth_operator.api import InferenceDeploymentStatus
+from berth_operator.api.status import CONDITION_ACCEPTED
+from berth_operator.builders import BuildContext, Owner
+from berth_operator.builders.labels import revision_hash, selector_string
+from berth_operator.builders.replicas import effective_replicas
+from berth_operator.builders.service import endpoint_url
+from berth_operator.builders.status import (
+    StatusInputs,
+    Verdict,
+    derive_status,
+    owned_status,
+    transition_events,
+)
+from berth_operator.handlers.checks import parse_spec
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.kube import apply_status, record_event
+from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, POD
+
+
+def parse_status(raw: Any) -> InferenceDeploymentStatus:
+    """The status as read; a status the models cannot read is treated as empty (and rewritten)."""
+    try:
+        return InferenceDeploymentStatus.model_validate(raw or {})
+    except ValidationError:
+        return InferenceDeploymentStatus()
+
+
+async def sync_status(
+    context: OperatorContext,
+    namespace: str,
+    name: str,
+    *,
+    verdict: Verdict | None = None,
+    generation: int | None = None,
+) -> bool:
+    """Derive and write the status; True when something was written.
+
+    `verdict` and `generation` come from a reconcile; event-driven syncs keep the last ones.
+    """
+    async with context.lock(namespace, name):
+        owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
+        if owner is None:
+            return False
+        previous_wire: dict[str, Any] = owner.get("status") or {}
+        previous = parse_status(previous_wire)
+        if verdict is None:
+            accepted = previous.condition(CONDITION_ACCEPTED)
+            if accepted is None:
+                return False  # never reconciled: the first reconcile writes the first status
+            verdict = Verdict(accepted.status == "True", accepted.reason, accepted.message)
+
+        target_revision, desired, endpoint = None, 0, None
+        spec = parse_spec(owner.get("spec", {}))
+        if not isinstance(spec, Verdict):
+            build = BuildContext(
+                owner=Owner(name, namespace, owner["metadata"].get("uid", "")),
+                spec=spec,
+                replicas=effective_replicas(spec, previous),
+                default_runtime_image=context.settings.runtime_image,
+            )
+            target_revision, desired, endpoint = revision_hash(build), build.replicas, endpoint_url(build)
+
+        derived = derive_status(
+            StatusInputs(
+                name=name,
+                observed_generation=generation if generation is not None else previous.observed_generation,
+                verdict=verdict,
+                target_revision=target_revision,
+                desired_replicas=desired,
+                endpoint=endpoint,
+                deployment=await context.api.get(DEPLOYMENT, namespace, name),
+                pods=await context.api.list(POD, namespace, selector_string(name)),
+                previous=previous,
+                now=context.clock(),
+            )
+        )
+        if owned_status(previous_wire) == owned_status(derived):
+            return False
+        await apply_status(context.api, namespace, name, derived)
+        context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
+        for event in transition_events(previous, derived):
+            await record_event(context.api, owner, event.type, event.reason, event.message, context.clock())
+            context.metrics.writes.labels(kind="Event", verb="create").inc()
+        return True

@@ -1,0 +1,71 @@
+"""The only code that talks to the Kubernetes API server.
+
+Server-side apply with field manager `berth-operator` (force) for child objects and the operator's
+share of the status, label-selector reads, Events. Everything goes through the `KubeApi` Protocol,
+so handlers are tested against `InMemoryKubeApi` and run against `ClientKubeApi`.
+
+Permissions the operator needs (the Helm chart's RBAC is written from this list; REQUIRED_PERMISSIONS
+is the same list as data). Namespaced, in every watched namespace:
+
+| apiGroup | resource | verbs | why |
+|---|---|---|---|
+| berth.dev | inferencedeployments | get, list, watch, patch | Kopf watches, annotates (berth.dev/*) |
+| berth.dev | inferencedeployments/status | patch | server-side apply of status |
+| berth.dev | inferencedeployments/finalizers | update | ownerReferences with blockOwnerDeletion |
+| apps | deployments | get, list, watch, create, patch | apply; status reads; Kopf watches |
+| "" | services, configmaps | get, create, patch | apply |
+| policy | poddisruptionbudgets | get, create, patch | apply |
+| "" | pods | list, watch | Kopf watches runtime pods; status reads them |
+| "" | secrets | get | referenced Secrets exist? (403 tolerated: check skipped) |
+| "" | events | create | Events on transitions (berth), handler failures (Kopf) |
+
+Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
+watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
+through PATCH, which the API server authorizes as `create` too. The operator never deletes children
+(garbage collection follows the ownerReferences) and never uses the deployments/scale subresource.
+"""
+
+from typing import Final
+
+from berth_operator.kube.api import FIELD_MANAGER, KubeApi
+from berth_operator.kube.children import ApplyResult, apply_child
+from berth_operator.kube.errors import Conflict, Forbidden, Invalid, KubeApiError, NotFound
+from berth_operator.kube.events import record_event
+from berth_operator.kube.memory import InMemoryKubeApi
+from berth_operator.kube.status import AUTOSCALER_FIELD_MANAGER, apply_status
+
+# (apiGroup, resource, verbs) -- the table above as data.
+REQUIRED_PERMISSIONS: Final = (
+    ("berth.dev", "inferencedeployments", ("get", "list", "watch", "patch")),
+    ("berth.dev", "inferencedeployments/status", ("patch",)),
+    ("berth.dev", "inferencedeployments/finalizers", ("update",)),
+    ("apps", "deployments", ("get", "list", "watch", "create", "patch")),
+    ("", "services", ("get", "create", "patch")),
+    ("", "configmaps", ("get", "create", "patch")),
+    ("policy", "poddisruptionbudgets", ("get", "create", "patch")),
+    ("", "pods", ("list", "watch")),
+    ("", "secrets", ("get",)),
+    ("", "events", ("create",)),
+)
+KOPF_CLUSTER_PERMISSIONS: Final = (
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
+    ("", "namespaces", ("list", "watch")),
+)
+
+__all__ = [
+    "AUTOSCALER_FIELD_MANAGER",
+    "FIELD_MANAGER",
+    "KOPF_CLUSTER_PERMISSIONS",
+    "REQUIRED_PERMISSIONS",
+    "ApplyResult",
+    "Conflict",
+    "Forbidden",
+    "InMemoryKubeApi",
+    "Invalid",
+    "KubeApi",
+    "KubeApiError",
+    "NotFound",
+    "apply_child",
+    "apply_status",
+    "record_event",
+]

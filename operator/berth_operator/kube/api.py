@@ -1,0 +1,29 @@
+"""The API-server operations the operator needs, as a Protocol.
+
+Two implementations: `transport.ClientKubeApi` talks to a real API server; `memory.InMemoryKubeApi`
+is the test double handler tests use. Everything above this layer depends only on the Protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+from berth_operator.kube.kinds import ResourceKind
+
+FIELD_MANAGER: Final = "berth-operator"
+
+
+class KubeApi(Protocol):
+    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+
+    async def list(self, kind: ResourceKind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Objects in the namespace matching the label selector."""
+
+    async def apply(
+        self, manifest: dict[str, Any], *, subresource: str | None = None, field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply (force=true) of the manifest, or of one subresource of it (`status`)."""
+
+    async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object (used for Events, which are never applied)."""

@@ -1,0 +1,95 @@
+"""The operator's settings, read once at start from environment variables (the Helm chart sets them).
+
+A bad value stops the operator with a message naming the variable, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/berth-dev/berth-runtime:0.1.0"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _port(environ: Mapping[str, str], variable: str, default: int) -> int:
+    raw = environ.get(variable, "").strip() or str(default)
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ValueError(f"{variable}={raw!r}: expected a port number 0-65535 (0 disables)")
+    return int(raw)
+
+
+def _flag(environ: Mapping[str, str], variable: str, default: bool) -> bool:
+    raw = environ.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{variable}={raw!r}: expected true or false")
+    return raw in ("true", "1", "yes")
+
+
+def _seconds(environ: Mapping[str, str], variable: str, default: float) -> float:
+    raw = environ.get(variable, "").strip() or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{variable}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Operator-wide settings; each field names its environment variable, unit and default."""
+
+    watch_namespaces: tuple[str, ...] = ()
+    """BERTH_WATCH_NAMESPACES: comma-separated namespaces to watch. Default empty: all namespaces."""
+    gpu_products: tuple[str, ...] = ()
+    """BERTH_GPU_PRODUCTS: comma-separated allow-list of resources.gpu.product values (node label
+    nvidia.com/gpu.product). Default empty: any product. A spec naming another product is refused."""
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    """BERTH_RUNTIME_IMAGE: runtime image for specs that leave runtime.image unset."""
+    prometheus_url: str | None = None
+    """BERTH_PROMETHEUS_URL: Prometheus the autoscaler queries when a spec names none. Default: none."""
+    health_port: int = 8080
+    """BERTH_HEALTH_PORT: port of the liveness endpoint /healthz. Default 8080; 0 disables it."""
+    metrics_enabled: bool = True
+    """BERTH_METRICS_ENABLED: serve the operator's Prometheus metrics. Default true."""
+    metrics_port: int = 9090
+    """BERTH_METRICS_PORT: port of the operator's /metrics. Default 9090."""
+    peering_name: str | None = None
+    """BERTH_PEERING_NAME: Kopf peering object shared by operator replicas. Default empty: standalone
+    (one replica, no peering objects needed)."""
+    log_level: str = "INFO"
+    """BERTH_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR. Default INFO."""
+    missing_secret_retry_seconds: float = 30.0
+    """BERTH_MISSING_SECRET_RETRY_SECONDS: how often, in seconds, a spec waiting for a missing Secret
+    is re-checked. Default 30."""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if environ is None else environ
+        log_level = env.get("BERTH_LOG_LEVEL", "").strip().upper() or "INFO"
+        if log_level not in LOG_LEVELS:
+            raise ValueError(f"BERTH_LOG_LEVEL={log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        prometheus_url = env.get("BERTH_PROMETHEUS_URL", "").strip() or None
+        if prometheus_url is not None and not prometheus_url.startswith(("http://", "https://")):
+            raise ValueError(f"BERTH_PROMETHEUS_URL={prometheus_url!r}: expected an http:// or https:// URL")
+        return cls(
+            watch_namespaces=_names(env.get("BERTH_WATCH_NAMESPACES", "")),
+            gpu_products=_names(env.get("BERTH_GPU_PRODUCTS", "")),
+            runtime_image=env.get("BERTH_RUNTIME_IMAGE", "").strip() or DEFAULT_RUNTIME_IMAGE,
+            prometheus_url=prometheus_url,
+            health_port=_port(env, "BERTH_HEALTH_PORT", 8080),
+            metrics_enabled=_flag(env, "BERTH_METRICS_ENABLED", True),
+            metrics_port=_port(env, "BERTH_METRICS_PORT", 9090),
+            peering_name=env.get("BERTH_PEERING_NAME", "").strip() or None,
+            log_level=log_level,
+            missing_secret_retry_seconds=_seconds(env, "BERTH_MISSING_SECRET_RETRY_SECONDS", 30.0),
+        )

@@ -1,0 +1,296 @@
+"""Reconciling an InferenceDeployment against an in-memory API server: what gets written, and when not."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+import pytest
+
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.handlers.reconcile import follow_replica_decision, reconcile
+from berth_operator.handlers.status_sync import sync_status
+from berth_operator.kube import InMemoryKubeApi
+from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, SECRET
+from berth_operator.kube.memory import Write
+from berth_operator.settings import OperatorSettings
+
+InferenceDeploymentFactory = Callable[..., dict[str, Any]]
+
+
+def _status(api: InMemoryKubeApi) -> dict[str, Any]:
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    return stored.get("status", {})  # type: ignore[no-any-return]
+
+
+def _conditions(api: InMemoryKubeApi) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in _status(api).get("conditions", [])}
+
+
+def _events(api: InMemoryKubeApi) -> list[tuple[str, str]]:
+    return [(obj["type"], obj["reason"]) for (_, kind, _, _), obj in api.objects.items() if kind == "Event"]
+
+
+async def test_first_reconcile_applies_children_status_and_an_event(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    body = inference_deployment()
+    results = await reconcile(context, body)
+    assert [(r.kind, r.outcome) for r in results] == [
+        ("ConfigMap", "created"),
+        ("Deployment", "created"),
+        ("Service", "created"),
+        ("PodDisruptionBudget", "created"),
+    ]
+    assert [w for w in api.writes if w.verb == "apply" and w.subresource is None] == [
+        Write("apply", kind, name, None, "berth-operator")
+        for kind, name in [
+            ("ConfigMap", "chat-runtime"),
+            ("Deployment", "chat"),
+            ("Service", "chat"),
+            ("PodDisruptionBudget", "chat"),
+        ]
+    ]
+    status = _status(api)
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == 1
+    assert status["endpoint"] == "http://chat.ml.svc:8000"
+    assert _conditions(api)["Accepted"] == ("True", "Applied")
+    assert ("Normal", "Applied") in _events(api)
+    deployment = api.stored(DEPLOYMENT, "ml", "chat")
+    assert deployment is not None and deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-chat"
+
+
+async def test_unchanged_resource_makes_no_writes(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    inference_deployment()
+    await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    writes_after_first = len(api.writes)
+    results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    assert {r.outcome for r in results} == {"unchanged"}
+    assert len(api.writes) == writes_after_first
+    assert await sync_status(context, "ml", "chat") is False
+    assert len(api.writes) == writes_after_first
+
+
+async def test_model_swap_rewrites_only_what_changed(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    body = inference_deployment()
+    await reconcile(context, body)
+    target_before = _status(api)["revision"]["target"]
+    changed = copy.deepcopy(api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    changed["spec"]["model"]["revision"] = "def"
+    changed["metadata"]["generation"] = 2
+    api.put(changed)
+    results = await reconcile(context, changed)
+    assert {r.kind: r.outcome for r in results} == {
+        "ConfigMap": "updated",
+        "Deployment": "updated",
+        "Service": "unchanged",
+        "PodDisruptionBudget": "unchanged",
+    }
+    assert _status(api)["revision"]["target"] != target_before
+    assert _status(api)["observedGeneration"] == 2
+
+
+async def test_spec_the_schema_missed_is_refused_with_a_condition_not_a_crash(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    body = inference_deployment(
+        {"model": {"name": "m", "source": "hf://org/m"}, "runtime": {"speculative": {"method": "ngram"}}}
+    )
+    with pytest.raises(kopf.PermanentError, match="numTokens"):
+        await reconcile(context, body)
+    assert _status(api)["phase"] == "Failed"
+    assert _conditions(api)["Accepted"] == ("False", "InvalidSpec")
+    assert ("Warning", "InvalidSpec") in _events(api)
+    assert api.stored(DEPLOYMENT, "ml", "chat") is None
+
+
+async def test_gpu_product_outside_the_allow_list_is_refused(
+    api: InMemoryKubeApi, context: OperatorContext, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    context.settings = OperatorSettings(gpu_products=("NVIDIA-A100-SXM4-80GB",))
+    with pytest.raises(kopf.PermanentError, match="NVIDIA-H100-80GB-HBM3"):
+        await reconcile(context, inference_deployment())
+    assert _conditions(api)["Accepted"] == ("False", "UnsupportedGpuProduct")
+    message = next(c["message"] for c in _status(api)["conditions"] if c["type"] == "Accepted")
+    assert "accepted: NVIDIA-A100-SXM4-80GB" in message
+
+
+async def test_missing_secret_waits_and_recovers_once_it_exists(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    spec = {
+        "model": {"name": "m", "source": "hf://org/m", "credentialsSecretRef": {"name": "hf-token"}},
+        "serving": {"apiKeySecretRef": {"name": "chat-key", "key": "token"}},
+    }
+    body = inference_deployment(spec)
+    with pytest.raises(kopf.TemporaryError) as error:
+        await reconcile(context, body)
+    assert error.value.delay == context.settings.missing_secret_retry_seconds
+    assert _conditions(api)["Accepted"] == ("False", "SecretNotFound")
+    assert "hf-token" in str(error.value)
+    api.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": "ml"}})
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "chat-key", "namespace": "ml"},
+            "data": {},
+        }
+    )
+    with pytest.raises(kopf.TemporaryError, match="has no key 'token'"):
+        await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "chat-key", "namespace": "ml"},
+            "data": {"token": "eA=="},
+        }
+    )
+    await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    assert _conditions(api)["Accepted"] == ("True", "Applied")
+    assert _status(api)["phase"] == "Pending"
+
+
+async def test_without_permission_to_read_secrets_the_check_is_skipped(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    api.forbidden_kinds.add(SECRET.kind)
+    spec = {"model": {"name": "m", "source": "s3://bucket/m", "credentialsSecretRef": {"name": "s3"}}}
+    await reconcile(context, inference_deployment(spec))
+    assert api.stored(DEPLOYMENT, "ml", "chat") is not None
+
+
+def _pod(name: str, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {"app.kubernetes.io/name": "berth-runtime", "app.kubernetes.io/instance": "chat"},
+        },
+        "status": status,
+    }
+
+
+async def test_status_follows_unschedulable_then_ready_pods(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await reconcile(context, inference_deployment())
+    scheduler_message = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    api.put(
+        _pod(
+            "chat-1",
+            phase="Pending",
+            conditions=[
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": scheduler_message,
+                }
+            ],
+        )
+    )
+    assert await sync_status(context, "ml", "chat") is True
+    ready = next(c for c in _status(api)["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
+    assert scheduler_message in ready["message"]
+    assert ("Warning", "Unschedulable") in _events(api)
+    assert await sync_status(context, "ml", "chat") is False  # same observation: no write
+
+    api.put(_pod("chat-1", phase="Running", conditions=[{"type": "Ready", "status": "True"}]))
+    deployment = api.stored(DEPLOYMENT, "ml", "chat") or {}
+    deployment["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+        "availableReplicas": 1,
+    }
+    api.put(deployment)
+    assert await sync_status(context, "ml", "chat") is True
+    assert _status(api)["phase"] == "Ready"
+    assert _status(api)["ready"] == "1/1"
+    assert ("Normal", "Ready") in _events(api)
+
+
+async def test_status_sync_before_the_first_reconcile_writes_nothing(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    inference_deployment()
+    assert await sync_status(context, "ml", "chat") is False
+    assert api.writes == []
+    assert await sync_status(context, "ml", "gone") is False
+
+
+async def test_status_keeps_the_autoscalers_conditions_and_fields(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    slo = {
+        "type": "SLOMet",
+        "status": "True",
+        "reason": "WithinTargets",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    inference_deployment(status={"conditions": [slo], "autoscaling": {"desiredReplicas": 1}})
+    await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    assert _conditions(api)["SLOMet"] == ("True", "WithinTargets")
+    assert _status(api)["autoscaling"] == {"desiredReplicas": 1}
+    assert await sync_status(context, "ml", "chat") is False
+
+
+async def test_autoscaler_decision_scales_the_deployment_once(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    spec = {
+        "model": {"name": "m", "source": "hf://org/m"},
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "slo": {"timeToFirstTokenP95Milliseconds": 500},
+        },
+    }
+    await reconcile(context, inference_deployment(spec))
+    owner = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}
+    owner["status"]["autoscaling"] = {"desiredReplicas": 3}
+    api.put(owner)
+    result = await follow_replica_decision(context, owner)
+    assert result is not None and result.outcome == "updated"
+    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 3
+    assert _status(api)["desiredReplicas"] == 3
+    writes = len(api.writes)
+    again = await follow_replica_decision(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    assert again is not None and again.outcome == "unchanged"
+    assert len(api.writes) == writes
+
+
+async def test_replica_decisions_are_ignored_without_autoscaling(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await reconcile(context, inference_deployment())
+    owner = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}
+    owner["status"]["autoscaling"] = {"desiredReplicas": 3}
+    assert await follow_replica_decision(context, owner) is None
+
+
+async def test_manual_scale_of_the_deployment_is_corrected(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await reconcile(context, inference_deployment())
+    deployment = api.stored(DEPLOYMENT, "ml", "chat") or {}
+    deployment["spec"]["replicas"] = 5
+    api.put(deployment)
+    results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    assert {r.kind: r.outcome for r in results}["Deployment"] == "updated"
+    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 1
