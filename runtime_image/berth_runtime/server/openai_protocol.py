@@ -1,0 +1,181 @@
+"""OpenAI request bodies (completions, chat completions) and their translation to SamplingParams.
+
+Fields follow the OpenAI API plus vLLM's extensions (`top_k`, `min_tokens`, `ignore_eos`,
+`stop_token_ids`). Unknown fields are ignored as OpenAI-compatible servers do, but a field this
+server cannot honour (penalties, logit_bias, tools, suffix, ...) set to anything but its neutral
+value is refused with a 400 naming it, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from berth_runtime.sampling_params import SamplingParams
+from berth_runtime.server.errors import ApiError
+
+MAX_CHOICES = 16
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    # vLLM extensions
+    top_k: int | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+    repetition_penalty: float | None = None
+    min_p: float | None = None
+
+    def _check_supported(self) -> None:
+        neutral: dict[str, Any] = {
+            "presence_penalty": (None, 0, 0.0),
+            "frequency_penalty": (None, 0, 0.0),
+            "repetition_penalty": (None, 1, 1.0),
+            "min_p": (None, 0, 0.0),
+            "logit_bias": (None, {}),
+        }
+        for name, accepted in neutral.items():
+            value = getattr(self, name)
+            if value not in accepted:
+                raise ApiError(
+                    400,
+                    f"'{name}'={value!r} is not supported by this server; leave it unset",
+                    param=name,
+                    code="unsupported_parameter",
+                )
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "'stream_options' is only allowed with stream=true", param="stream_options")
+
+    def include_usage_in_stream(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(self, max_tokens: Any, choice_index: int, logprobs: int | None) -> SamplingParams:
+        """SamplingParams for one choice; with a seed, choice i uses seed + i so choices differ."""
+        seed = self.seed + choice_index if self.seed is not None else None
+        stop: tuple[str, ...] = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        top_k = self.top_k if self.top_k is not None else 0
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_k=0 if top_k == -1 else top_k,  # vLLM spells "disabled" as -1
+            top_p=1.0 if self.top_p is None else self.top_p,
+            seed=seed,
+            stop=stop,
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+            min_tokens=self.min_tokens,
+            logprobs=logprobs,
+        )
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def check_supported(self) -> None:
+        self._check_supported()
+        if self.suffix:
+            raise ApiError(400, "'suffix' is not supported by this server", param="suffix")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ApiError(
+                400,
+                f"'best_of'={self.best_of} is not supported; leave it unset or equal to n",
+                param="best_of",
+            )
+        if self.echo and self.logprobs is not None:
+            raise ApiError(400, "'echo' with 'logprobs' (prompt logprobs) is not supported", param="echo")
+
+    def default_max_tokens(self) -> int:
+        return 16
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def as_template_message(self, index: int) -> dict[str, Any]:
+        if self.content is None or isinstance(self.content, str):
+            text = self.content or ""
+        else:
+            texts = []
+            for part in self.content:
+                if part.type != "text" or part.text is None:
+                    raise ApiError(
+                        400,
+                        f"content part type {part.type!r} is not supported; accepted: text",
+                        param=f"messages.{index}.content",
+                    )
+                texts.append(part.text)
+            text = "".join(texts)
+        message: dict[str, Any] = {"role": self.role, "content": text}
+        if self.name is not None:
+            message["name"] = self.name
+        return message
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+
+    def check_supported(self) -> None:
+        self._check_supported()
+        if self.tools:
+            raise ApiError(400, "'tools' (function calling) is not supported by this server", param="tools")
+        if self.tool_choice not in (None, "none", "auto"):
+            raise ApiError(400, "'tool_choice' is not supported by this server", param="tool_choice")
+        if self.response_format is not None and self.response_format.get("type", "text") != "text":
+            raise ApiError(
+                400,
+                f"response_format type {self.response_format.get('type')!r} is not supported; accepted: text",
+                param="response_format",
+            )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def logprobs_count(self) -> int | None:
+        if not self.logprobs:
+            return None
+        return self.top_logprobs or 0
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        return [message.as_template_message(index) for index, message in enumerate(self.messages)]
