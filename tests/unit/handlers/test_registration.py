@@ -1,0 +1,57 @@
+"""Kopf sees berth's handlers under their stable ids, with berth's persistence settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from berth_operator.handlers import registration
+
+
+def _ids(registry: Any) -> set[str]:
+    return {handler.id for handler in registry.get_all_handlers()}
+
+
+def test_handlers_are_registered_with_explicit_ids() -> None:
+    registry = kopf.get_default_registry()
+    assert {"apply-on-create", "apply-on-update/spec", "apply-on-resume", "forget"} <= _ids(
+        registry._changing
+    )
+    assert {"follow-autoscaler", "follow-deployment", "follow-pods"} <= _ids(registry._watching)
+
+
+def test_only_optional_deletion_handlers_so_no_finalizer_blocks_deletion() -> None:
+    deletion = [h for h in kopf.get_default_registry()._changing.get_all_handlers() if h.id == "forget"]
+    assert [h.requires_finalizer for h in deletion] == [False]
+
+
+def test_startup_puts_kopf_state_under_berth_dev() -> None:
+    settings = kopf.OperatorSettings()
+    registration.configure(settings=settings)
+    assert settings.persistence.finalizer == "berth.dev/finalizer"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    selectors = {str(selector): value for selector, value in settings.watching.label_selectors.items()}
+    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=berth"] * 2
+
+
+@pytest.mark.parametrize(
+    ("metadata", "owner"),
+    [
+        (
+            {
+                "ownerReferences": [
+                    {"apiVersion": "berth.dev/v1alpha1", "kind": "InferenceDeployment", "name": "chat"}
+                ],
+                "labels": {"app.kubernetes.io/instance": "other"},
+            },
+            "chat",
+        ),
+        ({"labels": {"app.kubernetes.io/instance": "chat"}}, "chat"),  # pods: owned by a ReplicaSet
+        ({"labels": {}}, None),
+    ],
+)
+def test_children_map_back_to_their_inference_deployment(metadata: dict[str, Any], owner: str | None) -> None:
+    assert registration.owner_name(kopf.Body({"metadata": metadata})) == owner
