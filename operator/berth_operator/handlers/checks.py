@@ -7,11 +7,13 @@ which becomes a status condition and an Event instead of a crash loop.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from berth_operator.api import InferenceDeploymentSpec
+from berth_operator.api import resource as identity
 from berth_operator.builders.status import Verdict
 from berth_operator.kube import Forbidden, KubeApi
 from berth_operator.kube.kinds import SECRET
@@ -20,6 +22,14 @@ from berth_operator.settings import OperatorSettings
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_UNSUPPORTED_GPU = "UnsupportedGpuProduct"
 REASON_SECRET_NOT_FOUND = "SecretNotFound"
+REASON_INVALID_NAME = "InvalidName"
+
+
+def check_name(name: str) -> Verdict | None:
+    """The name becomes a Service name: an RFC 1035 label (the CRD checks it too, on create)."""
+    if len(name) <= identity.NAME_MAX_LENGTH and re.fullmatch(identity.NAME_PATTERN, name):
+        return None
+    return Verdict(False, REASON_INVALID_NAME, identity.NAME_RULE_MESSAGE + f" (got {name!r})")
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -18,7 +18,7 @@ from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.status import Verdict
-from berth_operator.handlers.checks import check_gpu_product, check_secrets, parse_spec
+from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets, parse_spec
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.status_sync import parse_status, sync_status
 from berth_operator.kube import ApplyResult, apply_child, record_event
@@ -73,6 +73,10 @@ async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> li
     namespace, name = metadata["namespace"], metadata["name"]
     context.track(namespace, name)
 
+    invalid_name = check_name(name)
+    if invalid_name is not None:
+        await _reject(context, body, invalid_name)
+        raise kopf.PermanentError(invalid_name.message)
     spec = parse_spec(body.get("spec", {}))
     if isinstance(spec, Verdict):
         await _reject(context, body, spec)

@@ -294,3 +294,18 @@ async def test_manual_scale_of_the_deployment_is_corrected(
     results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
     assert {r.kind: r.outcome for r in results}["Deployment"] == "updated"
     assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 1
+
+
+async def test_a_name_that_cannot_name_a_service_is_refused(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    body = inference_deployment()
+    renamed = copy.deepcopy(body)
+    renamed["metadata"]["name"] = "chat.v2"
+    api.delete(body)
+    api.put(renamed)
+    with pytest.raises(kopf.PermanentError, match="RFC 1035"):
+        await reconcile(context, renamed)
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat.v2") or {}
+    assert {c["type"]: c["reason"] for c in stored["status"]["conditions"]}["Accepted"] == "InvalidName"
+    assert api.stored(DEPLOYMENT, "ml", "chat.v2") is None
