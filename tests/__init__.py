@@ -1,0 +1,1 @@
+"""berth's test suite; a package so that tests.cluster (the local control plane) is importable."""

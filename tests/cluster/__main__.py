@@ -1,0 +1,89 @@
+"""Shell entry point of the local control plane: ``python -m tests.cluster up|down|env|build``.
+
+Why: the demo script, CI and people at a terminal drive the same launcher the pytest fixtures
+use. ``up`` prints nothing but the lines to eval (so ``eval "$(python -m tests.cluster up)"``
+works); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from tests.cluster import launcher
+from tests.cluster.build import BuildError, ensure_binaries
+from tests.cluster.processes import StartError
+from tests.cluster.simulation import DEFAULT_GPU_PRODUCT, GpuPool, Simulation
+
+
+def _exports(cluster: launcher.RunningCluster) -> str:
+    env = cluster.env()
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    lines.append(f'export PATH={shlex.quote(str(cluster.bin_dir))}:"$PATH"')
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="build (first time) and start a cluster; prints shell exports")
+    down = commands.add_parser("down", help="stop a cluster's processes by PID and remove its state")
+    env = commands.add_parser("env", help="print shell exports for a running cluster")
+    commands.add_parser("build", help="build the binaries into the cache and print their folder")
+    for command in (up, down, env):
+        command.add_argument("--name", default="berth", help="cluster name (default: berth)")
+    up.add_argument(
+        "--gpu-pool",
+        action="append",
+        type=GpuPool.parse,
+        metavar="PRODUCT:NODES[:GPUS_PER_NODE[:MEMORY_MIB]]",
+        help=f"a pool of simulated GPU nodes; repeatable (default: {DEFAULT_GPU_PRODUCT}:4:8)",
+    )
+    up.add_argument("--cpu-nodes", type=int, default=1, help="simulated CPU-only nodes (default: 1)")
+    up.add_argument(
+        "--ready-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a started pod stays unready, standing in for model loading (default: 0)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            print(ensure_binaries().bin_dir)
+        elif args.command == "up":
+            pools = tuple(args.gpu_pool) if args.gpu_pool else (GpuPool(),)
+            simulation = Simulation(
+                gpu_pools=pools, cpu_nodes=args.cpu_nodes, ready_delay_seconds=args.ready_delay
+            )
+            cluster = launcher.up(args.name, simulation)
+            print(
+                f"cluster {cluster.name!r} is up at {cluster.server}; logs in {cluster.log_dir}",
+                file=sys.stderr,
+            )
+            print(_exports(cluster))
+        elif args.command == "down":
+            stopped = launcher.down(args.name)
+            print(f"cluster {args.name!r} {'stopped' if stopped else 'was not running'}", file=sys.stderr)
+        else:
+            found = launcher.find(args.name)
+            if found is None:
+                print(
+                    f"cluster {args.name!r} is not up; start it with `python -m tests.cluster up`",
+                    file=sys.stderr,
+                )
+                return 1
+            print(_exports(found))
+    except (BuildError, StartError, launcher.ClusterExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""What KWOK simulates on the local control plane: GPU and CPU nodes, and the pod lifecycle.
+
+Why: berth schedules onto NVIDIA GPU nodes, which no test machine has. KWOK (Kubernetes WithOut
+Kubelet) plays the kubelet for Node objects we register: the nodes carry the labels, taint and
+``nvidia.com/gpu`` capacity that NVIDIA's device plugin and GPU feature discovery would publish,
+so the real scheduler places pods as it would on a GPU cluster. The stages in ``stages/`` move
+scheduled pods through Running -> Ready (after a readiness delay that stands in for model loading)
+and let a test make a pod crash-loop by annotating it ``kwok.berth.dev/fail``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES_DIR = Path(__file__).resolve().parent / "stages"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+POD_FAIL_ANNOTATION = "kwok.berth.dev/fail"
+POD_FAIL_MESSAGE_ANNOTATION = "kwok.berth.dev/fail-message"
+POD_READY_DELAY_ANNOTATION = "kwok.berth.dev/ready-delay"
+
+# GPU memory in MiB as GPU feature discovery reports it, for products a user is likely to name.
+KNOWN_GPU_MEMORY_MIB = {
+    "NVIDIA-H100-80GB-HBM3": 81559,
+    "NVIDIA-H200": 143771,
+    "NVIDIA-A100-SXM4-80GB": 81920,
+    "NVIDIA-A100-SXM4-40GB": 40960,
+    "NVIDIA-L40S": 46068,
+    "NVIDIA-L4": 23034,
+    "Tesla-T4": 15360,
+}
+DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+_STAGE_FILES = (
+    "node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml",
+    "pod-running.yaml",
+    "pod-ready.yaml",
+    "pod-crash.yaml",
+    "pod-delete.yaml",
+)
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    """``nodes`` simulated GPU nodes, each with ``gpus_per_node`` GPUs of one product."""
+
+    product: str = DEFAULT_GPU_PRODUCT
+    nodes: int = 4
+    gpus_per_node: int = 8
+    memory_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.nodes < 0:
+            raise ValueError(f"GPU pool {self.product}: nodes={self.nodes}; must be >= 0")
+        if self.gpus_per_node < 1:
+            raise ValueError(f"GPU pool {self.product}: gpus_per_node={self.gpus_per_node}; must be >= 1")
+        if self.memory_mib is None and self.product not in KNOWN_GPU_MEMORY_MIB:
+            known = ", ".join(sorted(KNOWN_GPU_MEMORY_MIB))
+            raise ValueError(
+                f"GPU pool {self.product}: memory unknown; give memory_mib or use one of: {known}"
+            )
+
+    @property
+    def gpu_memory_mib(self) -> int:
+        return self.memory_mib if self.memory_mib is not None else KNOWN_GPU_MEMORY_MIB[self.product]
+
+    @classmethod
+    def parse(cls, text: str) -> GpuPool:
+        """Parses ``PRODUCT:NODES[:GPUS_PER_NODE[:MEMORY_MIB]]``, e.g. ``NVIDIA-L4:2:4``."""
+        parts = text.split(":")
+        if not 2 <= len(parts) <= 4 or not parts[0]:
+            raise ValueError(f"GPU pool {text!r}: expected PRODUCT:NODES[:GPUS_PER_NODE[:MEMORY_MIB]]")
+        try:
+            numbers = [int(part) for part in parts[1:]]
+        except ValueError:
+            raise ValueError(
+                f"GPU pool {text!r}: NODES, GPUS_PER_NODE and MEMORY_MIB must be integers"
+            ) from None
+        nodes = numbers[0]
+        gpus = numbers[1] if len(numbers) > 1 else 8
+        memory = numbers[2] if len(numbers) > 2 else None
+        return cls(product=parts[0], nodes=nodes, gpus_per_node=gpus, memory_mib=memory)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The simulated part of a cluster: node pools and the default pod readiness delay."""
+
+    gpu_pools: tuple[GpuPool, ...] = field(default_factory=lambda: (GpuPool(),))
+    cpu_nodes: int = 1
+    ready_delay_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cpu_nodes < 0:
+            raise ValueError(f"cpu_nodes={self.cpu_nodes}; must be >= 0")
+        if self.ready_delay_seconds < 0:
+            raise ValueError(f"ready_delay_seconds={self.ready_delay_seconds}; must be >= 0")
+
+
+def _node(
+    name: str, labels: dict[str, str], allocatable: dict[str, str], taints: list[Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                **labels,
+            },
+        },
+        "spec": {"taints": taints} if taints else {},
+        "status": {"allocatable": allocatable, "capacity": allocatable},
+    }
+
+
+def _slug(product: str) -> str:
+    return product.lower().replace("nvidia-", "").split("-")[0]
+
+
+def node_manifests(simulation: Simulation) -> list[dict[str, Any]]:
+    """Node objects for every pool: GPU nodes named ``gpu-<product>-<n>``, CPU nodes ``cpu-<n>``."""
+    nodes = []
+    for pool in simulation.gpu_pools:
+        for index in range(pool.nodes):
+            nodes.append(
+                _node(
+                    f"gpu-{_slug(pool.product)}-{index}",
+                    {
+                        GPU_PRODUCT_LABEL: pool.product,
+                        GPU_MEMORY_LABEL: str(pool.gpu_memory_mib),
+                        GPU_COUNT_LABEL: str(pool.gpus_per_node),
+                        "nvidia.com/gpu.present": "true",
+                    },
+                    {
+                        "cpu": "192",
+                        "memory": "2Ti",
+                        "ephemeral-storage": "8Ti",
+                        "pods": "110",
+                        GPU_RESOURCE: str(pool.gpus_per_node),
+                    },
+                    [dict(GPU_TAINT)],
+                )
+            )
+    for index in range(simulation.cpu_nodes):
+        nodes.append(
+            _node(
+                f"cpu-{index}",
+                {},
+                {"cpu": "32", "memory": "128Gi", "ephemeral-storage": "1Ti", "pods": "110"},
+                [],
+            )
+        )
+    return nodes
+
+
+def kwok_config(simulation: Simulation) -> str:
+    """KWOK's --config file: our stages, with the default readiness delay filled in."""
+    documents: list[dict[str, Any]] = []
+    for file_name in _STAGE_FILES:
+        stage = yaml.safe_load((STAGES_DIR / file_name).read_text())
+        if stage["metadata"]["name"] == "pod-ready":
+            stage["spec"]["delay"]["durationMilliseconds"] = int(simulation.ready_delay_seconds * 1000)
+        documents.append(stage)
+    return yaml.safe_dump_all(documents, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Integration tests: berth against a real Kubernetes control plane (see conftest.py)."""

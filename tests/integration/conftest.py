@@ -1,0 +1,110 @@
+"""Fixtures for tests against a real Kubernetes control plane.
+
+Why: berth's operator must be proven against a real API server, controller manager and scheduler.
+By default the session starts the local control plane from tests/cluster (built on first use;
+simulated H100 and A100 GPU nodes plus a CPU node) and tears it down at the end. With
+``BERTH_TEST_CLUSTER=existing`` the tests use ``$KUBECONFIG`` as is, e.g. a kind cluster made from
+kind-config.yaml. Each test gets its own namespace; the ``operator`` fixture runs
+``python -m berth_operator`` against the cluster, watching only that namespace, and prints the
+operator's log when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import launcher
+from tests.cluster.build import ensure_binaries
+from tests.cluster.simulation import GpuPool, Simulation
+from tests.integration.operator_process import OperatorProcess
+from tests.integration.support import ClusterAccess, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+CRD_NAME = "inferencedeployments.berth.dev"
+H100 = "NVIDIA-H100-80GB-HBM3"
+A100 = "NVIDIA-A100-SXM4-80GB"
+# Two GPU products, so tests can prove pods land only on the product asked for.
+TEST_SIMULATION = Simulation(
+    gpu_pools=(GpuPool(H100, nodes=4, gpus_per_node=8), GpuPool(A100, nodes=2, gpus_per_node=8)),
+    cpu_nodes=1,
+    ready_delay_seconds=1.0,
+)
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    reports = request.node.stash.get(_REPORTS, {})
+    return any(report.failed for report in reports.values())
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterAccess]:
+    """The cluster under test: the local control plane, or $KUBECONFIG with BERTH_TEST_CLUSTER=existing."""
+    if os.environ.get("BERTH_TEST_CLUSTER", "local") == "existing":
+        kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            pytest.fail("BERTH_TEST_CLUSTER=existing needs kubectl on PATH")
+        yield ClusterAccess(Path(kubeconfig), Path(kubectl), local=False)
+        return
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # a first build takes minutes: show its progress
+        ensure_binaries()
+    running = launcher.up(f"pytest-{os.getpid()}", TEST_SIMULATION)
+    try:
+        yield ClusterAccess(running.kubeconfig, running.kubectl, local=True)
+    finally:
+        launcher.down(running.name)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterAccess) -> ClusterAccess:
+    """The cluster with berth's CRDs applied from crds/ and Established."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    return cluster
+
+
+@pytest.fixture
+def namespace(cluster: ClusterAccess, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        lambda: cluster.kubectl(
+            "get", "serviceaccount", "default", "--ignore-not-found", "-o", "name", namespace=name
+        ),
+        60,
+        f"the default service account in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture
+def operator(
+    crds: ClusterAccess, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """berth's operator running against the cluster, watching the test's namespace only."""
+    process = OperatorProcess(crds.kubeconfig, namespace, tmp_path / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    if _failed(request):
+        print(f"\n----- operator log ({process.log_path}) -----\n{process.log()}")
