@@ -206,6 +206,15 @@ def _prompts_and_settings(infer_request: InferRequest) -> tuple[list[str], Gener
         raise ApiError(
             400, f"unknown output '{unknown_outputs[0]}'; this model has one output: {TEXT_OUTPUT}"
         )
+    unknown_inputs = [
+        t.name for t in infer_request.inputs if t.name != TEXT_INPUT and t.name not in GENERATION_INPUTS
+    ]
+    if unknown_inputs:
+        raise ApiError(
+            400,
+            f"unknown input '{unknown_inputs[0]}'; accepted: {TEXT_INPUT}, {accepted_names()}",
+            param=unknown_inputs[0],
+        )
     text_tensor = infer_request.input(TEXT_INPUT)
     if text_tensor is None:
         raise ApiError(400, f"input '{TEXT_INPUT}' (BYTES) is required", param=TEXT_INPUT)
@@ -221,15 +230,8 @@ def _prompts_and_settings(infer_request: InferRequest) -> tuple[list[str], Gener
         raise ApiError(400, f"input '{TEXT_INPUT}' is not UTF-8 text: {error}", param=TEXT_INPUT) from None
     tensor_values: dict[str, list[Any]] = {}
     for tensor in infer_request.inputs:
-        if tensor.name == TEXT_INPUT:
-            continue
-        if tensor.name not in GENERATION_INPUTS:
-            raise ApiError(
-                400,
-                f"unknown input '{tensor.name}'; accepted: {TEXT_INPUT}, {accepted_names()}",
-                param=tensor.name,
-            )
-        tensor_values[tensor.name] = tensor.values
+        if tensor.name != TEXT_INPUT:
+            tensor_values[tensor.name] = tensor.values
     return prompts, generation_settings(infer_request.parameters, tensor_values)
 
 
