@@ -61,7 +61,7 @@ def resource_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version: berth.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind: InferenceDeployment."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": {"type": "object"},  # the API server allows nothing more here
             "spec": structural_schema(InferenceDeploymentSpec, with_defaults=True),
             "status": structural_schema(InferenceDeploymentStatus, with_defaults=False),
         },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 
 
 class SloSpec(ApiModel):
@@ -56,7 +56,7 @@ class AutoscalingSpec(ApiModel):
     slo: SloSpec = Field(
         default_factory=SloSpec,
         description="Latency targets; with autoscaling enabled at least one must be set.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(SloSpec),
     )
     interval_seconds: int = Field(
         default=15, ge=5, le=600, description="Seconds between autoscaling evaluations."
@@ -82,7 +82,7 @@ class AutoscalingSpec(ApiModel):
     prometheus: PrometheusSpec = Field(
         default_factory=PrometheusSpec,
         description="Metrics source.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(PrometheusSpec),
     )
     dry_run: bool = Field(
         default=False,

@@ -73,6 +73,15 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def section_default(model_class: type[ApiModel]) -> dict[str, Any]:
+    """The CRD default of an optional spec section: the section with every field at its default.
+
+    Not `{}`: the API server checks CEL rules against a default as written, before defaulting the
+    fields inside it, so an empty default would fail rules that read those fields.
+    """
+    return {"default": model_class().to_wire()}
+
+
 class StatusModel(BaseModel):
     """Base of the status models: camelCase, and fields written by newer writers are ignored."""
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from berth_operator.api.base import ApiModel
+from berth_operator.api.base import ApiModel, section_default
 from berth_operator.api.common import LABEL_VALUE_PATTERN, FreeFormObject, Quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -43,7 +43,7 @@ class ResourcesSpec(ApiModel):
     gpu: GpuSpec = Field(
         default_factory=GpuSpec,
         description="GPUs per replica.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(GpuSpec),
     )
     cpu: Quantity | None = Field(
         default=None,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 
 
 class RolloutStep(ApiModel):
@@ -74,7 +74,7 @@ class RolloutSpec(ApiModel):
     analysis: AnalysisSpec = Field(
         default_factory=AnalysisSpec,
         description="Canary analysis thresholds.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(AnalysisSpec),
     )
 
     cross_field_rules = (
@@ -85,7 +85,7 @@ class RolloutSpec(ApiModel):
             field_path=".maxSurge",
         ),
         CrossFieldRule(
-            cel="(self.strategy == 'Canary') == (size(self.steps) > 0)",
+            cel="(self.strategy == 'Canary') == (has(self.steps) && size(self.steps) > 0)",
             message="rollout.steps is required with strategy Canary and forbidden with strategy Rolling",
             holds=lambda rollout: (rollout.strategy == "Canary") == bool(rollout.steps),
             field_path=".steps",

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 from berth_operator.api.common import LocalObjectReference
 
 # Flags the operator renders from the spec; `extraArgs` may not set them a second time.
@@ -173,12 +173,12 @@ class RuntimeSpec(ApiModel):
     kv_cache: KVCacheSpec = Field(
         default_factory=KVCacheSpec,
         description="KV cache sizing and prefix caching.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(KVCacheSpec),
     )
     speculative: SpeculativeSpec = Field(
         default_factory=SpeculativeSpec,
         description="Speculative decoding.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(SpeculativeSpec),
     )
     tensor_parallel_size: int = Field(
         default=1,
@@ -189,12 +189,12 @@ class RuntimeSpec(ApiModel):
     warmup: WarmupSpec = Field(
         default_factory=WarmupSpec,
         description="Warm-up before readiness.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(WarmupSpec),
     )
     startup: StartupSpec = Field(
         default_factory=StartupSpec,
         description="Startup probe budget for model load and warm-up.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(StartupSpec),
     )
     extra_args: list[ExtraArgument] = Field(
         default_factory=list,
@@ -219,6 +219,7 @@ class RuntimeSpec(ApiModel):
     cross_field_rules = (
         CrossFieldRule(
             cel=(
+                "!has(self.extraArgs) || "
                 f"self.extraArgs.all(arg, !(arg in {_MANAGED_FLAGS_CEL}) && "
                 f"!{_MANAGED_FLAGS_CEL}.exists(flag, arg.startsWith(flag + '=')))"
             ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from berth_operator.api.autoscaling import AutoscalingSpec
-from berth_operator.api.base import ApiModel, CrossFieldRule
+from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.resources import GPU_PRODUCT_LABEL, ResourcesSpec, SchedulingSpec
 from berth_operator.api.rollout import RolloutSpec
@@ -30,17 +30,17 @@ class InferenceDeploymentSpec(ApiModel):
     runtime: RuntimeSpec = Field(
         default_factory=RuntimeSpec,
         description="The inference runtime: image and engine settings.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(RuntimeSpec),
     )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec,
         description="GPUs, CPU and memory of one replica.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(ResourcesSpec),
     )
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec,
         description="Node selection, tolerations, affinity and priority.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(SchedulingSpec),
     )
     replicas: int = Field(
         default=1,
@@ -55,17 +55,17 @@ class InferenceDeploymentSpec(ApiModel):
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec,
         description="SLO-driven autoscaling.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(AutoscalingSpec),
     )
     rollout: RolloutSpec = Field(
         default_factory=RolloutSpec,
         description="How a new revision replaces the old one.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(RolloutSpec),
     )
     serving: ServingSpec = Field(
         default_factory=ServingSpec,
         description="Endpoint, authentication and graceful shutdown.",
-        json_schema_extra={"default": {}},
+        json_schema_extra=section_default(ServingSpec),
     )
 
     cross_field_rules = (

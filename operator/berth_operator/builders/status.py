@@ -246,7 +246,11 @@ def owned_status(status: dict[str, Any]) -> dict[str, Any]:
 def transition_events(previous: InferenceDeploymentStatus, current: dict[str, Any]) -> list[StatusEvent]:
     """Events for condition changes worth telling a person about."""
     events: list[StatusEvent] = []
-    for condition in current.get("conditions", []):
+    conditions = current.get("conditions", [])
+    if any(c["type"] == CONDITION_ACCEPTED and c["status"] == "False" for c in conditions):
+        # A refused spec: Ready and Degraded only mirror the refusal; one Event says it.
+        conditions = [c for c in conditions if c["type"] == CONDITION_ACCEPTED]
+    for condition in conditions:
         before = previous.condition(condition["type"])
         status, reason, message = condition["status"], condition["reason"], condition.get("message", "")
         changed = before is None or before.status != status or before.reason != reason

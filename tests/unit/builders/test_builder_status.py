@@ -368,3 +368,10 @@ def test_owned_status_ignores_other_writers() -> None:
         "phase": "Ready",
         "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}],
     }
+
+
+def test_a_refused_spec_is_announced_once() -> None:
+    verdict = Verdict(False, "SecretNotFound", "spec.model.credentialsSecretRef: Secret 'hf-token' not found")
+    status = derive_status(_inputs(None, [], verdict=verdict))
+    events = transition_events(InferenceDeploymentStatus(), status)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "SecretNotFound")]
