@@ -79,8 +79,12 @@ def _weight_only_matmul_kernel(
     )
 
 
-def _tile_sizes(rows: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): skinny tiles for decode, square ones for prefill."""
+TileSizes = tuple[int, int, int, int]
+"""(BLOCK_M, BLOCK_N, BLOCK_K, num_warps)."""
+
+
+def default_tile_sizes(rows: int) -> TileSizes:
+    """Skinny tiles for decode, square ones for prefill (bench/kernels.py sweeps the alternatives)."""
     if rows <= 16:
         return 16, 32, 256, 4
     if rows <= 64:
@@ -113,11 +117,15 @@ def _check(
 
 
 def weight_only_linear(
-    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    tile_sizes: TileSizes | None = None,
 ) -> torch.Tensor:
     """``x``: [rows, in_features]; ``qweight``: [out_features, in_features] int8 or float8_e4m3fn;
     ``scale``: [out_features] float32; ``bias``: [out_features] or None. Returns [rows, out_features]
-    in ``x``'s dtype.
+    in ``x``'s dtype. ``tile_sizes`` overrides :func:`default_tile_sizes` (for tuning).
     """
     op = "weight_only_linear"
     _check(op, x, qweight, scale, bias)
@@ -130,7 +138,11 @@ def weight_only_linear(
     output = torch.empty((rows, out_features), dtype=x.dtype, device=x.device)
     if rows == 0:
         return output
-    block_m, block_n, block_k, num_warps = _tile_sizes(rows)
+    block_m, block_n, block_k, num_warps = tile_sizes or default_tile_sizes(rows)
+    if min(block_m, block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
+        raise ValueError(
+            f"{op}: tile_sizes {tile_sizes} must be powers of two >= 16 (BLOCK_M, BLOCK_N, BLOCK_K)"
+        )
     grid = (triton.cdiv(out_features, block_n), triton.cdiv(rows, block_m))
     _weight_only_matmul_kernel[grid](
         x,

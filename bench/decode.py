@@ -1,0 +1,346 @@
+"""Decode throughput of berth's engine against the HBM-bandwidth limit, beside transformers generate().
+
+One run prints, on the machine it runs on: the GPU's name, its measured device copy bandwidth and
+dense bf16 matmul rate; then for the Llama-3.2-1B-like and Llama-3.1-8B-like shapes (random
+weights, bf16 and int8 weight-only): tokens/s at batch 1, 8 and 64 for prompt 128 / 128 new tokens
+(greedy, EOS ignored), the decode step's share of the bandwidth limit (weights + KV bytes a step
+must read, over the measured copy bandwidth), and transformers' generate() on the same shape in the
+same run; and time to first token for a 2,048-token prompt against the compute limit
+(2 * params * tokens + attention FLOPs, over the measured matmul rate).
+
+It never passes or fails on speed; it needs CUDA and says so otherwise. Usage:
+    python bench/decode.py [--shapes 1b,8b] [--batches 1,8,64] [--weights bf16,int8] [--skip-hf] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from berth_runtime.engine.block_manager import BlockManager
+from berth_runtime.engine.llm_engine import LLMEngine
+from berth_runtime.engine.model_runner import ModelRunner, allocate_kv_caches
+from berth_runtime.engine.scheduler import Scheduler
+from berth_runtime.models.llama import LlamaForCausalLM
+from berth_runtime.models.model_config import load_model_config
+from berth_runtime.quantization import quantize_linear_layers
+from berth_runtime.sampling_params import SamplingParams
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16},
+    "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
+}
+COMMON_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 128000,
+    "eos_token_id": 128001,
+}
+PROMPT_LEN = 128
+NEW_TOKENS = 128
+TTFT_PROMPT_LEN = 2048
+BLOCK_SIZE = 16
+
+
+@dataclass
+class Result:
+    shape: str
+    weights: str
+    engine: str
+    batch: int
+    tokens_per_s: float
+    decode_step_ms: float | None = None
+    bandwidth_share: float | None = None
+
+
+def device_copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s of a large device-to-device copy (read + write counted), best of 10."""
+    source = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(10):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        target.copy_(source)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() / best
+
+
+def matmul_flops(device: torch.device) -> float:
+    """FLOP/s of a dense 8192^3 bf16 matmul, best of 10."""
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    best = float("inf")
+    for _ in range(10):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 8192**3 / best
+
+
+def model_config_dict(shape: str) -> dict[str, Any]:
+    return {**COMMON_CONFIG, **SHAPES[shape]}
+
+
+def build_berth_model(shape: str, weights: str, device: torch.device, workdir: Path) -> LlamaForCausalLM:
+    """berth's model for the shape with random N(0, 0.02) weights (norms 1), quantized if asked."""
+    model_dir = workdir / shape
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.json").write_text(json.dumps(model_config_dict(shape)))
+    config = load_model_config(model_dir)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(
+            config, torch.bfloat16, max_positions=COMMON_CONFIG["max_position_embeddings"]
+        )
+    model = model.to_empty(device=device)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.fill_(1.0 if "norm" in name or "layernorm" in name else 0.0)
+            else:
+                parameter.normal_(0.0, 0.02)
+    model.init_rotary_tables(device)
+    if weights == "int8":
+        quantize_linear_layers(model, "int8")
+    return model.eval()
+
+
+def streamed_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes a decode step reads from weights: everything but the embedding table (only gathered)."""
+    embedding = {id(tensor) for tensor in model.embed_tokens.parameters()}
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors if id(t) not in embedding and t.dim() > 0)
+
+
+def kv_bytes_per_token(config: dict[str, Any]) -> int:
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 2
+
+
+def make_engine(model: LlamaForCausalLM, device: torch.device, max_batch: int, max_tokens: int) -> LLMEngine:
+    blocks_per_seq = -(-max_tokens // BLOCK_SIZE) + 1
+    num_blocks = max_batch * blocks_per_seq + 8
+    kv_caches = allocate_kv_caches(model, num_blocks, BLOCK_SIZE, torch.bfloat16, device)
+    block_manager = BlockManager(num_blocks, BLOCK_SIZE, enable_prefix_caching=False)
+    scheduler = Scheduler(block_manager, max_batch_size=max(64, max_batch), max_num_batched_tokens=8192)
+    runner = ModelRunner(model, kv_caches, BLOCK_SIZE, device)
+    return LLMEngine(runner, scheduler, None, (), max_tokens + 16, seed=0)
+
+
+def random_prompts(batch: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, length), generator=generator).tolist()
+
+
+def run_engine(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, float]:
+    """(total seconds, seconds until every sequence had its first token, decode seconds per step)."""
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    for index, prompt in enumerate(prompts):
+        engine.add_request(f"bench-{index}", prompt, params)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    first_token_done = None
+    produced: dict[str, int] = {}
+    decode_steps = 0
+    while engine.has_unfinished_requests():
+        outputs = engine.step()
+        for output in outputs:
+            produced[output.request_id] = output.completion_tokens
+        if first_token_done is None and len(produced) == len(prompts):
+            torch.cuda.synchronize()
+            first_token_done = time.perf_counter()
+        elif first_token_done is not None:
+            decode_steps += 1
+    torch.cuda.synchronize()
+    end = time.perf_counter()
+    if sum(produced.values()) != new_tokens * len(prompts):
+        raise RuntimeError(
+            f"the engine produced {sum(produced.values())} tokens, expected {new_tokens * len(prompts)}"
+        )
+    first = first_token_done if first_token_done is not None else end
+    return end - start, first - start, (end - first) / max(1, decode_steps)
+
+
+def bench_berth(
+    shape: str, weights: str, batches: list[int], device: torch.device, bandwidth: float, workdir: Path
+) -> tuple[list[Result], LlamaForCausalLM]:
+    model = build_berth_model(shape, weights, device, workdir)
+    config = model_config_dict(shape)
+    weight_bytes = streamed_weight_bytes(model)
+    results = []
+    for batch in batches:
+        engine = make_engine(model, device, batch, PROMPT_LEN + NEW_TOKENS)
+        run_engine(engine, random_prompts(batch, PROMPT_LEN, config["vocab_size"], seed=1), 4)  # warm-up
+        total, _, step = run_engine(
+            engine, random_prompts(batch, PROMPT_LEN, config["vocab_size"], 2), NEW_TOKENS
+        )
+        average_context = PROMPT_LEN + NEW_TOKENS / 2
+        step_bytes = weight_bytes + batch * average_context * kv_bytes_per_token(config)
+        results.append(
+            Result(
+                shape=shape,
+                weights=weights,
+                engine="berth",
+                batch=batch,
+                tokens_per_s=batch * NEW_TOKENS / total,
+                decode_step_ms=step * 1e3,
+                bandwidth_share=step_bytes / step / bandwidth,
+            )
+        )
+        print_result(results[-1], weight_bytes, bandwidth)
+        del engine
+        gc.collect()
+        torch.cuda.empty_cache()
+    return results, model
+
+
+def time_to_first_token(
+    model: LlamaForCausalLM, shape: str, device: torch.device, flops: float
+) -> dict[str, float]:
+    config = model_config_dict(shape)
+    engine = make_engine(model, device, 1, TTFT_PROMPT_LEN + 8)
+    run_engine(engine, random_prompts(1, TTFT_PROMPT_LEN, config["vocab_size"], seed=3), 1)  # warm-up
+    best = min(
+        run_engine(engine, random_prompts(1, TTFT_PROMPT_LEN, config["vocab_size"], seed=4 + i), 1)[1]
+        for i in range(3)
+    )
+    # prefill multiplies every layer weight by every prompt token; the head sees only the last one
+    layer_params = sum(p.numel() for p in model.layers.parameters())
+    head_params = config["vocab_size"] * config["hidden_size"]
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    attention_flops = (
+        4 * config["num_hidden_layers"] * config["num_attention_heads"] * head_dim * TTFT_PROMPT_LEN**2 / 2
+    )
+    total_flops = 2 * layer_params * TTFT_PROMPT_LEN + 2 * head_params + attention_flops
+    limit = total_flops / flops
+    return {"ttft_ms": best * 1e3, "compute_limit_ms": limit * 1e3, "ratio_to_limit": best / limit}
+
+
+def bench_transformers(shape: str, batches: list[int], device: torch.device) -> list[Result]:
+    from transformers import LlamaConfig
+    from transformers import LlamaForCausalLM as HFLlama
+
+    excluded = ("architectures", "torch_dtype")
+    settings = {k: v for k, v in model_config_dict(shape).items() if k not in excluded}
+    with torch.device(device):  # transformers' own random init, on the GPU
+        model = HFLlama._from_config(LlamaConfig(**settings), dtype=torch.bfloat16)
+    model.eval()
+    results = []
+    for batch in batches:
+        prompts = torch.tensor(
+            random_prompts(batch, PROMPT_LEN, settings["vocab_size"], seed=2), device=device
+        )
+        generate = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+        model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=4, do_sample=False)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.generate(prompts, attention_mask=torch.ones_like(prompts), **generate)
+        torch.cuda.synchronize()
+        results.append(
+            Result(shape, "bf16", "transformers", batch, batch * NEW_TOKENS / (time.perf_counter() - start))
+        )
+        print_result(results[-1], None, None)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return results
+
+
+def print_result(result: Result, weight_bytes: int | None, bandwidth: float | None) -> None:
+    line = f"{result.shape:>3} {result.weights:>4} {result.engine:>12} b{result.batch:<3}"
+    line += f" {result.tokens_per_s:10.1f} tok/s"
+    if result.decode_step_ms is not None and weight_bytes is not None and bandwidth is not None:
+        limit = bandwidth / weight_bytes * result.batch
+        line += (
+            f"  step {result.decode_step_ms:7.2f} ms"
+            f"  {100 * (result.bandwidth_share or 0):5.1f}% of the bandwidth limit"
+            f"  (weights {weight_bytes / 1e9:.2f} GB; weight-only limit {limit:,.0f} tok/s)"
+        )
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shapes", default="1b,8b", help="comma-separated subset of: " + ",".join(SHAPES))
+    parser.add_argument("--batches", default="1,8,64")
+    parser.add_argument("--weights", default="bf16,int8", help="comma-separated subset of: bf16,int8")
+    parser.add_argument("--skip-hf", action="store_true", help="skip the transformers generate() baseline")
+    parser.add_argument("--skip-ttft", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/decode.py needs a CUDA GPU (torch.cuda.is_available() is False); nothing was measured.")
+        return 2
+    shapes = [s for s in args.shapes.split(",") if s]
+    weights = [w for w in args.weights.split(",") if w]
+    batches = [int(b) for b in args.batches.split(",") if b]
+    bad = [s for s in shapes if s not in SHAPES] + [w for w in weights if w not in ("bf16", "int8")]
+    if bad or any(b < 1 for b in batches):
+        parser.error(
+            f"unknown shapes/weights {bad} or a batch < 1; accepted shapes {list(SHAPES)}, weights bf16,int8"
+        )
+
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    bandwidth = device_copy_bandwidth(device)
+    flops = matmul_flops(device)
+    print(
+        f"GPU: {name}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print(f"device copy bandwidth {bandwidth / 1e12:.2f} TB/s; dense bf16 matmul {flops / 1e12:.0f} TFLOP/s")
+    report: dict[str, Any] = {
+        "gpu": name,
+        "torch": torch.__version__,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "matmul_flops": flops,
+        "results": [],
+        "ttft": {},
+    }
+    with tempfile.TemporaryDirectory() as workdir:
+        for shape in shapes:
+            for weight in weights:
+                results, model = bench_berth(shape, weight, batches, device, bandwidth, Path(workdir))
+                report["results"] += [asdict(r) for r in results]
+                if weight == "bf16" and not args.skip_ttft:
+                    ttft = time_to_first_token(model, shape, device, flops)
+                    report["ttft"][shape] = ttft
+                    print(
+                        f"{shape:>3} bf16 TTFT {TTFT_PROMPT_LEN} tokens: {ttft['ttft_ms']:.1f} ms; "
+                        f"compute limit "
+                        f"{ttft['compute_limit_ms']:.1f} ms ({ttft['ratio_to_limit']:.2f}x the limit)",
+                        flush=True,
+                    )
+                del model
+                gc.collect()
+                torch.cuda.empty_cache()
+            if not args.skip_hf:
+                report["results"] += [asdict(r) for r in bench_transformers(shape, batches, device)]
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

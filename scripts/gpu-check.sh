@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (docs/gpu.md): runs the GPU test suite with natively compiled Triton
+# kernels, then bench/kernels.py and bench/decode.py, and writes every log and figure under $OUT
+# (or ./gpu-results). Installs nothing: it uses the python3 that holds torch + triton + transformers
+# (BERTH_PYTHON overrides) and imports berth from this checkout.
+#
+#   scripts/gpu-check.sh [all|tests|kernels|decode]...     (default: all; stages run in that order)
+#
+# Each stage has its own time limit (seconds: TESTS_TIMEOUT=170, KERNELS_TIMEOUT=120,
+# DECODE_TIMEOUT=270) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
+# to bench/decode.py (e.g. "--shapes 1b --skip-hf"). Exit status: non-zero if any stage failed.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:-$root/gpu-results}"
+mkdir -p "$out"
+python="${BERTH_PYTHON:-python3}"
+unset TRITON_INTERPRET
+export PYTHONPATH="$root/runtime_image${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+stages=("$@")
+if [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ]; then stages=(tests kernels decode); fi
+for stage in "${stages[@]}"; do
+  case "$stage" in tests|kernels|decode) ;; *) echo "gpu-check: unknown stage '$stage'; accepted: all tests kernels decode" >&2; exit 2;; esac
+done
+
+{
+  date -u +"%Y-%m-%d %H:%M UTC"
+  git rev-parse HEAD 2>/dev/null || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
+  "$python" -c "import sys, torch, triton, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+} 2>&1 | tee "$out/env.txt"
+if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu-check: $python sees no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine" >&2
+  exit 3
+fi
+
+failed=()
+run_stage() {  # name, timeout, log file, command...
+  local name=$1 limit=$2 log=$3
+  shift 3
+  echo "== $name (limit ${limit}s)"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$log"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name exit status $rc" | tee -a "$out/$log"
+  [ "$rc" -eq 0 ] || failed+=("$name($rc)")
+}
+
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    tests)
+      run_stage tests "${TESTS_TIMEOUT:-170}" gpu-tests.log \
+        "$python" -m pytest -q -p no:cacheprovider -rs --junitxml="$out/gpu-tests.xml" \
+        tests/gpu tests/runtime/test_kernel_activation.py tests/runtime/test_kernel_kv_cache_store.py \
+        tests/runtime/test_kernel_paged_attention.py tests/runtime/test_kernel_rms_norm.py \
+        tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_weight_only_linear.py ;;
+    kernels)
+      run_stage kernels "${KERNELS_TIMEOUT:-120}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
+    decode)
+      # shellcheck disable=SC2086  # DECODE_ARGS is a list of options
+      run_stage decode "${DECODE_TIMEOUT:-270}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
+  esac
+done
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "gpu-check: failed stages: ${failed[*]} (logs in $out)"
+  exit 1
+fi
+echo "gpu-check: all stages passed (logs in $out)"

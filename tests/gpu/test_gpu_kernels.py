@@ -1,0 +1,127 @@
+"""The Triton kernels, compiled for the GPU, against their torch references at production shapes
+(Llama-3 8B: 32 query / 8 KV heads, head_dim 128, hidden 4096, FFN 14336; block size 16), plus a
+CUDA-graph capture and replay of paged decode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from berth_runtime.kernels.activation import silu_and_mul, silu_and_mul_reference
+from berth_runtime.kernels.kv_cache_store import store_kv_cache, store_kv_cache_reference
+from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_attention_decode_reference
+from berth_runtime.kernels.prefill_attention import paged_prefill_attention, paged_prefill_attention_reference
+from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference
+from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
+from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
+from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
+
+CUDA = "cuda"
+BF16 = torch.bfloat16
+
+
+def test_add_rms_norm_hidden_4096() -> None:
+    x = torch.randn(64, 4096, device=CUDA, dtype=BF16)
+    residual = torch.randn(64, 4096, device=CUDA, dtype=BF16)
+    weight = torch.randn(4096, device=CUDA, dtype=BF16)
+    kernel_residual, reference_residual = residual.clone(), residual.clone()
+    normed = add_rms_norm(x, kernel_residual, weight, 1e-5)
+    expected = add_rms_norm_reference(x, reference_residual, weight, 1e-5)
+    assert torch.equal(kernel_residual, reference_residual)
+    torch.testing.assert_close(normed, expected, rtol=2**-7, atol=1e-2)
+
+
+def test_silu_and_mul_ffn_14336() -> None:
+    gate_up = 3 * torch.randn(8, 2 * 14336, device=CUDA, dtype=BF16)
+    torch.testing.assert_close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), rtol=2**-6, atol=1e-3)
+
+
+def test_rotary_head_dim_128() -> None:
+    inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device=CUDA) / 128))
+    freqs = torch.outer(torch.arange(8192, dtype=torch.float32, device=CUDA), inv_freq)
+    cos, sin = torch.cat((freqs, freqs), -1).cos(), torch.cat((freqs, freqs), -1).sin()
+    qkv = torch.randn(300, 48 * 128, device=CUDA, dtype=BF16)
+    query, key = qkv[:, : 32 * 128].view(300, 32, 128), qkv[:, 32 * 128 : 40 * 128].view(300, 8, 128)
+    positions = torch.randint(0, 8192, (300,), device=CUDA)
+    expected_query, expected_key = apply_rotary_embedding_reference(query, key, positions, cos, sin)
+    apply_rotary_embedding(query, key, positions, cos, sin)
+    torch.testing.assert_close(query, expected_query, rtol=2**-7, atol=1e-2)
+    torch.testing.assert_close(key, expected_key, rtol=2**-7, atol=1e-2)
+
+
+def test_kv_store_block_16() -> None:
+    key_cache = torch.zeros(256, 16, 8, 128, device=CUDA, dtype=BF16)
+    value_cache = torch.zeros_like(key_cache)
+    key = torch.randn(200, 8, 128, device=CUDA, dtype=BF16)
+    value = torch.randn(200, 8, 128, device=CUDA, dtype=BF16)
+    slots = torch.randperm(256 * 16, device=CUDA)[:200]
+    slots[::17] = -1
+    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
+    store_kv_cache_reference(key, value, expected_keys, expected_values, slots)
+    store_kv_cache(key, value, key_cache, value_cache, slots)
+    assert torch.equal(key_cache, expected_keys) and torch.equal(value_cache, expected_values)
+
+
+def _paged_case(context_lens: list[int]) -> tuple[torch.Tensor, ...]:
+    max_blocks = -(-max(context_lens) // 16)
+    num_blocks = len(context_lens) * max_blocks + 4
+    key_cache = torch.randn(num_blocks, 16, 8, 128, device=CUDA, dtype=BF16)
+    value_cache = torch.randn_like(key_cache)
+    tables = torch.randperm(num_blocks, device=CUDA)[: len(context_lens) * max_blocks]
+    tables = tables.view(len(context_lens), max_blocks).to(torch.int32)
+    query = torch.randn(len(context_lens), 32, 128, device=CUDA, dtype=BF16)
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=CUDA)
+    return query, key_cache, value_cache, tables, lens
+
+
+@pytest.mark.parametrize("context_lens", [[1], [37, 512, 513, 4000], list(range(1, 4097, 64))])
+def test_paged_decode_gqa_32_8(context_lens: list[int]) -> None:
+    query, key_cache, value_cache, tables, lens = _paged_case(context_lens)
+    scale = 128**-0.5
+    actual = paged_attention_decode(query, key_cache, value_cache, tables, lens, scale)
+    expected = paged_attention_decode_reference(query, key_cache, value_cache, tables, lens, scale)
+    torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
+
+
+def test_paged_decode_replays_from_a_cuda_graph() -> None:
+    query, key_cache, value_cache, tables, lens = _paged_case([100, 700, 1500, 30])
+    scale = 128**-0.5
+    out = torch.empty_like(query)
+    paged_attention_decode(query, key_cache, value_cache, tables, lens, scale, max_context_len=2048, out=out)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        paged_attention_decode(
+            query, key_cache, value_cache, tables, lens, scale, max_context_len=2048, out=out
+        )
+    for new_lens in ([5, 1600, 2048, 1], [2000, 1, 17, 512]):
+        lens.copy_(torch.tensor(new_lens, dtype=torch.int32))
+        query.copy_(torch.randn_like(query))
+        graph.replay()
+        expected = paged_attention_decode_reference(query, key_cache, value_cache, tables, lens, scale)
+        torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+
+
+def test_prefill_2048_over_the_paged_cache() -> None:
+    key_cache = torch.randn(160, 16, 8, 128, device=CUDA, dtype=BF16)
+    value_cache = torch.randn_like(key_cache)
+    block_ids = torch.randperm(160, device=CUDA)[:128]
+    query = torch.randn(512, 32, 128, device=CUDA, dtype=BF16)
+    actual = paged_prefill_attention(query, key_cache, value_cache, block_ids, 2048, 128**-0.5)
+    expected = paged_prefill_attention_reference(query, key_cache, value_cache, block_ids, 2048, 128**-0.5)
+    torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("method", ["int8", "fp8"])
+@pytest.mark.parametrize("rows", [1, 8, 64, 300])
+@pytest.mark.parametrize(("out_features", "in_features"), [(6144, 4096), (4096, 14336)])
+def test_weight_only_linear_llama_8b_shapes(
+    method: str, rows: int, out_features: int, in_features: int
+) -> None:
+    if method == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("float8 e4m3 needs compute capability >= 8.9")
+    weight = torch.randn(out_features, in_features, device=CUDA, dtype=BF16) * 0.02
+    qweight, scale = (quantize_int8 if method == "int8" else quantize_fp8)(weight)
+    x = torch.randn(rows, in_features, device=CUDA, dtype=BF16)
+    actual = weight_only_linear(x, qweight, scale)
+    expected = weight_only_linear_reference(x, qweight, scale)
+    torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
