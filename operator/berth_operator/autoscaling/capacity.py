@@ -1,0 +1,165 @@
+"""Token-weighted demand, SLO breaches, and the per-replica capacity learned from the metrics.
+
+Why tokens: a replica's time goes to generating tokens and, less per token, to prefilling prompts;
+an 8k-token prompt is not a 50-token one. The unit of load here is *token work per second*:
+generated tokens plus `prompt_token_cost` times prompt tokens.
+
+Capacity is learned, not configured, from two kinds of evidence (both per serving replica):
+- a *floor*: the most work a replica has served while every SLO held — proven safe;
+- a *ceiling*: the work a replica serves while saturated (an SLO is breached and requests queue,
+  or inter-token latency is over target, scaled back to the target). A rate window that began
+  before the saturation understates it; the ratio of running requests now to their window average
+  corrects for that, within `max_window_correction`.
+Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from berth_operator.autoscaling.signals import Signals
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The policy's constants: documented defaults, not part of the API."""
+
+    scale_up_utilization: float = 0.8
+    """Size for each replica to run at most this share of its learned capacity ceiling."""
+    scale_down_utilization: float = 0.6
+    """Remove a replica only if the survivors then run at most this share of the ceiling; the gap to
+    `scale_up_utilization` is the band that prevents flapping."""
+    prompt_token_cost: float = 0.15
+    """Replica time one prompt token costs, in generated-token equivalents."""
+    backlog_drain_seconds: float = 60.0
+    """Queued work is planned to be drained within this many seconds: about a cold start, since
+    replicas added now only start draining it once they are Ready."""
+    ceiling_smoothing: float = 0.5
+    """Weight of a new saturation observation against the ceiling learned before (one noisy
+    window must not halve what many windows have shown)."""
+    max_window_correction: float = 2.0
+    """Largest factor by which a saturated replica's windowed rate is corrected upwards."""
+
+    def __post_init__(self) -> None:
+        for name in ("scale_up_utilization", "scale_down_utilization"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"{name}: {value!r} must be in (0, 1]")
+        if self.scale_down_utilization > self.scale_up_utilization:
+            raise ValueError(
+                f"scale_down_utilization ({self.scale_down_utilization}) must not exceed "
+                f"scale_up_utilization ({self.scale_up_utilization}), or the policy would flap"
+            )
+        if self.prompt_token_cost < 0:
+            raise ValueError(f"prompt_token_cost: {self.prompt_token_cost!r} must be >= 0")
+        if self.backlog_drain_seconds <= 0:
+            raise ValueError(f"backlog_drain_seconds: {self.backlog_drain_seconds!r} must be > 0")
+        if not 0 < self.ceiling_smoothing <= 1:
+            raise ValueError(f"ceiling_smoothing: {self.ceiling_smoothing!r} must be in (0, 1]")
+        if self.max_window_correction < 1:
+            raise ValueError(f"max_window_correction: {self.max_window_correction!r} must be >= 1")
+
+
+@dataclass(frozen=True)
+class SloTargets:
+    """p95 latency targets in seconds; None where the spec sets none."""
+
+    ttft_p95_seconds: float | None
+    itl_p95_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Load:
+    """Work served now, work arriving (served plus queue growth), and work already queued."""
+
+    served: float
+    arriving: float
+    queued: float
+
+
+def slo_breaches(signals: Signals, slo: SloTargets) -> tuple[str, ...]:
+    """Each target the signals miss, in words with the numbers; empty when all hold."""
+    breaches = []
+    if _over(signals.ttft_p95_seconds, slo.ttft_p95_seconds):
+        breaches.append(f"TTFT p95 {_ms(signals.ttft_p95_seconds)} > {_ms(slo.ttft_p95_seconds)}")
+    if _over(signals.itl_p95_seconds, slo.itl_p95_seconds):
+        breaches.append(f"ITL p95 {_ms(signals.itl_p95_seconds)} > {_ms(slo.itl_p95_seconds)}")
+    return tuple(breaches)
+
+
+def slo_summary(signals: Signals, slo: SloTargets) -> str:
+    """The observed latencies against their targets, e.g. 'TTFT p95 212ms <= 500ms'."""
+    parts = []
+    for label, observed, target in (
+        ("TTFT", signals.ttft_p95_seconds, slo.ttft_p95_seconds),
+        ("ITL", signals.itl_p95_seconds, slo.itl_p95_seconds),
+    ):
+        if target is None:
+            continue
+        if observed is None:
+            parts.append(f"{label} p95 n/a (no requests in window)")
+        else:
+            parts.append(f"{label} p95 {_ms(observed)} {'>' if observed > target else '<='} {_ms(target)}")
+    return "; ".join(parts)
+
+
+def measure_load(signals: Signals, tuning: Tuning) -> Load:
+    served = (
+        signals.generation_tokens_per_second + tuning.prompt_token_cost * signals.prompt_tokens_per_second
+    )
+    if signals.requests_per_second <= 0 or served <= 0:
+        return Load(served=served, arriving=served, queued=0.0)
+    work_per_request = served / signals.requests_per_second
+    arriving_requests = signals.requests_per_second + max(signals.waiting_growth_per_second, 0.0)
+    return Load(
+        served=served,
+        arriving=arriving_requests * work_per_request,
+        queued=signals.waiting_requests * work_per_request,
+    )
+
+
+def learn_capacity(
+    signals: Signals,
+    load: Load,
+    slo: SloTargets,
+    ceiling: float | None,
+    floor: float | None,
+    tuning: Tuning,
+) -> tuple[float | None, float | None]:
+    """Fold this observation into (ceiling, floor); both per replica, in token work per second."""
+    serving = signals.serving_replicas_average
+    if serving <= 0 or load.served <= 0:
+        return ceiling, floor
+    per_replica = load.served / serving
+    breaches = slo_breaches(signals, slo)
+    if not breaches:
+        floor = per_replica if floor is None else max(floor, per_replica)
+        if ceiling is not None and ceiling < floor:
+            ceiling = floor
+        return ceiling, floor
+    itl_over = _over(signals.itl_p95_seconds, slo.itl_p95_seconds)
+    if not itl_over and signals.waiting_requests <= 0:
+        return ceiling, floor
+    observed = per_replica * _window_correction(signals, tuning)
+    if itl_over and signals.itl_p95_seconds and slo.itl_p95_seconds:
+        observed *= slo.itl_p95_seconds / signals.itl_p95_seconds
+    if floor is not None and not itl_over:
+        observed = max(observed, floor)
+    if ceiling is not None:
+        observed = tuning.ceiling_smoothing * observed + (1 - tuning.ceiling_smoothing) * ceiling
+    return observed, floor
+
+
+def _window_correction(signals: Signals, tuning: Tuning) -> float:
+    if signals.running_requests_average <= 0:
+        return 1.0
+    ratio = signals.running_requests / signals.running_requests_average
+    return min(max(ratio, 1.0), tuning.max_window_correction)
+
+
+def _over(observed: float | None, target: float | None) -> bool:
+    return observed is not None and target is not None and observed > target
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f}ms"

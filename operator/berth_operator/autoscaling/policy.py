@@ -1,0 +1,348 @@
+"""The autoscaling decision, as one pure function:
+`decide(observation, targets, current, history, now) -> Decision`.
+
+No I/O, no clock, no Kubernetes: the operator's timer and the simulation in `bench/` call the very
+same function. The rules, in the order they apply:
+
+1. Bounds: the answer always lies in [minReplicas, min(maxReplicas, maxGpus // gpus per replica)];
+   the GPU budget wins over minReplicas when the two disagree.
+2. Hand edits: if the Deployment's replicas differ from what the autoscaler last set, someone
+   changed them. Rule: the hand-set count is adopted as the new current count and reported, and
+   the scale-down stabilization window restarts from that moment; from then on the rules below
+   apply to it. So extra capacity added by hand is kept for at least one window, and a count set
+   too low for the load is corrected at once by the scale-up rule — the SLO wins.
+3. Missing or stale metrics: hold the current count (only bounds move it) and say why.
+4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
+   learned per-replica capacity — not one replica per period. Replicas not yet Ready count as
+   capacity on its way: while they start, a breach alone adds nothing; only demand beyond all
+   replicas, starting ones included, scales up further. A breach with no replica starting always
+   adds at least one. A non-zero scale-up stabilization takes the lowest recommendation of its window.
+5. Scale down only when no SLO is breached, no scaling happened for the stabilization window, and
+   the highest recommendation in that window is below the current count — where a recommendation
+   is the fewest replicas whose survivors (load x N / (N - k)) stay within `scale_down_utilization`
+   of capacity. The gap between the two utilizations is what stops 2 <-> 1 flapping.
+6. dryRun: decide and report the same way, but `apply` is False and the history never claims the
+   replicas as the autoscaler's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from berth_operator.autoscaling.capacity import (
+    Load,
+    SloTargets,
+    Tuning,
+    learn_capacity,
+    measure_load,
+    slo_breaches,
+    slo_summary,
+)
+from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
+from berth_operator.autoscaling.state import DecisionRecord, Recommendation, ScalingHistory
+
+DEFAULT_TUNING = Tuning()
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the spec asks of the autoscaler (spec.autoscaling plus the GPUs one replica holds)."""
+
+    min_replicas: int
+    max_replicas: int
+    slo: SloTargets
+    gpus_per_replica: int = 1
+    max_gpus: int | None = None
+    scale_down_stabilization_seconds: float = 300.0
+    scale_up_stabilization_seconds: float = 0.0
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0:
+            raise ValueError(f"minReplicas: {self.min_replicas!r} must be >= 0")
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"maxReplicas: {self.max_replicas!r} must be >= minReplicas ({self.min_replicas})"
+            )
+        if self.gpus_per_replica < 0:
+            raise ValueError(f"resources.gpu.count: {self.gpus_per_replica!r} must be >= 0")
+        if self.max_gpus is not None and self.max_gpus < 0:
+            raise ValueError(f"maxGpus: {self.max_gpus!r} must be >= 0")
+        for name in ("scale_down_stabilization_seconds", "scale_up_stabilization_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
+
+    def bounds(self) -> tuple[int, int]:
+        """(lowest, highest) replica count allowed; the GPU budget caps both."""
+        highest = self.max_replicas
+        if self.max_gpus is not None and self.gpus_per_replica > 0:
+            highest = min(highest, self.max_gpus // self.gpus_per_replica)
+        return min(self.min_replicas, highest), highest
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    """The Deployment as observed: replicas it is set to, and how many of them are Ready."""
+
+    desired: int
+    ready: int
+
+    @property
+    def starting(self) -> int:
+        return max(self.desired - self.ready, 0)
+
+
+class Action(StrEnum):
+    SCALE_UP = "ScaleUp"
+    SCALE_DOWN = "ScaleDown"
+    HOLD = "Hold"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The count to run, why (in words with the numbers), and the history to store for next time."""
+
+    replicas: int
+    reason: str
+    action: Action
+    apply: bool
+    """True when the Deployment's replicas must be set to `replicas` (never in dry run)."""
+    metrics_available: bool
+    slo_met: bool | None
+    manual_change: str | None
+    history: ScalingHistory
+
+
+def decide(
+    observation: Observation,
+    targets: Targets,
+    current: ReplicaCounts,
+    history: ScalingHistory,
+    now: float,
+    tuning: Tuning = DEFAULT_TUNING,
+) -> Decision:
+    """Decide the replica count for one evaluation. See the module docstring for the rules."""
+    window = max(targets.scale_down_stabilization_seconds, targets.scale_up_stabilization_seconds)
+    history = history.pruned(now, window)
+    manual_change = None
+    if not targets.dry_run and history.last_applied_replicas not in (None, current.desired):
+        manual_change = (
+            f"Deployment replicas were changed by hand from {history.last_applied_replicas} to "
+            f"{current.desired}; adopting {current.desired} and restarting the stabilization window"
+        )
+        history = replace(history, last_scale_time=now, recommendations=())
+
+    if isinstance(observation, MetricsUnavailable):
+        target, reason = _hold_without_metrics(observation, targets, current.desired)
+        return _finish(target, reason, None, targets, current, history, now, manual_change, False)
+
+    verdict = _evaluate(observation, targets, current, history, now, tuning)
+    return _finish(
+        verdict.replicas,
+        verdict.reason,
+        not verdict.breaches,
+        targets,
+        current,
+        verdict.history,
+        now,
+        manual_change,
+        True,
+    )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    replicas: int
+    reason: str
+    breaches: tuple[str, ...]
+    history: ScalingHistory
+
+
+def _hold_without_metrics(
+    observation: MetricsUnavailable, targets: Targets, replicas: int
+) -> tuple[int, str]:
+    lowest, highest = targets.bounds()
+    target = min(max(replicas, lowest), highest)
+    if target != replicas:
+        return target, (
+            f"metrics unavailable ({observation.reason}); {replicas} replicas is outside the bounds "
+            f"[{lowest}, {highest}], moving to {target}"
+        )
+    return target, f"holding {replicas} replicas: metrics unavailable ({observation.reason})"
+
+
+def _evaluate(
+    signals: Signals,
+    targets: Targets,
+    current: ReplicaCounts,
+    history: ScalingHistory,
+    now: float,
+    tuning: Tuning,
+) -> _Verdict:
+    lowest, highest = targets.bounds()
+    replicas = current.desired
+    load = measure_load(signals, tuning)
+    breaches = slo_breaches(signals, targets.slo)
+    ceiling, floor = learn_capacity(
+        signals, load, targets.slo, history.capacity_ceiling, history.capacity_floor, tuning
+    )
+    breach_since = (history.breach_since or now) if breaches else None
+    history = replace(history, capacity_ceiling=ceiling, capacity_floor=floor, breach_since=breach_since)
+    summary = slo_summary(signals, targets.slo)
+    if breach_since is not None and now > breach_since:
+        summary += f" (breached for {now - breach_since:.0f}s)"
+
+    demand = load.arriving + load.queued / tuning.backlog_drain_seconds
+    need_up = _replicas_for(demand, ceiling, tuning.scale_up_utilization)
+    forced = bool(breaches) and ceiling is None and current.starting == 0
+    if forced:
+        need_up = replicas + 1
+    need_down = _fewest_survivors(load, ceiling, floor, tuning, replicas)
+    if need_up is not None:
+        need_down = max(need_down, need_up)
+    recommendation = Recommendation(now, need_up if need_up is not None else replicas, need_down)
+    history = history.with_recommendation(recommendation)
+    sizing = _sizing_words(load, demand, ceiling, tuning, current.starting)
+
+    if replicas > highest or replicas < lowest:
+        target = min(max(replicas, lowest), highest)
+        return _Verdict(
+            target, f"{replicas} replicas is outside the bounds [{lowest}, {highest}]", breaches, history
+        )
+
+    if need_up is not None and need_up > replicas:
+        window_start = now - targets.scale_up_stabilization_seconds
+        candidate = min(r.scale_up for r in history.recommendations if r.time >= window_start)
+        target = min(candidate, highest)
+        if target > replicas:
+            cause = "; ".join(breaches) if breaches else summary
+            why = "an SLO breach with no replica starting adds at least one" if forced else sizing
+            return _Verdict(target, f"{cause}; {why}", breaches, history)
+        if candidate > highest:
+            return _Verdict(replicas, f"{summary}; {sizing}, but the bound is {highest}", breaches, history)
+        return _Verdict(
+            replicas,
+            f"{summary}; {sizing}; waiting out the {targets.scale_up_stabilization_seconds:.0f}s "
+            "scale-up stabilization",
+            breaches,
+            history,
+        )
+
+    if breaches:
+        on_the_way = (
+            f"{current.starting} replica(s) starting count as capacity on its way"
+            if current.starting
+            else sizing
+        )
+        return _Verdict(replicas, f"holding {replicas}: {summary}; {on_the_way}", breaches, history)
+
+    down_window_start = now - targets.scale_down_stabilization_seconds
+    stable = history.last_scale_time is None or history.last_scale_time <= down_window_start
+    observed_whole_window = (
+        bool(history.recommendations) and history.recommendations[0].time <= down_window_start
+    )
+    if need_down < replicas and stable and observed_whole_window:
+        candidate = max(r.scale_down for r in history.recommendations if r.time >= down_window_start)
+        target = max(candidate, lowest)
+        if target < replicas:
+            survivors = _survivor_words(load, target, ceiling, floor, tuning)
+            return _Verdict(
+                target,
+                f"{summary}; {survivors}; no scale-up needed for "
+                f"{targets.scale_down_stabilization_seconds:.0f}s",
+                breaches,
+                history,
+            )
+    return _Verdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
+
+
+def _replicas_for(work: float, capacity: float | None, utilization: float) -> int | None:
+    if work <= 0:
+        return 0
+    if capacity is None:
+        return None
+    return math.ceil(work / (capacity * utilization) - 1e-9)
+
+
+def _fewest_survivors(
+    load: Load, ceiling: float | None, floor: float | None, tuning: Tuning, replicas: int
+) -> int:
+    """The fewest replicas whose per-replica load stays safe: within `scale_down_utilization` of
+    the ceiling, or at most the proven floor while no ceiling is known. Unknown capacity: no fewer."""
+    if load.arriving <= 0:
+        return 0
+    if ceiling is not None:
+        return _replicas_for(load.arriving, ceiling, tuning.scale_down_utilization) or 0
+    if floor is not None:
+        return _replicas_for(load.arriving, floor, 1.0) or 0
+    return replicas
+
+
+def _sizing_words(load: Load, demand: float, ceiling: float | None, tuning: Tuning, starting: int) -> str:
+    if demand <= 0:
+        return "no load"
+    queued = (
+        f" incl. {load.queued:.0f} queued over {tuning.backlog_drain_seconds:.0f}s" if starting == 0 else ""
+    )
+    if ceiling is None:
+        return f"demand {demand:.0f} tok/s{queued}; per-replica capacity not learned yet"
+    needed = _replicas_for(demand, ceiling, tuning.scale_up_utilization)
+    return (
+        f"demand {demand:.0f} tok/s{queued} needs {needed} replica(s) at "
+        f"{tuning.scale_up_utilization:.0%} of {ceiling:.0f} tok/s each"
+    )
+
+
+def _survivor_words(
+    load: Load, survivors: int, ceiling: float | None, floor: float | None, tuning: Tuning
+) -> str:
+    if survivors <= 0 or load.arriving <= 0:
+        return "no load"
+    each = load.arriving / survivors
+    if ceiling is not None:
+        return (
+            f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each <= "
+            f"{tuning.scale_down_utilization:.0%} of {ceiling:.0f} tok/s"
+        )
+    return (
+        f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each "
+        f"<= proven {floor or 0:.0f}"
+    )
+
+
+def _finish(
+    target: int,
+    reason: str,
+    slo_met: bool | None,
+    targets: Targets,
+    current: ReplicaCounts,
+    history: ScalingHistory,
+    now: float,
+    manual_change: str | None,
+    metrics_available: bool,
+) -> Decision:
+    replicas = current.desired
+    action = Action.SCALE_UP if target > replicas else Action.SCALE_DOWN if target < replicas else Action.HOLD
+    if action is not Action.HOLD:
+        reason = f"{'dry run: would scale' if targets.dry_run else 'scaled'} {replicas} -> {target}: {reason}"
+        history = history.with_decision(DecisionRecord(now, replicas, target, reason))
+    if manual_change is not None:
+        reason = f"{manual_change}. {reason}"
+    if targets.dry_run:
+        history = replace(history, last_applied_replicas=replicas)
+    else:
+        history = replace(history, last_applied_replicas=target)
+        if action is not Action.HOLD:
+            history = replace(history, last_scale_time=now)
+    return Decision(
+        replicas=target,
+        reason=reason,
+        action=action,
+        apply=action is not Action.HOLD and not targets.dry_run,
+        metrics_available=metrics_available,
+        slo_met=slo_met,
+        manual_change=manual_change,
+        history=history,
+    )

@@ -1,0 +1,76 @@
+"""A tiny real HTTP server on 127.0.0.1 that answers `/api/v1/query` from a table, for testing the
+Prometheus client and the signal parsing over a real socket (no mocks of httpx)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = ""
+    delay_seconds: float = 0.0
+
+
+def vector(*samples: tuple[dict[str, str], float | str], at: float = 1_800_000_000.0) -> Reply:
+    result = [{"metric": labels, "value": [at, str(value)]} for labels, value in samples]
+    return Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}))
+
+
+@dataclass
+class PrometheusStub:
+    url: str
+    replies: dict[str, Reply] = field(default_factory=dict)
+    default: Reply = field(default_factory=vector)
+    queries: list[dict[str, list[str]]] = field(default_factory=list)
+
+
+@contextmanager
+def serve_prometheus_stub() -> Iterator[PrometheusStub]:
+    stub = PrometheusStub(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            form = parse_qs(self.rfile.read(length).decode())
+            stub.queries.append(form)
+            reply = (
+                stub.replies.get(form.get("query", [""])[0], stub.default)
+                if self.path == "/api/v1/query"
+                else Reply(404, "not found")
+            )
+            if reply.delay_seconds:
+                time.sleep(reply.delay_seconds)
+            payload = reply.body.encode()
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 64  # the signal queries arrive all at once
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
