@@ -1,12 +1,19 @@
 {{/*
 The operator's settings as environment variables (berth_operator reads its settings from the
-environment). tests/chart checks every name here is one the operator's settings module reads.
+environment, berth_operator/settings.py). tests/chart/test_chart_settings.py parses this env with
+the operator's own settings code and checks every BERTH_* variable it reads is set here.
 */}}
 {{- define "berth.operatorEnv" -}}
 - name: BERTH_LOG_LEVEL
   value: {{ .Values.operator.logLevel | quote }}
 - name: BERTH_PROMETHEUS_URL
   value: {{ .Values.operator.prometheusUrl | quote }}
+- name: BERTH_RUNTIME_IMAGE
+  value: {{ .Values.operator.runtimeImage | quote }}
+- name: BERTH_GPU_PRODUCTS
+  value: {{ join "," .Values.operator.gpuProducts | quote }}
+- name: BERTH_MISSING_SECRET_RETRY_SECONDS
+  value: {{ .Values.operator.missingSecretRetrySeconds | quote }}
 - name: BERTH_HEALTH_PORT
   value: {{ .Values.operator.healthPort | quote }}
 - name: BERTH_METRICS_ENABLED
