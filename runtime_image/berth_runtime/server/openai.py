@@ -207,12 +207,12 @@ def _completion_prompts(prompt: Any, tokenizer: Tokenizer) -> tuple[list[str], l
         raise ApiError(400, "'prompt' is empty", param="prompt")
     texts: list[str] = []
     ids: list[list[int]] = []
-    vocab_size = tokenizer.vocab_size
     for item in items:
         if isinstance(item, str):
             texts.append(item)
             ids.append(tokenizer.encode(item))
             continue
+        vocab_size = tokenizer.vocab_size
         if not item or any(token < 0 or token >= vocab_size for token in item):
             raise ApiError(
                 400, f"'prompt' token ids must be non-empty and within 0..{vocab_size - 1}", param="prompt"
