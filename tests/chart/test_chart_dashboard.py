@@ -7,6 +7,9 @@ import json
 import re
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from berth_operator.metrics import OperatorMetrics
 from berth_runtime.server.metrics import ServerMetrics
 
 from .conftest import CHART_DIR, Chart
@@ -32,21 +35,29 @@ SERIES_SUFFIXES = {
 }
 
 
-def _exported_runtime_series() -> set[str]:
-    metrics = ServerMetrics(model_name="probe", stats_source=lambda: None)
+def _exported_series() -> set[str]:
+    """Every series the runtime and the operator export."""
+    registries = [
+        ServerMetrics(model_name="probe", stats_source=lambda: None).registry,
+        OperatorMetrics(CollectorRegistry()).registry,
+    ]
     return {
         family.name + suffix
-        for family in metrics.registry.collect()
+        for registry in registries
+        for family in registry.collect()
         for suffix in SERIES_SUFFIXES.get(family.type, ("",))
     }
 
 
-def test_dashboard_queries_only_series_the_runtime_exports() -> None:
+def test_dashboard_queries_only_series_the_runtime_or_operator_exports() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queried = {name for expression in _expressions(dashboard) for name in SERIES.findall(expression)}
     assert queried, "the dashboard queries no berth or vLLM series"
-    exported = _exported_runtime_series()
+    exported = _exported_series()
     assert queried - exported == set(), f"queried but never exported: {sorted(queried - exported)}"
+    # Both halves are on the dashboard.
+    assert any(name.startswith("vllm:") for name in queried)
+    assert any(name.startswith("berth_operator_") for name in queried)
 
 
 def test_dashboard_panels_have_unique_ids_and_sit_on_the_grid() -> None:
