@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from berth_runtime.sampling_params import InvalidParameter, SamplingParams
 
 

@@ -33,6 +33,7 @@ class LLMEngine:
         self.block_manager: BlockManager = scheduler.block_manager
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.vocab_size = runner.model.config.vocab_size
         self.device = runner.device
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)
