@@ -250,6 +250,9 @@ def transition_events(previous: InferenceDeploymentStatus, current: dict[str, An
     if any(c["type"] == CONDITION_ACCEPTED and c["status"] == "False" for c in conditions):
         # A refused spec: Ready and Degraded only mirror the refusal; one Event says it.
         conditions = [c for c in conditions if c["type"] == CONDITION_ACCEPTED]
+    accepted_before = previous.condition(CONDITION_ACCEPTED)
+    # Degraded only mirrored a refused spec; its clearing is told by the Ready event instead.
+    was_accepted = accepted_before is None or accepted_before.status == "True"
     for condition in conditions:
         before = previous.condition(condition["type"])
         status, reason, message = condition["status"], condition["reason"], condition.get("message", "")
@@ -265,7 +268,7 @@ def transition_events(previous: InferenceDeploymentStatus, current: dict[str, An
             events.append(StatusEvent("Warning", "NotReady", message))
         elif kind == CONDITION_DEGRADED and status == "True":
             events.append(StatusEvent("Warning", reason, message))
-        elif kind == CONDITION_DEGRADED and before is not None and before.status == "True":
+        elif kind == CONDITION_DEGRADED and before is not None and before.status == "True" and was_accepted:
             events.append(StatusEvent("Normal", "Recovered", message))
         elif kind == CONDITION_ACCEPTED and status == "False":
             events.append(StatusEvent("Warning", reason, message))

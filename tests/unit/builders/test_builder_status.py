@@ -375,3 +375,12 @@ def test_a_refused_spec_is_announced_once() -> None:
     status = derive_status(_inputs(None, [], verdict=verdict))
     events = transition_events(InferenceDeploymentStatus(), status)
     assert [(e.type, e.reason) for e in events] == [("Warning", "SecretNotFound")]
+
+
+def test_recovery_from_a_refused_spec_is_told_by_ready_not_recovered() -> None:
+    refused = derive_status(_inputs(None, [], verdict=Verdict(False, "SecretNotFound", "missing")))
+    ready = derive_status(
+        _inputs(_deployment(2, 2, 2), [_pod("a", ready=True), _pod("b", ready=True)], previous=refused)
+    )
+    events = transition_events(InferenceDeploymentStatus.model_validate(refused), ready)
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Ready"), ("Normal", "RolloutComplete")]
