@@ -1,0 +1,146 @@
+"""Live lifecycle: the bounded queue refuses with 503 + Retry-After, SIGTERM drains streams and exits 0,
+and a model that cannot load ends the process with status 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from live_server import LiveServer, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+PROMPT = "A paged KV cache stores keys and values in fixed-size blocks."
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    return sum(
+        s.value
+        for f in families
+        for s in f.samples
+        if s.name == name and all(s.labels.get(key) == value for key, value in labels.items())
+    )
+
+
+def waiting_requests(url: str) -> float:
+    return metric(url, "vllm:num_requests_waiting")
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One running sequence at a time and a waiting queue of one."""
+    live = LiveServer(
+        tiny_llama_dir,
+        tmp_path_factory.mktemp("queue") / "server.log",
+        "--max-batch-size", "1", "--max-queue", "1",
+    )  # fmt: skip
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        assert live.stop() == 0, live.log()
+
+
+async def test_full_queue_is_refused_with_503_and_retry_after(one_slot_server: LiveServer) -> None:
+    url = one_slot_server.url
+    long_request = {"prompt": PROMPT, "max_tokens": 300, "ignore_eos": True, "stream": True}
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        async with http.stream("POST", "/v1/completions", json=long_request) as running:
+            lines = running.aiter_lines()
+            assert (await anext(lines)).startswith("data: "), "the first request is running"
+            waiting = asyncio.create_task(
+                http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+            )
+            while waiting_requests(url) < 1:
+                await asyncio.sleep(0.01)
+            refused = await http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "1"
+            assert "queue is full" in refused.json()["error"]["message"]
+            kserve = await http.post(
+                f"/v2/models/{one_slot_server.model_name}/generate", json={"text_input": PROMPT}
+            )
+            assert kserve.status_code == 503 and "queue is full" in kserve.json()["error"]
+        assert (await waiting).status_code == 200, "the queued request is served once a slot frees"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_client_that_goes_away_aborts_its_request(one_slot_server: LiveServer, stream: bool) -> None:
+    url = one_slot_server.url
+    aborted_before = metric(url, "vllm:request_success_total", finished_reason="abort")
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 400, "ignore_eos": True, "stream": stream}).encode()
+    _, writer = await asyncio.open_connection("127.0.0.1", one_slot_server.port)
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    while metric(url, "vllm:num_requests_running") < 1:
+        await asyncio.sleep(0.01)
+    writer.close()
+    await writer.wait_closed()
+    while metric(url, "vllm:request_success_total", finished_reason="abort") == aborted_before:
+        await asyncio.sleep(0.01)
+    while metric(url, "vllm:num_requests_running") > 0:  # the engine drops it before its next step
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        served = await http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+    assert served.status_code == 200, "the one batch slot was freed"
+    assert served.json()["usage"]["completion_tokens"] <= 2
+
+
+def test_sigterm_lets_the_stream_finish_refuses_new_requests_and_exits_0(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    server = LiveServer(tiny_llama_dir, tmp_path / "server.log", "--drain-timeout", "120")
+    try:
+        server.wait_ready()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(
+            model=server.model_name,
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=400,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        chunks = [next(stream), next(stream)]
+        server.terminate()
+        while httpx.get(f"{server.url}/v2/health/ready").status_code == 200:
+            pass
+        refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+        assert refused.status_code == 503
+        assert "draining" in refused.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        chunks += list(stream)
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == ["length"]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 400
+        assert server.process.wait(timeout=60) == 0
+        assert "drained: no request in flight" in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_model_that_cannot_load_ends_the_process_with_status_1(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(
+        json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
+    )
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "berth_runtime", "serve", "--model", str(broken), "--device", "cpu",
+         "--host", "127.0.0.1", "--port", str(port)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "loading" in result.stderr and "failed" in result.stderr
