@@ -22,6 +22,7 @@ from berth_operator.handlers.checks import check_gpu_product, check_name, check_
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.status_sync import parse_status, sync_status
 from berth_operator.kube import ApplyResult, apply_child, record_event
+from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 REASON_APPLIED = "Applied"
 
@@ -108,6 +109,19 @@ async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> li
         generation=metadata.get("generation"),
     )
     return results
+
+
+async def repair(context: OperatorContext, namespace: str, name: str) -> list[ApplyResult]:
+    """Reconcile an InferenceDeployment again from its stored state: re-creates children deleted
+    or changed behind the operator's back. A refused spec is already reported in its status, so
+    here it is not an error; a resource being deleted is left alone."""
+    owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
+        return []
+    try:
+        return await reconcile(context, owner)
+    except (kopf.PermanentError, kopf.TemporaryError):
+        return []
 
 
 async def follow_replica_decision(

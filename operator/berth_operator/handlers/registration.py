@@ -17,7 +17,7 @@ import kopf
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, reconcile
+from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import KubeApiError
 
@@ -25,6 +25,7 @@ ANNOTATION_PREFIX = "berth.dev"
 FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 API_RETRY_SECONDS = 15.0
+RESYNC_SECONDS = 300.0
 RESOURCE = (identity.GROUP, identity.VERSION, identity.PLURAL)
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
@@ -108,10 +109,32 @@ def owner_name(body: kopf.Body) -> str | None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="follow-deployment")
+async def follow_deployment(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    name = owner_name(body)
+    if name is None or namespace is None:
+        return
+    context = _context(memo)
+    if type == "DELETED":  # deleted behind the operator's back (or by garbage collection)
+        await _measured(context, "repair", repair(context, namespace, name))
+    await _measured(context, "follow-children", sync_status(context, namespace, name))
+
+
 @kopf.on.event("v1", "pods", labels=MANAGED, id="follow-pods")
-async def follow_children(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def follow_pods(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     name = owner_name(body)
     if name is None or namespace is None:
         return
     context = _context(memo)
     await _measured(context, "follow-children", sync_status(context, namespace, name))
+
+
+@kopf.timer(*RESOURCE, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Periodic repair: children deleted or edited behind the operator's back come back within
+    RESYNC_SECONDS; an unchanged resource costs reads only."""
+    if namespace is None:
+        return
+    context = _context(memo)
+    await _measured(context, "resync", repair(context, namespace, name))

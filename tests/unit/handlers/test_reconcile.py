@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, reconcile
+from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import InMemoryKubeApi
 from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, SECRET
@@ -309,3 +309,20 @@ async def test_a_name_that_cannot_name_a_service_is_refused(
     stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat.v2") or {}
     assert {c["type"]: c["reason"] for c in stored["status"]["conditions"]}["Accepted"] == "InvalidName"
     assert api.stored(DEPLOYMENT, "ml", "chat.v2") is None
+
+
+async def test_repair_recreates_a_deleted_child_and_tolerates_refusals(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await reconcile(context, inference_deployment())
+    api.delete(api.stored(DEPLOYMENT, "ml", "chat") or {})
+    results = await repair(context, "ml", "chat")
+    assert {r.kind: r.outcome for r in results}["Deployment"] == "created"
+    assert api.stored(DEPLOYMENT, "ml", "chat") is not None
+    assert await repair(context, "ml", "absent") == []
+
+    refused = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}
+    refused["spec"]["runtime"] = {"speculative": {"method": "ngram"}}
+    api.put(refused)
+    assert await repair(context, "ml", "chat") == []
+    assert _conditions(api)["Accepted"] == ("False", "InvalidSpec")

@@ -20,6 +20,7 @@ def test_handlers_are_registered_with_explicit_ids() -> None:
         registry._changing
     )
     assert {"follow-autoscaler", "follow-deployment", "follow-pods"} <= _ids(registry._watching)
+    assert "resync" in _ids(registry._spawning)
 
 
 def test_only_optional_deletion_handlers_so_no_finalizer_blocks_deletion() -> None:
