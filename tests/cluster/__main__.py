@@ -62,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                 gpu_pools=pools, cpu_nodes=args.cpu_nodes, ready_delay_seconds=args.ready_delay
             )
             cluster = launcher.up(args.name, simulation)
-            print(
-                f"cluster {cluster.name!r} is up at {cluster.server}; logs in {cluster.log_dir}",
-                file=sys.stderr,
+            phases = ", ".join(
+                f"{phase} {seconds:.1f} s" for phase, seconds in cluster.startup_seconds.items()
             )
+            print(f"cluster {cluster.name!r} is up at {cluster.server} ({phases})", file=sys.stderr)
+            print(f"logs: {cluster.log_dir}", file=sys.stderr)
             print(_exports(cluster))
         elif args.command == "down":
             stopped = launcher.down(args.name)

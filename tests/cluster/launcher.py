@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -53,6 +53,8 @@ class RunningCluster:
     bin_dir: Path
     server: str
     pids: dict[str, int]
+    startup_seconds: dict[str, float] = field(default_factory=dict)
+    """How long each phase of ``up`` took: binaries, control plane, nodes."""
 
     def env(self) -> dict[str, str]:
         """Environment variables that point kubectl and Kubernetes clients at this cluster."""
@@ -82,6 +84,7 @@ class RunningCluster:
             bin_dir=Path(record["bin_dir"]),
             server=record["server"],
             pids={name: int(pid) for name, pid in record["pids"].items()},
+            startup_seconds=dict(record.get("startup_seconds", {})),
         )
 
 
@@ -205,7 +208,9 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
     simulation = simulation or Simulation()
     if find(name) is not None:
         raise ClusterExistsError(f"cluster {name!r} is already up; run `python -m tests.cluster down` first")
+    started = time.monotonic()
     binaries = ensure_binaries()
+    binaries_ready = time.monotonic()
     state_dir = state_dir_for(name)
     down(name)  # leftovers of a cluster that died without `down`: stop what still runs
     if state_dir.exists():
@@ -229,6 +234,7 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
         _start_components(
             cluster, binaries, pki, etcd_url, controller_manager_kubeconfig, scheduler_kubeconfig
         )
+        control_plane_ready = time.monotonic()
         kubectl(cluster, "create", "-f", "-", stdin=yaml.safe_dump_all(node_manifests(simulation)))
         kubectl(
             cluster,
@@ -242,6 +248,12 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
     except BaseException:
         _stop_all(cluster)
         raise
+    cluster.startup_seconds.update(
+        binaries=binaries_ready - started,
+        control_plane=control_plane_ready - binaries_ready,
+        nodes=time.monotonic() - control_plane_ready,
+    )
+    cluster.save()
     return cluster
 
 
