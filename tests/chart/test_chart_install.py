@@ -1,0 +1,321 @@
+"""The chart on a real control plane: `helm install` creates every object (the operator pod passes
+the restricted Pod Security admission), the operator running with the chart's ServiceAccount
+identity and environment reconciles an InferenceDeployment to Ready without a single 403, and
+`helm uninstall` removes everything but the CRDs that crds.keep protects.
+
+The chart gets a control plane of its own (tests/cluster, a small simulation): it installs and
+deletes the cluster-wide CRD, which must not pull the rug from under the other integration tests.
+The operator runs as a local process, not as the chart's pod (there is no image to pull here), but
+with the chart's exact environment and a token of the chart's ServiceAccount, so every API call it
+makes is authorized by the chart's RBAC alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import launcher
+from tests.cluster.processes import free_port
+from tests.cluster.simulation import DEFAULT_GPU_PRODUCT, GpuPool, Simulation
+from tests.integration.support import ClusterAccess, KubectlError, wait_for
+
+from .conftest import CHART_DIR, Chart
+
+pytestmark = pytest.mark.integration
+
+RELEASE = "berth"
+OPERATOR_NAMESPACE = "berth-system"
+CRD = "customresourcedefinition/inferencedeployments.berth.dev"
+TIMEOUT = 120.0
+# Words that mean the API server refused the operator something (Kopf says the last one on a 403).
+REFUSALS = ("403", "Forbidden", "forbidden", "Not enough permissions")
+
+
+@pytest.fixture(scope="module")
+def chart_cluster() -> Iterator[ClusterAccess]:
+    running = launcher.up(
+        f"chart-{os.getpid()}",
+        Simulation(
+            gpu_pools=(GpuPool(DEFAULT_GPU_PRODUCT, nodes=1, gpus_per_node=8),), ready_delay_seconds=1.0
+        ),
+    )
+    try:
+        yield ClusterAccess(running.kubeconfig, running.kubectl, local=True)
+    finally:
+        launcher.down(running.name)
+
+
+class HelmOnCluster:
+    """The pinned Helm CLI pointed at one cluster."""
+
+    def __init__(self, chart: Chart, cluster: ClusterAccess) -> None:
+        self.chart = chart
+        self.cluster = cluster
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            [self.chart.helm, f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result.stdout
+
+    def install(self, values: dict[str, Any]) -> str:
+        values_file = self.chart.values_dir / f"install-{time.monotonic_ns()}.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        return self(
+            "install",
+            RELEASE,
+            str(CHART_DIR),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--values",
+            str(values_file),
+        )
+
+    def manifest(self) -> list[dict[str, Any]]:
+        text = self("get", "manifest", RELEASE, "--namespace", OPERATOR_NAMESPACE)
+        return [document for document in yaml.safe_load_all(text) if document]
+
+
+def _reference(obj: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(kind.group, name, namespace) as kubectl takes them."""
+    group = obj["apiVersion"].rpartition("/")[0]
+    kind = f"{obj['kind']}.{group}" if group else obj["kind"]
+    return kind, obj["metadata"]["name"], obj["metadata"].get("namespace")
+
+
+def _exists(cluster: ClusterAccess, obj: dict[str, Any]) -> bool:
+    kind, name, namespace = _reference(obj)
+    return cluster.get_or_none(kind, name, namespace=namespace) is not None
+
+
+def _service_account_kubeconfig(cluster: ClusterAccess, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token)."""
+    token = cluster.kubectl(
+        "create", "token", service_account, "--duration=1h", namespace=OPERATOR_NAMESPACE
+    ).strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": server}],
+                "users": [{"name": service_account, "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "local", "user": service_account}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+class ChartOperator:
+    """`python -m berth_operator` with the environment the chart's Deployment gives it."""
+
+    def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_path: Path) -> None:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.chart_env = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.health_port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **{key: value for key, value in os.environ.items() if key != "KUBECONFIG"},
+            **self.chart_env,
+            # Only what cannot be the same as in a pod: the kubeconfig and free local ports.
+            "KUBECONFIG": str(self.kubeconfig),
+            "BERTH_HEALTH_PORT": str(self.health_port),
+            "BERTH_METRICS_PORT": str(free_port()),
+            "BERTH_LOG_LEVEL": "DEBUG",
+        }
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "berth_operator"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._healthy, 60, "the operator's /healthz")
+
+    def _healthy(self) -> bool:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise AssertionError(f"the operator exited with {self._process.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as response:
+                return int(response.status) == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _inference_deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": name, "source": "hf://Qwen/Qwen2.5-0.5B-Instruct"},
+            "resources": {"gpu": {"count": 1, "product": DEFAULT_GPU_PRODUCT}},
+        },
+    }
+
+
+def _reconcile_to_ready_as_the_service_account(
+    cluster: ClusterAccess, helm: HelmOnCluster, workload_namespace: str, tmp_path: Path
+) -> None:
+    """Runs the operator as the chart's identity, reconciles one InferenceDeployment to Ready and
+    deletes it again, and fails on any refusal in the operator's log."""
+    manifest = helm.manifest()
+    (deployment,) = [obj for obj in manifest if obj["kind"] == "Deployment"]
+    service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    kubeconfig = _service_account_kubeconfig(cluster, service_account, tmp_path / "operator.kubeconfig")
+    operator = ChartOperator(deployment, kubeconfig, tmp_path / f"operator-{workload_namespace}.log")
+    operator.start()
+    try:
+        cluster.apply(_inference_deployment("chat"), namespace=workload_namespace)
+
+        def ready() -> dict[str, Any] | None:
+            status = (
+                cluster.get("inferencedeployment", "chat", namespace=workload_namespace).get("status") or {}
+            )
+            return status if status.get("phase") == "Ready" and status.get("readyReplicas") == 1 else None
+
+        try:
+            wait_for(ready, TIMEOUT, "chat Ready as the chart's ServiceAccount")
+            assert cluster.get_or_none("service", "chat", namespace=workload_namespace) is not None
+            # Deletion goes through Kopf's finalizer, also under the chart's RBAC.
+            cluster.kubectl(
+                "delete", "inferencedeployment", "chat", "--timeout=60s", namespace=workload_namespace
+            )
+        except BaseException:
+            print(f"\n----- operator log -----\n{operator.log()}")
+            raise
+    finally:
+        operator.stop()
+    refusals = [line for line in operator.log().splitlines() if any(word in line for word in REFUSALS)]
+    assert refusals == [], "the API server refused the operator:\n" + "\n".join(refusals)
+
+
+def _create_restricted_namespace(cluster: ClusterAccess, name: str) -> None:
+    """A namespace whose Pod Security admission enforces the "restricted" standard."""
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }
+    )
+
+
+def _assert_uninstall_removes_all_but_kept_crds(
+    cluster: ClusterAccess, helm: HelmOnCluster, manifest: list[dict[str, Any]], crds_kept: bool
+) -> None:
+    helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=120s")
+    for obj in manifest:
+        kept = crds_kept and obj["kind"] == "CustomResourceDefinition"
+        if kept:
+            assert _exists(cluster, obj), f"{_reference(obj)} was deleted although crds.keep=true"
+        else:
+            wait_for(lambda obj=obj: not _exists(cluster, obj), 60, f"{_reference(obj)} to be deleted")
+
+
+def test_install_reconcile_as_the_service_account_and_uninstall_keeping_crds(
+    chart: Chart, chart_cluster: ClusterAccess, tmp_path: Path
+) -> None:
+    helm = HelmOnCluster(chart, chart_cluster)
+    _create_restricted_namespace(chart_cluster, OPERATOR_NAMESPACE)
+    chart_cluster.kubectl("create", "namespace", "ml")
+
+    notes = helm.install({})
+
+    assert f"kubectl -n {OPERATOR_NAMESPACE} rollout status deployment/berth" in notes
+    manifest = helm.manifest()
+    assert {obj["kind"] for obj in manifest} >= {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+    }
+    missing = [_reference(obj) for obj in manifest if not _exists(chart_cluster, obj)]
+    assert missing == []
+    # The operator pod is admitted under the restricted Pod Security Standard and comes up.
+    chart_cluster.kubectl(
+        "rollout", "status", "deployment/berth", "--timeout=120s", namespace=OPERATOR_NAMESPACE
+    )
+
+    _reconcile_to_ready_as_the_service_account(chart_cluster, helm, "ml", tmp_path)
+
+    _assert_uninstall_removes_all_but_kept_crds(chart_cluster, helm, manifest, crds_kept=True)
+
+
+def test_namespaced_install_reconciles_with_roles_only_and_uninstall_deletes_unkept_crds(
+    chart: Chart, chart_cluster: ClusterAccess, tmp_path: Path
+) -> None:
+    helm = HelmOnCluster(chart, chart_cluster)
+    _create_restricted_namespace(chart_cluster, OPERATOR_NAMESPACE)
+    chart_cluster.kubectl("create", "namespace", "team-a")
+
+    # A clean slate: an earlier test's kept CRD would be adopted with its keep annotation intact
+    # (Helm never removes from a live object what it did not put there in this release).
+    chart_cluster.kubectl("delete", CRD, "--ignore-not-found", "--wait=true")
+    helm.install({"watchNamespaces": ["team-a"], "crds": {"keep": False}})
+    manifest = helm.manifest()
+    assert {(obj["kind"], obj["metadata"].get("namespace")) for obj in manifest} >= {
+        ("Role", "team-a"),
+        ("RoleBinding", "team-a"),
+    }
+    assert all(_exists(chart_cluster, obj) for obj in manifest)
+    crd = chart_cluster.get("crd", "inferencedeployments.berth.dev")
+    assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+
+    _reconcile_to_ready_as_the_service_account(chart_cluster, helm, "team-a", tmp_path)
+
+    _assert_uninstall_removes_all_but_kept_crds(chart_cluster, helm, manifest, crds_kept=False)
+    with pytest.raises(KubectlError):
+        chart_cluster.get("inferencedeployments", namespace="team-a")
