@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 import pytest
 
 from berth_operator.handlers import registration
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.kube import InMemoryKubeApi
+
+InferenceDeploymentFactory = Callable[..., dict[str, Any]]
 
 
 def _ids(registry: Any) -> set[str]:
@@ -56,3 +61,37 @@ def test_startup_puts_kopf_state_under_berth_dev() -> None:
 )
 def test_children_map_back_to_their_inference_deployment(metadata: dict[str, Any], owner: str | None) -> None:
     assert registration.owner_name(kopf.Body({"metadata": metadata})) == owner
+
+
+async def test_api_errors_become_retries_and_are_counted(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    api.forbidden_kinds.add("Deployment")
+    with pytest.raises(kopf.TemporaryError, match="403"):
+        await registration.apply_children(body=inference_deployment(), memo=kopf.Memo(berth=context))
+    registry = context.metrics.registry
+    assert registry.get_sample_value("berth_operator_reconcile_errors_total", {"reason": "api_403"}) == 1
+    assert (
+        registry.get_sample_value("berth_operator_reconcile_duration_seconds_count", {"handler": "apply"})
+        == 1
+    )
+
+
+async def test_successful_reconcile_counts_writes_and_managed_resources(
+    context: OperatorContext, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await registration.apply_children(body=inference_deployment(), memo=kopf.Memo(berth=context))
+    registry = context.metrics.registry
+    assert registry.get_sample_value("berth_operator_managed_resources") == 1
+    assert (
+        registry.get_sample_value("berth_operator_api_writes_total", {"kind": "Deployment", "verb": "apply"})
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "berth_operator_api_writes_total", {"kind": "InferenceDeployment", "verb": "status"}
+        )
+        == 1
+    )
+    await registration.forget(name="chat", namespace="ml", memo=kopf.Memo(berth=context))
+    assert registry.get_sample_value("berth_operator_managed_resources") == 0
