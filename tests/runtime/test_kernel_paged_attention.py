@@ -104,3 +104,13 @@ def test_mismatched_arguments_are_rejected(device: str) -> None:
         paged_attention_decode(query, key_cache[..., :8].contiguous(), value_cache, block_tables, lens, 1.0)
     with pytest.raises(ValueError, match="max_context_len must be >= 0"):
         paged_attention_decode(query, key_cache, value_cache, block_tables, lens, 1.0, max_context_len=-1)
+
+
+def test_block_tables_and_lengths_may_be_strided_views(device: str) -> None:
+    """The engine sends block tables with the context lengths as an extra last column (one transfer)."""
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [3, 10, 17])
+    packed = torch.cat([block_tables, lens[:, None]], dim=1).to(torch.int64)
+    tables_view, lens_view = packed[:, :-1], packed[:, -1]
+    actual = paged_attention_decode(query, key_cache, value_cache, tables_view, lens_view, 0.3)
+    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, 0.3)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)

@@ -84,3 +84,15 @@ def test_mixed_dtypes_and_non_contiguous_rows_are_rejected(device: str) -> None:
         rms_norm(torch.randn(16, 4, device=device).t(), torch.ones(16, device=device), 1e-6)
     with pytest.raises(ValueError, match="residual has shape"):
         add_rms_norm(x, torch.randn(3, 16, device=device), torch.ones(16, device=device), 1e-6)
+
+
+def test_add_rms_norm_can_leave_the_residual_untouched(device: str) -> None:
+    x = torch.randn(3, 32, device=device, dtype=torch.bfloat16)
+    residual = torch.randn(3, 32, device=device, dtype=torch.bfloat16)
+    weight = torch.randn(32, device=device, dtype=torch.bfloat16)
+    original = residual.clone()
+    summed = torch.empty_like(residual)
+    normed = add_rms_norm(x, residual, weight, 1e-6, residual_out=summed)
+    assert torch.equal(residual, original)
+    _assert_same(summed, x + original)
+    _assert_same(normed, rms_norm_reference(x + original, weight, 1e-6))

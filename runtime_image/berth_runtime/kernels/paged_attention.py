@@ -54,6 +54,7 @@ def _paged_decode_kernel(
     output_seq_stride,
     output_head_stride,
     block_table_stride,
+    context_lens_stride,
     num_kv_heads,
     block_size,
     num_partitions,
@@ -70,7 +71,7 @@ def _paged_decode_kernel(
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     partition = tl.program_id(2)
-    context_len = tl.load(context_lens_ptr + seq)
+    context_len = tl.load(context_lens_ptr + seq * context_lens_stride)
     start = partition * PARTITION
     end = tl.minimum(start + PARTITION, context_len)
 
@@ -204,7 +205,6 @@ def _check(
     check_shape(op, "context_lens", context_lens, [num_seqs])
     check_contiguous(op, "key_cache", key_cache)
     check_contiguous(op, "value_cache", value_cache)
-    check_contiguous(op, "context_lens", context_lens)
     check_inner_contiguous(op, "query", query)
     check_inner_contiguous(op, "block_tables", block_tables)
 
@@ -287,6 +287,7 @@ def paged_attention_decode(
         out.stride(0),
         out.stride(1),
         block_tables.stride(0),
+        context_lens.stride(0),
         num_kv_heads,
         block_size,
         num_partitions,

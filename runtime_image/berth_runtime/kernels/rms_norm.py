@@ -28,10 +28,12 @@ from berth_runtime.kernels._rounding import round_to
 def _rms_norm_kernel(
     input_ptr,
     residual_ptr,
+    residual_out_ptr,
     weight_ptr,
     output_ptr,
     input_row_stride,
     residual_row_stride,
+    residual_out_row_stride,
     output_row_stride,
     hidden_size,
     eps,
@@ -47,7 +49,7 @@ def _rms_norm_kernel(
         summed = x + tl.load(residual_row, mask=mask, other=0.0).to(tl.float32)
         # round to the activation dtype, as an eager bf16/fp16 add would, before normalising
         summed = round_to(summed, residual_ptr.dtype.element_ty)
-        tl.store(residual_row, summed, mask=mask)
+        tl.store(residual_out_ptr + row * residual_out_row_stride + cols, summed, mask=mask)
         x = summed.to(tl.float32)
     variance = tl.sum(x * x, axis=0) / hidden_size
     dtype = output_ptr.dtype.element_ty
@@ -56,7 +58,13 @@ def _rms_norm_kernel(
     tl.store(output_ptr + row * output_row_stride + cols, round_to(normed * weight, dtype), mask=mask)
 
 
-def _check(op: str, x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> None:
+def _check(
+    op: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None,
+    residual_out: torch.Tensor | None = None,
+) -> None:
     check_dtype(op, "x", x, FLOAT_ACTIVATION_DTYPES)
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D [tokens, hidden_size]; got shape {list(x.shape)}")
@@ -69,13 +77,23 @@ def _check(op: str, x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
         check_shape(op, "residual", residual, list(x.shape))
         check_inner_contiguous(op, "residual", residual)
         tensors["residual"] = residual
+    if residual_out is not None:
+        check_shape(op, "residual_out", residual_out, list(x.shape))
+        check_inner_contiguous(op, "residual_out", residual_out)
+        tensors["residual_out"] = residual_out
     check_same_dtype(op, tensors)
     check_launchable(_rms_norm_kernel, op, tensors)
     if hidden_size > 65536:
         raise ValueError(f"{op}: hidden_size {hidden_size} exceeds the supported 65536")
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None) -> torch.Tensor:
+def _launch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None,
+    residual_out: torch.Tensor | None,
+) -> torch.Tensor:
     output = torch.empty_like(x)
     tokens, hidden_size = x.shape
     if tokens == 0:
@@ -84,10 +102,12 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.T
     _rms_norm_kernel[(tokens,)](
         x,
         residual if residual is not None else x,
+        residual_out if residual_out is not None else x,
         weight,
         output,
         x.stride(0),
         residual.stride(0) if residual is not None else 0,
+        residual_out.stride(0) if residual_out is not None else 0,
         output.stride(0),
         hidden_size,
         eps,
@@ -101,16 +121,23 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.T
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``x``: [tokens, hidden_size]; returns ``weight * normalise(x)`` in ``x``'s dtype."""
     _check("rms_norm", x, weight, None)
-    return _launch(x, weight, eps, None)
+    return _launch(x, weight, eps, None, None)
 
 
-def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``residual += x`` in place (rounded to its dtype), then returns ``rms_norm(residual)``.
+def add_rms_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual_out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Writes ``x + residual`` (rounded to the dtype) to ``residual_out``, or in place into ``residual``
+    when it is None, and returns ``rms_norm`` of that sum.
 
-    ``x`` and ``residual``: [tokens, hidden_size], same dtype; ``weight``: [hidden_size].
+    ``x``, ``residual``, ``residual_out``: [tokens, hidden_size], one dtype; ``weight``: [hidden_size].
     """
-    _check("add_rms_norm", x, weight, residual)
-    return _launch(x, weight, eps, residual)
+    _check("add_rms_norm", x, weight, residual, residual_out)
+    return _launch(x, weight, eps, residual, residual if residual_out is None else residual_out)
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
