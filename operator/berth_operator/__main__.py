@@ -17,6 +17,16 @@ from berth_operator.metrics import OperatorMetrics
 from berth_operator.settings import OperatorSettings
 
 
+class QuietFollowers(logging.Filter):
+    """Drops Kopf's "Handler 'follow-...' succeeded." lines: one per pod and Deployment event, they
+    drown everything else. Failures of those handlers are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        routine = message.startswith("Handler 'follow-") and message.endswith("succeeded.")
+        return not (record.levelno <= logging.INFO and routine)
+
+
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m berth_operator",
@@ -42,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"berth-operator: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").addFilter(QuietFollowers())
     namespaces: tuple[str, ...] = ()
     if not arguments.all_namespaces:
         namespaces = tuple(arguments.namespace or ()) or settings.watch_namespaces
