@@ -20,7 +20,7 @@ from berth_operator.builders.runtime_args import (
 RUNTIME_CONTAINER = "runtime"
 FETCH_CONTAINER = "fetch-model"
 CONFIG_DIR = "/etc/berth/config"
-RUNTIME_USER_ID = 1000
+RUNTIME_USER_ID = 65532  # the runtime image's user (runtime_image/Dockerfile)
 # Time beyond the pre-stop delay and the drain timeout before the kubelet kills the container.
 SHUTDOWN_MARGIN_SECONDS = 15
 READY_PATH = "/v2/health/ready"

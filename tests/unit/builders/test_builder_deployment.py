@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,3 +240,15 @@ def test_api_key_secret_is_mounted_not_inlined(make_context: ContextFactory) -> 
     assert {"name": "api-key", "mountPath": "/etc/berth/api-key", "readOnly": True} in _runtime(deployment)[
         "volumeMounts"
     ]
+
+
+def test_pods_run_as_the_runtime_images_user(make_context: ContextFactory) -> None:
+    dockerfile = Path(__file__).resolve().parents[3] / "runtime_image" / "Dockerfile"
+    users = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")]
+    user, _, group = users[-1].partition(":")
+    context = _pod(_deployment(make_context))["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (
+        int(user),
+        int(group),
+        int(group),
+    )
