@@ -164,3 +164,11 @@ class IncrementalDetokenizer:
             self._read_offset = len(all_token_ids)
             return full_text[len(prefix_text) :]
         return ""
+
+    def flush(self, all_token_ids: Sequence[int]) -> str:
+        """At the end of a request: the text still held back (an incomplete character becomes U+FFFD,
+        as a full decode shows it)."""
+        prefix_text = self._tokenizer.decode(all_token_ids[self._prefix_offset : self._read_offset])
+        full_text = self._tokenizer.decode(all_token_ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(all_token_ids)
+        return full_text[len(prefix_text) :] if len(full_text) > len(prefix_text) else ""

@@ -30,14 +30,20 @@ class OutputProcessor:
         ) or token_id in params.stop_token_ids
         if may_end and is_end_token:
             reason = "stop"
-        if reason is None and seq.detokenizer is not None:
-            new_text = seq.detokenizer.step(seq.token_ids)
+        detokenizer = seq.detokenizer
+        if reason is None and detokenizer is not None:
+            new_text = detokenizer.step(seq.token_ids)
             if new_text:
                 reason = self._add_text(seq, new_text)
         if reason is None and (
             seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len
         ):
             reason = "length"
+            if detokenizer is not None and (held := detokenizer.flush(seq.token_ids)):
+                reason = self._add_text(seq, held) or reason
+        elif reason == "stop" and is_end_token and detokenizer is not None:
+            # Ended by a token: what the earlier tokens still held back is text; the token's is not.
+            seq.output_text += detokenizer.flush(seq.token_ids[:-1])
         return reason
 
     @staticmethod

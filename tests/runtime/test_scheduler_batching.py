@@ -1,0 +1,94 @@
+"""Scheduler bookkeeping: decodes first, chunked prefill under the token budget, the batch-size
+limit, preemption of the most recently admitted sequence, and freeing on finish."""
+
+from __future__ import annotations
+
+from berth_runtime.engine.block_manager import BlockManager
+from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
+from berth_runtime.engine.sequence import Sequence, SequenceStatus
+from berth_runtime.sampling_params import SamplingParams
+
+
+def make_scheduler(num_blocks: int = 64, batch: int = 8, budget: int = 32) -> Scheduler:
+    return Scheduler(BlockManager(num_blocks, block_size=4, enable_prefix_caching=False), batch, budget)
+
+
+def add(scheduler: Scheduler, name: str, length: int, arrival: int = 0) -> Sequence:
+    sequence = Sequence(name, list(range(1, length + 1)), SamplingParams(), arrival=arrival)
+    scheduler.add(sequence)
+    return sequence
+
+
+def finish_step(rows: list[ScheduledRow]) -> None:
+    """What the engine does after a step: mark tokens computed, and sample for complete rows."""
+    for row in rows:
+        row.seq.num_computed_tokens += row.num_new_tokens
+        if row.seq.num_uncomputed_tokens == 0:
+            row.seq.token_ids.append(0)
+
+
+def plan(rows: list[ScheduledRow]) -> list[tuple[str, int]]:
+    return [(row.seq.request_id, row.num_new_tokens) for row in rows]
+
+
+def test_scheduler_chunks_a_long_prompt_and_keeps_decodes_running() -> None:
+    scheduler = make_scheduler(budget=10)
+    add(scheduler, "short", 3)
+    rows = scheduler.schedule()
+    assert plan(rows) == [("short", 3)]
+    finish_step(rows)
+    add(scheduler, "long", 25)
+    steps = []
+    for _ in range(3):
+        rows = scheduler.schedule()
+        steps.append(plan(rows))
+        finish_step(rows)
+    # The decode goes first each step; the prompt takes the rest of the budget, in chunks.
+    assert steps == [[("short", 1), ("long", 9)], [("short", 1), ("long", 9)], [("short", 1), ("long", 7)]]
+
+
+def test_scheduler_respects_the_batch_size() -> None:
+    scheduler = make_scheduler(batch=2)
+    for index in range(3):
+        add(scheduler, f"s{index}", 4)
+    assert [name for name, _ in plan(scheduler.schedule())] == ["s0", "s1"]
+    assert len(scheduler.waiting) == 1
+
+
+def test_scheduler_preempts_the_latest_sequence_when_blocks_run_out() -> None:
+    scheduler = make_scheduler(num_blocks=4, budget=64)
+    first = add(scheduler, "first", 8, arrival=0)
+    second = add(scheduler, "second", 8, arrival=1)
+    rows = scheduler.schedule()
+    assert plan(rows) == [("first", 8), ("second", 8)]
+    finish_step(rows)
+    # Both need a third block now; only the earlier one gets it, the later one is recomputed later.
+    rows = scheduler.schedule()
+    assert plan(rows) == [("first", 1)]
+    assert scheduler.num_preemptions == 1
+    assert second.status is SequenceStatus.WAITING and second.num_computed_tokens == 0
+    assert second.block_table == [] and scheduler.waiting[0] is second
+    assert first.status is SequenceStatus.RUNNING
+
+
+def test_scheduler_finish_frees_blocks_and_admits_the_next() -> None:
+    scheduler = make_scheduler(num_blocks=2)
+    first = add(scheduler, "first", 8)
+    add(scheduler, "second", 8)
+    assert plan(scheduler.schedule()) == [("first", 8)]
+    scheduler.finish(first, "abort")
+    assert first.status is SequenceStatus.FINISHED and first.finish_reason == "abort"
+    assert scheduler.block_manager.num_free_blocks == 2
+    assert plan(scheduler.schedule()) == [("second", 8)]
+
+
+def test_scheduler_waiting_request_does_not_start_without_room() -> None:
+    scheduler = make_scheduler(num_blocks=3)
+    add(scheduler, "big", 11)
+    add(scheduler, "next", 4)
+    rows = scheduler.schedule()
+    assert plan(rows) == [("big", 11)]  # "next" needs a block and all three are taken
+    finish_step(rows)
+    assert plan(scheduler.schedule()) == [("big", 1)]
+    assert scheduler.waiting[0].request_id == "next"
+    assert scheduler.num_preemptions == 0
