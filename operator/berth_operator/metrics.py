@@ -33,6 +33,18 @@ class OperatorMetrics:
             "InferenceDeployments the operator currently manages.",
             registry=registry,
         )
+        self.autoscaling_decisions = Counter(
+            "berth_operator_autoscaling_decisions_total",
+            "Autoscaler evaluations, by action (ScaleUp, ScaleDown, Hold) and whether metrics were usable.",
+            ["action", "metrics_available", "dry_run"],
+            registry=registry,
+        )
+        self.autoscaling_desired_replicas = Gauge(
+            "berth_operator_autoscaling_desired_replicas",
+            "Replicas the autoscaler last decided, by InferenceDeployment.",
+            ["namespace", "name"],
+            registry=registry,
+        )
         self.writes = Counter(
             "berth_operator_api_writes_total",
             "Writes to the API server, by kind and verb (apply, status, event).",

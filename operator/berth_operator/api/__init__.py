@@ -18,9 +18,11 @@ from berth_operator.api.status import (
     AutoscalingStatus,
     Condition,
     InferenceDeploymentStatus,
+    LearnedCapacity,
     RevisionStatus,
     RolloutStatus,
     ScalingDecision,
+    ScalingRecommendation,
 )
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "InferenceDeploymentSpec",
     "InferenceDeploymentStatus",
     "KVCacheSpec",
+    "LearnedCapacity",
     "LocalObjectReference",
     "ModelSpec",
     "PrometheusSpec",
@@ -46,6 +49,7 @@ __all__ = [
     "RolloutStep",
     "RuntimeSpec",
     "ScalingDecision",
+    "ScalingRecommendation",
     "SchedulingSpec",
     "SecretKeySelector",
     "ServingSpec",

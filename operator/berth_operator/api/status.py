@@ -92,6 +92,28 @@ class ScalingDecision(StatusModel):
     )
 
 
+class LearnedCapacity(StatusModel):
+    """Per-replica capacity the autoscaler learned from the metrics, in token work per second
+    (generated tokens plus prompt tokens weighted by their cost)."""
+
+    ceiling_tokens_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description="Work one replica serves when saturated (seen while an SLO was breached).",
+    )
+    floor_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Most work one replica has served while every SLO held."
+    )
+
+
+class ScalingRecommendation(StatusModel):
+    """What one evaluation recommended; the stabilization windows are taken over these."""
+
+    time: datetime = Field(description="When the evaluation ran (RFC 3339).")
+    scale_up: int = Field(ge=0, description="Replicas the scale-up rule asked for.")
+    scale_down: int = Field(ge=0, description="Fewest replicas whose survivors keep the SLO with headroom.")
+
+
 class AutoscalingStatus(StatusModel):
     """What the autoscaler saw and decided."""
 
@@ -107,6 +129,14 @@ class AutoscalingStatus(StatusModel):
         default_factory=list,
         max_length=10,
         description="Recent replica changes, newest last (at most 10).",
+    )
+    capacity: LearnedCapacity | None = Field(
+        default=None, description="Per-replica capacity learned so far (kept across operator restarts)."
+    )
+    recommendations: list[ScalingRecommendation] = Field(
+        default_factory=list,
+        max_length=120,
+        description="Recent recommendations covering the stabilization window, oldest first (at most 120).",
     )
 
 

@@ -22,7 +22,7 @@ same function. The rules, in the order they apply:
    is the fewest replicas whose survivors (load x N / (N - k)) stay within `scale_down_utilization`
    of capacity. The gap between the two utilizations is what stops 2 <-> 1 flapping.
 6. dryRun: decide and report the same way, but `apply` is False and the history never claims the
-   replicas as the autoscaler's own.
+   replicas as the autoscaler's own; a would-be change is recorded once, not every interval.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ class Decision:
     slo_met: bool | None
     manual_change: str | None
     history: ScalingHistory
+    recorded: bool = False
+    """True when this decision added an entry to the history (a change, or a new would-be change)."""
 
 
 def decide(
@@ -133,6 +135,9 @@ def decide(
             f"{current.desired}; adopting {current.desired} and restarting the stabilization window"
         )
         history = replace(history, last_scale_time=now, recommendations=())
+        history = history.with_decision(
+            DecisionRecord(now, history.last_applied_replicas or 0, current.desired, manual_change)
+        )
 
     if isinstance(observation, MetricsUnavailable):
         target, reason = _hold_without_metrics(observation, targets, current.desired)
@@ -324,10 +329,17 @@ def _finish(
     metrics_available: bool,
 ) -> Decision:
     replicas = current.desired
+    recorded = False
     action = Action.SCALE_UP if target > replicas else Action.SCALE_DOWN if target < replicas else Action.HOLD
     if action is not Action.HOLD:
         reason = f"{'dry run: would scale' if targets.dry_run else 'scaled'} {replicas} -> {target}: {reason}"
-        history = history.with_decision(DecisionRecord(now, replicas, target, reason))
+        last = history.decisions[-1] if history.decisions else None
+        repeated = (
+            last is not None and last.dry_run and (last.from_replicas, last.to_replicas) == (replicas, target)
+        )
+        recorded = not (targets.dry_run and repeated)
+        if recorded:
+            history = history.with_decision(DecisionRecord(now, replicas, target, reason, targets.dry_run))
     if manual_change is not None:
         reason = f"{manual_change}. {reason}"
     if targets.dry_run:
@@ -345,4 +357,5 @@ def _finish(
         slo_met=slo_met,
         manual_change=manual_change,
         history=history,
+        recorded=recorded,
     )

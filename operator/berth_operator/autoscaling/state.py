@@ -1,25 +1,41 @@
 """The autoscaler's memory, kept in `status.autoscaling` so that an operator restart (or a second
-operator taking over) continues where the last one stopped: the replica count it last set (to tell
-a hand edit from its own), when it last scaled (the stabilization window), the per-replica
-capacity it has learned, recent recommendations, and a short history of decisions for people.
+operator taking over) continues where the last one stopped. Where it lives in status:
 
-Everything here is bounded: recommendations older than the longest stabilization window are
-dropped, and at most `DECISION_HISTORY_LIMIT` decisions are kept. Times are epoch seconds in
-memory and RFC 3339 strings in status.
+- the replica count it last set (to tell a hand edit from its own): `desiredReplicas`;
+- when it last scaled (the stabilization window): the newest non-dry-run entry of `history`;
+- since when an SLO has been breached: the `SLOMet` condition's `lastTransitionTime`;
+- the per-replica capacity it learned: `capacity`;
+- recent recommendations (the windows' contents): `recommendations`;
+- a short history of decisions for people: `history` and `lastDecision`.
+
+Everything is bounded: recommendations outside the longest stabilization window are dropped and,
+past `RECOMMENDATION_LIMIT`, the oldest are merged pairwise (keeping the higher scale-down and the
+lower scale-up, which only ever makes the windows more cautious); at most
+`DECISION_HISTORY_LIMIT` decisions are kept. Times are epoch seconds here, RFC 3339 in status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+
+from berth_operator.api.status import (
+    CONDITION_SLO_MET,
+    AutoscalingStatus,
+    InferenceDeploymentStatus,
+    LearnedCapacity,
+    ScalingDecision,
+    ScalingRecommendation,
+)
 
 DECISION_HISTORY_LIMIT = 10
 """Decisions kept in status (newest last)."""
 
 RECOMMENDATION_LIMIT = 120
-"""Recommendations kept at most, whatever the window (a 600 s window at a 5 s interval)."""
+"""Recommendations kept at most (status.autoscaling.recommendations has the same bound)."""
+
+REASON_LIMIT = 1024
+"""Longest decision reason status accepts."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,7 @@ class DecisionRecord:
     from_replicas: int
     to_replicas: int
     reason: str
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,99 +78,100 @@ class ScalingHistory:
         window has been observed from its start."""
         older = [r for r in self.recommendations if now - r.time > window_seconds]
         within = [r for r in self.recommendations if now - r.time <= window_seconds]
-        kept = (*older[-1:], *within)
-        return replace(self, recommendations=kept[-RECOMMENDATION_LIMIT:])
+        return replace(self, recommendations=_compact((*older[-1:], *within)))
 
     def with_recommendation(self, recommendation: Recommendation) -> ScalingHistory:
-        kept = (*self.recommendations, recommendation)[-RECOMMENDATION_LIMIT:]
-        return replace(self, recommendations=kept)
+        return replace(self, recommendations=_compact((*self.recommendations, recommendation)))
 
     def with_decision(self, record: DecisionRecord) -> ScalingHistory:
         return replace(self, decisions=(*self.decisions, record)[-DECISION_HISTORY_LIMIT:])
 
-    def to_status(self) -> dict[str, Any]:
-        """The camelCase form stored under `status.autoscaling.state` and `.history`."""
-        state: dict[str, Any] = {
-            "lastAppliedReplicas": self.last_applied_replicas,
-            "lastScaleTime": _format_time(self.last_scale_time),
-            "breachSince": _format_time(self.breach_since),
-            "capacityCeilingTokensPerSecond": _round(self.capacity_ceiling),
-            "capacityFloorTokensPerSecond": _round(self.capacity_floor),
-            "recommendations": [
-                {"time": _format_time(r.time), "scaleUp": r.scale_up, "scaleDown": r.scale_down}
-                for r in self.recommendations
-            ],
+
+def _compact(recommendations: tuple[Recommendation, ...]) -> tuple[Recommendation, ...]:
+    """At most RECOMMENDATION_LIMIT entries: merge the oldest pairwise, keeping the older time."""
+    while len(recommendations) > RECOMMENDATION_LIMIT:
+        excess = len(recommendations) - RECOMMENDATION_LIMIT
+        merged = [
+            Recommendation(
+                first.time, min(first.scale_up, second.scale_up), max(first.scale_down, second.scale_down)
+            )
+            for first, second in zip(
+                recommendations[0 : 2 * excess : 2], recommendations[1 : 2 * excess : 2], strict=True
+            )
+        ]
+        recommendations = (*merged, *recommendations[2 * excess :])
+    return recommendations
+
+
+def history_from_status(status: InferenceDeploymentStatus) -> ScalingHistory:
+    """The history an earlier evaluation left in status (empty for a resource never evaluated)."""
+    autoscaling = status.autoscaling
+    if autoscaling is None:
+        return ScalingHistory()
+    decisions = tuple(
+        DecisionRecord(d.time.timestamp(), d.from_replicas, d.to_replicas, d.reason, bool(d.dry_run))
+        for d in autoscaling.history
+    )[-DECISION_HISTORY_LIMIT:]
+    applied = [d.time for d in decisions if not d.dry_run]
+    slo_met = status.condition(CONDITION_SLO_MET)
+    capacity = autoscaling.capacity
+    return ScalingHistory(
+        last_applied_replicas=autoscaling.desired_replicas,
+        last_scale_time=max(applied) if applied else None,
+        breach_since=(
+            slo_met.last_transition_time.timestamp()
+            if slo_met is not None and slo_met.status == "False"
+            else None
+        ),
+        capacity_ceiling=capacity.ceiling_tokens_per_second if capacity else None,
+        capacity_floor=capacity.floor_tokens_per_second if capacity else None,
+        recommendations=_compact(
+            tuple(
+                Recommendation(r.time.timestamp(), r.scale_up, r.scale_down)
+                for r in autoscaling.recommendations
+            )
+        ),
+        decisions=decisions,
+    )
+
+
+def history_to_status(history: ScalingHistory) -> AutoscalingStatus:
+    """The status fields that carry `history` (signals and the evaluation time are added by the caller)."""
+    decisions = [decision_to_status(d) for d in history.decisions]
+    return AutoscalingStatus(
+        desired_replicas=history.last_applied_replicas,
+        last_decision=decisions[-1] if decisions else None,
+        history=decisions,
+        capacity=(
+            LearnedCapacity(
+                ceiling_tokens_per_second=_round(history.capacity_ceiling),
+                floor_tokens_per_second=_round(history.capacity_floor),
+            )
+            if history.capacity_ceiling is not None or history.capacity_floor is not None
+            else None
+        ),
+        recommendations=[
+            ScalingRecommendation(time=to_datetime(r.time), scale_up=r.scale_up, scale_down=r.scale_down)
+            for r in history.recommendations
+        ],
+    )
+
+
+def decision_to_status(record: DecisionRecord) -> ScalingDecision:
+    reason = record.reason if len(record.reason) <= REASON_LIMIT else record.reason[: REASON_LIMIT - 1] + "…"
+    return ScalingDecision.model_validate(
+        {
+            "time": to_datetime(record.time),
+            "from": record.from_replicas,
+            "to": record.to_replicas,
+            "reason": reason,
+            "dryRun": True if record.dry_run else None,
         }
-        return {
-            "state": {key: value for key, value in state.items() if value is not None},
-            "history": [decision_to_status(d) for d in self.decisions],
-        }
-
-    @classmethod
-    def from_status(cls, autoscaling_status: Mapping[str, Any] | None) -> ScalingHistory:
-        """Read back what `to_status` wrote. Entries that do not parse are dropped, not fatal: a
-        hand-edited or older status must never stop the autoscaler."""
-        if not autoscaling_status:
-            return cls()
-        state = autoscaling_status.get("state") or {}
-        recommendations = []
-        for entry in state.get("recommendations") or ():
-            time = _parse_time(entry.get("time"))
-            up, down = _int_or_none(entry.get("scaleUp")), _int_or_none(entry.get("scaleDown"))
-            if time is not None and up is not None and down is not None:
-                recommendations.append(Recommendation(time, up, down))
-        decisions = []
-        for entry in autoscaling_status.get("history") or ():
-            time = _parse_time(entry.get("time"))
-            before, after = _int_or_none(entry.get("from")), _int_or_none(entry.get("to"))
-            if time is not None and before is not None and after is not None:
-                decisions.append(DecisionRecord(time, before, after, str(entry.get("reason", ""))))
-        return cls(
-            last_applied_replicas=_int_or_none(state.get("lastAppliedReplicas")),
-            last_scale_time=_parse_time(state.get("lastScaleTime")),
-            breach_since=_parse_time(state.get("breachSince")),
-            capacity_ceiling=_positive_or_none(state.get("capacityCeilingTokensPerSecond")),
-            capacity_floor=_positive_or_none(state.get("capacityFloorTokensPerSecond")),
-            recommendations=tuple(recommendations)[-RECOMMENDATION_LIMIT:],
-            decisions=tuple(decisions)[-DECISION_HISTORY_LIMIT:],
-        )
+    )
 
 
-def decision_to_status(record: DecisionRecord) -> dict[str, Any]:
-    return {
-        "time": _format_time(record.time),
-        "from": record.from_replicas,
-        "to": record.to_replicas,
-        "reason": record.reason,
-    }
-
-
-def _format_time(epoch_seconds: float | None) -> str | None:
-    if epoch_seconds is None:
-        return None
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _positive_or_none(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return None
+def to_datetime(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(round(epoch_seconds), UTC)
 
 
 def _round(value: float | None) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+import berth_operator.handlers.autoscaling  # noqa: F401  (registers the autoscaler daemon)
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.handlers.context import OperatorContext

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 from autoscaling_factories import signals, targets
 
+from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.autoscaling.policy import ReplicaCounts, decide
 from berth_operator.autoscaling.state import (
     DECISION_HISTORY_LIMIT,
@@ -13,85 +14,114 @@ from berth_operator.autoscaling.state import (
     DecisionRecord,
     Recommendation,
     ScalingHistory,
+    history_from_status,
+    history_to_status,
 )
 
 NOW = 1_800_000_040.0  # 2027-01-15T08:00:40Z
 
 
-def test_round_trip_through_status_keeps_everything() -> None:
+def through_status(history: ScalingHistory, extra: dict[str, object] | None = None) -> ScalingHistory:
+    """Write `history` as the autoscaler would, read it back as the next evaluation would."""
+    wire = {"autoscaling": history_to_status(history).to_wire(), **(extra or {})}
+    return history_from_status(InferenceDeploymentStatus.model_validate(wire))
+
+
+def test_round_trip_through_status_keeps_what_the_policy_needs() -> None:
     history = ScalingHistory(
         last_applied_replicas=3,
         last_scale_time=NOW - 40,
-        breach_since=NOW - 20,
         capacity_ceiling=1234.5,
         capacity_floor=800.0,
         recommendations=(Recommendation(NOW - 10, 3, 4), Recommendation(NOW, 3, 3)),
-        decisions=(DecisionRecord(NOW - 40, 2, 3, "scaled 2 -> 3: TTFT p95 640ms > 500ms"),),
+        decisions=(
+            DecisionRecord(NOW - 100, 3, 5, "dry run: would scale 3 -> 5: x", dry_run=True),
+            DecisionRecord(NOW - 40, 2, 3, "scaled 2 -> 3: TTFT p95 640ms > 500ms"),
+        ),
     )
-    status = history.to_status()
-    assert status["state"]["lastAppliedReplicas"] == 3
-    assert status["state"]["capacityCeilingTokensPerSecond"] == 1234.5
-    assert status["history"] == [
-        {
-            "time": "2027-01-15T08:00:00Z",
-            "from": 2,
-            "to": 3,
-            "reason": "scaled 2 -> 3: TTFT p95 640ms > 500ms",
-        }
-    ]
-    assert ScalingHistory.from_status(status) == history
+    assert through_status(history) == history
 
 
-def test_times_are_rfc3339_utc() -> None:
-    status = ScalingHistory(last_scale_time=0.0).to_status()
-    assert status["state"]["lastScaleTime"] == "1970-01-01T00:00:00Z"
-
-
-def test_empty_or_missing_status_is_a_fresh_history() -> None:
-    assert ScalingHistory.from_status(None) == ScalingHistory()
-    assert ScalingHistory.from_status({}) == ScalingHistory()
-
-
-def test_unparseable_entries_are_dropped_not_fatal() -> None:
-    status: dict[str, Any] = {
-        "state": {
-            "lastAppliedReplicas": "three",
-            "lastScaleTime": "yesterday",
-            "capacityCeilingTokensPerSecond": -5,
-            "recommendations": [{"time": "1970-01-01T00:00:10Z", "scaleUp": 2, "scaleDown": 1}, {"time": 5}],
-        },
-        "history": [{"time": "1970-01-01T00:00:10Z", "from": 1, "to": 2, "reason": "x"}, {"from": True}],
+def test_wire_form_is_what_the_crd_describes() -> None:
+    history = ScalingHistory(
+        last_applied_replicas=3,
+        capacity_ceiling=1234.5,
+        recommendations=(Recommendation(NOW, 3, 4),),
+        decisions=(DecisionRecord(NOW, 2, 3, "scaled 2 -> 3: TTFT p95 640ms > 500ms"),),
+    )
+    wire = history_to_status(history).to_wire()
+    decision = {
+        "time": "2027-01-15T08:00:40Z",
+        "from": 2,
+        "to": 3,
+        "reason": "scaled 2 -> 3: TTFT p95 640ms > 500ms",
     }
-    history = ScalingHistory.from_status(status)
-    assert history.last_applied_replicas is None
-    assert history.last_scale_time is None
-    assert history.capacity_ceiling is None
-    assert history.recommendations == (Recommendation(10.0, 2, 1),)
-    assert history.decisions == (DecisionRecord(10.0, 1, 2, "x"),)
-
-
-def test_bounds_hold_when_reading_an_oversized_status() -> None:
-    status = {
-        "state": {
-            "recommendations": [
-                {"time": f"1970-01-01T00:{minute:02d}:{second:02d}Z", "scaleUp": 1, "scaleDown": 1}
-                for minute in range(5)
-                for second in range(60)
-            ]
-        },
-        "history": [
-            {"time": "1970-01-01T00:00:10Z", "from": 1, "to": 2, "reason": str(n)} for n in range(50)
-        ],
+    assert wire == {
+        "desiredReplicas": 3,
+        "lastDecision": decision,
+        "history": [decision],
+        "capacity": {"ceilingTokensPerSecond": 1234.5},
+        "recommendations": [{"time": "2027-01-15T08:00:40Z", "scaleUp": 3, "scaleDown": 4}],
     }
-    history = ScalingHistory.from_status(status)
-    assert len(history.recommendations) == RECOMMENDATION_LIMIT
-    assert len(history.decisions) == DECISION_HISTORY_LIMIT
-    assert history.decisions[-1].reason == "49"
+
+
+def test_last_scale_time_ignores_dry_run_decisions() -> None:
+    history = ScalingHistory(
+        decisions=(
+            DecisionRecord(NOW - 500, 1, 2, "scaled 1 -> 2"),
+            DecisionRecord(NOW - 10, 2, 4, "dry run: would scale 2 -> 4", dry_run=True),
+        )
+    )
+    assert through_status(history).last_scale_time == NOW - 500
+
+
+def test_breach_start_comes_from_the_slo_met_condition() -> None:
+    condition = {
+        "type": "SLOMet",
+        "status": "False",
+        "reason": "TargetsMissed",
+        "message": "TTFT p95 640ms > 500ms",
+        "lastTransitionTime": "2027-01-15T08:00:00Z",
+    }
+    assert through_status(ScalingHistory(), {"conditions": [condition]}).breach_since == NOW - 40
+    met = {**condition, "status": "True", "reason": "WithinTargets"}
+    assert through_status(ScalingHistory(), {"conditions": [met]}).breach_since is None
+
+
+def test_empty_status_is_a_fresh_history() -> None:
+    assert history_from_status(InferenceDeploymentStatus()) == ScalingHistory()
+
+
+def test_long_reasons_are_cut_to_what_status_accepts() -> None:
+    history = ScalingHistory(decisions=(DecisionRecord(NOW, 1, 2, "x" * 5000),))
+    assert len(history_to_status(history).history[0].reason) == 1024
+
+
+def test_recommendations_are_compacted_conservatively_not_dropped() -> None:
+    many = tuple(
+        Recommendation(NOW + step, 5 if step == 0 else 9, 7 if step == 1 else 2) for step in range(300)
+    )
+    history = ScalingHistory().pruned(NOW + 300, 1000.0)
+    for recommendation in many:
+        history = history.with_recommendation(recommendation)
+    kept = history.recommendations
+    assert len(kept) == RECOMMENDATION_LIMIT
+    assert kept[0].time == NOW  # the window's start is still known
+    assert max(r.scale_down for r in kept) == 7  # the highest scale-down survives the merging
+    assert min(r.scale_up for r in kept) == 5  # and the lowest scale-up
+    assert [r.time for r in kept] == sorted(r.time for r in kept)
+
+
+def test_decision_history_is_bounded_in_status() -> None:
+    decisions = tuple(DecisionRecord(NOW + n, 1, 2, str(n)) for n in range(DECISION_HISTORY_LIMIT))
+    restored = through_status(ScalingHistory(decisions=decisions))
+    assert len(restored.decisions) == DECISION_HISTORY_LIMIT
+    assert restored.decisions[-1].reason == str(DECISION_HISTORY_LIMIT - 1)
 
 
 def test_a_restarted_operator_keeps_the_stabilization_window() -> None:
     """Scale up, 'restart' (history only through status), then light load: no scale-down before the
-    window has passed since the scale-up, because lastScaleTime came back from status."""
+    window has passed since the scale-up, because the decision's time came back from status."""
     spec = targets()
     up = decide(
         signals(generation_tokens_per_second=1000.0, requests_per_second=2.5, waiting_growth_per_second=5.0),
@@ -101,16 +131,20 @@ def test_a_restarted_operator_keeps_the_stabilization_window() -> None:
         NOW,
     )
     assert up.replicas == 4
-    restored = ScalingHistory.from_status(up.history.to_status())
-    early = decide(signals(), spec, ReplicaCounts(4, 4), restored, NOW + 100)
-    assert early.replicas == 4
-    assert early.manual_change is None  # the restored lastAppliedReplicas matches the Deployment
-    history, replicas, scaled_down_at = early.history, 4, None
-    for step in range(1, 30):
-        now = NOW + 100 + step * 10
-        late = decide(signals(), spec, ReplicaCounts(replicas, replicas), history, now)
-        history, replicas = late.history, late.replicas
+    restored = through_status(up.history)
+    assert restored.capacity_ceiling == 1000.0
+    history, replicas, scaled_down_at = restored, 4, None
+    for step in range(40):
+        now = NOW + 10 + step * 10
+        decision = decide(signals(), spec, ReplicaCounts(replicas, replicas), history, now)
+        assert decision.manual_change is None  # the restored desiredReplicas matches the Deployment
+        history, replicas = through_status(decision.history), decision.replicas
         if replicas < 4 and scaled_down_at is None:
             scaled_down_at = now
     assert replicas == 1
     assert scaled_down_at == NOW + 310  # the first evaluation after the 300 s window
+
+
+def test_times_in_status_are_utc() -> None:
+    wire = history_to_status(ScalingHistory(decisions=(DecisionRecord(0.0, 1, 2, "r"),))).to_wire()
+    assert wire["lastDecision"]["time"] == datetime(1970, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")

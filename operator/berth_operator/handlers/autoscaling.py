@@ -1,0 +1,187 @@
+"""The autoscaler's Kopf glue: one daemon per InferenceDeployment with autoscaling enabled.
+
+Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read the resource and its
+Deployment, query Prometheus, call the pure policy, and write the outcome through `kube` -- the
+autoscaler's share of the status (status.autoscaling, conditions SLOMet and MetricsUnavailable)
+under its own field manager, and the Events. The Deployment's replicas then follow
+`status.autoscaling.desiredReplicas` (the operator's `follow-autoscaler` handler applies them), so
+only one writer ever sets them. A daemon rather than a Kopf timer because the interval is per
+resource and may change with the spec; Kopf stops it when autoscaling is disabled or the resource
+goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import kopf
+
+from berth_operator.api import InferenceDeploymentSpec
+from berth_operator.api import resource as identity
+from berth_operator.autoscaling.capacity import SloTargets
+from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, decide
+from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
+from berth_operator.autoscaling.report import autoscaler_events, autoscaler_status
+from berth_operator.autoscaling.signals import (
+    MetricsUnavailable,
+    Observation,
+    SeriesSelector,
+    collect_signals,
+)
+from berth_operator.autoscaling.state import history_from_status
+from berth_operator.builders.status import Verdict
+from berth_operator.handlers.checks import parse_spec
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.handlers.status_sync import parse_status
+from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, KubeApiError, apply_status, record_event
+from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT
+
+logger = logging.getLogger(__name__)
+
+MIN_STALENESS_SECONDS = 60.0
+"""Metrics count as stale when the newest sample is older than max(60 s, 3 intervals)."""
+
+
+def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
+    autoscaling = spec.autoscaling
+
+    def seconds(milliseconds: int | None) -> float | None:
+        return None if milliseconds is None else milliseconds / 1000
+
+    return Targets(
+        min_replicas=autoscaling.min_replicas,
+        max_replicas=autoscaling.max_replicas,
+        slo=SloTargets(
+            ttft_p95_seconds=seconds(autoscaling.slo.time_to_first_token_p95_milliseconds),
+            itl_p95_seconds=seconds(autoscaling.slo.inter_token_latency_p95_milliseconds),
+        ),
+        gpus_per_replica=spec.resources.gpu.count,
+        max_gpus=autoscaling.max_gpus,
+        scale_down_stabilization_seconds=autoscaling.scale_down_stabilization_seconds,
+        scale_up_stabilization_seconds=autoscaling.scale_up_stabilization_seconds,
+        dry_run=autoscaling.dry_run,
+    )
+
+
+async def observe(
+    context: OperatorContext, namespace: str, name: str, spec: InferenceDeploymentSpec
+) -> Observation:
+    url = spec.autoscaling.prometheus.url or context.settings.prometheus_url
+    if url is None:
+        return MetricsUnavailable(
+            "no Prometheus to query: set spec.autoscaling.prometheus.url "
+            "or the operator's BERTH_PROMETHEUS_URL"
+        )
+    interval = spec.autoscaling.interval_seconds
+    async with PrometheusClient(url, timeout_seconds=min(DEFAULT_TIMEOUT_SECONDS, interval)) as client:
+        return await collect_signals(
+            client,
+            SeriesSelector(namespace=namespace, instance=name),
+            rate_window_seconds=spec.autoscaling.metrics_window_seconds,
+            max_sample_age_seconds=max(MIN_STALENESS_SECONDS, 3.0 * interval),
+        )
+
+
+async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decision | None:
+    """One autoscaling evaluation; None when there is nothing to scale yet (or any more)."""
+    owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
+    if owner is None:
+        return None
+    spec = parse_spec(owner.get("spec", {}))
+    if isinstance(spec, Verdict) or not spec.autoscaling.enabled:
+        return None
+    deployment = await context.api.get(DEPLOYMENT, namespace, name)
+    if deployment is None:
+        return None  # not created yet: the first reconcile will
+    current = ReplicaCounts(
+        desired=int(deployment.get("spec", {}).get("replicas", 1)),
+        ready=int((deployment.get("status") or {}).get("readyReplicas") or 0),
+    )
+    previous = parse_status(owner.get("status"))
+    observation = await observe(context, namespace, name, spec)
+    now = context.clock()
+    targets = targets_from_spec(spec)
+    decision = decide(observation, targets, current, history_from_status(previous), now.timestamp())
+
+    status = autoscaler_status(decision, observation, targets.slo, previous, now)
+    await apply_status(context.api, namespace, name, status, field_manager=AUTOSCALER_FIELD_MANAGER)
+    context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
+    for event in autoscaler_events(decision, previous):
+        await record_event(context.api, owner, event.type, event.reason, event.message, now)
+        context.metrics.writes.labels(kind="Event", verb="create").inc()
+    context.metrics.autoscaling_decisions.labels(
+        action=str(decision.action),
+        metrics_available=str(decision.metrics_available).lower(),
+        dry_run=str(targets.dry_run).lower(),
+    ).inc()
+    context.metrics.autoscaling_desired_replicas.labels(namespace=namespace, name=name).set(
+        decision.history.last_applied_replicas or current.desired
+    )
+    if decision.apply or decision.manual_change is not None:
+        logger.info("%s/%s: %s", namespace, name, decision.reason)
+    return decision
+
+
+class StopSignal(Protocol):
+    """What Kopf hands a daemon as `stopped`: falsy until stopping, and waitable with a timeout."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
+
+
+async def run_every_interval(
+    evaluate_once: Callable[[], Awaitable[object]], interval_seconds: Callable[[], float], stopped: StopSignal
+) -> int:
+    """Evaluate, then wait one interval (read afresh each time, so a spec change applies at once),
+    until stopped. An API error fails one evaluation, never the loop. Returns evaluations run."""
+    evaluations = 0
+    while not stopped:
+        try:
+            await evaluate_once()
+        except KubeApiError as error:
+            logger.warning("autoscaling evaluation failed, retrying next interval: %s", error)
+        evaluations += 1
+        await stopped.wait(interval_seconds())
+    return evaluations
+
+
+def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    autoscaling = spec.get("autoscaling") or {}
+    return bool(autoscaling.get("enabled"))
+
+
+@kopf.daemon(
+    identity.GROUP,
+    identity.VERSION,
+    identity.PLURAL,
+    id="autoscaler",
+    when=_autoscaling_enabled,
+    cancellation_timeout=10.0,
+)
+async def autoscaler(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    context = memo.berth
+    if not isinstance(context, OperatorContext) or namespace is None or name is None:
+        raise kopf.PermanentError("the autoscaler needs the operator's context (python -m berth_operator)")
+
+    def interval_seconds() -> float:
+        spec = parse_spec(body.get("spec", {}))  # the daemon's body is a live view of the resource
+        return float(spec.autoscaling.interval_seconds) if not isinstance(spec, Verdict) else 15.0
+
+    async def evaluate_once() -> None:
+        try:
+            await evaluate(context, namespace, name)
+        except KubeApiError as error:
+            context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
+            raise
+
+    await run_every_interval(evaluate_once, interval_seconds, stopped)

@@ -1,0 +1,317 @@
+"""The autoscaler's Kopf glue against the in-memory API and a real local HTTP Prometheus stand-in:
+what it writes (its share of status, under its own field manager), which Events, and the loop's
+timing on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_stub import PrometheusStub, answer_signals, serve_prometheus_stub
+
+from berth_operator.autoscaling.signals import SeriesSelector, signal_queries
+from berth_operator.handlers.autoscaling import evaluate, run_every_interval
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, InMemoryKubeApi
+from berth_operator.kube.kinds import DEPLOYMENT, EVENT, INFERENCE_DEPLOYMENT
+from berth_operator.metrics import OperatorMetrics
+from berth_operator.settings import OperatorSettings
+
+START = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+HEALTHY: dict[str, float | str] = {
+    "ttft_p95_seconds": 0.2,
+    "itl_p95_seconds": 0.02,
+    "waiting_requests": 0,
+    "running_requests": 4,
+    "running_requests_average": 4,
+    "kv_cache_usage": 0.2,
+    "prompt_tokens_per_second": 0,
+    "generation_tokens_per_second": 400,
+    "requests_per_second": 1,
+    "waiting_growth_per_second": 0,
+    "reporting_replicas": 1,
+    "serving_replicas_average": 1,
+    "sample_age_seconds": 3,
+}
+BREACHED = {
+    **HEALTHY,
+    "ttft_p95_seconds": 0.9,
+    "waiting_requests": 20,
+    "generation_tokens_per_second": 1800,
+    "requests_per_second": 4.5,
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def stub() -> Iterator[PrometheusStub]:
+    with serve_prometheus_stub() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def api() -> InMemoryKubeApi:
+    return InMemoryKubeApi()
+
+
+@pytest.fixture
+def context(api: InMemoryKubeApi, clock: Clock) -> OperatorContext:
+    return OperatorContext(
+        api=api, settings=OperatorSettings(), metrics=OperatorMetrics(CollectorRegistry()), clock=clock
+    )
+
+
+def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1, **autoscaling: Any) -> None:
+    spec_autoscaling: dict[str, Any] = {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "slo": {"timeToFirstTokenP95Milliseconds": 500, "interTokenLatencyP95Milliseconds": 50},
+        "intervalSeconds": 10,
+        "scaleUpStabilizationSeconds": 0,
+        **autoscaling,
+    }
+    if prometheus_url is not None:
+        spec_autoscaling["prometheus"] = {"url": prometheus_url}
+    api.put(
+        {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": "chat", "namespace": "ml", "uid": "uid-chat", "generation": 1},
+            "spec": {
+                "model": {"name": "chat-model", "source": "hf://org/chat", "revision": "abc"},
+                "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+                "autoscaling": spec_autoscaling,
+            },
+        }
+    )
+    set_deployment(api, replicas)
+
+
+def set_deployment(api: InMemoryKubeApi, replicas: int, ready: int | None = None) -> None:
+    api.put(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "chat", "namespace": "ml"},
+            "spec": {"replicas": replicas},
+            "status": {"readyReplicas": replicas if ready is None else ready},
+        }
+    )
+
+
+def answer(stub: PrometheusStub, values: dict[str, float | str]) -> None:
+    answer_signals(stub, signal_queries(SeriesSelector("ml", "chat"), 60), values)
+
+
+def autoscaling_status(api: InMemoryKubeApi) -> dict[str, Any]:
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    return dict(stored["status"]["autoscaling"])
+
+
+def condition(api: InMemoryKubeApi, condition_type: str) -> dict[str, Any]:
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    return next(c for c in stored["status"]["conditions"] if c["type"] == condition_type)
+
+
+def events(api: InMemoryKubeApi) -> list[tuple[str, str]]:
+    return [
+        (event["type"], event["reason"])
+        for (_, kind, _, _), event in api.objects.items()
+        if kind == EVENT.kind
+    ]
+
+
+async def test_a_breach_raises_desired_replicas_with_reason_condition_and_event(
+    api: InMemoryKubeApi, context: OperatorContext, stub: PrometheusStub
+) -> None:
+    store(api, stub.url)
+    answer(stub, BREACHED)
+    decision = await evaluate(context, "ml", "chat")
+    assert decision is not None and decision.apply
+    status = autoscaling_status(api)
+    assert status["desiredReplicas"] == 2
+    assert status["lastDecision"]["from"] == 1 and status["lastDecision"]["to"] == 2
+    assert "TTFT p95 900ms > 500ms" in status["lastDecision"]["reason"]
+    assert status["signals"]["ttftP95Milliseconds"] == 900.0
+    assert status["capacity"]["ceilingTokensPerSecond"] == 1800.0
+    assert status["lastEvaluationTime"] == "2027-01-15T08:00:00Z"
+    assert condition(api, "SLOMet")["status"] == "False"
+    assert condition(api, "MetricsUnavailable")["status"] == "False"
+    assert ("Normal", "ScaledUp") in events(api)
+    status_writes = [w for w in api.writes if w.subresource == "status"]
+    assert {w.field_manager for w in status_writes} == {AUTOSCALER_FIELD_MANAGER}
+
+
+async def test_prometheus_down_holds_reports_once_and_recovers(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    store(api, dead_url, replicas=3)
+    for _ in range(2):
+        decision = await evaluate(context, "ml", "chat")
+        clock.advance(10)
+        assert decision is not None and decision.replicas == 3 and not decision.apply
+    unavailable = condition(api, "MetricsUnavailable")
+    assert unavailable["status"] == "True"
+    assert "holding 3 replicas" in unavailable["message"]
+    assert condition(api, "SLOMet")["status"] == "Unknown"
+    assert events(api).count(("Warning", "MetricsUnavailable")) == 1
+    assert autoscaling_status(api)["desiredReplicas"] == 3
+
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    stored["spec"]["autoscaling"]["prometheus"]["url"] = stub.url  # Prometheus is back
+    api.put(stored)
+    answer(stub, HEALTHY)
+    await evaluate(context, "ml", "chat")
+    assert condition(api, "MetricsUnavailable")["status"] == "False"
+    assert ("Normal", "MetricsRestored") in events(api)
+
+
+async def test_no_prometheus_configured_is_metrics_unavailable(
+    api: InMemoryKubeApi, context: OperatorContext
+) -> None:
+    store(api, None)
+    await evaluate(context, "ml", "chat")
+    assert "BERTH_PROMETHEUS_URL" in condition(api, "MetricsUnavailable")["message"]
+
+
+async def test_dry_run_reports_the_would_be_change_once_and_keeps_desired_replicas(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    store(api, stub.url, dryRun=True)
+    answer(stub, BREACHED)
+    for _ in range(3):
+        decision = await evaluate(context, "ml", "chat")
+        clock.advance(10)
+        assert decision is not None and not decision.apply
+    status = autoscaling_status(api)
+    assert status["desiredReplicas"] == 1
+    assert status["lastDecision"]["dryRun"] is True
+    assert status["lastDecision"]["reason"].startswith("dry run: would scale 1 -> 2")
+    assert len(status["history"]) == 1
+    assert events(api).count(("Normal", "DryRunScale")) == 1
+    deployment = api.stored(DEPLOYMENT, "ml", "chat")
+    assert deployment is not None and deployment["spec"]["replicas"] == 1
+
+
+async def test_a_hand_edit_is_detected_reported_and_adopted(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    store(api, stub.url)
+    answer(stub, HEALTHY)
+    await evaluate(context, "ml", "chat")
+    assert autoscaling_status(api)["desiredReplicas"] == 1
+    set_deployment(api, 4)  # kubectl scale deployment chat --replicas=4
+    clock.advance(10)
+    decision = await evaluate(context, "ml", "chat")
+    assert decision is not None and decision.manual_change is not None
+    assert ("Warning", "ManualScaleDetected") in events(api)
+    status = autoscaling_status(api)
+    assert status["desiredReplicas"] == 4
+    assert "changed by hand from 1 to 4" in status["lastDecision"]["reason"]
+
+
+async def test_nothing_is_written_when_autoscaling_is_off_or_there_is_no_deployment(
+    api: InMemoryKubeApi, context: OperatorContext, stub: PrometheusStub
+) -> None:
+    store(api, stub.url, enabled=False)
+    assert await evaluate(context, "ml", "chat") is None
+    store(api, stub.url)
+    api.delete(
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": "ml"}}
+    )
+    assert await evaluate(context, "ml", "chat") is None
+    assert await evaluate(context, "ml", "absent") is None
+    assert not [w for w in api.writes if w.subresource == "status"]
+
+
+class Stop:
+    """Kopf's `stopped` flag, as the loop uses it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    async def _wait(self, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            return
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._wait(timeout)
+
+
+@pytest.mark.looptime
+async def test_the_loop_evaluates_once_per_interval_and_follows_interval_changes() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    times: list[float] = []
+    interval = {"seconds": 10.0}
+    stop = Stop()
+
+    async def evaluate_once() -> None:
+        times.append(loop.time() - started)
+
+    task = asyncio.create_task(run_every_interval(evaluate_once, lambda: interval["seconds"], stop))
+    await asyncio.sleep(35)
+    interval["seconds"] = 30.0
+    await asyncio.sleep(60)
+    stop.event.set()
+    assert await task == len(times)
+    assert times == [0.0, 10.0, 20.0, 30.0, 40.0, 70.0]
+
+
+@pytest.mark.looptime
+async def test_an_api_error_fails_one_evaluation_not_the_loop() -> None:
+    from berth_operator.kube import KubeApiError
+
+    calls = 0
+    stop = Stop()
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KubeApiError(500, "InternalError", "etcd timeout")
+
+    task = asyncio.create_task(run_every_interval(flaky, lambda: 10.0, stop))
+    await asyncio.sleep(25)
+    stop.event.set()
+    assert await task == 3
+
+
+def test_the_daemon_is_registered_with_a_stable_id() -> None:
+    import berth_operator.handlers.registration  # noqa: F401
+
+    daemons = kopf.get_default_registry()._spawning.get_all_handlers()
+    assert "autoscaler" in {handler.id for handler in daemons}
