@@ -21,6 +21,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+Launch = Callable[[str, list[str]], int]
+"""Starts one named component from its argv and returns its PID."""
+
 
 class StartError(RuntimeError):
     """A component did not start or did not become healthy; the message carries its log's tail."""

@@ -97,6 +97,8 @@ class Simulation:
     gpu_pools: tuple[GpuPool, ...] = field(default_factory=lambda: (GpuPool(),))
     cpu_nodes: int = 1
     ready_delay_seconds: float = 0.0
+    node_owner: str = "fake"
+    """Value of the nodes' kwok.x-k8s.io/node annotation; the KWOK process that owns them selects on it."""
 
     def __post_init__(self) -> None:
         if self.cpu_nodes < 0:
@@ -106,14 +108,14 @@ class Simulation:
 
 
 def _node(
-    name: str, labels: dict[str, str], allocatable: dict[str, str], taints: list[Any]
+    owner: str, name: str, labels: dict[str, str], allocatable: dict[str, str], taints: list[Any]
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {KWOK_NODE_ANNOTATION: owner, "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
@@ -138,6 +140,7 @@ def node_manifests(simulation: Simulation) -> list[dict[str, Any]]:
         for index in range(pool.nodes):
             nodes.append(
                 _node(
+                    simulation.node_owner,
                     f"gpu-{_slug(pool.product)}-{index}",
                     {
                         GPU_PRODUCT_LABEL: pool.product,
@@ -158,6 +161,7 @@ def node_manifests(simulation: Simulation) -> list[dict[str, Any]]:
     for index in range(simulation.cpu_nodes):
         nodes.append(
             _node(
+                simulation.node_owner,
                 f"cpu-{index}",
                 {},
                 {"cpu": "32", "memory": "128Gi", "ephemeral-storage": "1Ti", "pods": "110"},

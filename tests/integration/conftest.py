@@ -16,6 +16,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,16 +56,20 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterAccess]:
     """The cluster under test: the local control plane, or $KUBECONFIG with BERTH_TEST_CLUSTER=existing."""
-    if os.environ.get("BERTH_TEST_CLUSTER", "local") == "existing":
-        kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
-        kubectl = shutil.which("kubectl")
-        if kubectl is None:
-            pytest.fail("BERTH_TEST_CLUSTER=existing needs kubectl on PATH")
-        yield ClusterAccess(Path(kubeconfig), Path(kubectl), local=False)
-        return
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():  # a first build takes minutes: show its progress
-        ensure_binaries()
+        binaries = ensure_binaries()
+    if os.environ.get("BERTH_TEST_CLUSTER", "local") == "existing":
+        kubeconfig = Path(os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
+        kubectl = Path(shutil.which("kubectl") or binaries.kubectl)
+        # The same simulated GPU nodes, managed by a local KWOK, so GPU pods have somewhere to go.
+        attached = replace(TEST_SIMULATION, cpu_nodes=0, node_owner=f"berth-tests-{os.getpid()}")
+        attachment = launcher.attach(f"pytest-attach-{os.getpid()}", kubeconfig, attached)
+        try:
+            yield ClusterAccess(kubeconfig, kubectl, local=False)
+        finally:
+            launcher.down(attachment.name)
+        return
     running = launcher.up(f"pytest-{os.getpid()}", TEST_SIMULATION)
     try:
         yield ClusterAccess(running.kubeconfig, running.kubectl, local=True)
