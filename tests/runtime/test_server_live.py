@@ -347,3 +347,63 @@ def test_metric_values_move_as_requests_complete(server: LiveServer, oai: openai
     hits = "vllm:prefix_cache_hits_total"
     assert series(after, queries) > series(before, queries)
     assert series(after, hits) > series(before, hits), "the repeated prompt hit the prefix cache"
+
+
+# ---- generation settings reach the engine ----------------------------------------------------------
+
+
+def test_stop_strings_from_either_api_end_the_text_before_them(
+    triton: httpclient.InferenceServerClient, oai: openai.OpenAI
+) -> None:
+    settings = {"temperature": 0, "ignore_eos": True}
+    free = (
+        oai.completions.create(model="tiny", prompt=PROMPT, max_tokens=16, extra_body=settings)
+        .choices[0]
+        .text
+    )
+    candidates = [c for c in free[2:] if c.isprintable() and c != "\ufffd" and not c.isspace()]
+    assert candidates, f"no usable stop character in {free!r}"
+    stop = candidates[0]
+    expected = free[: free.index(stop)]
+    stopped = oai.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=16, stop=[stop], extra_body=settings
+    )
+    assert stopped.choices[0].text == expected
+    assert stopped.choices[0].finish_reason == "stop"
+    result = triton.infer(
+        "tiny", text_inputs([PROMPT], 16), parameters={**settings, "stop": stop}, headers=auth()
+    )
+    assert as_text(result.as_numpy("text_output")[0]) == expected
+
+
+def test_logprobs_have_one_entry_per_generated_token(oai: openai.OpenAI) -> None:
+    completion = oai.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=4, logprobs=3, temperature=0, extra_body={"ignore_eos": True}
+    )
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.token_logprobs is not None and logprobs.top_logprobs is not None
+    assert len(logprobs.token_logprobs) == 4
+    assert all(value <= 0 for value in logprobs.token_logprobs)
+    # top_logprobs is keyed by token text: alternatives that decode alike (partial UTF-8) merge.
+    assert all(1 <= len(top) <= 3 for top in logprobs.top_logprobs)
+    assert max(len(top) for top in logprobs.top_logprobs) == 3
+    chat = oai.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=3,
+        logprobs=True,
+        top_logprobs=2,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 3
+    assert all(len(entry.top_logprobs) == 2 for entry in content)
+    assert content[0].top_logprobs[0].logprob >= content[0].top_logprobs[1].logprob
+
+
+def test_echo_prepends_the_prompt(oai: openai.OpenAI) -> None:
+    settings = {"temperature": 0, "ignore_eos": True}
+    plain = oai.completions.create(model="tiny", prompt=PROMPT, max_tokens=3, extra_body=settings)
+    echoed = oai.completions.create(model="tiny", prompt=PROMPT, max_tokens=3, echo=True, extra_body=settings)
+    assert echoed.choices[0].text == PROMPT + plain.choices[0].text
