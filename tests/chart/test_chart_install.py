@@ -294,7 +294,7 @@ def test_install_reconcile_as_the_service_account_and_uninstall_keeping_crds(
     _assert_uninstall_removes_all_but_kept_crds(chart_cluster, helm, manifest, crds_kept=True)
 
 
-def test_namespaced_install_reconciles_with_roles_only_and_uninstall_deletes_unkept_crds(
+def test_namespaced_install_with_peering_reconciles_with_roles_and_uninstall_deletes_unkept_crds(
     chart: Chart, chart_cluster: ClusterAccess, tmp_path: Path
 ) -> None:
     helm = HelmOnCluster(chart, chart_cluster)
@@ -304,17 +304,22 @@ def test_namespaced_install_reconciles_with_roles_only_and_uninstall_deletes_unk
     # A clean slate: an earlier test's kept CRD would be adopted with its keep annotation intact
     # (Helm never removes from a live object what it did not put there in this release).
     chart_cluster.kubectl("delete", CRD, "--ignore-not-found", "--wait=true")
-    helm.install({"watchNamespaces": ["team-a"], "crds": {"keep": False}})
+    # Peering on: Kopf's peering CRDs come from the chart's crds/ folder, the KopfPeering from its
+    # templates, in one install; the operator then keeps alive in it under the Role's rules.
+    helm.install({"watchNamespaces": ["team-a"], "crds": {"keep": False}, "peering": {"enabled": True}})
     manifest = helm.manifest()
     assert {(obj["kind"], obj["metadata"].get("namespace")) for obj in manifest} >= {
         ("Role", "team-a"),
         ("RoleBinding", "team-a"),
+        ("KopfPeering", "team-a"),
     }
     assert all(_exists(chart_cluster, obj) for obj in manifest)
     crd = chart_cluster.get("crd", "inferencedeployments.berth.dev")
     assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
 
     _reconcile_to_ready_as_the_service_account(chart_cluster, helm, "team-a", tmp_path)
+    peering = chart_cluster.get("kopfpeering", "berth", namespace="team-a")
+    assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
     _assert_uninstall_removes_all_but_kept_crds(chart_cluster, helm, manifest, crds_kept=False)
     with pytest.raises(KubectlError):

@@ -40,7 +40,6 @@ def test_values_reach_the_operator_settings(chart: Chart) -> None:
         chart,
         {
             "watchNamespaces": ["team-a", "team-b"],
-            "replicaCount": 2,
             "peering": {"enabled": True, "name": "berth-ha"},
             "metrics": {"enabled": False, "port": 9191},
             "operator": {
