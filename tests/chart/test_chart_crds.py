@@ -55,3 +55,17 @@ def test_kopf_peering_crds_are_the_only_ones_in_the_charts_own_crds_folder() -> 
             assert document["spec"]["group"] == "kopf.dev", f"{path}: berth's CRDs belong in crds/ only"
             kinds.add(document["spec"]["names"]["kind"])
     assert kinds == {"ClusterKopfPeering", "KopfPeering"}
+
+
+def test_packaged_chart_carries_the_crd_files_themselves(chart: Chart, tmp_path: Path) -> None:
+    packaged = chart.run("package", str(CHART_DIR), "--destination", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
+    (archive,) = tmp_path.glob("berth-*.tgz")
+    rendered = chart.run("template", "berth", str(archive), "--namespace", "berth-system")
+    assert rendered.returncode == 0, rendered.stderr
+    crds = [
+        doc
+        for doc in yaml.safe_load_all(rendered.stdout)
+        if doc and doc["kind"] == "CustomResourceDefinition"
+    ]
+    assert [crd["spec"] for crd in crds] == [crd["spec"] for crd in _source_crds().values()]
