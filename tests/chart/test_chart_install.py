@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -234,6 +235,13 @@ def _reconcile_to_ready_as_the_service_account(
     assert refusals == [], "the API server refused the operator:\n" + "\n".join(refusals)
 
 
+def _assert_notes_example_is_accepted(cluster: ClusterAccess, notes: str) -> None:
+    """The InferenceDeployment NOTES.txt tells users to apply passes the CRD's validation."""
+    example = textwrap.dedent(notes.split("cat <<YAML | kubectl apply -f -\n", 1)[1].split("YAML\n", 1)[0])
+    assert yaml.safe_load(example)["kind"] == "InferenceDeployment"
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=example)
+
+
 def _create_restricted_namespace(cluster: ClusterAccess, name: str) -> None:
     """A namespace whose Pod Security admission enforces the "restricted" standard."""
     cluster.apply(
@@ -273,6 +281,7 @@ def test_install_reconcile_as_the_service_account_and_uninstall_keeping_crds(
     notes = helm.install({})
 
     assert f"kubectl -n {OPERATOR_NAMESPACE} rollout status deployment/berth" in notes
+    _assert_notes_example_is_accepted(chart_cluster, notes)
     manifest = helm.manifest()
     assert {obj["kind"] for obj in manifest} >= {
         "CustomResourceDefinition",
