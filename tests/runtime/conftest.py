@@ -56,7 +56,7 @@ def build_tokenizer(directory: Path) -> tokenizers.Tokenizer:
         json.dumps(
             {
                 "bos_token": "<s>",
-                "eos_token": {"content": "</s>", "special": True},
+                "eos_token": "</s>",
                 "chat_template": CHATML_TEMPLATE,
                 "tokenizer_class": "PreTrainedTokenizerFast",
             }

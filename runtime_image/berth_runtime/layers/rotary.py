@@ -1,5 +1,5 @@
 """Rotary position embeddings (the Llama/NeoX rotate-half form) with Llama 3, linear and dynamic-NTK
-frequency scaling.
+frequency scaling (as Hugging Face computes them, within max_position_embeddings).
 
 The cos/sin table is computed once for every position up to the context limit; applying it is a
 gather by position, so chunked prefill and decode share one code path.
@@ -30,14 +30,9 @@ class RopeScaling:
 def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embeddings: int) -> torch.Tensor:
     """[head_dim // 2] fp32 inverse frequencies, scaled as Hugging Face scales them."""
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(torch.float32) / head_dim
+    # "dynamic" (NTK) scaling only changes the frequencies for sequences longer than
+    # max_position_embeddings, which max_model_len never exceeds here: within it, they are the default.
     base = scaling.theta
-    if scaling.rope_type == "dynamic":
-        # vLLM's static form of dynamic NTK: the base is fixed for the scaled context, so cached keys
-        # stay valid (Hugging Face re-derives it from the running length, which a KV cache cannot do).
-        scaled_len = max_position_embeddings * scaling.factor
-        base = base * ((scaling.factor * scaled_len / max_position_embeddings) - (scaling.factor - 1)) ** (
-            head_dim / (head_dim - 2)
-        )
     inv_freq = 1.0 / (base**exponents)
     if scaling.rope_type == "linear":
         inv_freq = inv_freq / scaling.factor
