@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 from .conftest import REPO_ROOT, Chart
 
@@ -40,3 +45,47 @@ def test_runs_python_m_berth_operator_as_the_charts_non_root_user(chart: Chart) 
     assert int(group) == pod_security["runAsGroup"] != 0
     entrypoints = [json.loads(argument) for keyword, argument in final_stage if keyword == "ENTRYPOINT"]
     assert entrypoints == [["python", "-m", "berth_operator"]]
+
+
+def _copy_build_context(context: Path) -> None:
+    """Lays out in `context` what the build stage's COPY instructions put under its WORKDIR."""
+    for keyword, argument in _instructions():
+        if keyword != "COPY" or argument.startswith("--from"):
+            continue
+        *sources, destination = argument.split()
+        target = context / destination
+        for source in sources:
+            origin = REPO_ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, target, dirs_exist_ok=True)
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, target / origin.name)
+
+
+def test_files_the_dockerfile_copies_are_enough_to_build_the_operator_package(tmp_path: Path) -> None:
+    """Builds the wheel from exactly what the build stage COPYs, as `pip install .` does there."""
+    context = tmp_path / "context"
+    _copy_build_context(context)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("berth-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"berth_operator/__main__.py", "berth_operator/settings.py"} <= names
