@@ -9,56 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from fake_engine import FakeEngine
 
 from berth_runtime.config import RuntimeConfig
-from berth_runtime.engine.outputs import EngineStats, RequestOutput
-from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.app import create_app
 from berth_runtime.server.context import ServingContext
 from berth_runtime.server.lifecycle import Phase, ServerState
 from berth_runtime.server.metrics import ServerMetrics
 from berth_runtime.server.statistics import ModelStatistics
-
-
-class FakeTokenizer:
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return [ord(character) % 100 for character in text]
-
-
-class FakeEngine:
-    """Answers every request with one token 'ok'; records what it was asked."""
-
-    def __init__(self, fail_generation: bool = False) -> None:
-        self.tokenizer = FakeTokenizer()
-        self.max_model_len = 64
-        self.request_ids: list[str] = []
-        self.started = False
-        self.fail_generation = fail_generation
-
-    async def start(self) -> None:
-        self.started = True
-
-    async def stop(self) -> None:
-        self.started = False
-
-    def stats(self) -> EngineStats:
-        return EngineStats(num_running=0)
-
-    def generate(
-        self, prompt: list[int], params: SamplingParams, request_id: str
-    ) -> AsyncIterator[RequestOutput]:
-        self.request_ids.append(request_id)
-        return self._outputs(prompt, request_id)
-
-    async def _outputs(self, prompt: list[int], request_id: str) -> AsyncIterator[RequestOutput]:
-        if self.fail_generation:
-            raise RuntimeError("the device fell over")
-        yield RequestOutput(request_id, [7], "ok", True, "stop", len(prompt), 1)
 
 
 def make_context(tmp_path: Path, engine: FakeEngine, release: threading.Event) -> ServingContext:

@@ -143,13 +143,33 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
 
 
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _is_union_tag(part: object) -> bool:
+    """Pydantic names the member of a union it tried in `loc` ('str', 'list[int]', ...)."""
+    return isinstance(part, str) and (part in _TYPE_NAMES or "[" in part or part.startswith("function-"))
+
+
 def validation_error(error: RequestValidationError) -> ApiError:
     """A 400 naming the first invalid field of a request body (FastAPI would say 422 without a param)."""
-    first = error.errors()[0] if error.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    received = first.get("input")
-    message = f"invalid value for '{param}': {first.get('msg', 'invalid request')}"
-    if param is not None and not isinstance(received, dict):
-        message += f" (got {received!r})"
+    errors = error.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
+    location = [part for part in first.get("loc", ()) if part != "body"]
+    path = [str(part) for part in location if not _is_union_tag(part)]
+    param = ".".join(path) or None
+    if first.get("type") == "missing":
+        return ApiError(400, f"'{param}' is required", param=param, code="invalid_parameter")
+    if len(path) < len(location):
+        accepted = sorted(
+            {str(part) for entry in errors for part in entry.get("loc", ()) if _is_union_tag(part)}
+        )
+        message = f"invalid value for '{param}': accepted types: {', '.join(accepted)}"
+    else:
+        message = f"invalid value for '{param}': {first.get('msg', 'invalid request')}"
+        received = first.get("input")
+        if param is not None and not isinstance(received, dict | list):
+            message += f" (got {received!r})"
     return ApiError(400, message, param=param, code="invalid_parameter")

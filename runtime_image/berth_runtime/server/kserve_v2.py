@@ -96,8 +96,13 @@ def model_config(context: ServingContext) -> dict[str, Any]:
         "max_batch_size": 0,
         "input": inputs,
         "output": [{"name": TEXT_OUTPUT, "data_type": "TYPE_STRING", "dims": [-1]}],
-        "parameters": {"max_model_len": {"string_value": str(context.config.max_model_len or "")}},
+        "parameters": {"max_model_len": {"string_value": str(_max_model_len(context))}},
     }
+
+
+def _max_model_len(context: ServingContext) -> int | str:
+    engine = context.state.engine
+    return engine.max_model_len if engine is not None else context.config.max_model_len or ""
 
 
 def build_router(context: ServingContext) -> APIRouter:
