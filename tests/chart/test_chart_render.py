@@ -154,7 +154,12 @@ def test_metrics_service_selects_the_operator_pod_and_the_service_monitor_select
     chart: Chart,
 ) -> None:
     objects = chart.render(
-        {"metrics": {"port": 9191, "serviceMonitor": {"enabled": True, "interval": "15s"}}}
+        {
+            "metrics": {
+                "port": 9191,
+                "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "15000ms"},
+            }
+        }
     )
     service = objects.only("Service")
     pod_labels = objects.only("Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -167,6 +172,7 @@ def test_metrics_service_selects_the_operator_pod_and_the_service_monitor_select
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["interval"] == "15s"
+    assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == "15000ms"
 
 
 def test_metrics_off_removes_the_service_and_the_port(chart: Chart) -> None:
@@ -217,6 +223,10 @@ def test_scheduling_values_reach_the_pod(chart: Chart) -> None:
         (
             {"metrics": {"port": 8080}, "operator": {"healthPort": 8080}},
             "metrics.port and operator.healthPort are both 8080",
+        ),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "1m"}}},
+            "metrics.serviceMonitor.scrapeTimeout=1m is longer than metrics.serviceMonitor.interval=30s",
         ),
         (
             {"commonLabels": {"app.kubernetes.io/name": "other"}},

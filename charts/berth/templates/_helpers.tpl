@@ -80,6 +80,13 @@ app.kubernetes.io/part-of: berth
 {{- if .Values.watchNamespaces -}}false{{- else -}}true{{- end -}}
 {{- end -}}
 
+{{/* A Prometheus duration with one unit ("500ms", "30s", "1m", "1h") in milliseconds. */}}
+{{- define "berth.durationMilliseconds" -}}
+{{- $number := int (regexFind "^[0-9]+" .) -}}
+{{- $unit := regexFind "[a-z]+$" . -}}
+{{- mul $number (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit) -}}
+{{- end -}}
+
 {{/*
 Refuse values that contradict each other, with a message that names the values and what to change.
 Included once, from the Deployment template, so every render runs it.
@@ -107,6 +114,11 @@ this once the operator gives each replica its own priority.
 {{- if hasKey (index $.Values $value) $key -}}
 {{- fail (printf "%s may not set %s: the chart sets it, and the operator's selectors depend on it. Remove it from %s." $value $key $value) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.metrics.serviceMonitor -}}
+{{- if and .enabled .scrapeTimeout (gt (int (include "berth.durationMilliseconds" .scrapeTimeout)) (int (include "berth.durationMilliseconds" .interval))) -}}
+{{- fail (printf "metrics.serviceMonitor.scrapeTimeout=%s is longer than metrics.serviceMonitor.interval=%s; Prometheus refuses a scrape timeout above the interval." .scrapeTimeout .interval) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
