@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 
 import kopf
@@ -44,6 +45,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _peering_priority(settings: OperatorSettings) -> int | None:
+    """With peering, a random priority per replica: Kopf runs the highest and pauses the others,
+    while equal priorities would pause them all."""
+    if settings.peering_name is None:
+        return None
+    return random.SystemRandom().randint(1, 2**31 - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _arguments(argv)
     try:
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=namespaces,
         standalone=settings.peering_name is None,
         peering_name=settings.peering_name,
+        priority=_peering_priority(settings),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
         memo=kopf.Memo(berth=context),
     )

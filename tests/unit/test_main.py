@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from berth_operator.__main__ import QuietFollowers, main
+from berth_operator.__main__ import QuietFollowers, _peering_priority, main
+from berth_operator.settings import OperatorSettings
 
 
 def _record(level: int, message: str) -> logging.LogRecord:
@@ -28,3 +29,10 @@ def test_bad_settings_stop_the_operator_with_the_variable_named(
     monkeypatch.setenv("BERTH_HEALTH_PORT", "eighty")
     assert main([]) == 2
     assert "BERTH_HEALTH_PORT='eighty'" in capsys.readouterr().err
+
+
+def test_peering_replicas_get_distinct_priorities() -> None:
+    assert _peering_priority(OperatorSettings()) is None  # standalone
+    peered = OperatorSettings(peering_name="berth")
+    drawn = {_peering_priority(peered) for _ in range(20)}
+    assert len(drawn) > 1 and all(priority is not None and priority > 0 for priority in drawn)
