@@ -10,7 +10,9 @@ cache="${BERTH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth}"
 dir="$cache/tools/helm-$version-k8s1.$kube_minor"
 helm="$dir/helm"
 if [ ! -x "$helm" ]; then
-  command -v go >/dev/null || { echo "ensure-helm: Go is needed to build Helm $version" >&2; exit 1; }
+  # Go from PATH, else where the official tarball installs it.
+  if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
+  command -v go >/dev/null || { echo "ensure-helm: Go (1.24+) is needed to build Helm $version; install it and retry" >&2; exit 1; }
   mkdir -p "$dir"
   # One build at a time: a second caller waits for the first instead of building again.
   exec 9>"$dir/.lock"
