@@ -55,7 +55,3 @@ def revision_hash(context: BuildContext) -> str:
     }
     shaping["runtime"] = {**shaping["runtime"], "image": context.runtime_image}
     return stable_hash(shaping)
-
-
-def child_name(owner_name: str, suffix: str = "") -> str:
-    return f"{owner_name}-{suffix}" if suffix else owner_name
