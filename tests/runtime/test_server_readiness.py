@@ -93,3 +93,16 @@ async def test_wait_idle_reports_whether_the_drain_completed(tmp_path: Path, in_
     for _ in range(in_flight):
         state.request_started()
     assert await state.wait_idle(0.01) is (in_flight == 0)
+
+
+async def test_sigterm_while_loading_never_turns_ready(tmp_path: Path) -> None:
+    engine, release = FakeEngine(), threading.Event()
+    context = make_context(tmp_path, engine, release)
+    loading = asyncio.create_task(context.state.load())
+    await asyncio.sleep(0)
+    context.state.begin_drain()
+    release.set()
+    await loading
+    assert context.state.phase is Phase.DRAINING
+    assert not context.state.is_ready
+    assert context.state.exit_code == 0
