@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from berth_operator.kube.api import FIELD_MANAGER
 from berth_operator.kube.errors import KubeApiError, NotFound
@@ -60,10 +61,14 @@ class ClientKubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(
-            method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS
-        )
-        data = response.read()
+        try:
+            response = self._client.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, kubernetes.client.exceptions.ApiException) as error:
+            # Unreachable, timed out, TLS failure: no HTTP status; status 0 marks "try again later".
+            raise KubeApiError(0, "Unreachable", f"{method} {path}: {error}") from error
         if not 200 <= response.status < 300:
             raise KubeApiError.from_response(response.status, data or b"")
         parsed: dict[str, Any] = json.loads(data) if data else {}

@@ -4,6 +4,7 @@ field manager, authentication and error mapping are what a real API server expec
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,3 +138,17 @@ async def test_errors_map_to_exceptions(
     state.responses["GET", path] = (status, {"reason": "Nope", "message": "not today"})
     with pytest.raises(error, match="not today"):
         await api.get(INFERENCE_DEPLOYMENT, "ml", "chat")
+
+
+async def test_an_unreachable_api_server_is_an_api_error_without_status() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    configuration.retries = 0
+    api = ClientKubeApi(kubernetes.client.ApiClient(configuration))
+    with pytest.raises(KubeApiError) as error:
+        await api.get(DEPLOYMENT, "ml", "chat")
+    assert error.value.status == 0
+    assert "GET /apis/apps/v1/namespaces/ml/deployments/chat" in str(error.value)
