@@ -78,7 +78,9 @@ def paged_attention(
 
 def _gather(cache: torch.Tensor, block_ids: torch.Tensor, context_len: int) -> torch.Tensor:
     """-> [kv_heads, context_len, head_dim]"""
-    gathered = cache[block_ids].flatten(0, 1)[:context_len]  # [context_len, kv_heads, head_dim]
+    gathered = cache.index_select(0, block_ids).flatten(0, 1)[
+        :context_len
+    ]  # [context_len, kv_heads, head_dim]
     return gathered.transpose(0, 1)
 
 
@@ -117,8 +119,12 @@ def _attend_decodes(
     decodes = query.shape[0]
     max_len = metadata.decode_max_context_len
     # [decodes, max_blocks * block_size, kv_heads, head_dim] -> [decodes, kv_heads, max_len, head_dim]
-    keys = key_cache[metadata.decode_block_tables].flatten(1, 2)[:, :max_len].transpose(1, 2)
-    values = value_cache[metadata.decode_block_tables].flatten(1, 2)[:, :max_len].transpose(1, 2)
+    tables = metadata.decode_block_tables
+    # index_select over the flattened table is several times faster than advanced indexing on CPU.
+    keys = key_cache.index_select(0, tables.flatten()).view(decodes, -1, *key_cache.shape[2:])
+    values = value_cache.index_select(0, tables.flatten()).view(decodes, -1, *value_cache.shape[2:])
+    keys = keys[:, :max_len].transpose(1, 2)
+    values = values[:, :max_len].transpose(1, 2)
     positions = torch.arange(max_len, device=query.device)
     mask = positions.unsqueeze(0) < metadata.decode_context_lens.unsqueeze(1)  # [decodes, max_len]
     out = functional.scaled_dot_product_attention(

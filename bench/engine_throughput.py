@@ -1,0 +1,169 @@
+"""Engine decode throughput against `transformers.generate()` on the same tiny random model, in the
+same run, at several batch sizes; plus the engine's own overhead per step (everything that is not
+the model's forward: scheduling, input building, sampling, detokenization, stop checks).
+
+    python bench/engine_throughput.py [--hidden-size 256 --layers 4 --batches 1,8,32 --new-tokens 64]
+
+Prints figures; never passes or fails on time. CPU figures depend on the machine and its load: each
+figure is the best of --repeats runs, engine and baseline alternating in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tokenizers
+import torch
+from tokenizers import models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from berth_runtime.config import RuntimeConfig
+from berth_runtime.engine.builder import build_engine
+from berth_runtime.engine.llm_engine import LLMEngine
+from berth_runtime.sampling_params import SamplingParams
+
+
+def write_model(directory: Path, hidden_size: int, layers: int, vocab_size: int) -> None:
+    vocab = {f"w{index}": index for index in range(vocab_size)}
+    tokenizer = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden_size // 64, 1),
+        num_key_value_heads=max(hidden_size // 128, 1),
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+        eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+
+
+class TimedModel:
+    """Wraps the engine's model to time its forward and logits (synchronised on CUDA)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.config = model.config
+        self.seconds = 0.0
+
+    def _timed(self, function: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        result = function(*args)
+        if result.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def __call__(self, *args: Any) -> Any:
+        return self._timed(self.model, *args)
+
+    def compute_logits(self, hidden: torch.Tensor) -> Any:
+        return self._timed(self.model.compute_logits, hidden)
+
+
+def prompts(batch: int, prompt_len: int, vocab_size: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(batch)
+    return torch.randint(1, vocab_size, (batch, prompt_len), generator=generator).tolist()
+
+
+def bench_transformers(
+    model: LlamaForCausalLM, batch: list[list[int]], new_tokens: int, device: str
+) -> float:
+    input_ids = torch.tensor(batch, device=device)
+    kwargs: dict[str, Any] = {"max_new_tokens": new_tokens, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        model.generate(input_ids[:, :8], **{**kwargs, "max_new_tokens": 2})  # warm-up
+        start = time.perf_counter()
+        output = model.generate(input_ids, **kwargs)
+    elapsed = time.perf_counter() - start
+    return (output.shape[1] - input_ids.shape[1]) * len(batch) / elapsed
+
+
+def bench_engine(
+    engine: LLMEngine, batch: list[list[int]], new_tokens: int
+) -> tuple[float, float, float, int]:
+    """(tokens/s, ms per step, engine overhead ms per step, steps)."""
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    timed = TimedModel(engine.runner.model)
+    engine.runner.model = timed  # type: ignore[assignment]
+    for index, prompt in enumerate(batch):
+        engine.add_request(f"warm{index}", prompt[:8], SamplingParams(max_tokens=2, ignore_eos=True))
+    while engine.has_unfinished_requests():
+        engine.step()
+    timed.seconds = 0.0
+    for index, prompt in enumerate(batch):
+        engine.add_request(f"r{index}", prompt, params)
+    generated = steps = 0
+    start = time.perf_counter()
+    while engine.has_unfinished_requests():
+        generated += sum(len(output.new_token_ids) for output in engine.step())
+        steps += 1
+    elapsed = time.perf_counter() - start
+    engine.runner.model = timed.model
+    return generated / elapsed, 1000 * elapsed / steps, 1000 * (elapsed - timed.seconds) / steps, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is printed")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = [int(size) for size in args.batches.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp)
+        write_model(model_dir, args.hidden_size, args.layers, args.vocab_size)
+        config = RuntimeConfig(
+            model=str(model_dir),
+            dtype="float32",
+            device=args.device,
+            max_batch_size=max(batches),
+            max_model_len=1024,
+        )
+        engine = build_engine(config).engine
+        reference = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(args.device).eval()
+        print(
+            f"tiny Llama: hidden {args.hidden_size}, {args.layers} layers, vocab {args.vocab_size}, fp32, "
+            f"{args.device} ({torch.get_num_threads()} threads); prompt {args.prompt_len}, "
+            f"{args.new_tokens} new tokens"
+        )
+        print(
+            f"{'batch':>5} {'transformers tok/s':>19} {'engine tok/s':>13} {'speed-up':>9} "
+            f"{'ms/step':>8} {'overhead ms/step':>17}"
+        )
+        for size in batches:
+            batch = prompts(size, args.prompt_len, args.vocab_size)
+            baseline = max(
+                bench_transformers(reference, batch, args.new_tokens, args.device)
+                for _ in range(args.repeats)
+            )
+            runs = [bench_engine(engine, batch, args.new_tokens) for _ in range(args.repeats)]
+            tokens_per_second, step_ms, overhead_ms, _ = max(runs)
+            speed_up = tokens_per_second / baseline
+            print(
+                f"{size:>5} {baseline:>19.1f} {tokens_per_second:>13.1f} {speed_up:>8.2f}x "
+                f"{step_ms:>8.2f} {overhead_ms:>17.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
