@@ -99,8 +99,8 @@ async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> li
     revision = revision_hash(build)
     if changed:
         message = f"revision {revision}: {_describe(changed)}"
-        await record_event(context.api, body, "Normal", REASON_APPLIED, message, context.clock())
-        context.metrics.writes.labels(kind="Event", verb="create").inc()
+        if await record_event(context.api, body, "Normal", REASON_APPLIED, message, context.clock()):
+            context.metrics.writes.labels(kind="Event", verb="create").inc()
     await sync_status(
         context,
         namespace,

@@ -92,6 +92,8 @@ async def sync_status(
         await apply_status(context.api, namespace, name, derived)
         context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
         for event in transition_events(previous, derived):
-            await record_event(context.api, owner, event.type, event.reason, event.message, context.clock())
-            context.metrics.writes.labels(kind="Event", verb="create").inc()
+            if await record_event(
+                context.api, owner, event.type, event.reason, event.message, context.clock()
+            ):
+                context.metrics.writes.labels(kind="Event", verb="create").inc()
         return True

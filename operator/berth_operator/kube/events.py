@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import UTC, datetime
 from typing import Any
 
 from berth_operator.kube.api import KubeApi
+from berth_operator.kube.errors import KubeApiError
 from berth_operator.kube.kinds import EVENT
+
+logger = logging.getLogger(__name__)
 
 REPORTING_COMPONENT = "berth-operator"
 MESSAGE_LIMIT = 1024
@@ -46,6 +50,22 @@ def event_manifest(
 
 async def record_event(
     api: KubeApi, involved: dict[str, Any], event_type: str, reason: str, message: str, now: datetime
-) -> None:
+) -> bool:
+    """Create the Event; True when it was recorded.
+
+    Events are best effort: one that cannot be written (RBAC, quota, API trouble) is logged and
+    never fails the reconcile that wanted to tell it -- the status carries the same facts.
+    """
     manifest = event_manifest(involved, event_type, reason, message, now)
-    await api.create(EVENT, involved["metadata"]["namespace"], manifest)
+    try:
+        await api.create(EVENT, involved["metadata"]["namespace"], manifest)
+    except KubeApiError as error:
+        logger.warning(
+            "could not record Event %s %s/%s: %s",
+            reason,
+            manifest["metadata"]["namespace"],
+            involved["metadata"]["name"],
+            error,
+        )
+        return False
+    return True

@@ -326,3 +326,12 @@ async def test_repair_recreates_a_deleted_child_and_tolerates_refusals(
     api.put(refused)
     assert await repair(context, "ml", "chat") == []
     assert _conditions(api)["Accepted"] == ("False", "InvalidSpec")
+
+
+async def test_reconcile_succeeds_when_events_are_forbidden(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    api.forbidden_kinds.add("Event")
+    await reconcile(context, inference_deployment())
+    assert _status(api)["phase"] == "Pending"
+    assert _events(api) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from berth_operator.kube import InMemoryKubeApi, record_event
 from berth_operator.kube.events import MESSAGE_LIMIT, event_manifest
 from berth_operator.kube.kinds import EVENT
@@ -43,3 +45,9 @@ async def test_record_event_creates_it_in_the_owners_namespace() -> None:
     (stored,) = [obj for key, obj in api.objects.items() if key[1] == EVENT.kind]
     assert stored["metadata"]["namespace"] == "ml"
     assert stored["reason"] == "Ready"
+
+
+async def test_an_event_that_cannot_be_written_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    api = InMemoryKubeApi(forbidden_kinds={EVENT.kind})
+    assert await record_event(api, OWNER, "Normal", "Ready", "1/1 replicas ready", NOW) is False
+    assert "could not record Event Ready ml/chat" in caplog.text
