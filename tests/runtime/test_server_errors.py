@@ -186,3 +186,18 @@ async def test_engine_failure_mid_request_is_a_json_500(tmp_path: Path) -> None:
     assert response.status_code == 500
     assert "the device fell over" in response.json()["error"]["message"]
     assert context.statistics.to_json()["model_stats"][0]["inference_stats"]["fail"]["count"] == 1
+
+
+async def test_oversized_bodies_are_refused_with_413(http: httpx.AsyncClient) -> None:
+    oversized = b'{"prompt": "' + b"x" * (32 * 1024 * 1024) + b'"}'
+    declared = await http.post(
+        "/v1/completions", content=oversized, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413 and "exceeds" in declared.json()["error"]["message"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(oversized), 1024 * 1024):
+            yield oversized[start : start + 1024 * 1024]
+
+    streamed = await http.post("/v2/models/tiny/generate", content=chunks())
+    assert streamed.status_code == 413 and "exceeds" in streamed.json()["error"]
