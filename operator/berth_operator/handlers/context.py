@@ -28,10 +28,31 @@ class OperatorContext:
     clock: Callable[[], datetime] = utc_now
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _managed: set[tuple[str, str]] = field(default_factory=set)
+    _resync_requested: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises status syncs of one InferenceDeployment (events of its pods arrive concurrently)."""
         return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def claim_sync(self, namespace: str, name: str) -> bool:
+        """True when the caller should run the event-driven status sync; False when one is already
+        running, which is then told to run once more (a burst of pod events costs two syncs)."""
+        key = (namespace, name)
+        if key in self._resync_requested:
+            self._resync_requested[key] = True
+            return False
+        self._resync_requested[key] = False
+        return True
+
+    def sync_again(self, namespace: str, name: str) -> bool:
+        """After a sync: whether events arrived meanwhile, so it must run once more."""
+        key = (namespace, name)
+        again = self._resync_requested.get(key, False)
+        self._resync_requested[key] = False
+        return again
+
+    def release_sync(self, namespace: str, name: str) -> None:
+        self._resync_requested.pop((namespace, name), None)
 
     def track(self, namespace: str, name: str) -> None:
         self._managed.add((namespace, name))

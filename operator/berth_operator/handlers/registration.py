@@ -19,7 +19,7 @@ from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
-from berth_operator.handlers.status_sync import sync_status
+from berth_operator.handlers.status_sync import follow
 from berth_operator.kube import KubeApiError
 
 ANNOTATION_PREFIX = "berth.dev"
@@ -119,7 +119,7 @@ async def follow_deployment(
     context = _context(memo)
     if type == "DELETED":  # deleted behind the operator's back (or by garbage collection)
         await _measured(context, "repair", repair(context, namespace, name))
-    await _measured(context, "follow-children", sync_status(context, namespace, name))
+    await _measured(context, "follow-children", follow(context, namespace, name))
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED, id="follow-pods")
@@ -128,7 +128,7 @@ async def follow_pods(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
     if name is None or namespace is None:
         return
     context = _context(memo)
-    await _measured(context, "follow-children", sync_status(context, namespace, name))
+    await _measured(context, "follow-children", follow(context, namespace, name))
 
 
 @kopf.timer(*RESOURCE, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)

@@ -97,3 +97,16 @@ async def sync_status(
             ):
                 context.metrics.writes.labels(kind="Event", verb="create").inc()
         return True
+
+
+async def follow(context: OperatorContext, namespace: str, name: str) -> None:
+    """Event-driven status sync with bursts coalesced: while one sync runs, further events only ask
+    for one more run, so a rollout's flurry of pod events does not queue a sync per event."""
+    if not context.claim_sync(namespace, name):
+        return
+    try:
+        await sync_status(context, namespace, name)
+        while context.sync_again(namespace, name):
+            await sync_status(context, namespace, name)
+    finally:
+        context.release_sync(namespace, name)
