@@ -7,6 +7,7 @@ request is valid.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,22 @@ async def test_oversized_bodies_are_refused_with_413(http: httpx.AsyncClient) ->
 
     streamed = await http.post("/v2/models/tiny/generate", content=chunks())
     assert streamed.status_code == 413 and "exceeds" in streamed.json()["error"]
+
+
+async def test_streams_of_several_choices_are_interleaved_by_index(http: httpx.AsyncClient) -> None:
+    body = {"prompt": ["a", "b"], "n": 2, "stream": True, "stream_options": {"include_usage": True}}
+    async with http.stream("POST", "/v1/completions", json=body) as response:
+        events = [line.removeprefix("data: ") for line in [x async for x in response.aiter_lines()] if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    finished = sorted(
+        c["choices"][0]["index"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]
+    )
+    assert finished == [0, 1, 2, 3]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+    chat = {"messages": [{"role": "user", "content": "hi"}], "n": 3, "stream": True}
+    async with http.stream("POST", "/v1/chat/completions", json=chat) as response:
+        lines = [line.removeprefix("data: ") for line in [x async for x in response.aiter_lines()] if line]
+    roles = [json.loads(line)["choices"][0] for line in lines[:-1]]
+    assert sorted(c["index"] for c in roles if c["delta"].get("role") == "assistant") == [0, 1, 2]
+    assert "".join(c["delta"].get("content", "") for c in roles) == "okokok"
