@@ -103,6 +103,10 @@ def test_tritonclient_health_and_metadata(
     assert {"name": "text_input", "datatype": "BYTES", "shape": [-1]} in metadata["inputs"]
     assert metadata["outputs"] == [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
     assert "binary_tensor_data" in triton.get_server_metadata(headers=auth())["extensions"]
+    assert triton.get_model_repository_index(headers=auth()) == [
+        {"name": "tiny", "version": "1", "state": "READY"}
+    ]
+    assert triton.get_model_config("tiny", headers=auth())["input"][0]["name"] == "text_input"
 
 
 def test_tritonclient_infer_text_binary_and_json_agree_with_openai(

@@ -125,6 +125,11 @@ def build_router(context: ServingContext) -> APIRouter:
     async def server_metadata() -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
+    @router.post("/v2/repository/index")
+    async def repository_index() -> list[dict[str, str]]:
+        model_state = "READY" if state.is_ready else "UNAVAILABLE"
+        return [{"name": context.model_name, "version": MODEL_VERSION, "state": model_state}]
+
     @router.get("/v2/models/{model_name}")
     @router.get("/v2/models/{model_name}/versions/{version}")
     async def metadata(model_name: str, version: str | None = None) -> dict[str, Any]:
