@@ -19,7 +19,7 @@ from engine_reference import (
 )
 
 from berth_runtime.engine.async_engine import AsyncEngine
-from berth_runtime.engine.errors import PromptTooLong, QueueFull
+from berth_runtime.engine.errors import EngineNotRunning, PromptTooLong, QueueFull
 from berth_runtime.engine.scheduler import ScheduledRow
 
 MAX_NEW = 12
@@ -144,3 +144,16 @@ async def test_engine_refuses_too_long_prompts_and_a_full_queue(tiny_llama_dir: 
             assert [output async for output in stream][-1].finished
     finally:
         await engine.stop()
+
+
+async def test_engine_stop_ends_streams_in_flight_with_abort(tiny_llama_dir: Path) -> None:
+    engine = AsyncEngine.from_config(engine_config(tiny_llama_dir))
+    await engine.start()
+    stream = engine.generate(list(range(4, 20)), greedy(400), "in-flight")
+    assert not (await anext(stream)).finished
+    await engine.stop()
+    remaining = [output async for output in stream]
+    assert remaining[-1].finished and remaining[-1].finish_reason == "abort"
+    assert engine.stats().num_running == 0 and engine.stats().kv_cache_usage == 0
+    with pytest.raises(EngineNotRunning):
+        engine.generate([0, 5], greedy(2), "after-stop")

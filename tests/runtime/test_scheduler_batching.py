@@ -92,3 +92,20 @@ def test_scheduler_waiting_request_does_not_start_without_room() -> None:
     assert plan(scheduler.schedule()) == [("big", 1)]
     assert scheduler.waiting[0].request_id == "next"
     assert scheduler.num_preemptions == 0
+
+
+def test_scheduler_a_readmitted_older_sequence_is_not_preempted_before_newer_ones() -> None:
+    scheduler = make_scheduler(num_blocks=5, budget=64)
+    old = add(scheduler, "old", 8, arrival=0)
+    scheduler.schedule()
+    old.num_computed_tokens = 8
+    scheduler.finish(old, "abort")  # stand-in for a preemption: old comes back later, behind "new"
+    new = add(scheduler, "new", 8, arrival=5)
+    old_again = add(scheduler, "old-again", 8, arrival=0)
+    rows = scheduler.schedule()
+    assert [seq.request_id for seq in scheduler.running] == ["old-again", "new"]
+    finish_step(rows)
+    add(scheduler, "later", 4, arrival=9)
+    # Both running need a third block; only one is free: the newest arrival ("new") is preempted.
+    assert plan(scheduler.schedule()) == [("old-again", 1)]
+    assert new.status is SequenceStatus.WAITING and old_again.status is SequenceStatus.RUNNING

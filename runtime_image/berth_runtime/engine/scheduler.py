@@ -3,13 +3,14 @@
 Running sequences go first (so decodes are never stalled by a long prompt), each taking what it
 still needs from the per-step token budget; a prompt larger than the remaining budget is prefilled
 in chunks over several steps. When the KV cache runs out, the most recently admitted running
-sequence is preempted: its blocks are freed and it returns to the front of the queue, to be
+sequence (latest arrival) is preempted: its blocks are freed and it returns to the front of the queue, to be
 recomputed later (prefix caching may give much of it back). Waiting sequences are admitted in
 arrival order while the budget, the batch size and the cache allow. Pure bookkeeping.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        """In arrival order (oldest first)."""
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
@@ -89,7 +91,8 @@ class Scheduler:
             self.block_manager.acquire_prefix(seq, matched)
             self.block_manager.allocate(seq, num_new)
             seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
+            # Kept in arrival order, so the latest arrival is last: the first to be preempted.
+            bisect.insort(self.running, seq, key=lambda running: running.arrival)
             rows.append(ScheduledRow(seq, num_new))
             budget -= num_new
         return rows
