@@ -10,6 +10,7 @@ Figures only; nothing here passes or fails on time.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -76,17 +77,23 @@ def main() -> None:
     parse_only = _median_seconds(lambda: _parse(BASE_SPEC), args.repeat)
     build_one = _median_seconds(lambda: _build(BASE_SPEC, 0), args.repeat)
     variants = [_spec_variant(index) for index in range(args.specs)]
+    each: list[float] = []
     started = time.perf_counter()
     for index, raw in enumerate(variants):
+        began = time.perf_counter()
         _build(raw, index)
+        each.append(time.perf_counter() - began)
     batch = time.perf_counter() - started
+    each.sort()
 
     print(f"baseline: parse one spec (pydantic)         median {parse_only * 1e6:8.1f} us")
     print(f"build all children of one spec (incl. parse) median {build_one * 1e6:8.1f} us")
     print(
         f"build all children of {args.specs} specs          total  {batch * 1e3:8.1f} ms "
-        f"({batch / args.specs * 1e6:.1f} us per spec)"
+        f"(per spec: median {statistics.median(each) * 1e6:.1f} us, "
+        f"p99 {each[int(len(each) * 0.99) - 1] * 1e6:.1f} us)"
     )
+    print(f"host load average (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
