@@ -27,6 +27,7 @@ FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 API_RETRY_SECONDS = 15.0
 RESYNC_SECONDS = 300.0
+WATCH_SERVER_TIMEOUT_SECONDS = 600
 RESOURCE = (identity.GROUP, identity.VERSION, identity.PLURAL)
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
@@ -73,6 +74,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # berth emits its own Events on meaningful transitions; Kopf adds only warnings and errors.
     settings.posting.level = logging.WARNING
+    # Re-establish watches every 10 minutes: a watch silently broken by a proxy or load balancer
+    # would otherwise stop all events with no error.
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_SECONDS + 60
     # Watch only berth's own Deployments and pods, filtered by the API server.
     settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR

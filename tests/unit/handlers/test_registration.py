@@ -39,6 +39,9 @@ def test_startup_puts_kopf_state_under_berth_dev() -> None:
     assert settings.persistence.finalizer == "berth.dev/finalizer"
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
     selectors = {str(selector): value for selector, value in settings.watching.label_selectors.items()}
     assert list(selectors.values()) == ["app.kubernetes.io/managed-by=berth"] * 2
 
