@@ -19,7 +19,8 @@ from engine_reference import (
 )
 
 from berth_runtime.engine.async_engine import AsyncEngine
-from berth_runtime.engine.errors import EngineNotRunning, PromptTooLong, QueueFull
+from berth_runtime.engine.errors import EngineFailed, EngineNotRunning, PromptTooLong, QueueFull
+from berth_runtime.engine.model_runner import StepResult
 from berth_runtime.engine.scheduler import ScheduledRow
 
 MAX_NEW = 12
@@ -157,3 +158,27 @@ async def test_engine_stop_ends_streams_in_flight_with_abort(tiny_llama_dir: Pat
     assert engine.stats().num_running == 0 and engine.stats().kv_cache_usage == 0
     with pytest.raises(EngineNotRunning):
         engine.generate([0, 5], greedy(2), "after-stop")
+
+
+async def test_engine_failed_step_fails_requests_in_flight_and_keeps_serving(tiny_llama_dir: Path) -> None:
+    engine = AsyncEngine.from_config(engine_config(tiny_llama_dir))
+    run = engine.engine.runner.run
+    calls = 0
+
+    def fail_once(rows: list[ScheduledRow]) -> StepResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("device fell over")
+        return run(rows)
+
+    engine.engine.runner.run = fail_once  # type: ignore[method-assign]
+    await engine.start()
+    try:
+        with pytest.raises(EngineFailed, match="device fell over"):
+            [output async for output in engine.generate([0, 5, 6], greedy(3), "doomed")]
+        assert engine.stats().kv_cache_usage == 0
+        outputs = [output async for output in engine.generate([0, 5, 6], greedy(3), "next")]
+        assert outputs[-1].finish_reason == "length"
+    finally:
+        await engine.stop()

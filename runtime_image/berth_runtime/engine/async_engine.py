@@ -18,21 +18,17 @@ from dataclasses import replace
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.builder import build_engine
-from berth_runtime.engine.errors import EngineNotRunning, PromptTooLong, QueueFull
+from berth_runtime.engine.errors import EngineFailed, EngineNotRunning, PromptTooLong, QueueFull
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.outputs import EngineStats, RequestOutput
 from berth_runtime.sampling_params import InvalidParameter, SamplingParams
 from berth_runtime.tokenizer import Tokenizer
 
-__all__ = ["AsyncEngine", "EngineNotRunning", "PromptTooLong", "QueueFull"]
+__all__ = ["AsyncEngine", "EngineFailed", "EngineNotRunning", "PromptTooLong", "QueueFull"]
 
 logger = logging.getLogger(__name__)
 
 _Command = tuple[str, str, list[int] | None, SamplingParams | None]
-
-
-class EngineFailed(RuntimeError):
-    """The engine step raised; every request in flight fails with this."""
 
 
 class AsyncEngine:

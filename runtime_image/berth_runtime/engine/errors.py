@@ -28,3 +28,8 @@ class QueueFull(RuntimeError):
 
 class EngineNotRunning(RuntimeError):
     """generate() was called before start() or after stop()."""
+
+
+class EngineFailed(RuntimeError):
+    """An engine step raised; the requests in flight at that moment fail with this (server: 500).
+    The engine itself keeps serving new requests."""
