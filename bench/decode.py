@@ -2,24 +2,29 @@
 
 One run prints, on the machine it runs on: the GPU's name, its measured device copy bandwidth and
 dense bf16 matmul rate; then for the Llama-3.2-1B-like and Llama-3.1-8B-like shapes (random
-weights, bf16 and int8 weight-only): tokens/s at batch 1, 8 and 64 for prompt 128 / 128 new tokens
+weights, bf16 and int8 weight-only), for berth's engine with its torch reference layers and with
+its layer functions on the Triton kernels (``kernels.layer_ops``, eager, no CUDA graphs yet):
+tokens/s at batch 1, 8 and 64 for prompt 128 / 128 new tokens
 (greedy, EOS ignored), the decode step's share of the bandwidth limit (weights + KV bytes a step
 must read, over the measured copy bandwidth), and transformers' generate() on the same shape in the
 same run; and time to first token for a 2,048-token prompt against the compute limit
 (2 * params * tokens + attention FLOPs, over the measured matmul rate).
 
 It never passes or fails on speed; it needs CUDA and says so otherwise. Usage:
-    python bench/decode.py [--shapes 1b,8b] [--batches 1,8,64] [--weights bf16,int8] [--skip-hf] [--json PATH]
+    python bench/decode.py [--shapes 1b,8b] [--batches 1,8,64] [--weights bf16,int8]
+        [--layers reference,kernels] [--skip-hf] [--skip-ttft] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,8 @@ from berth_runtime.engine.block_manager import BlockManager
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.model_runner import ModelRunner, allocate_kv_caches
 from berth_runtime.engine.scheduler import Scheduler
+from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
+from berth_runtime.models import llama
 from berth_runtime.models.llama import LlamaForCausalLM
 from berth_runtime.models.model_config import load_model_config
 from berth_runtime.quantization import quantize_linear_layers
@@ -181,11 +188,26 @@ def run_engine(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> 
     return end - start, first - start, (end - first) / max(1, decode_steps)
 
 
+@contextlib.contextmanager
+def model_layers(kind: str) -> Iterator[None]:
+    """``reference``: the model as committed; ``kernels``: its layer functions swapped for
+    ``kernels.layer_ops`` (what wiring the kernels into models/llama.py does), restored afterwards."""
+    saved = {name: getattr(llama, name) for name in KERNEL_OPS_BY_LAYER_NAME}
+    if kind == "kernels":
+        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
+            setattr(llama, name, op)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(llama, name, function)
+
+
 def bench_berth(
-    shape: str, weights: str, batches: list[int], device: torch.device, bandwidth: float, workdir: Path
-) -> tuple[list[Result], LlamaForCausalLM]:
-    model = build_berth_model(shape, weights, device, workdir)
+    model: LlamaForCausalLM, shape: str, weights: str, layers: str, batches: list[int], bandwidth: float
+) -> list[Result]:
     config = model_config_dict(shape)
+    device = next(model.parameters()).device
     weight_bytes = streamed_weight_bytes(model)
     results = []
     for batch in batches:
@@ -200,7 +222,7 @@ def bench_berth(
             Result(
                 shape=shape,
                 weights=weights,
-                engine="berth",
+                engine=f"berth-{layers}",
                 batch=batch,
                 tokens_per_s=batch * NEW_TOKENS / total,
                 decode_step_ms=step * 1e3,
@@ -211,7 +233,7 @@ def bench_berth(
         del engine
         gc.collect()
         torch.cuda.empty_cache()
-    return results, model
+    return results
 
 
 def time_to_first_token(
@@ -279,6 +301,12 @@ def print_result(result: Result, weight_bytes: int | None, bandwidth: float | No
     print(line, flush=True)
 
 
+def save_report(path: Path | None, report: dict[str, Any]) -> None:
+    """Rewritten after every block of figures, so a run cut short by a time limit keeps what it measured."""
+    if path is not None:
+        path.write_text(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="1b,8b", help="comma-separated subset of: " + ",".join(SHAPES))
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--weights", default="bf16,int8", help="comma-separated subset of: bf16,int8")
+    parser.add_argument(
+        "--layers",
+        default="reference,kernels",
+        help="berth's layer functions: reference (torch, as committed), kernels (kernels.layer_ops)",
+    )
     parser.add_argument("--skip-hf", action="store_true", help="skip the transformers generate() baseline")
     parser.add_argument("--skip-ttft", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -296,10 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [s for s in args.shapes.split(",") if s]
     weights = [w for w in args.weights.split(",") if w]
     batches = [int(b) for b in args.batches.split(",") if b]
+    layer_kinds = [kind for kind in args.layers.split(",") if kind]
     bad = [s for s in shapes if s not in SHAPES] + [w for w in weights if w not in ("bf16", "int8")]
+    bad += [kind for kind in layer_kinds if kind not in ("reference", "kernels")]
     if bad or any(b < 1 for b in batches):
         parser.error(
-            f"unknown shapes/weights {bad} or a batch < 1; accepted shapes {list(SHAPES)}, weights bf16,int8"
+            f"unknown values {bad} or a batch < 1; accepted: shapes {','.join(SHAPES)}, weights bf16,int8, "
+            "layers reference,kernels"
         )
 
     device = torch.device("cuda")
@@ -321,24 +357,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         for shape in shapes:
             for weight in weights:
-                results, model = bench_berth(shape, weight, batches, device, bandwidth, Path(workdir))
-                report["results"] += [asdict(r) for r in results]
-                if weight == "bf16" and not args.skip_ttft:
-                    ttft = time_to_first_token(model, shape, device, flops)
-                    report["ttft"][shape] = ttft
-                    print(
-                        f"{shape:>3} bf16 TTFT {TTFT_PROMPT_LEN} tokens: {ttft['ttft_ms']:.1f} ms; "
-                        f"compute limit "
-                        f"{ttft['compute_limit_ms']:.1f} ms ({ttft['ratio_to_limit']:.2f}x the limit)",
-                        flush=True,
-                    )
+                model = build_berth_model(shape, weight, device, Path(workdir))
+                for kind in layer_kinds:
+                    with model_layers(kind):
+                        results = bench_berth(model, shape, weight, kind, batches, bandwidth)
+                        report["results"] += [asdict(r) for r in results]
+                        save_report(args.json, report)
+                        if weight == "bf16" and not args.skip_ttft:
+                            ttft = time_to_first_token(model, shape, device, flops)
+                            report["ttft"][f"{shape} {kind}"] = ttft
+                            print(
+                                f"{shape:>3} bf16 berth-{kind} TTFT {TTFT_PROMPT_LEN} tokens: "
+                                f"{ttft['ttft_ms']:.1f} ms; compute limit {ttft['compute_limit_ms']:.1f} ms "
+                                f"({ttft['ratio_to_limit']:.2f}x the limit)",
+                                flush=True,
+                            )
                 del model
                 gc.collect()
                 torch.cuda.empty_cache()
             if not args.skip_hf:
                 report["results"] += [asdict(r) for r in bench_transformers(shape, batches, device)]
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+                save_report(args.json, report)
     return 0
 
 

@@ -6,8 +6,8 @@
 #
 #   scripts/gpu-check.sh [all|tests|kernels|decode]...     (default: all; stages run in that order)
 #
-# Each stage has its own time limit (seconds: TESTS_TIMEOUT=170, KERNELS_TIMEOUT=120,
-# DECODE_TIMEOUT=270) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
+# Each stage has its own time limit (seconds: TESTS_TIMEOUT=150, KERNELS_TIMEOUT=100,
+# DECODE_TIMEOUT=330) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
 # to bench/decode.py (e.g. "--shapes 1b --skip-hf"). Exit status: non-zero if any stage failed.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,16 +49,16 @@ run_stage() {  # name, timeout, log file, command...
 for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
-      run_stage tests "${TESTS_TIMEOUT:-170}" gpu-tests.log \
+      run_stage tests "${TESTS_TIMEOUT:-150}" gpu-tests.log \
         "$python" -m pytest -q -p no:cacheprovider -rs --junitxml="$out/gpu-tests.xml" \
         tests/gpu tests/runtime/test_kernel_activation.py tests/runtime/test_kernel_kv_cache_store.py \
         tests/runtime/test_kernel_paged_attention.py tests/runtime/test_kernel_rms_norm.py \
         tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_weight_only_linear.py ;;
     kernels)
-      run_stage kernels "${KERNELS_TIMEOUT:-120}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
+      run_stage kernels "${KERNELS_TIMEOUT:-100}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
     decode)
       # shellcheck disable=SC2086  # DECODE_ARGS is a list of options
-      run_stage decode "${DECODE_TIMEOUT:-270}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
+      run_stage decode "${DECODE_TIMEOUT:-330}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
   esac
 done
 

@@ -19,16 +19,6 @@ from berth_runtime.kernels.rms_norm import _rms_norm_kernel
 from berth_runtime.models import llama
 from berth_runtime.sampling_params import SamplingParams
 
-# the names models/llama.py imports from berth_runtime.layers -> their kernel-backed versions
-KERNEL_OPS = {
-    "rms_norm": layer_ops.rms_norm_op,
-    "add_rms_norm": layer_ops.add_rms_norm_op,
-    "silu_and_mul": layer_ops.silu_and_mul_op,
-    "apply_rotary": layer_ops.apply_rotary_op,
-    "store_kv": layer_ops.store_kv_op,
-    "paged_attention": layer_ops.paged_attention_op,
-}
-
 
 def _counted(op: Callable[..., Any], name: str, calls: dict[str, int]) -> Callable[..., Any]:
     def counted(*args: Any) -> Any:
@@ -72,8 +62,8 @@ def test_engine_on_kernel_ops_generates_the_reference_tokens(
         for length in (2, 7, 30)
     ] + [[1, 42]]
     expected = _greedy_tokens(tiny_llama_dir, dtype, prompts)
-    calls = dict.fromkeys(KERNEL_OPS, 0)
-    for name, op in KERNEL_OPS.items():
+    calls = dict.fromkeys(layer_ops.KERNEL_OPS_BY_LAYER_NAME, 0)
+    for name, op in layer_ops.KERNEL_OPS_BY_LAYER_NAME.items():
         monkeypatch.setattr(llama, name, _counted(op, name, calls))
     actual = _greedy_tokens(tiny_llama_dir, dtype, prompts)
     assert all(count > 0 for count in calls.values()), calls  # every swapped op really ran

@@ -106,3 +106,14 @@ def paged_attention_op(
             out=output[metadata.decode_start :],
         )
     return output
+
+
+KERNEL_OPS_BY_LAYER_NAME = {
+    "rms_norm": rms_norm_op,
+    "add_rms_norm": add_rms_norm_op,
+    "silu_and_mul": silu_and_mul_op,
+    "apply_rotary": apply_rotary_op,
+    "store_kv": store_kv_op,
+    "paged_attention": paged_attention_op,
+}
+"""The ``berth_runtime.layers`` function names ``models/llama.py`` calls -> their kernel-backed ops."""
