@@ -2,9 +2,10 @@
 unreferenced blocks still hold reusable prefixes (prefix caching).
 
 A full block is identified by a chained hash of its tokens and of every token before it, so equal
-hashes mean equal prefixes (the stored tokens are compared too, so a hash collision is a miss, never
-a wrong answer). Freed blocks that carry a hash stay in the cache, least recently used first in
-line for eviction; blocks without one are reused first. Pure CPU bookkeeping: no tensors here.
+hashes mean equal prefixes (each hit also compares the block's tokens and its parent's hash, so a
+colliding hash is a miss, not a wrong answer). Freed blocks that carry a hash stay in the cache,
+least recently used first in line for eviction; blocks without one are reused first. Pure CPU
+bookkeeping: no tensors here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class BlockManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_counts = [0] * num_blocks
         self._block_hash: list[int | None] = [None] * num_blocks
-        self._block_tokens: list[tuple[int, ...] | None] = [None] * num_blocks
+        # (parent hash, tokens) each cached block was registered with, compared on every hit.
+        self._block_key: list[tuple[int | None, tuple[int, ...]] | None] = [None] * num_blocks
         self._cached: dict[int, int] = {}  # prefix hash -> block id
         # Unreferenced blocks; the first is reused (and its cached prefix evicted) first.
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
@@ -61,7 +63,7 @@ class BlockManager:
             tokens = tuple(seq.token_ids[index * size : (index + 1) * size])
             block_hash = self._hash_block(parent, tokens)
             block_id = self._cached.get(block_hash)
-            if block_id is None or self._block_tokens[block_id] != tokens:
+            if block_id is None or self._block_key[block_id] != (parent, tokens):
                 break
             matched.append(block_id)
             parent = block_hash
@@ -79,7 +81,7 @@ class BlockManager:
                 del self._free[block_id]
             self.ref_counts[block_id] += 1
         seq.block_table = list(matched)
-        seq.block_hashes = [self._block_hash[block_id] or 0 for block_id in matched]
+        seq.block_hashes = [h for h in (self._block_hash[block_id] for block_id in matched) if h is not None]
         seq.num_computed_tokens = len(matched) * self.block_size
         if self.enable_prefix_caching:
             self.prefix_cache_queries += seq.num_tokens
@@ -104,7 +106,7 @@ class BlockManager:
             if self._cached.get(block_hash) == block_id:
                 del self._cached[block_hash]
             self._block_hash[block_id] = None
-            self._block_tokens[block_id] = None
+            self._block_key[block_id] = None
 
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Registers the blocks of `seq` that became full of computed tokens, for reuse by others."""
@@ -121,7 +123,7 @@ class BlockManager:
             if block_hash not in self._cached and self._block_hash[block_id] is None:
                 self._cached[block_hash] = block_id
                 self._block_hash[block_id] = block_hash
-                self._block_tokens[block_id] = tokens
+                self._block_key[block_id] = (parent, tokens)
 
     def free(self, seq: Sequence) -> None:
         """Drops `seq`'s references (tail first, so its tail is evicted before its shared prefix)."""

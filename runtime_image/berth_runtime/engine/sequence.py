@@ -42,7 +42,6 @@ class Sequence:
     emitted_text_len: int = 0
     emitted_token_count: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    prefix_cache_queried: bool = False
 
     def __post_init__(self) -> None:
         if not self.token_ids:
