@@ -110,6 +110,13 @@ def operator(
     process = OperatorProcess(crds.kubeconfig, namespace, tmp_path / "operator.log")
     process.start()
     yield process
-    process.stop()
+    # Delete the test's resources while the operator still runs, so its finalizer is released and
+    # the namespace can go (on a shared cluster such as kind nothing is left behind).
+    try:
+        if not process.running:
+            process.start()
+        crds.kubectl("delete", "inferencedeployments", "--all", "--timeout=60s", namespace=namespace)
+    finally:
+        process.stop()
     if _failed(request):
         print(f"\n----- operator log ({process.log_path}) -----\n{process.log()}")

@@ -81,6 +81,10 @@ class OperatorProcess:
             raise RuntimeError("the operator was never started")
         return self._process.pid
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to finish what it was doing."""
         if self._process is not None and self._process.poll() is None:

@@ -39,7 +39,9 @@ class ClusterAccess:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, stdin: str | None = None, namespace: str | None = None) -> str:
+    def kubectl(
+        self, *args: str, stdin: str | None = None, namespace: str | None = None, timeout: float = 120
+    ) -> str:
         """Runs kubectl and returns stdout; raises KubectlError with the server's message on failure."""
         full = (*(("-n", namespace) if namespace else ()), *args)
         result = subprocess.run(
@@ -47,7 +49,7 @@ class ClusterAccess:
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise KubectlError(full, result.returncode, result.stderr)
