@@ -2,7 +2,7 @@
 
 Three shapes, each a non-homogeneous Poisson process (thinning) with log-normal prompt and output
 lengths (chat-like: a long tail of 8k-token prompts among short ones):
-- steady: a constant rate;
+- steady: a constant rate, three times the base (more than one replica's worth);
 - burst: the base rate, then five times it for a while, then the base rate again;
 - diurnal: a day's rise and fall compressed into an hour, from a quarter of the peak to the peak.
 """
@@ -68,7 +68,7 @@ def standard_traces(base_rate: float, seed: int = 7, lengths: TokenLengths = Tok
     """The three traces of the benchmark table, at `base_rate` requests per second."""
 
     def steady(_: float) -> float:
-        return base_rate
+        return 3.0 * base_rate
 
     def burst(t: float) -> float:
         return base_rate * (5.0 if 600.0 <= t < 1800.0 else 1.0)
@@ -78,7 +78,7 @@ def standard_traces(base_rate: float, seed: int = 7, lengths: TokenLengths = Tok
         return peak * (0.25 + 0.75 * 0.5 * (1 - math.cos(2 * math.pi * t / 3600.0)))
 
     return [
-        make_trace("steady", 1800.0, steady, base_rate, seed, lengths),
+        make_trace("steady", 1800.0, steady, 3.0 * base_rate, seed, lengths),
         make_trace("burst 5x", 2400.0, burst, 5.0 * base_rate, seed + 1, lengths),
         make_trace("diurnal", 3600.0, diurnal, 5.0 * base_rate, seed + 2, lengths),
     ]

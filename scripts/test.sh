@@ -15,4 +15,8 @@ echo "== import-linter"; lint-imports
 # The integration tests run on a local control plane built from Go on first use (~15 min cold on
 # 2 cores, cached outside the tree afterwards); building here keeps its output in the log.
 echo "== local control plane binaries (tests/cluster)"; python -m tests.cluster build
+# The live autoscaling tests run a real Prometheus server (Debian's package); root is available in CI.
+echo "== prometheus (tests/integration/test_autoscaling_live.py)"
+command -v prometheus >/dev/null || {
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 echo "== pytest"; pytest "$@"

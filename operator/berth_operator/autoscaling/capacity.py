@@ -34,6 +34,9 @@ class Tuning:
     backlog_drain_seconds: float = 60.0
     """Queued work is planned to be drained within this many seconds: about a cold start, since
     replicas added now only start draining it once they are Ready."""
+    unexplained_breach_seconds: float = 30.0
+    """A breach with requests queueing that lasts this long, with no replica starting, adds one
+    replica even when the learned capacity says the replicas suffice (the model is wrong then)."""
     ceiling_smoothing: float = 0.5
     """Weight of a new saturation observation against the ceiling learned before (one noisy
     window must not halve what many windows have shown)."""

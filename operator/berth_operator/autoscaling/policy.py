@@ -15,8 +15,10 @@ same function. The rules, in the order they apply:
 4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
    learned per-replica capacity — not one replica per period. Replicas not yet Ready count as
    capacity on its way: while they start, a breach alone adds nothing; only demand beyond all
-   replicas, starting ones included, scales up further. A breach with no replica starting always
-   adds at least one. A non-zero scale-up stabilization takes the lowest recommendation of its window.
+   replicas, starting ones included, scales up further. With no replica starting, a breach adds at
+   least one when capacity is not learned yet, or when requests are still queueing after
+   `unexplained_breach_seconds` although the capacity model says the replicas suffice. A non-zero
+   scale-up stabilization takes the lowest recommendation of its window.
 5. Scale down only when no SLO is breached, no scaling happened for the stabilization window, and
    the highest recommendation in that window is below the current count — where a recommendation
    is the fewest replicas whose survivors (load x N / (N - k)) stay within `scale_down_utilization`
@@ -201,7 +203,17 @@ def _evaluate(
 
     demand = load.arriving + load.queued / tuning.backlog_drain_seconds
     need_up = _replicas_for(demand, ceiling, tuning.scale_up_utilization)
-    forced = bool(breaches) and ceiling is None and current.starting == 0
+    persistent = (
+        breach_since is not None
+        and now - breach_since >= tuning.unexplained_breach_seconds
+        and signals.waiting_requests > 0
+    )
+    forced = (
+        bool(breaches)
+        and current.starting == 0
+        and (ceiling is None or persistent)
+        and (need_up is None or need_up <= replicas)
+    )
     if forced:
         need_up = replicas + 1
     need_down = _fewest_survivors(load, ceiling, floor, tuning, replicas)
@@ -223,7 +235,11 @@ def _evaluate(
         target = min(candidate, highest)
         if target > replicas:
             cause = "; ".join(breaches) if breaches else summary
-            why = "an SLO breach with no replica starting adds at least one" if forced else sizing
+            why = (
+                "an SLO breach the capacity model does not explain, with no replica starting, adds one"
+                if forced
+                else sizing
+            )
             return _Verdict(target, f"{cause}; {why}", breaches, history)
         if candidate > highest:
             return _Verdict(replicas, f"{summary}; {sizing}, but the bound is {highest}", breaches, history)

@@ -392,3 +392,21 @@ def test_breach_since_is_remembered_and_cleared() -> None:
 
 def test_targets_bounds_without_a_gpu_budget() -> None:
     assert replace(targets(), max_gpus=None).bounds() == (1, 8)
+
+
+@pytest.mark.parametrize(("breached_for", "expected"), [(10.0, 2), (40.0, 3)])
+def test_a_queueing_breach_the_model_cannot_explain_adds_one_after_a_while(
+    breached_for: float, expected: int
+) -> None:
+    # The learned capacity says 2 replicas are plenty, yet requests queue and TTFT is over target.
+    observation = signals(
+        ttft_p95_seconds=0.9,
+        waiting_requests=5.0,
+        generation_tokens_per_second=300.0,
+        requests_per_second=0.75,
+        reporting_replicas=2,
+        serving_replicas_average=2.0,
+    )
+    history = learned(ceiling=1000.0, last_applied_replicas=2, breach_since=NOW - breached_for)
+    decision = decide(observation, targets(), steady(2), history, NOW)
+    assert decision.replicas == expected, decision.reason
