@@ -48,17 +48,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     item.stash.setdefault(_REPORTS, {})[report.when] = report
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Builds the control plane before any test runs when integration tests are selected.
+
+    A first build takes minutes: done here it is outside every test's timeout, and its progress
+    shows (scripts/test.sh builds even earlier, so this is a no-op there).
+    """
+    if session.config.option.collectonly or not any(
+        item.get_closest_marker("integration") for item in session.items
+    ):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        ensure_binaries()
+
+
 def _failed(request: pytest.FixtureRequest) -> bool:
     reports = request.node.stash.get(_REPORTS, {})
     return any(report.failed for report in reports.values())
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterAccess]:
+def cluster() -> Iterator[ClusterAccess]:
     """The cluster under test: the local control plane, or $KUBECONFIG with BERTH_TEST_CLUSTER=existing."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():  # a first build takes minutes: show its progress
-        binaries = ensure_binaries()
+    binaries = ensure_binaries()  # built already in pytest_collection_finish
     if os.environ.get("BERTH_TEST_CLUSTER", "local") == "existing":
         kubeconfig = Path(os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
         kubectl = Path(shutil.which("kubectl") or binaries.kubectl)
