@@ -59,7 +59,7 @@ class AutoscalingSpec(ApiModel):
         json_schema_extra=section_default(SloSpec),
     )
     interval_seconds: int = Field(
-        default=15, ge=5, le=600, description="Seconds between autoscaling evaluations."
+        default=10, ge=5, le=600, description="Seconds between autoscaling evaluations."
     )
     metrics_window_seconds: int = Field(
         default=60,
@@ -68,10 +68,13 @@ class AutoscalingSpec(ApiModel):
         description="Window, in seconds, over which latency percentiles and rates are computed.",
     )
     scale_up_stabilization_seconds: int = Field(
-        default=30,
+        default=0,
         ge=0,
         le=3600,
-        description="Seconds a scale-up recommendation must persist before it is acted on.",
+        description=(
+            "Seconds a scale-up recommendation must persist before it is acted on; "
+            "0 (the default) scales up at once, to the count the load needs."
+        ),
     )
     scale_down_stabilization_seconds: int = Field(
         default=300,
