@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import write_tiny_model
-from engine_reference import make_engine
+from engine_reference import engine_config, make_engine
 from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -20,6 +20,7 @@ from transformers import (
     MistralForCausalLM,
 )
 
+from berth_runtime.engine.builder import build_engine
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.models.model_config import ModelDirectoryError, load_model_config
@@ -143,3 +144,12 @@ def test_model_tokenizer_eos_ids_come_from_every_source(tiny_llama_dir: Path) ->
     tokenizer = Tokenizer(tiny_llama_dir)
     end, chat_end = tokenizer.encode("</s><|im_end|>", add_special_tokens=False)
     assert set(tokenizer.eos_token_ids) == {end, chat_end}
+
+
+def test_model_cpu_kv_cache_defaults_to_a_full_batch_of_full_contexts(tiny_llama_dir: Path) -> None:
+    built = build_engine(engine_config(tiny_llama_dir, max_batch_size=3, max_model_len=64))
+    assert built.num_kv_blocks == 3 * 64 // 4
+    assert built.max_model_len == 64
+    assert (
+        build_engine(engine_config(tiny_llama_dir, kv_cache_blocks=40, max_model_len=64)).num_kv_blocks == 40
+    )
