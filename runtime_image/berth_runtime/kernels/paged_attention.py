@@ -71,7 +71,7 @@ def _paged_decode_kernel(
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     partition = tl.program_id(2)
-    context_len = tl.load(context_lens_ptr + seq * context_lens_stride)
+    context_len = tl.load(context_lens_ptr + seq * context_lens_stride).to(tl.int32)
     start = partition * PARTITION
     end = tl.minimum(start + PARTITION, context_len)
 
