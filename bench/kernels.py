@@ -28,6 +28,7 @@ from berth_runtime.kernels.kv_cache_store import store_kv_cache
 from berth_runtime.kernels.paged_attention import paged_attention_decode
 from berth_runtime.kernels.rms_norm import add_rms_norm
 from berth_runtime.kernels.rotary import apply_rotary_embedding
+from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
 from berth_runtime.kernels.weight_only_linear import default_tile_sizes, weight_only_linear
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
@@ -147,9 +148,14 @@ def bench_small_kernels() -> dict[str, float]:
         "rotary": microseconds(lambda: apply_rotary_embedding(query, key, positions, table, table)),
         "silu_and_mul": microseconds(lambda: silu_and_mul(gate_up)),
         "store_kv_cache": microseconds(lambda: store_kv_cache(key, value, key_cache, value_cache, slots)),
+        "rotary_and_store_kv (fused)": microseconds(
+            lambda: rotary_and_store_kv(
+                query, key, value, positions, table, table, key_cache, value_cache, slots
+            )
+        ),
     }
     for name, us in timings.items():
-        print(f"{name:>15} b{batch}: {us:6.1f} us")
+        print(f"{name:>27} b{batch}: {us:6.1f} us")
     return timings
 
 

@@ -13,6 +13,7 @@ from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention, paged_prefill_attention_reference
 from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference
 from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
+from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv, rotary_and_store_kv_reference
 from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
@@ -47,6 +48,28 @@ def test_rotary_head_dim_128() -> None:
     apply_rotary_embedding(query, key, positions, cos, sin)
     torch.testing.assert_close(query, expected_query, rtol=2**-7, atol=1e-2)
     torch.testing.assert_close(key, expected_key, rtol=2**-7, atol=1e-2)
+
+
+def test_fused_rotary_and_kv_store_head_dim_128() -> None:
+    inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device=CUDA) / 128))
+    freqs = torch.outer(torch.arange(4096, dtype=torch.float32, device=CUDA), inv_freq)
+    cos, sin = torch.cat((freqs, freqs), -1).cos(), torch.cat((freqs, freqs), -1).sin()
+    qkv = torch.randn(64, 48 * 128, device=CUDA, dtype=BF16)
+    query = qkv[:, : 32 * 128].view(64, 32, 128)
+    key, value = qkv[:, 32 * 128 : 40 * 128].view(64, 8, 128), qkv[:, 40 * 128 :].view(64, 8, 128)
+    positions = torch.randint(0, 4096, (64,), device=CUDA)
+    slots = torch.randperm(128 * 16, device=CUDA)[:64]
+    slots[::9] = -1
+    key_cache = torch.zeros(128, 16, 8, 128, device=CUDA, dtype=BF16)
+    value_cache = torch.zeros_like(key_cache)
+    expected_query, expected_keys, expected_values = query.clone(), key_cache.clone(), value_cache.clone()
+    rotary_and_store_kv_reference(
+        expected_query, key, value, positions, cos, sin, expected_keys, expected_values, slots
+    )
+    rotary_and_store_kv(query, key, value, positions, cos, sin, key_cache, value_cache, slots)
+    torch.testing.assert_close(query, expected_query, rtol=2**-7, atol=1e-2)
+    torch.testing.assert_close(key_cache, expected_keys, rtol=2**-7, atol=1e-2)
+    assert torch.equal(value_cache, expected_values)
 
 
 def test_kv_store_block_16() -> None:

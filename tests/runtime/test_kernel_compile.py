@@ -27,7 +27,14 @@ def _compile_cases() -> list[
     """(label, kernel, signature, constexprs, options, capabilities) for every launch variant."""
     import triton.language as tl
 
-    from berth_runtime.kernels import activation, kv_cache_store, paged_attention, rms_norm, rotary
+    from berth_runtime.kernels import (
+        activation,
+        kv_cache_store,
+        paged_attention,
+        rms_norm,
+        rotary,
+        rotary_kv_store,
+    )
     from berth_runtime.kernels import weight_only_linear as weight_only
 
     both = (80, 90)
@@ -101,6 +108,39 @@ def _compile_cases() -> list[
                 **dict.fromkeys(["HALF", "BLOCK_QUERY_HEADS", "BLOCK_KEY_HEADS"], "constexpr"),
             },
             {"HALF": 64, "BLOCK_QUERY_HEADS": 32, "BLOCK_KEY_HEADS": 8},
+            {"num_warps": 4},
+            both,
+        )
+    )
+    cases.append(
+        (
+            "rotary + store_kv bf16 head_dim 128, 32/8 heads",
+            rotary_kv_store._rotary_store_kv_kernel,
+            {
+                "positions_ptr": "*i64",
+                "slot_mapping_ptr": "*i64",
+                **dict.fromkeys(["query_ptr", "key_ptr", "value_ptr"], ACTIVATION),
+                "cos_ptr": "*fp32",
+                "sin_ptr": "*fp32",
+                **dict.fromkeys(["key_cache_ptr", "value_cache_ptr"], ACTIVATION),
+                **dict.fromkeys(
+                    [
+                        "query_token_stride",
+                        "query_head_stride",
+                        "key_token_stride",
+                        "key_head_stride",
+                        "value_token_stride",
+                        "value_head_stride",
+                        "cos_row_stride",
+                        "sin_row_stride",
+                        "num_query_heads",
+                        "num_kv_heads",
+                    ],
+                    "i32",
+                ),
+                **dict.fromkeys(["HALF", "BLOCK_QUERY_HEADS", "BLOCK_KV_HEADS"], "constexpr"),
+            },
+            {"HALF": 64, "BLOCK_QUERY_HEADS": 32, "BLOCK_KV_HEADS": 8},
             {"num_warps": 4},
             both,
         )

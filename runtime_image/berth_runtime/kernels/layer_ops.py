@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from berth_runtime.kernels import activation, kv_cache_store, paged_attention, rms_norm, rotary
+from berth_runtime.kernels import (
+    activation,
+    kv_cache_store,
+    paged_attention,
+    rms_norm,
+    rotary,
+    rotary_kv_store,
+)
 from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention
 from berth_runtime.layers import activation as reference_activation
@@ -76,6 +83,28 @@ def store_kv_op(
         reference_attention.store_kv(key, value, key_cache, value_cache, slot_mapping)
         return
     kv_cache_store.store_kv_cache(key, value, key_cache, value_cache, slot_mapping)
+
+
+def rotary_and_store_kv_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """``apply_rotary`` then ``store_kv`` in one launch; returns the rotated query (``key`` itself is
+    left unrotated on the kernel path: the rotated keys go to the cache, which attention reads)."""
+    if not _on_kernel_device(query, rotary_kv_store._rotary_store_kv_kernel):
+        query, key = reference_rotary.apply_rotary(query, key, positions, cos_table, sin_table)
+        reference_attention.store_kv(key, value, key_cache, value_cache, slot_mapping)
+        return query
+    return rotary_kv_store.rotary_and_store_kv(
+        query, key, value, positions, cos_table, sin_table, key_cache, value_cache, slot_mapping
+    )
 
 
 def paged_attention_op(

@@ -25,32 +25,36 @@ from berth_runtime.kernels._rounding import round_to
 
 
 @triton.jit
-def _rotate_heads(
-    base_ptr,
-    token,
-    token_stride,
-    head_stride,
+def rotate_heads(
+    source_ptr,
+    source_head_stride,
+    destination_ptr,
+    destination_head_stride,
     num_heads,
+    num_heads_to_store,
     cos,
     sin,
     HALF: tl.constexpr,
     BLOCK_HEADS: tl.constexpr,
 ):
+    """Rotates the first 2 * HALF dims of ``num_heads`` heads read at ``source_ptr`` (one token) and
+    writes the first ``num_heads_to_store`` of them (all, or 0 to skip) at ``destination_ptr``."""
     heads = tl.arange(0, BLOCK_HEADS)
     dims = tl.arange(0, HALF)
     mask = heads[:, None] < num_heads
-    first = base_ptr + token * token_stride + heads[:, None] * head_stride + dims[None, :]
-    second = first + HALF
-    x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(second, mask=mask, other=0.0).to(tl.float32)
-    dtype = base_ptr.dtype.element_ty
+    source = source_ptr + heads[:, None] * source_head_stride + dims[None, :]
+    x1 = tl.load(source, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(source + HALF, mask=mask, other=0.0).to(tl.float32)
+    dtype = source_ptr.dtype.element_ty
     # out1 = x1*cos - x2*sin ; out2 = x2*cos + x1*sin, each product rounded like eager bf16
     x1_cos = round_to(x1 * cos[None, :], dtype).to(tl.float32)
     x2_sin = round_to(x2 * sin[None, :], dtype).to(tl.float32)
     x2_cos = round_to(x2 * cos[None, :], dtype).to(tl.float32)
     x1_sin = round_to(x1 * sin[None, :], dtype).to(tl.float32)
-    tl.store(first, round_to(x1_cos - x2_sin, dtype), mask=mask)
-    tl.store(second, round_to(x2_cos + x1_sin, dtype), mask=mask)
+    destination = destination_ptr + heads[:, None] * destination_head_stride + dims[None, :]
+    store = heads[:, None] < num_heads_to_store
+    tl.store(destination, round_to(x1_cos - x2_sin, dtype), mask=store)
+    tl.store(destination + HALF, round_to(x2_cos + x1_sin, dtype), mask=store)
 
 
 @triton.jit
@@ -79,19 +83,31 @@ def _rotary_kernel(
     # the tables repeat each half (rotate-half layout): the first HALF columns are all we need
     cos = round_to(tl.load(cos_ptr + position * cos_row_stride + dims), dtype).to(tl.float32)
     sin = round_to(tl.load(sin_ptr + position * sin_row_stride + dims), dtype).to(tl.float32)
-    _rotate_heads(
-        query_ptr,
-        token,
-        query_token_stride,
+    query_row = query_ptr + token * query_token_stride
+    key_row = key_ptr + token * key_token_stride
+    rotate_heads(
+        query_row,
         query_head_stride,
+        query_row,
+        query_head_stride,
+        num_query_heads,
         num_query_heads,
         cos,
         sin,
         HALF,
         BLOCK_QUERY_HEADS,
     )
-    _rotate_heads(
-        key_ptr, token, key_token_stride, key_head_stride, num_key_heads, cos, sin, HALF, BLOCK_KEY_HEADS
+    rotate_heads(
+        key_row,
+        key_head_stride,
+        key_row,
+        key_head_stride,
+        num_key_heads,
+        num_key_heads,
+        cos,
+        sin,
+        HALF,
+        BLOCK_KEY_HEADS,
     )
 
 
