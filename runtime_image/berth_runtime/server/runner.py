@@ -100,7 +100,13 @@ def serve(config: RuntimeConfig) -> int:
 
     state.request_exit = request_exit
     if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        try:
+            start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        except OSError as error:
+            logger.error(
+                "cannot serve /metrics on %s:%d (--metrics-port): %s", config.host, config.metrics_port, error
+            )
+            return 1
     asyncio.run(server.serve())
     if not server.started and state.exit_code == 0:
         return 1  # could not bind the port; uvicorn logged why
