@@ -34,10 +34,17 @@ def reference_greedy(model_dir: Path, prompts: list[list[int]], max_new_tokens: 
     results = []
     with torch.no_grad():
         for prompt in prompts:
-            tokens = list(prompt)
-            for _ in range(max_new_tokens):
-                tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
-            results.append(tokens[len(prompt) :])
+            input_ids = torch.tensor([prompt])
+            output = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),  # BOS is id 0, which generate() takes for padding
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+            results.append(output[0, len(prompt) :].tolist())
+    assert all(len(tokens) == max_new_tokens for tokens in results)
     return results
 
 

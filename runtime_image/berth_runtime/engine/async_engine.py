@@ -137,7 +137,12 @@ class AsyncEngine:
             if kind == "add" and prompt is not None and params is not None:
                 with self._pending_lock:
                     self._pending_adds -= 1
-                self.engine.add_request(request_id, prompt, params)
+                try:
+                    self.engine.add_request(request_id, prompt, params)
+                except ValueError as error:  # e.g. its id is still finishing: fail it, keep serving
+                    assert self._loop is not None
+                    failure = EngineFailed(f"request {request_id!r} was not started: {error}")
+                    self._loop.call_soon_threadsafe(self._deliver_failure, [request_id], failure)
             elif kind == "abort":
                 self.engine.abort_request(request_id)
 
@@ -156,6 +161,7 @@ class AsyncEngine:
                 self._fail_all(error)
                 continue
             self._publish(outputs)
+        self._apply_commands()  # requests queued while stopping end with the others
         for seq in [*self.engine.scheduler.running, *self.engine.scheduler.waiting]:
             self.engine.abort_request(seq.request_id)
         self._stats = self.engine.stats()
