@@ -111,15 +111,11 @@ def _deployment(index: int) -> dict[str, Any]:
     }
 
 
-def _apply_all(cluster: ClusterAccess, namespace: str, items: list[dict[str, Any]]) -> float:
+def _create_all(cluster: ClusterAccess, namespace: str, items: list[dict[str, Any]]) -> float:
+    """One ``kubectl create`` of all items (a List); returns when it started."""
     started = time.monotonic()
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        namespace=namespace,
-    )
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    cluster.kubectl("create", "-f", "-", stdin=document, namespace=namespace, timeout=TIMEOUT_SECONDS)
     return started
 
 
@@ -164,7 +160,7 @@ def baseline_round(cluster: ClusterAccess, api: client.ApiClient, count: int) ->
     watcher = ReadyWatch(
         apps.list_namespaced_deployment, namespace, lambda d: (d.status.available_replicas or 0) >= 1
     )
-    started = _apply_all(cluster, namespace, [_deployment(index) for index in range(count)])
+    started = _create_all(cluster, namespace, [_deployment(index) for index in range(count)])
     watcher.wait_all(count)
     print(f"  {_summary(f'baseline, {count} plain Deployments', watcher, count, started)}", flush=True)
     _delete_namespace(cluster, namespace)
@@ -176,28 +172,32 @@ def operator_round(cluster: ClusterAccess, api: client.ApiClient, count: int, lo
         cluster.kubeconfig, namespace, log_dir / f"operator-{count}.log", {"BERTH_LOG_LEVEL": "WARNING"}
     )
     operator.start()
-    custom = client.CustomObjectsApi(api)
+    try:
+        custom = client.CustomObjectsApi(api)
 
-    def list_ideps(namespace: str, **kwargs: Any) -> Any:
-        return custom.list_namespaced_custom_object(
-            "berth.dev", "v1alpha1", namespace, "inferencedeployments", **kwargs
+        def list_ideps(namespace: str, **kwargs: Any) -> Any:
+            return custom.list_namespaced_custom_object(
+                "berth.dev", "v1alpha1", namespace, "inferencedeployments", **kwargs
+            )
+
+        watcher = ReadyWatch(
+            list_ideps, namespace, lambda obj: (obj.get("status") or {}).get("phase") == "Ready"
         )
-
-    watcher = ReadyWatch(list_ideps, namespace, lambda obj: (obj.get("status") or {}).get("phase") == "Ready")
-    cpu_before, _ = _process_figures(operator.pid)
-    started = _apply_all(cluster, namespace, [_idep(index) for index in range(count)])
-    watcher.wait_all(count)
-    cpu_after, peak_mib = _process_figures(operator.pid)
-    print(f"  {_summary(f'berth, {count} InferenceDeployments', watcher, count, started)}", flush=True)
-    print(
-        f"  operator: {cpu_after - cpu_before:.1f} CPU s for the round, peak RSS {peak_mib:.0f} MiB",
-        flush=True,
-    )
-    # While the operator runs: its finalizer must be released before the namespace can go.
-    cluster.kubectl(
-        "delete", "inferencedeployments", "--all", "--wait=true", namespace=namespace, timeout=TIMEOUT_SECONDS
-    )
-    operator.stop()
+        cpu_before, _ = _process_figures(operator.pid)
+        started = _create_all(cluster, namespace, [_idep(index) for index in range(count)])
+        watcher.wait_all(count)
+        cpu_after, peak_mib = _process_figures(operator.pid)
+        print(f"  {_summary(f'berth, {count} InferenceDeployments', watcher, count, started)}", flush=True)
+        print(
+            f"  operator: {cpu_after - cpu_before:.1f} CPU s for the round, peak RSS {peak_mib:.0f} MiB",
+            flush=True,
+        )
+        # While the operator runs: its finalizer must be released before the namespace can go.
+        cluster.kubectl(
+            "delete", "inferencedeployments", "--all", namespace=namespace, timeout=TIMEOUT_SECONDS
+        )
+    finally:
+        operator.stop()
     _delete_namespace(cluster, namespace)
 
 
