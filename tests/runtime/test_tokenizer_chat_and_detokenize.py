@@ -90,3 +90,17 @@ def test_tokenizer_special_tokens_in_object_form(tmp_path: Path, tiny_llama_dir:
     tokenizer = Tokenizer(model_dir)
     assert tokenizer.eos_token_ids == tuple(tokenizer.encode("<|im_end|>", add_special_tokens=False))
     assert tokenizer.apply_chat_template([]).startswith("<|im_start|>")
+
+
+def test_tokenizer_template_tojson_keeps_unicode_like_transformers(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    model_dir = Path(shutil.copytree(tiny_llama_dir, tmp_path / "model"))
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ messages | tojson }}|{{ messages[1] | tojson(indent=2, sort_keys=true) }}"
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    expected = PreTrainedTokenizerFast.from_pretrained(model_dir).apply_chat_template(
+        MESSAGES, tokenize=False
+    )
+    assert Tokenizer(model_dir).apply_chat_template(MESSAGES) == expected
+    assert "Héllo 🚀" in expected
