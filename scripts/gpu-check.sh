@@ -35,6 +35,10 @@ if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
   exit 3
 fi
 
+# Kernel compilation dominates the test stage: spread it over processes when pytest-xdist is there.
+parallel=()
+if "$python" -c "import xdist" 2>/dev/null; then parallel=(-n 4); fi
+
 failed=()
 run_stage() {  # name, timeout, log file, command...
   local name=$1 limit=$2 log=$3
@@ -50,10 +54,11 @@ for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
       run_stage tests "${TESTS_TIMEOUT:-150}" gpu-tests.log \
-        "$python" -m pytest -q -p no:cacheprovider -rs --junitxml="$out/gpu-tests.xml" \
+        "$python" -m pytest -q -p no:cacheprovider -rs "${parallel[@]}" --junitxml="$out/gpu-tests.xml" \
         tests/gpu tests/runtime/test_kernel_activation.py tests/runtime/test_kernel_kv_cache_store.py \
         tests/runtime/test_kernel_paged_attention.py tests/runtime/test_kernel_rms_norm.py \
-        tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_weight_only_linear.py ;;
+        tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_rotary_kv_store.py \
+        tests/runtime/test_kernel_weight_only_linear.py ;;
     kernels)
       run_stage kernels "${KERNELS_TIMEOUT:-100}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
     decode)
