@@ -6,8 +6,9 @@ function in plain PyTorch that defines what the kernel must compute; tests compa
 ``[num_blocks, block_size, num_kv_heads, head_dim]`` per layer (as ``berth_runtime.layers.attention``).
 
 Kernels: ``rms_norm`` (plain and fused with the residual add), ``rotary`` (rotate-half RoPE on q and
-k in place), ``activation`` (SiLU-and-multiply), ``kv_cache_store`` (paged cache write by slot),
-``paged_attention`` (decode over the paged cache, GQA, split long contexts), ``prefill_attention``
-(chunked prefill over the paged cache via SDPA), ``weight_only_linear`` (int8 / fp8 weights with
-per-channel scales).
+k in place), ``rotary_kv_store`` (RoPE fused with the cache write), ``activation`` (SiLU-and-multiply),
+``kv_cache_store`` (paged cache write by slot), ``paged_attention`` (decode over the paged cache,
+GQA, split long contexts), ``prefill_attention`` (chunked prefill over the paged cache via SDPA),
+``weight_only_linear`` (int8 / fp8 weights with per-channel scales). ``layer_ops`` wraps them with
+the signatures of ``berth_runtime.layers``, so the model switches to them by import.
 """
