@@ -8,6 +8,7 @@ metrics port, so those paths are live too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,23 @@ def test_echo_prepends_the_prompt(oai: openai.OpenAI) -> None:
     plain = oai.completions.create(model="tiny", prompt=PROMPT, max_tokens=3, extra_body=settings)
     echoed = oai.completions.create(model="tiny", prompt=PROMPT, max_tokens=3, echo=True, extra_body=settings)
     assert echoed.choices[0].text == PROMPT + plain.choices[0].text
+
+
+def test_streamed_logprobs_cover_every_token_with_growing_offsets(server: LiveServer) -> None:
+    body = {
+        "model": "tiny",
+        "prompt": PROMPT,
+        "max_tokens": 5,
+        "logprobs": 1,
+        "stream": True,
+        "temperature": 0,
+    }
+    body["ignore_eos"] = True
+    with httpx.stream(
+        "POST", f"{server.url}/v1/completions", json=body, headers=auth(), timeout=60
+    ) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    blocks = [chunk["choices"][0]["logprobs"] for chunk in chunks if chunk["choices"][0]["logprobs"]]
+    assert sum(len(block["tokens"]) for block in blocks) == 5
+    offsets = [offset for block in blocks for offset in block["text_offset"]]
+    assert offsets[0] == 0 and offsets == sorted(offsets)

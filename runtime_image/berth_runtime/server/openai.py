@@ -99,10 +99,14 @@ def build_router(context: ServingContext) -> APIRouter:
 
         def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> dict[str, Any]:
             if delta is None:
-                text, entries = echo[index] + state.text, state.logprobs
+                text, entries, offset = echo[index] + state.text, state.logprobs, len(echo[index])
             else:
+                # state already holds this delta: offsets continue after the text sent before it
                 text, entries = delta.new_text, delta.logprobs or []
-            logprobs = completion_logprobs(tokenizer(), entries) if body.logprobs is not None else None
+                offset = len(echo[index]) + len(state.text) - len(delta.new_text)
+            logprobs = (
+                completion_logprobs(tokenizer(), entries, offset) if body.logprobs is not None else None
+            )
             finish = state.finish_reason if delta is None or delta.finished else None
             return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
