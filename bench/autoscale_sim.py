@@ -176,7 +176,15 @@ def main() -> None:
         if args.trace and trace.name not in args.trace:
             continue
         for scaler in all_scalers(1, args.max_replicas, slo):
-            outcome = simulate(trace, scaler, model, slo, args.dt, initial=1, rate_window=args.rate_window)
+            outcome = simulate(
+                trace,
+                scaler,
+                model,
+                slo,
+                args.dt,
+                initial=trace.initial_replicas,
+                rate_window=args.rate_window,
+            )
             print(
                 f"{trace.name:<10} {scaler.name:<24} {outcome.ttft_met:>8.2%} {outcome.itl_met:>8.2%} "
                 f"{outcome.ttft_p95 * 1000:>7.0f}ms {outcome.gpu_hours:>7.2f} {outcome.scale_events:>7} "

@@ -2,7 +2,7 @@
 
 Three shapes, each a non-homogeneous Poisson process (thinning) with log-normal prompt and output
 lengths (chat-like: a long tail of 8k-token prompts among short ones):
-- steady: a constant rate, three times the base (more than one replica's worth);
+- steady: a constant rate, three times the base, starting on the two replicas it needs;
 - burst: the base rate, then five times it for a while, then the base rate again;
 - diurnal: a day's rise and fall compressed into an hour, from a quarter of the peak to the peak.
 """
@@ -23,6 +23,7 @@ class Trace:
     arrivals: np.ndarray  # [requests] seconds from the start, ascending
     prompt_tokens: np.ndarray  # [requests]
     output_tokens: np.ndarray  # [requests]
+    initial_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,13 @@ def _poisson(
 
 
 def make_trace(
-    name: str, duration: float, rate: Callable[[float], float], peak: float, seed: int, lengths: TokenLengths
+    name: str,
+    duration: float,
+    rate: Callable[[float], float],
+    peak: float,
+    seed: int,
+    lengths: TokenLengths,
+    initial_replicas: int = 1,
 ) -> Trace:
     rng = np.random.default_rng(seed)
     arrivals = _poisson(rng, rate, peak, duration)
@@ -61,6 +68,7 @@ def make_trace(
         arrivals=arrivals,
         prompt_tokens=_lognormal(rng, lengths.prompt_mean, lengths.prompt_sigma, size, lengths.prompt_max),
         output_tokens=_lognormal(rng, lengths.output_mean, lengths.output_sigma, size, lengths.output_max),
+        initial_replicas=initial_replicas,
     )
 
 
@@ -78,7 +86,7 @@ def standard_traces(base_rate: float, seed: int = 7, lengths: TokenLengths = Tok
         return peak * (0.25 + 0.75 * 0.5 * (1 - math.cos(2 * math.pi * t / 3600.0)))
 
     return [
-        make_trace("steady", 1800.0, steady, 3.0 * base_rate, seed, lengths),
+        make_trace("steady", 1800.0, steady, 3.0 * base_rate, seed, lengths, initial_replicas=2),
         make_trace("burst 5x", 2400.0, burst, 5.0 * base_rate, seed + 1, lengths),
         make_trace("diurnal", 3600.0, diurnal, 5.0 * base_rate, seed + 2, lengths),
     ]

@@ -106,17 +106,24 @@ def slo_summary(signals: Signals, slo: SloTargets) -> str:
     return "; ".join(parts)
 
 
-def measure_load(signals: Signals, tuning: Tuning) -> Load:
+def measure_load(signals: Signals, tuning: Tuning, recent_waiting_growth: float = 0.0) -> Load:
+    """Served, arriving and queued work. While requests queue, the replicas are saturated and the
+    windowed rates lag a rising load: the request rate is corrected by running-now over
+    running-average, and queue growth is the larger of the window's and the last interval's."""
     served = (
         signals.generation_tokens_per_second + tuning.prompt_token_cost * signals.prompt_tokens_per_second
     )
     if signals.requests_per_second <= 0 or served <= 0:
         return Load(served=served, arriving=served, queued=0.0)
     work_per_request = served / signals.requests_per_second
-    arriving_requests = signals.requests_per_second + max(signals.waiting_growth_per_second, 0.0)
+    requests = signals.requests_per_second
+    growth = max(signals.waiting_growth_per_second, 0.0)
+    if signals.waiting_requests > 0:
+        requests *= _window_correction(signals, tuning)
+        growth = max(growth, recent_waiting_growth)
     return Load(
         served=served,
-        arriving=arriving_requests * work_per_request,
+        arriving=(requests + growth) * work_per_request,
         queued=signals.waiting_requests * work_per_request,
     )
 

@@ -46,6 +46,8 @@ from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, 
 from berth_operator.autoscaling.state import DecisionRecord, Recommendation, ScalingHistory
 
 DEFAULT_TUNING = Tuning()
+RECENT_GROWTH_SECONDS = 120.0
+"""The queue's growth since the last evaluation counts only if that evaluation is this recent."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,11 @@ def _evaluate(
 ) -> _Verdict:
     lowest, highest = targets.bounds()
     replicas = current.desired
-    load = measure_load(signals, tuning)
+    recent_growth = 0.0
+    if history.last_waiting is not None and 0 < now - history.last_waiting[0] <= RECENT_GROWTH_SECONDS:
+        recent_growth = (signals.waiting_requests - history.last_waiting[1]) / (now - history.last_waiting[0])
+    history = replace(history, last_waiting=(now, signals.waiting_requests))
+    load = measure_load(signals, tuning, recent_growth)
     breaches = slo_breaches(signals, targets.slo)
     ceiling, floor = learn_capacity(
         signals, load, targets.slo, history.capacity_ceiling, history.capacity_floor, tuning

@@ -72,6 +72,9 @@ class ScalingHistory:
     """Most token work per second one replica has served while every SLO held."""
     recommendations: tuple[Recommendation, ...] = ()
     decisions: tuple[DecisionRecord, ...] = ()
+    last_waiting: tuple[float, float] | None = None
+    """(time, waiting requests) of the last evaluation with metrics, for the queue's growth since;
+    not kept in status (after a restart the window's growth alone is used once)."""
 
     def pruned(self, now: float, window_seconds: float) -> ScalingHistory:
         """Drop recommendations older than the window, but keep the newest of those: it shows the

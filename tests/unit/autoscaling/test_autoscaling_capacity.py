@@ -133,3 +133,25 @@ def test_newly_reporting_replicas_do_not_dilute_the_per_replica_rate() -> None:
 def test_tuning_rejects_bad_values_naming_the_field(overrides: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Tuning(**overrides)
+
+
+def test_while_requests_queue_the_lagging_window_is_corrected_and_recent_growth_counts() -> None:
+    queueing = signals(
+        waiting_requests=30.0,
+        running_requests=60.0,
+        running_requests_average=30.0,
+        generation_tokens_per_second=800.0,
+        requests_per_second=2.0,
+        waiting_growth_per_second=1.0,
+    )
+    # (2 req/s x 60/30 running now/average + max(1, 5) req/s growing) x 400 tok
+    assert measure_load(queueing, TUNING, recent_waiting_growth=5.0).arriving == pytest.approx(3600.0)
+    calm = signals(
+        running_requests=60.0,
+        running_requests_average=30.0,
+        generation_tokens_per_second=800.0,
+        requests_per_second=2.0,
+        waiting_growth_per_second=1.0,
+    )
+    # no queue: the window's rates are the load, whatever the gauges did since
+    assert measure_load(calm, TUNING, recent_waiting_growth=5.0).arriving == pytest.approx(1200.0)

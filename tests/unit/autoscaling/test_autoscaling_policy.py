@@ -410,3 +410,22 @@ def test_a_queueing_breach_the_model_cannot_explain_adds_one_after_a_while(
     history = learned(ceiling=1000.0, last_applied_replicas=2, breach_since=NOW - breached_for)
     decision = decide(observation, targets(), steady(2), history, NOW)
     assert decision.replicas == expected, decision.reason
+
+
+@pytest.mark.parametrize(("last_waiting", "expected"), [(None, 3), ((NOW - 10, 0.0), 9)])
+def test_a_queue_that_grew_since_the_last_evaluation_sizes_the_scale_up(
+    last_waiting: tuple[float, float] | None, expected: int
+) -> None:
+    # 120 requests queued in the last 10 s, while the 60 s window's growth is still flat.
+    observation = signals(
+        ttft_p95_seconds=2.0,
+        waiting_requests=120.0,
+        generation_tokens_per_second=1000.0,
+        requests_per_second=2.5,
+    )
+    history = learned(ceiling=1000.0, last_applied_replicas=1, last_waiting=last_waiting)
+    decision = decide(observation, targets(max_replicas=16, max_gpus=16), steady(1), history, NOW)
+    # (2.5 + 12) req/s x 400 tok + 120 x 400 tok / 60 s = 6600 tok/s at 80% of 1000 -> 9; without the
+    # last evaluation's count only 1000 + 800 tok/s -> 3.
+    assert decision.replicas == expected, decision.reason
+    assert decision.history.last_waiting == (NOW, 120.0)
