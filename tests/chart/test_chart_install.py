@@ -202,40 +202,50 @@ def _inference_deployment(name: str) -> dict[str, Any]:
     }
 
 
+def _chart_operator(cluster: ClusterAccess, helm: HelmOnCluster, log_path: Path) -> ChartOperator:
+    """An operator process with the release's Deployment environment and ServiceAccount identity."""
+    (deployment,) = [obj for obj in helm.manifest() if obj["kind"] == "Deployment"]
+    service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    kubeconfig = _service_account_kubeconfig(cluster, service_account, log_path.with_suffix(".kubeconfig"))
+    return ChartOperator(deployment, kubeconfig, log_path)
+
+
+def _wait_ready(cluster: ClusterAccess, namespace: str, name: str, operators: list[ChartOperator]) -> None:
+    def ready() -> dict[str, Any] | None:
+        status = cluster.get("inferencedeployment", name, namespace=namespace).get("status") or {}
+        return status if status.get("phase") == "Ready" and status.get("readyReplicas") == 1 else None
+
+    try:
+        wait_for(ready, TIMEOUT, f"{namespace}/{name} Ready as the chart's ServiceAccount")
+    except BaseException:
+        for operator in operators:
+            print(f"\n----- {operator.log_path.name} -----\n{operator.log()}")
+        raise
+
+
+def _assert_no_refusals(operator: ChartOperator) -> None:
+    refusals = [line for line in operator.log().splitlines() if any(word in line for word in REFUSALS)]
+    assert refusals == [], "the API server refused the operator:\n" + "\n".join(refusals)
+
+
 def _reconcile_to_ready_as_the_service_account(
     cluster: ClusterAccess, helm: HelmOnCluster, workload_namespace: str, tmp_path: Path
 ) -> None:
     """Runs the operator as the chart's identity, reconciles one InferenceDeployment to Ready and
     deletes it again, and fails on any refusal in the operator's log."""
-    manifest = helm.manifest()
-    (deployment,) = [obj for obj in manifest if obj["kind"] == "Deployment"]
-    service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    kubeconfig = _service_account_kubeconfig(cluster, service_account, tmp_path / "operator.kubeconfig")
-    operator = ChartOperator(deployment, kubeconfig, tmp_path / f"operator-{workload_namespace}.log")
+    operator = _chart_operator(cluster, helm, tmp_path / f"operator-{workload_namespace}.log")
     operator.start()
     try:
         cluster.apply(_inference_deployment("chat"), namespace=workload_namespace)
-
-        def ready() -> dict[str, Any] | None:
-            status = (
-                cluster.get("inferencedeployment", "chat", namespace=workload_namespace).get("status") or {}
-            )
-            return status if status.get("phase") == "Ready" and status.get("readyReplicas") == 1 else None
-
-        try:
-            wait_for(ready, TIMEOUT, "chat Ready as the chart's ServiceAccount")
-            assert cluster.get_or_none("service", "chat", namespace=workload_namespace) is not None
-            # Deletion goes through Kopf's finalizer, also under the chart's RBAC.
-            cluster.kubectl(
-                "delete", "inferencedeployment", "chat", "--timeout=60s", namespace=workload_namespace
-            )
-        except BaseException:
-            print(f"\n----- operator log -----\n{operator.log()}")
-            raise
+        _wait_ready(cluster, workload_namespace, "chat", [operator])
+        assert cluster.get_or_none("service", "chat", namespace=workload_namespace) is not None
+        # Deletion goes through Kopf's finalizer, also under the chart's RBAC.
+        cluster.kubectl(
+            "delete", "inferencedeployment", "chat", "--timeout=60s", namespace=workload_namespace
+        )
     finally:
         operator.stop()
-    refusals = [line for line in operator.log().splitlines() if any(word in line for word in REFUSALS)]
-    assert refusals == [], "the API server refused the operator:\n" + "\n".join(refusals)
+    _assert_no_refusals(operator)
 
 
 def _assert_notes_example_is_accepted(cluster: ClusterAccess, notes: str) -> None:
@@ -245,14 +255,20 @@ def _assert_notes_example_is_accepted(cluster: ClusterAccess, notes: str) -> Non
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=example)
 
 
-def _create_restricted_namespace(cluster: ClusterAccess, name: str) -> None:
-    """A namespace whose Pod Security admission enforces the "restricted" standard."""
-    cluster.apply(
+@pytest.fixture
+def helm(chart: Chart, chart_cluster: ClusterAccess) -> Iterator[HelmOnCluster]:
+    """Helm on the chart's cluster, from a clean slate: no release, no berth CRD (a kept one would be
+    adopted with its keep annotation intact: Helm never removes from a live object what it did not
+    put there in this release), and an operator namespace that enforces the "restricted" Pod
+    Security Standard."""
+    helm = HelmOnCluster(chart, chart_cluster)
+    chart_cluster.kubectl("delete", CRD, "--ignore-not-found", "--wait=true")
+    chart_cluster.apply(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {
-                "name": name,
+                "name": OPERATOR_NAMESPACE,
                 "labels": {
                     "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -260,6 +276,9 @@ def _create_restricted_namespace(cluster: ClusterAccess, name: str) -> None:
             },
         }
     )
+    yield helm
+    if RELEASE in helm("list", "--namespace", OPERATOR_NAMESPACE, "--short"):
+        helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=120s")
 
 
 def _assert_uninstall_removes_all_but_kept_crds(
@@ -275,10 +294,8 @@ def _assert_uninstall_removes_all_but_kept_crds(
 
 
 def test_install_reconcile_as_the_service_account_and_uninstall_keeping_crds(
-    chart: Chart, chart_cluster: ClusterAccess, tmp_path: Path
+    helm: HelmOnCluster, chart_cluster: ClusterAccess, tmp_path: Path
 ) -> None:
-    helm = HelmOnCluster(chart, chart_cluster)
-    _create_restricted_namespace(chart_cluster, OPERATOR_NAMESPACE)
     chart_cluster.kubectl("create", "namespace", "ml")
 
     notes = helm.install({})
@@ -307,15 +324,10 @@ def test_install_reconcile_as_the_service_account_and_uninstall_keeping_crds(
 
 
 def test_namespaced_install_with_peering_reconciles_with_roles_and_uninstall_deletes_unkept_crds(
-    chart: Chart, chart_cluster: ClusterAccess, tmp_path: Path
+    helm: HelmOnCluster, chart_cluster: ClusterAccess, tmp_path: Path
 ) -> None:
-    helm = HelmOnCluster(chart, chart_cluster)
-    _create_restricted_namespace(chart_cluster, OPERATOR_NAMESPACE)
     chart_cluster.kubectl("create", "namespace", "team-a")
 
-    # A clean slate: an earlier test's kept CRD would be adopted with its keep annotation intact
-    # (Helm never removes from a live object what it did not put there in this release).
-    chart_cluster.kubectl("delete", CRD, "--ignore-not-found", "--wait=true")
     # Peering on: Kopf's peering CRDs come from the chart's crds/ folder, the KopfPeering from its
     # templates, in one install; the operator then keeps alive in it under the Role's rules.
     helm.install({"watchNamespaces": ["team-a"], "crds": {"keep": False}, "peering": {"enabled": True}})
@@ -336,3 +348,41 @@ def test_namespaced_install_with_peering_reconciles_with_roles_and_uninstall_del
     _assert_uninstall_removes_all_but_kept_crds(chart_cluster, helm, manifest, crds_kept=False)
     with pytest.raises(KubectlError):
         chart_cluster.get("inferencedeployments", namespace="team-a")
+
+
+def test_two_peered_replicas_one_works_and_the_other_takes_over(
+    helm: HelmOnCluster, chart_cluster: ClusterAccess, tmp_path: Path
+) -> None:
+    chart_cluster.kubectl("create", "namespace", "ha")
+    helm.install({"replicaCount": 2, "peering": {"enabled": True}})
+    assert chart_cluster.get_or_none("clusterkopfpeering", "berth") is not None
+    replicas = [_chart_operator(chart_cluster, helm, tmp_path / f"replica-{index}.log") for index in (0, 1)]
+    for replica in replicas:
+        replica.start()
+    try:
+        # Each replica draws its own priority; the lower one pauses in favour of the other.
+        standby = wait_for(
+            lambda: next((r for r in replicas if "Pausing operations in favour of" in r.log()), None),
+            60,
+            "one replica to stand by",
+        )
+        (active,) = [replica for replica in replicas if replica is not standby]
+        chart_cluster.apply(_inference_deployment("first"), namespace="ha")
+        _wait_ready(chart_cluster, "ha", "first", replicas)
+        # Only the active replica made requests in the workload namespace (its DEBUG log lists them).
+        assert "/namespaces/ha/" in active.log()
+        assert "/namespaces/ha/" not in standby.log(), "the standby replica reconciled too"
+
+        resumed_before = standby.log().count("Resuming operations")
+        active.stop()  # a graceful exit leaves the peering: the standby resumes at once
+        wait_for(
+            lambda: standby.log().count("Resuming operations") > resumed_before, 60, "the standby to resume"
+        )
+        chart_cluster.apply(_inference_deployment("second"), namespace="ha")
+        _wait_ready(chart_cluster, "ha", "second", [standby])
+        chart_cluster.kubectl("delete", "inferencedeployment", "--all", "--timeout=60s", namespace="ha")
+    finally:
+        for replica in replicas:
+            replica.stop()
+    for replica in replicas:
+        _assert_no_refusals(replica)

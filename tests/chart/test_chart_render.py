@@ -13,8 +13,8 @@ from .conftest import CHART_DIR, NAMESPACE, RELEASE, Chart, HelmError
 VALUES_MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
-    "peering-clusterwide": {"peering": {"enabled": True}},
-    "peering-namespaced": {"peering": {"enabled": True}, "watchNamespaces": ["ml"]},
+    "ha-clusterwide": {"replicaCount": 2, "peering": {"enabled": True}},
+    "ha-namespaced": {"replicaCount": 3, "peering": {"enabled": True}, "watchNamespaces": ["ml"]},
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
         "grafanaDashboard": {"enabled": True},
@@ -136,9 +136,10 @@ def test_long_names_are_truncated_to_63_characters_without_a_trailing_dash(chart
     assert any(obj["metadata"]["name"].endswith("-metrics") for obj in objects)
 
 
-def test_peering_rolls_and_creates_the_peering_object(chart: Chart) -> None:
-    objects = chart.render({"peering": {"enabled": True, "name": "berth-ha"}})
+def test_high_availability_rolls_and_peers(chart: Chart) -> None:
+    objects = chart.render({"replicaCount": 2, "peering": {"enabled": True, "name": "berth-ha"}})
     deployment = objects.only("Deployment")
+    assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert objects.only("ClusterKopfPeering")["metadata"]["name"] == "berth-ha"
 
@@ -211,10 +212,6 @@ def test_scheduling_values_reach_the_pod(chart: Chart) -> None:
     ("values", "message"),
     [
         ({"replicaCount": 2}, "replicaCount=2 needs peering.enabled=true"),
-        (
-            {"replicaCount": 2, "peering": {"enabled": True}},
-            "replicaCount=2: berth's operator does not yet give its replicas distinct Kopf peering",
-        ),
         ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
         (
             {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},

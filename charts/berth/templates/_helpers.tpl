@@ -95,14 +95,6 @@ Included once, from the Deployment template, so every render runs it.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) -}}
 {{- fail (printf "replicaCount=%d needs peering.enabled=true: without Kopf peering every replica would reconcile the same InferenceDeployments at once. Set peering.enabled=true or replicaCount=1." (int .Values.replicaCount)) -}}
 {{- end -}}
-{{- /*
-Kopf pauses every peer when two share a priority, and berth_operator starts each replica at
-Kopf's default priority: two replicas would both stand by and nothing would be reconciled. Lift
-this once the operator gives each replica its own priority.
-*/ -}}
-{{- if gt (int .Values.replicaCount) 1 -}}
-{{- fail (printf "replicaCount=%d: berth's operator does not yet give its replicas distinct Kopf peering priorities, and Kopf pauses all peers of equal priority, so %d replicas would all stand by and reconcile nothing. Use replicaCount=1 (the Deployment restarts a failed operator)." (int .Values.replicaCount) (int .Values.replicaCount)) -}}
-{{- end -}}
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "serviceAccount.create=false needs serviceAccount.name: the name of an existing ServiceAccount for the operator." -}}
 {{- end -}}
