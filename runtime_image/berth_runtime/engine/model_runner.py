@@ -66,55 +66,69 @@ class ModelRunner:
         # Multi-token rows (prefill chunks) first, then single-token rows (decodes) as one batch.
         ordered = sorted(rows, key=lambda row: row.num_new_tokens == 1)
         num_rows = len(ordered)
-        query_lens = np.fromiter((row.num_new_tokens for row in ordered), dtype=np.int64, count=num_rows)
-        starts = np.fromiter((row.seq.num_computed_tokens for row in ordered), dtype=np.int64, count=num_rows)
-        query_ends = np.cumsum(query_lens)
-        query_starts = query_ends - query_lens
-        num_tokens = int(query_ends[-1])
-        context_lens = starts + query_lens
-
-        tokens = np.empty(num_tokens, dtype=np.int64)
+        block_size = self.block_size
+        query_lens = [row.num_new_tokens for row in ordered]
+        starts = [row.seq.num_computed_tokens for row in ordered]
         max_blocks = max(len(row.seq.block_table) for row in ordered)
-        block_tables = np.zeros((num_rows, max_blocks), dtype=np.int64)
+        block_tables = np.zeros((num_rows, max_blocks + 1), dtype=np.int64)  # last column: context len
+        tokens: list[int] = []
+        sampling: list[int] = []  # rows whose whole context is computed after this step
         for index, row in enumerate(ordered):
-            seq, start = row.seq, int(starts[index])
-            tokens[query_starts[index] : query_ends[index]] = seq.token_ids[
-                start : start + row.num_new_tokens
-            ]
+            seq, start = row.seq, starts[index]
+            end = start + query_lens[index]
+            tokens += seq.token_ids[start:end]
+            if end == seq.num_tokens:
+                sampling.append(index)
             block_tables[index, : len(seq.block_table)] = seq.block_table
+            block_tables[index, -1] = end
+        num_tokens = len(tokens)
 
-        row_of_token = np.repeat(np.arange(num_rows), query_lens)
-        positions = starts[row_of_token] + (np.arange(num_tokens) - query_starts[row_of_token])
-        slots = block_tables[row_of_token, positions // self.block_size] * self.block_size + (
-            positions % self.block_size
-        )
-        sampling = np.flatnonzero(context_lens == np.fromiter((r.seq.num_tokens for r in ordered), np.int64))
+        starts_array = np.array(starts, dtype=np.int64)
+        if num_tokens == num_rows:  # decodes only: one token per row
+            row_of_token = np.arange(num_rows)
+            positions = starts_array
+        else:
+            lens_array = np.array(query_lens, dtype=np.int64)
+            row_of_token = np.repeat(np.arange(num_rows), lens_array)
+            row_first_token = np.cumsum(lens_array) - lens_array
+            positions = starts_array[row_of_token] + np.arange(num_tokens) - row_first_token[row_of_token]
+        slots = block_tables[row_of_token, positions // block_size] * block_size + positions % block_size
+        per_token_host = np.empty((3, num_tokens), dtype=np.int64)
+        per_token_host[0] = tokens
+        per_token_host[1] = positions
+        per_token_host[2] = slots
 
-        # One transfer for the per-token arrays, one for the block tables and context lengths.
-        per_token = self._to_device(np.stack([tokens, positions, slots]))
-        tables = self._to_device(np.concatenate([block_tables, context_lens[:, None]], axis=1))
-        logits_index = self._to_device(query_ends[sampling] - 1)
+        # Two transfers: the per-token arrays; the block tables with context lengths.
+        per_token = self._to_device(per_token_host)
+        tables = self._to_device(block_tables)
 
-        num_prefill = int(np.count_nonzero(query_lens > 1))
-        prefill_rows = [
-            PrefillRow(
-                query_start=int(query_starts[index]),
-                query_len=int(query_lens[index]),
-                context_len=int(context_lens[index]),
-                block_ids=tables[index, : -(-int(context_lens[index]) // self.block_size)],
+        prefill_rows = []
+        query_start = 0
+        num_prefill = 0
+        while num_prefill < num_rows and query_lens[num_prefill] > 1:
+            context_len = starts[num_prefill] + query_lens[num_prefill]
+            prefill_rows.append(
+                PrefillRow(
+                    query_start=query_start,
+                    query_len=query_lens[num_prefill],
+                    context_len=context_len,
+                    block_ids=tables[num_prefill, : -(-context_len // block_size)],
+                )
             )
-            for index in range(num_prefill)
-        ]
-        decode_lens = context_lens[num_prefill:]
-        decode_blocks = -(-int(decode_lens.max()) // self.block_size) if len(decode_lens) else 0
+            query_start += query_lens[num_prefill]
+            num_prefill += 1
+        decode_max_context_len = max(starts[num_prefill:], default=-1) + 1
         metadata = AttentionMetadata(
             slot_mapping=per_token[2],
             prefill_rows=prefill_rows,
-            decode_start=int(query_starts[num_prefill]) if num_prefill < num_rows else num_tokens,
-            decode_block_tables=tables[num_prefill:, :decode_blocks],
+            decode_start=query_start,
+            decode_block_tables=tables[num_prefill:, : -(-decode_max_context_len // block_size)],
             decode_context_lens=tables[num_prefill:, -1],
-            decode_max_context_len=int(decode_lens.max()) if len(decode_lens) else 0,
+            decode_max_context_len=decode_max_context_len,
         )
+        # The last token of each sampling row: its logits predict the next token.
+        last_token_of_row = np.cumsum(query_lens) - 1
+        logits_index = self._to_device(last_token_of_row[sampling])
         hidden = self.model(per_token[0], per_token[1], self.kv_caches, metadata)
         logits = self.model.compute_logits(hidden[logits_index])
         return StepResult(logits=logits, sampling_seqs=[ordered[index].seq for index in sampling])
