@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 ACTIVATION = "*bf16"
+# opt-in shared memory per thread block: A100 (sm_80) 163 KiB, H100/H200 (sm_90) 227 KiB
+SHARED_MEMORY_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
 
 
 def _compile_cases() -> list[
@@ -169,16 +171,21 @@ def _compile_cases() -> list[
             both,
         )
     )
-    for index_type, split in (("*i64", False), ("*i64", True), ("*i32", False)):
+    for activation_type, index_type, split in (
+        ("*bf16", "*i64", False),
+        ("*bf16", "*i64", True),
+        ("*bf16", "*i32", False),
+        ("*fp32", "*i64", True),
+    ):
         cases.append(
             (
-                f"paged decode bf16 GQA 32/8 head_dim 128, {index_type} tables, split={split}",
+                f"paged decode {activation_type} GQA 32/8 head_dim 128, {index_type} tables, split={split}",
                 paged_attention._paged_decode_kernel,
                 {
-                    **dict.fromkeys(["query_ptr", "key_cache_ptr", "value_cache_ptr"], ACTIVATION),
+                    **dict.fromkeys(["query_ptr", "key_cache_ptr", "value_cache_ptr"], activation_type),
                     "block_tables_ptr": index_type,
                     "context_lens_ptr": index_type,
-                    "output_ptr": ACTIVATION,
+                    "output_ptr": activation_type,
                     **dict.fromkeys(["partial_out_ptr", "partial_max_ptr", "partial_sum_ptr"], "*fp32"),
                     **dict.fromkeys(
                         [
@@ -205,6 +212,7 @@ def _compile_cases() -> list[
                             "PARTITION",
                             "SPLIT",
                             "DOT_DTYPE",
+                            "DOT_PRECISION",
                         ],
                         "constexpr",
                     ),
@@ -217,7 +225,8 @@ def _compile_cases() -> list[
                     "TILE": paged_attention._TILE_TOKENS,
                     "PARTITION": paged_attention.PARTITION_TOKENS,
                     "SPLIT": split,
-                    "DOT_DTYPE": tl.bfloat16,
+                    "DOT_DTYPE": tl.float32 if activation_type == "*fp32" else tl.bfloat16,
+                    "DOT_PRECISION": "ieee" if activation_type == "*fp32" else "tf32",
                 },
                 {"num_warps": 4},
                 both,
@@ -240,19 +249,23 @@ def _compile_cases() -> list[
             both,
         )
     )
-    for weight_type, capabilities in (("*i8", both), ("*fp8e4nv", (90,))):
+    for weight_type, activation_type, capabilities in (
+        ("*i8", ACTIVATION, both),
+        ("*fp8e4nv", ACTIVATION, (90,)),
+        ("*i8", "*fp32", (90,)),
+    ):
         for rows, has_bias in ((1, True), (64, False), (512, False)):
             block_m, block_n, block_k, num_warps = weight_only.default_tile_sizes(rows)
             cases.append(
                 (
-                    f"weight-only {weight_type} rows={rows} bias={has_bias}",
+                    f"weight-only {weight_type} x {activation_type} rows={rows} bias={has_bias}",
                     weight_only._weight_only_matmul_kernel,
                     {
-                        "input_ptr": ACTIVATION,
+                        "input_ptr": activation_type,
                         "weight_ptr": weight_type,
                         "scale_ptr": "*fp32",
-                        "bias_ptr": ACTIVATION,
-                        "output_ptr": ACTIVATION,
+                        "bias_ptr": activation_type,
+                        "output_ptr": activation_type,
                         **dict.fromkeys(
                             [
                                 "rows",
@@ -265,7 +278,8 @@ def _compile_cases() -> list[
                             "i32",
                         ),
                         **dict.fromkeys(
-                            ["HAS_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K", "DOT_DTYPE"], "constexpr"
+                            ["HAS_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K", "DOT_DTYPE", "DOT_PRECISION"],
+                            "constexpr",
                         ),
                     },
                     {
@@ -273,7 +287,8 @@ def _compile_cases() -> list[
                         "BLOCK_M": block_m,
                         "BLOCK_N": block_n,
                         "BLOCK_K": block_k,
-                        "DOT_DTYPE": tl.bfloat16,
+                        "DOT_DTYPE": tl.float32 if activation_type == "*fp32" else tl.bfloat16,
+                        "DOT_PRECISION": "ieee" if activation_type == "*fp32" else "tf32",
                     },
                     {"num_warps": num_warps, "num_stages": 4},
                     capabilities,
@@ -293,7 +308,15 @@ def compile_all() -> list[str]:
         for capability in capabilities:
             source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
             binary = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
-            compiled.append(f"sm_{capability} {label}: {len(binary.asm['cubin'])} bytes of cubin")
+            shared = binary.metadata.shared
+            if shared > SHARED_MEMORY_PER_BLOCK[capability]:
+                raise RuntimeError(
+                    f"sm_{capability} {label}: needs {shared} bytes of shared memory per block, the GPU "
+                    f"offers {SHARED_MEMORY_PER_BLOCK[capability]}: the launch would fail with OutOfResources"
+                )
+            compiled.append(
+                f"sm_{capability} {label}: {len(binary.asm['cubin'])} bytes of cubin, {shared} B shared"
+            )
     return compiled
 
 

@@ -98,3 +98,9 @@ def dot_operand_dtype(kernel: object, activation_dtype: torch.dtype) -> tl.dtype
     if runs_interpreted(kernel):
         return tl.float32
     return _TRITON_DTYPES[activation_dtype]
+
+
+def dot_input_precision(operand_dtype: tl.dtype) -> str:
+    """``ieee`` for float32 operands (a GPU would otherwise round them to tf32's 10-bit mantissa and
+    float32 models would drift from their reference); the default ``tf32`` otherwise (unused)."""
+    return "ieee" if operand_dtype == tl.float32 else "tf32"

@@ -29,6 +29,7 @@ from berth_runtime.kernels._launch import (
     check_launchable,
     check_same_dtype,
     check_shape,
+    dot_input_precision,
     dot_operand_dtype,
 )
 from berth_runtime.kernels._rounding import round_to
@@ -67,6 +68,7 @@ def _paged_decode_kernel(
     PARTITION: tl.constexpr,
     SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
@@ -106,13 +108,17 @@ def _paged_decode_kernel(
         kv_mask = token_mask[:, None] & dim_mask[None, :]
         key = tl.load(key_cache_ptr + offsets, mask=kv_mask, other=0.0).to(tl.float32).to(DOT_DTYPE)
         value = tl.load(value_cache_ptr + offsets, mask=kv_mask, other=0.0).to(tl.float32).to(DOT_DTYPE)
-        scores = tl.dot(query, tl.trans(key))  # [BLOCK_GROUP, TILE], already in log2 units
+        scores = tl.dot(
+            query, tl.trans(key), input_precision=DOT_PRECISION
+        )  # [BLOCK_GROUP, TILE], log2 units
         scores = tl.where(token_mask[None, :], scores, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(scores, axis=1))
         correction = tl.exp2(running_max - new_max)
         probabilities = tl.exp2(scores - new_max[:, None])
         running_sum = running_sum * correction + tl.sum(probabilities, axis=1)
-        accumulator = accumulator * correction[:, None] + tl.dot(probabilities.to(DOT_DTYPE), value)
+        accumulator = accumulator * correction[:, None] + tl.dot(
+            probabilities.to(DOT_DTYPE), value, input_precision=DOT_PRECISION
+        )
         running_max = new_max
 
     out_mask = group_mask[:, None] & dim_mask[None, :]
@@ -260,6 +266,7 @@ def paged_attention_decode(
     block_dim = triton.next_power_of_2(head_dim)
     num_partitions = max(1, math.ceil(max_context_len / PARTITION_TOKENS))
     split = num_partitions > 1
+    dot_dtype = dot_operand_dtype(_paged_decode_kernel, query.dtype)
     if split:
         partial_out = torch.empty(
             (num_seqs, num_heads, num_partitions, block_dim),
@@ -299,7 +306,8 @@ def paged_attention_decode(
         TILE=_TILE_TOKENS,
         PARTITION=PARTITION_TOKENS,
         SPLIT=split,
-        DOT_DTYPE=dot_operand_dtype(_paged_decode_kernel, query.dtype),
+        DOT_DTYPE=dot_dtype,
+        DOT_PRECISION=dot_input_precision(dot_dtype),
         num_warps=4,
     )
     if split:

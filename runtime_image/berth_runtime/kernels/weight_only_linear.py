@@ -24,6 +24,7 @@ from berth_runtime.kernels._launch import (
     check_inner_contiguous,
     check_launchable,
     check_shape,
+    dot_input_precision,
     dot_operand_dtype,
 )
 from berth_runtime.kernels._rounding import round_to
@@ -49,6 +50,7 @@ def _weight_only_matmul_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     row_block = tl.program_id(1)
     col_block = tl.program_id(0)
@@ -65,7 +67,11 @@ def _weight_only_matmul_kernel(
         k_mask = k_ids < in_features - k_start
         activations = tl.load(input_tile, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         weights = tl.load(weight_tile, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
-        accumulator += tl.dot(activations.to(tl.float32).to(DOT_DTYPE), weights.to(tl.float32).to(DOT_DTYPE))
+        accumulator += tl.dot(
+            activations.to(tl.float32).to(DOT_DTYPE),
+            weights.to(tl.float32).to(DOT_DTYPE),
+            input_precision=DOT_PRECISION,
+        )
         input_tile += BLOCK_K
         weight_tile += BLOCK_K
     scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
@@ -144,6 +150,7 @@ def weight_only_linear(
             f"{op}: tile_sizes {tile_sizes} must be powers of two >= 16 (BLOCK_M, BLOCK_N, BLOCK_K)"
         )
     grid = (triton.cdiv(out_features, block_n), triton.cdiv(rows, block_m))
+    dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
     _weight_only_matmul_kernel[grid](
         x,
         qweight,
@@ -160,7 +167,8 @@ def weight_only_linear(
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        DOT_DTYPE=dot_operand_dtype(_weight_only_matmul_kernel, x.dtype),
+        DOT_DTYPE=dot_dtype,
+        DOT_PRECISION=dot_input_precision(dot_dtype),
         num_warps=num_warps,
         num_stages=4,
     )
