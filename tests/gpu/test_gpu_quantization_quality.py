@@ -46,3 +46,13 @@ def test_quantized_logits_track_full_precision_on_cuda(method: str) -> None:
     assert cosine.mean().item() >= limits["cosine_mean"]
     assert cosine.min().item() >= limits["cosine_min"]
     assert top1 >= limits["top1"]
+
+
+def test_fp8_is_refused_below_compute_capability_8_9() -> None:
+    model = nn.Sequential(nn.Linear(16, 16)).to("cuda")
+    if torch.cuda.get_device_capability() >= (8, 9):
+        assert quantize_linear_layers(model, "fp8") == 1
+        assert model[0](torch.randn(2, 16, device="cuda")).shape == (2, 16)
+    else:
+        with pytest.raises(ValueError, match=r"compute capability >= 8.9 .* accepted here: none, int8"):
+            quantize_linear_layers(model, "fp8")

@@ -8,6 +8,7 @@ model dtype: the head's rounding would reach the logits directly, and the embedd
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from berth_runtime.quantization.linear import WeightOnlyLinear
@@ -26,6 +27,7 @@ def quantize_linear_layers(model: nn.Module, method: str) -> int:
         raise ValueError(f"quantization {method!r} is not supported; accepted: {accepted}")
     if method == "none":
         return 0
+    _check_device_supports(model, method)
     targets = [
         (parent, child_name)
         for parent in model.modules()
@@ -37,3 +39,17 @@ def quantize_linear_layers(model: nn.Module, method: str) -> int:
         setattr(parent, child_name, WeightOnlyLinear.from_linear(linear, method))
         del linear
     return len(targets)
+
+
+def _check_device_supports(model: nn.Module, method: str) -> None:
+    """fp8 (e4m3) weights need a GPU of compute capability 8.9 or newer for the Triton kernel."""
+    device = next((tensor.device for tensor in model.parameters()), torch.device("cpu"))
+    if method != "fp8" or device.type != "cuda":
+        return
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        raise ValueError(
+            f"quantization 'fp8' needs a GPU of compute capability >= 8.9 (Ada, Hopper); {name} is "
+            f"{capability[0]}.{capability[1]}; accepted here: none, int8"
+        )
