@@ -182,3 +182,13 @@ async def test_engine_failed_step_fails_requests_in_flight_and_keeps_serving(tin
         assert outputs[-1].finish_reason == "length"
     finally:
         await engine.stop()
+
+
+def test_engine_qwen2_batched_greedy_matches_transformers(tiny_qwen2_dir: Path) -> None:
+    prompts = make_prompts(16, vocab_size=320, seed=3)
+    expected = reference_greedy(tiny_qwen2_dir, prompts, 8)
+    engine = make_engine(tiny_qwen2_dir, enable_prefix_caching=True, max_num_batched_tokens=64)
+    for index, prompt in enumerate(prompts):
+        engine.add_request(f"r{index}", prompt, greedy(8))
+    outputs = run_to_completion(engine)
+    assert [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))] == expected
