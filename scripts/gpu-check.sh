@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (docs/gpu.md): runs the GPU test suite with natively compiled Triton
-# kernels, then bench/kernels.py and bench/decode.py, and writes every log and figure under $OUT
+# kernels, then bench/kernels.py, bench/decode_step.py and bench/decode.py, and writes every log and
+# figure under $OUT
 # (or ./gpu-results). Installs nothing: it uses the python3 that holds torch + triton + transformers
 # (BERTH_PYTHON overrides) and imports berth from this checkout.
 #
-#   scripts/gpu-check.sh [all|tests|kernels|decode]...     (default: all; stages run in that order)
+#   scripts/gpu-check.sh [all|tests|kernels|step|decode]...  (default: all; stages run in that order)
 #
-# Each stage has its own time limit (seconds: TESTS_TIMEOUT=150, KERNELS_TIMEOUT=100,
-# DECODE_TIMEOUT=330) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
+# Each stage has its own time limit (seconds: TESTS_TIMEOUT=140, KERNELS_TIMEOUT=90, STEP_TIMEOUT=90,
+# DECODE_TIMEOUT=250) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
 # to bench/decode.py (e.g. "--shapes 1b --skip-hf"). Exit status: non-zero if any stage failed.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +20,9 @@ unset TRITON_INTERPRET
 export PYTHONPATH="$root/runtime_image${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 stages=("$@")
-if [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ]; then stages=(tests kernels decode); fi
+if [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ]; then stages=(tests kernels step decode); fi
 for stage in "${stages[@]}"; do
-  case "$stage" in tests|kernels|decode) ;; *) echo "gpu-check: unknown stage '$stage'; accepted: all tests kernels decode" >&2; exit 2;; esac
+  case "$stage" in tests|kernels|step|decode) ;; *) echo "gpu-check: unknown stage '$stage'; accepted: all tests kernels step decode" >&2; exit 2;; esac
 done
 
 {
@@ -53,17 +54,19 @@ run_stage() {  # name, timeout, log file, command...
 for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
-      run_stage tests "${TESTS_TIMEOUT:-150}" gpu-tests.log \
+      run_stage tests "${TESTS_TIMEOUT:-140}" gpu-tests.log \
         "$python" -m pytest -q -p no:cacheprovider -rs "${parallel[@]}" --junitxml="$out/gpu-tests.xml" \
         tests/gpu tests/runtime/test_kernel_activation.py tests/runtime/test_kernel_kv_cache_store.py \
         tests/runtime/test_kernel_paged_attention.py tests/runtime/test_kernel_rms_norm.py \
         tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_rotary_kv_store.py \
         tests/runtime/test_kernel_weight_only_linear.py ;;
     kernels)
-      run_stage kernels "${KERNELS_TIMEOUT:-100}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
+      run_stage kernels "${KERNELS_TIMEOUT:-90}" kernels.log "$python" bench/kernels.py --json "$out/kernels.json" ;;
+    step)
+      run_stage step "${STEP_TIMEOUT:-90}" decode-step.log "$python" bench/decode_step.py --json "$out/decode-step.json" ;;
     decode)
       # shellcheck disable=SC2086  # DECODE_ARGS is a list of options
-      run_stage decode "${DECODE_TIMEOUT:-330}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
+      run_stage decode "${DECODE_TIMEOUT:-250}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
   esac
 done
 
