@@ -7,10 +7,12 @@ same function. The rules, in the order they apply:
 1. Bounds: the answer always lies in [minReplicas, min(maxReplicas, maxGpus // gpus per replica)];
    the GPU budget wins over minReplicas when the two disagree.
 2. Hand edits: if the Deployment's replicas differ from what the autoscaler last set, someone
-   changed them. Rule: the hand-set count is adopted as the new current count and reported, and
-   the scale-down stabilization window restarts from that moment; from then on the rules below
-   apply to it. So extra capacity added by hand is kept for at least one window, and a count set
-   too low for the load is corrected at once by the scale-up rule — the SLO wins.
+   changed them -- unless they still show the count from before the autoscaler's last change, made
+   less than `apply_grace_seconds` ago (that change is on its way to the Deployment). Rule: the
+   hand-set count is adopted as the new current count and reported, and the scale-down
+   stabilization window restarts from that moment; from then on the rules below apply to it. So
+   extra capacity added by hand is kept for at least one window, and a count set too low for the
+   load is corrected at once by the scale-up rule -- the SLO wins.
 3. Missing or stale metrics: hold the current count (only bounds move it) and say why.
 4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
    learned per-replica capacity — not one replica per period. Replicas not yet Ready count as
@@ -133,7 +135,10 @@ def decide(
     window = max(targets.scale_down_stabilization_seconds, targets.scale_up_stabilization_seconds)
     history = history.pruned(now, window)
     manual_change = None
-    if not targets.dry_run and history.last_applied_replicas not in (None, current.desired):
+    if _change_not_applied_yet(history, current, now, tuning):
+        # The Deployment still shows the count before our last change: it is on its way, not a hand edit.
+        current = replace(current, desired=history.last_applied_replicas or current.desired)
+    elif not targets.dry_run and history.last_applied_replicas not in (None, current.desired):
         manual_change = (
             f"Deployment replicas were changed by hand from {history.last_applied_replicas} to "
             f"{current.desired}; adopting {current.desired} and restarting the stabilization window"
@@ -158,6 +163,19 @@ def decide(
         now,
         manual_change,
         True,
+    )
+
+
+def _change_not_applied_yet(
+    history: ScalingHistory, current: ReplicaCounts, now: float, tuning: Tuning
+) -> bool:
+    last = history.decisions[-1] if history.decisions else None
+    return (
+        last is not None
+        and not last.dry_run
+        and last.to_replicas == history.last_applied_replicas
+        and last.from_replicas == current.desired != last.to_replicas
+        and now - last.time <= tuning.apply_grace_seconds
     )
 
 

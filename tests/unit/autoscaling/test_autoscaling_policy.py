@@ -429,3 +429,21 @@ def test_a_queue_that_grew_since_the_last_evaluation_sizes_the_scale_up(
     # last evaluation's count only 1000 + 800 tok/s -> 3.
     assert decision.replicas == expected, decision.reason
     assert decision.history.last_waiting == (NOW, 120.0)
+
+
+@pytest.mark.parametrize(("seconds_since_change", "hand_edit"), [(5.0, False), (60.0, True)])
+def test_a_deployment_not_yet_at_the_last_decision_is_not_mistaken_for_a_hand_edit(
+    seconds_since_change: float, hand_edit: bool
+) -> None:
+    first = decide(
+        signals(generation_tokens_per_second=1000.0, requests_per_second=2.5, waiting_growth_per_second=5.0),
+        targets(),
+        steady(1),
+        learned(ceiling=1000.0, last_applied_replicas=1),
+        NOW,
+    )
+    assert first.replicas == 4 and first.apply
+    # The operator has not applied 4 to the Deployment yet: it still says 1.
+    later = decide(signals(), targets(), steady(1), first.history, NOW + seconds_since_change)
+    assert (later.manual_change is not None) == hand_edit
+    assert later.replicas == (1 if hand_edit else 4)
