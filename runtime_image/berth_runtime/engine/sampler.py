@@ -14,6 +14,16 @@ from berth_runtime.engine.outputs import TokenLogprob
 from berth_runtime.engine.sequence import Sequence
 
 
+def to_device(
+    values: list[float] | list[int] | list[bool], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A small host list on `device` without a sync: through pinned memory, asynchronously, on CUDA."""
+    tensor = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
 class Sampler:
     def __init__(self, eos_token_ids: tuple[int, ...], generator: torch.Generator) -> None:
         self.eos_token_ids = eos_token_ids
@@ -34,9 +44,7 @@ class Sampler:
         if greedy:
             sampled = logits.argmax(dim=-1)
         else:
-            temperatures = torch.tensor(
-                [seq.params.temperature or 1.0 for seq in seqs], dtype=torch.float32, device=device
-            )
+            temperatures = to_device([seq.params.temperature or 1.0 for seq in seqs], torch.float32, device)
             scaled = logits / temperatures.unsqueeze(1)
             scaled = self._top_k_top_p(scaled, seqs, vocab)
             probs = torch.softmax(scaled, dim=-1)
@@ -45,7 +53,7 @@ class Sampler:
                 if seq.generator is not None:
                     noise[index].exponential_(generator=seq.generator)
             random_choice = (probs / noise).argmax(dim=-1)
-            is_greedy = torch.tensor([seq.params.is_greedy for seq in seqs], device=device)
+            is_greedy = to_device([seq.params.is_greedy for seq in seqs], torch.bool, device)
             sampled = torch.where(is_greedy, logits.argmax(dim=-1), random_choice)
 
         token_ids: list[int] = sampled.tolist()
@@ -75,15 +83,18 @@ class Sampler:
         if not row_index:
             return logits
         logits = logits.clone()
-        logits[row_index, token_index] = float("-inf")
+        logits[
+            to_device(row_index, torch.int64, logits.device),
+            to_device(token_index, torch.int64, logits.device),
+        ] = float("-inf")
         return logits
 
     def _top_k_top_p(self, logits: torch.Tensor, seqs: list[Sequence], vocab: int) -> torch.Tensor:
         if all(seq.params.top_k in (0, vocab) and seq.params.top_p >= 1.0 for seq in seqs):
             return logits
         device = logits.device
-        top_k = torch.tensor([seq.params.top_k or vocab for seq in seqs], device=device)
-        top_p = torch.tensor([seq.params.top_p for seq in seqs], dtype=torch.float32, device=device)
+        top_k = to_device([seq.params.top_k or vocab for seq in seqs], torch.int64, device)
+        top_p = to_device([seq.params.top_p for seq in seqs], torch.float32, device)
         sorted_logits, sorted_index = logits.sort(dim=-1, descending=True)
         ranks = torch.arange(vocab, device=device).unsqueeze(0)
         remove = ranks >= top_k.unsqueeze(1)
