@@ -22,16 +22,18 @@ class OutputProcessor:
         seq.token_ids.append(token_id)
         if logprob is not None:
             seq.logprobs.append(logprob)
-        reason: str | None = None
-        # The first min_tokens outputs were sampled with the end tokens masked; later ones may end.
-        may_end = seq.num_output_tokens > params.min_tokens
-        is_end_token = (
-            not params.ignore_eos and token_id in self.eos_token_ids
-        ) or token_id in params.stop_token_ids
-        if may_end and is_end_token:
-            reason = "stop"
         detokenizer = seq.detokenizer
-        if reason is None and detokenizer is not None:
+        # The first min_tokens outputs were sampled with the end tokens masked; later ones may end.
+        is_end_token = (not params.ignore_eos and token_id in self.eos_token_ids) or (
+            token_id in params.stop_token_ids
+        )
+        if is_end_token and seq.num_output_tokens > params.min_tokens:
+            # Ended by a token: what the earlier tokens still held back is text; the token's is not.
+            if detokenizer is not None and (held := detokenizer.flush(seq.token_ids[:-1])):
+                self._add_text(seq, held)  # trims at a stop string the held text may complete
+            return "stop"
+        reason: str | None = None
+        if detokenizer is not None:
             new_text = detokenizer.step(seq.token_ids)
             if new_text:
                 reason = self._add_text(seq, new_text)
@@ -41,9 +43,6 @@ class OutputProcessor:
             reason = "length"
             if detokenizer is not None and (held := detokenizer.flush(seq.token_ids)):
                 reason = self._add_text(seq, held) or reason
-        elif reason == "stop" and is_end_token and detokenizer is not None:
-            # Ended by a token: what the earlier tokens still held back is text; the token's is not.
-            seq.output_text += detokenizer.flush(seq.token_ids[:-1])
         return reason
 
     @staticmethod
