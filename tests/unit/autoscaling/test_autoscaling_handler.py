@@ -315,3 +315,19 @@ def test_the_daemon_is_registered_with_a_stable_id() -> None:
 
     daemons = kopf.get_default_registry()._spawning.get_all_handlers()
     assert "autoscaler" in {handler.id for handler in daemons}
+
+
+async def test_slo_met_dates_the_breach_across_evaluations(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    store(api, stub.url, replicas=2)
+    set_deployment(api, 2, ready=1)  # one replica still starting: the breach adds nothing meanwhile
+    answer(stub, BREACHED)
+    await evaluate(context, "ml", "chat")
+    clock.advance(10)
+    decision = await evaluate(context, "ml", "chat")
+    slo_met = condition(api, "SLOMet")
+    assert slo_met["status"] == "False"
+    assert slo_met["lastTransitionTime"] == "2027-01-15T08:00:00Z"
+    assert decision is not None and "breached for 10s" in decision.reason
+    assert "TTFT p95 900ms > 500ms" in slo_met["message"]
