@@ -1,7 +1,7 @@
 """Autoscaling simulation: berth's SLO policy (the operator's own `decide`) against today's
 autoscalers, on the same traces, replicas, cold starts and Prometheus-like metrics.
 
-    python bench/autoscale_sim.py [--base-rate 6] [--cold-start 90] [--quick]
+    python bench/autoscale_sim.py [--base-rate 6] [--cold-start 90] [--min-replicas 1] [--trace NAME]
 
 Prints one table: share of requests within the TTFT and ITL targets, p95 TTFT, GPU-hours, scale
 events and direction changes, per trace and autoscaler. Figures, not a pass/fail.
@@ -150,6 +150,7 @@ def main() -> None:
     )
     parser.add_argument("--ttft-ms", type=float, default=500.0, help="TTFT p95 target (default 500)")
     parser.add_argument("--itl-ms", type=float, default=50.0, help="ITL p95 target (default 50)")
+    parser.add_argument("--min-replicas", type=int, default=1, help="every autoscaler's floor (default 1)")
     parser.add_argument("--max-replicas", type=int, default=16)
     parser.add_argument("--dt", type=float, default=0.1, help="simulation step, seconds (default 0.1)")
     parser.add_argument("--trace", action="append", help="run only traces with this name (repeatable)")
@@ -164,7 +165,8 @@ def main() -> None:
         f"{model.step_per_sequence * 1e6:.0f} us/seq + "
         f"{model.step_per_prefill_token * 1e6:.0f} us/prompt token, "
         f"batch {model.max_batch}), cold start {model.cold_start_seconds:.0f}s, scrape 10s, "
-        f"targets TTFT p95 {args.ttft_ms:.0f}ms ITL p95 {args.itl_ms:.0f}ms, replicas 1..{args.max_replicas}"
+        f"targets TTFT p95 {args.ttft_ms:.0f}ms ITL p95 {args.itl_ms:.0f}ms, "
+        f"replicas {args.min_replicas}..{args.max_replicas}"
     )
     header = (
         f"{'trace':<10} {'autoscaler':<24} {'TTFT ok':>8} {'ITL ok':>8} {'p95 TTFT':>9} "
@@ -175,14 +177,14 @@ def main() -> None:
     for trace in standard_traces(args.base_rate):
         if args.trace and trace.name not in args.trace:
             continue
-        for scaler in all_scalers(1, args.max_replicas, slo):
+        for scaler in all_scalers(args.min_replicas, args.max_replicas, slo):
             outcome = simulate(
                 trace,
                 scaler,
                 model,
                 slo,
                 args.dt,
-                initial=trace.initial_replicas,
+                initial=max(trace.initial_replicas, args.min_replicas),
                 rate_window=args.rate_window,
             )
             print(
