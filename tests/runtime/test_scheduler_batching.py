@@ -3,6 +3,8 @@ limit, preemption of the most recently admitted sequence, and freeing on finish.
 
 from __future__ import annotations
 
+import random
+
 from berth_runtime.engine.block_manager import BlockManager
 from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence, SequenceStatus
@@ -109,3 +111,43 @@ def test_scheduler_a_readmitted_older_sequence_is_not_preempted_before_newer_one
     # Both running need a third block; only one is free: the newest arrival ("new") is preempted.
     assert plan(scheduler.schedule()) == [("old-again", 1)]
     assert new.status is SequenceStatus.WAITING and old_again.status is SequenceStatus.RUNNING
+
+
+def test_scheduler_bookkeeping_stays_consistent_under_random_load() -> None:
+    """Random arrivals, finishes and aborts with prefix caching and a small cache: every step, block
+    references equal the block tables that hold them, shared blocks are full cached prefix blocks,
+    no step exceeds its budgets, and every request finishes."""
+    rng = random.Random(0)
+    manager = BlockManager(num_blocks=14, block_size=4, enable_prefix_caching=True)
+    scheduler = Scheduler(manager, max_batch_size=5, max_num_batched_tokens=12)
+    prefixes = [[rng.randrange(100) for _ in range(rng.randrange(1, 12))] for _ in range(3)]
+    targets: dict[str, int] = {}
+    finished: set[str] = set()
+    arrivals = 0
+    for _ in range(400):
+        if arrivals < 40 and rng.random() < 0.5:
+            prompt = rng.choice(prefixes) + [rng.randrange(100) for _ in range(rng.randrange(1, 10))]
+            scheduler.add(Sequence(f"s{arrivals}", prompt, SamplingParams(), arrival=arrivals))
+            targets[f"s{arrivals}"] = rng.randrange(1, 12)
+            arrivals += 1
+        rows = scheduler.schedule()
+        assert len(rows) <= 5 and sum(row.num_new_tokens for row in rows) <= 12
+        finish_step(rows)
+        for row in rows:
+            manager.cache_full_blocks(row.seq)
+            seq = row.seq
+            if seq.num_output_tokens >= targets[seq.request_id] or (
+                seq.num_uncomputed_tokens and rng.random() < 0.02
+            ):
+                scheduler.finish(seq, "length")
+                finished.add(seq.request_id)
+        holders: dict[int, int] = {}
+        for seq in scheduler.running:
+            for block_id in seq.block_table:
+                holders[block_id] = holders.get(block_id, 0) + 1
+        assert all(not seq.block_table for seq in scheduler.waiting)
+        assert {b: c for b, c in enumerate(manager.ref_counts) if c} == holders
+        assert manager.num_free_blocks == manager.num_blocks - len(holders)
+    assert finished == set(targets)
+    assert manager.num_free_blocks == manager.num_blocks
+    assert scheduler.num_preemptions > 0 and manager.prefix_cache_hits > 0
