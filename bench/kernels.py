@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import triton
 from triton.testing import do_bench
 
 from berth_runtime.kernels.activation import silu_and_mul
@@ -62,12 +63,23 @@ def copy_bandwidth() -> float:
     return 2 * source.numel() / (microseconds(lambda: target.copy_(source)) * 1e-6)
 
 
+def tile_candidates(rows: int) -> list[tuple[int, int, int, int]]:
+    """TILE_SWEEP (tensor cores), plus CUDA-core GEMV tiles (BLOCK_M = rows) for up to 8 rows."""
+    if rows > 8:
+        return TILE_SWEEP
+    block_m = triton.next_power_of_2(rows)
+    gemv = [
+        (block_m, n, k // block_m, w) for n, k, w in ((16, 256, 4), (32, 256, 4), (64, 128, 4), (32, 512, 8))
+    ]
+    return TILE_SWEEP + gemv
+
+
 def time_weight_only(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> dict[str, Any]:
-    """Default tiles, and the best of TILE_SWEEP."""
+    """Default tiles, and the best of the candidates for this many rows."""
     default_us = microseconds(lambda: weight_only_linear(x, qweight, scale))
     sweep = {
         tiles: microseconds(lambda t=tiles: weight_only_linear(x, qweight, scale, None, t))
-        for tiles in TILE_SWEEP
+        for tiles in tile_candidates(x.shape[0])
     }
     best = min(sweep, key=lambda tiles: sweep[tiles])
     return {"default_us": default_us, "best_us": sweep[best], "best_tiles": best}

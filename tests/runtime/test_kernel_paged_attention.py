@@ -55,8 +55,11 @@ def test_decode_matches_reference_with_gqa_and_variable_lengths(device: str, dty
     torch.testing.assert_close(actual, expected, **_tolerance(dtype))
 
 
-def test_split_partitions_merge_to_the_same_result(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(module, "PARTITION_TOKENS", 8)  # 33 tokens -> 5 partitions, some empty for short rows
+@pytest.mark.parametrize("partition_tokens", [8, 2])  # 33 tokens -> 5 or 17 partitions (merged in chunks)
+def test_split_partitions_merge_to_the_same_result(
+    device: str, monkeypatch: pytest.MonkeyPatch, partition_tokens: int
+) -> None:
+    monkeypatch.setattr(module, "PARTITION_TOKENS", partition_tokens)  # some partitions empty for short rows
     query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [2, 9, 33], num_heads=8)
     actual = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, scale=0.3)
     expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.3)

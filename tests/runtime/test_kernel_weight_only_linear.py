@@ -81,3 +81,34 @@ def test_bad_arguments_are_rejected(device: str) -> None:
         weight_only_linear(x, qweight, scale, torch.ones(3, device=device))
     with pytest.raises(ValueError, match="qweight must be contiguous in its last"):
         weight_only_linear(x, torch.ones(16, 4, dtype=torch.int8, device=device).t(), scale)
+
+
+@pytest.mark.parametrize("tiles", [(1, 16, 32, 4), (4, 32, 64, 4), (8, 16, 16, 2), (16, 32, 64, 4)])
+@pytest.mark.parametrize("weight_dtype", [torch.int8, torch.float8_e4m3fn])
+def test_gemv_and_tensor_core_paths_agree(
+    device: str, tiles: tuple[int, int, int, int], weight_dtype: torch.dtype
+) -> None:
+    """BLOCK_M below 16 runs the CUDA-core GEMV kernel; both kernels compute the same product."""
+    if weight_dtype == torch.float8_e4m3fn and not _fp8_usable(device):
+        pytest.skip("float8 e4m3 needs a GPU with compute capability >= 8.9 (Ada, Hopper)")
+    generator = torch.Generator().manual_seed(tiles[0])
+    x = torch.randn(3, 72, generator=generator).to(device, torch.bfloat16)
+    qweight = _weights(weight_dtype, 40, 72, device)
+    scale = (torch.rand(40, generator=generator) * 1e-2).to(device)
+    bias = torch.randn(40, generator=generator).to(device, torch.bfloat16)
+    actual = weight_only_linear(x, qweight, scale, bias, tile_sizes=tiles)
+    torch.testing.assert_close(
+        actual, weight_only_linear_reference(x, qweight, scale, bias), rtol=2e-2, atol=2e-2
+    )
+
+
+def test_bad_tile_sizes_are_rejected(device: str) -> None:
+    x = torch.randn(2, 16, device=device)
+    qweight = torch.ones(4, 16, dtype=torch.int8, device=device)
+    scale = torch.ones(4, device=device)
+    with pytest.raises(
+        ValueError, match=r"tile_sizes \(16, 8, 64, 4\) must be powers of two, BLOCK_N and BLOCK_K"
+    ):
+        weight_only_linear(x, qweight, scale, tile_sizes=(16, 8, 64, 4))
+    with pytest.raises(ValueError, match="must be powers of two"):
+        weight_only_linear(x, qweight, scale, tile_sizes=(3, 16, 16, 4))

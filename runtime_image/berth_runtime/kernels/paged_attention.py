@@ -36,6 +36,7 @@ from berth_runtime.kernels._rounding import round_to
 
 PARTITION_TOKENS = 512
 _TILE_TOKENS = 32
+_MERGE_CHUNK = 8
 _LOG2_E = 1.4426950408889634
 
 
@@ -151,25 +152,34 @@ def _merge_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_DIM: tl.constexpr,
     BLOCK_PARTITIONS: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
+    first_state = (seq * num_query_heads + head) * num_partitions
     parts = tl.arange(0, BLOCK_PARTITIONS)
-    dims = tl.arange(0, BLOCK_DIM)
     part_mask = parts < num_partitions
-    state = (seq * num_query_heads + head) * num_partitions + parts
-    maxima = tl.load(partial_max_ptr + state, mask=part_mask, other=float("-inf"))
-    sums = tl.load(partial_sum_ptr + state, mask=part_mask, other=0.0)
+    maxima = tl.load(partial_max_ptr + first_state + parts, mask=part_mask, other=float("-inf"))
+    sums = tl.load(partial_sum_ptr + first_state + parts, mask=part_mask, other=0.0)
     overall_max = tl.max(maxima, axis=0)
     # partitions past the context hold max = -inf and contribute nothing
-    weights = tl.where(sums > 0.0, tl.exp2(maxima - overall_max), 0.0)
-    total = tl.sum(sums * weights, axis=0)
-    partials = tl.load(
-        partial_out_ptr + state[:, None] * BLOCK_DIM + dims[None, :],
-        mask=part_mask[:, None],
-        other=0.0,
-    )
-    merged = tl.sum(partials * weights[:, None], axis=0) / tl.where(total > 0.0, total, 1.0)
+    total = tl.sum(tl.where(sums > 0.0, sums * tl.exp2(maxima - overall_max), 0.0), axis=0)
+    dims = tl.arange(0, BLOCK_DIM)
+    merged = tl.zeros([BLOCK_DIM], tl.float32)
+    # the partial outputs, CHUNK partitions at a time: [CHUNK, BLOCK_DIM] stays in registers
+    for chunk_start in range(0, num_partitions, CHUNK):
+        chunk = chunk_start + tl.arange(0, CHUNK)
+        chunk_mask = chunk < num_partitions
+        chunk_max = tl.load(partial_max_ptr + first_state + chunk, mask=chunk_mask, other=float("-inf"))
+        chunk_sum = tl.load(partial_sum_ptr + first_state + chunk, mask=chunk_mask, other=0.0)
+        weights = tl.where(chunk_sum > 0.0, tl.exp2(chunk_max - overall_max), 0.0)
+        partials = tl.load(
+            partial_out_ptr + (first_state + chunk)[:, None] * BLOCK_DIM + dims[None, :],
+            mask=chunk_mask[:, None],
+            other=0.0,
+        )
+        merged += tl.sum(partials * weights[:, None], axis=0)
+    merged = merged / tl.where(total > 0.0, total, 1.0)
     tl.store(
         output_ptr + seq * output_seq_stride + head * output_head_stride + dims,
         round_to(merged, output_ptr.dtype.element_ty),
@@ -323,6 +333,7 @@ def paged_attention_decode(
             HEAD_DIM=head_dim,
             BLOCK_DIM=block_dim,
             BLOCK_PARTITIONS=triton.next_power_of_2(num_partitions),
+            CHUNK=_MERGE_CHUNK,
             num_warps=4,
         )
     return out

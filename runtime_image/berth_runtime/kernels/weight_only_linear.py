@@ -6,9 +6,11 @@ registers (exact: |int8| <= 127 and every e4m3 value fit in bf16/fp16), runs the
 and applies the per-channel scale once per output at the end:
 ``y[m, n] = scale[n] * sum_k x[m, k] * q[n, k]`` (+ ``bias[n]``).
 
-Small batches (the decode case) use ``BLOCK_M = 16`` rows (masked) and narrow ``BLOCK_N`` tiles so
-even a 2048-wide projection spreads over more than a hundred programs; large batches (prefill) use
-square tiles. fp8 weights need a GPU whose Triton backend supports ``float8e4nv`` (Hopper, Ada).
+Up to 4 rows (decode at small batch) go to ``weight_only_gemv`` (CUDA cores, no padding to 16 rows);
+up to 16 rows use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles so even a 2048-wide projection spreads
+over more than a hundred programs; large batches (prefill) use square tiles. A ``BLOCK_M`` below 16
+in ``tile_sizes`` selects the GEMV kernel. fp8 weights need a GPU whose Triton backend supports
+``float8e4nv`` (Hopper, Ada).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from berth_runtime.kernels._launch import (
     dot_operand_dtype,
 )
 from berth_runtime.kernels._rounding import round_to
+from berth_runtime.kernels.weight_only_gemv import weight_only_gemv_kernel
 
 QUANTIZED_WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
@@ -90,7 +93,12 @@ TileSizes = tuple[int, int, int, int]
 
 
 def default_tile_sizes(rows: int) -> TileSizes:
-    """Skinny tiles for decode, square ones for prefill (bench/kernels.py sweeps the alternatives)."""
+    """GEMV for a few rows, skinny tiles for decode, square ones for prefill (bench/kernels.py sweeps
+    the alternatives)."""
+    if rows <= 4:
+        # the GEMV's [rows, BLOCK_N, BLOCK_K] product lives in registers: keep it at 8K values
+        block_m = triton.next_power_of_2(rows)
+        return block_m, 32, 256 // block_m, 4
     if rows <= 16:
         return 16, 32, 256, 4
     if rows <= 64:
@@ -145,11 +153,32 @@ def weight_only_linear(
     if rows == 0:
         return output
     block_m, block_n, block_k, num_warps = tile_sizes or default_tile_sizes(rows)
-    if min(block_m, block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
+    if min(block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
         raise ValueError(
-            f"{op}: tile_sizes {tile_sizes} must be powers of two >= 16 (BLOCK_M, BLOCK_N, BLOCK_K)"
+            f"{op}: tile_sizes {tile_sizes} must be powers of two, BLOCK_N and BLOCK_K >= 16 "
+            "(BLOCK_M < 16 selects the GEMV kernel)"
         )
     grid = (triton.cdiv(out_features, block_n), triton.cdiv(rows, block_m))
+    if block_m < 16:
+        weight_only_gemv_kernel[grid](
+            x,
+            qweight,
+            scale,
+            bias if bias is not None else scale,
+            output,
+            rows,
+            out_features,
+            in_features,
+            x.stride(0),
+            qweight.stride(0),
+            output.stride(0),
+            HAS_BIAS=bias is not None,
+            BLOCK_M=block_m,
+            BLOCK_N=block_n,
+            BLOCK_K=block_k,
+            num_warps=num_warps,
+        )
+        return output
     dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
     _weight_only_matmul_kernel[grid](
         x,
