@@ -65,6 +65,8 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     """query: [tokens, heads, head_dim] -> [tokens, heads, head_dim] (causal, over the cache)."""
+    if not metadata.prefill_rows:  # decodes only: the common step, without an extra copy
+        return _attend_decodes(query, key_cache, value_cache, metadata, scale)
     output = torch.empty_like(query)
     for row in metadata.prefill_rows:
         rows = slice(row.query_start, row.query_start + row.query_len)
