@@ -107,7 +107,8 @@ def test_paged_decode_gqa_32_8(context_lens: list[int]) -> None:
 
 
 def test_paged_decode_replays_from_a_cuda_graph() -> None:
-    query, key_cache, value_cache, tables, lens = _paged_case([100, 700, 1500, 30])
+    # one 2048-token row sizes every block table for the replays' longer contexts
+    query, key_cache, value_cache, tables, lens = _paged_case([100, 700, 2048, 30])
     scale = 128**-0.5
     out = torch.empty_like(query)
     paged_attention_decode(query, key_cache, value_cache, tables, lens, scale, max_context_len=2048, out=out)
