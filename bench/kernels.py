@@ -77,12 +77,15 @@ def tile_candidates(rows: int) -> list[tuple[int, int, int, int]]:
 def time_weight_only(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> dict[str, Any]:
     """Default tiles, and the best of the candidates for this many rows."""
     default_us = microseconds(lambda: weight_only_linear(x, qweight, scale))
-    sweep = {
-        tiles: microseconds(lambda t=tiles: weight_only_linear(x, qweight, scale, None, t))
-        for tiles in tile_candidates(x.shape[0])
-    }
+    sweep: dict[tuple[int, int, int, int], float] = {}
+    failed: dict[str, str] = {}
+    for tiles in tile_candidates(x.shape[0]):
+        try:
+            sweep[tiles] = microseconds(lambda t=tiles: weight_only_linear(x, qweight, scale, None, t))
+        except Exception as error:  # a tile that does not compile or fit is a finding, not the end of the run
+            failed[str(tiles)] = f"{type(error).__name__}: {str(error)[:200]}"
     best = min(sweep, key=lambda tiles: sweep[tiles])
-    return {"default_us": default_us, "best_us": sweep[best], "best_tiles": best}
+    return {"default_us": default_us, "best_us": sweep[best], "best_tiles": best, "failed_tiles": failed}
 
 
 def bench_linear(name: str, weight: torch.Tensor, batch: int, bandwidth: float, fp8: bool) -> dict[str, Any]:
