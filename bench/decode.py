@@ -18,48 +18,36 @@ It never passes or fails on speed; it needs CUDA and says so otherwise. Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# bench/ is this script's directory, hence on sys.path
+from decode_models import (
+    SHAPES,
+    build_berth_model,
+    device_copy_bandwidth,
+    kv_bytes_per_token,
+    matmul_flops,
+    model_config_dict,
+    model_layers,
+    streamed_weight_bytes,
+)
+
 from berth_runtime.engine.block_manager import BlockManager
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.model_runner import ModelRunner, allocate_kv_caches
 from berth_runtime.engine.scheduler import Scheduler
-from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
-from berth_runtime.models import llama
 from berth_runtime.models.llama import LlamaForCausalLM
-from berth_runtime.models.model_config import load_model_config
-from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16},
-    "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
-}
-COMMON_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "max_position_embeddings": 4096,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 500000.0,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-    "bos_token_id": 128000,
-    "eos_token_id": 128001,
-}
 PROMPT_LEN = 128
 NEW_TOKENS = 128
 TTFT_PROMPT_LEN = 2048
@@ -75,73 +63,6 @@ class Result:
     tokens_per_s: float
     decode_step_ms: float | None = None
     bandwidth_share: float | None = None
-
-
-def device_copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a large device-to-device copy (read + write counted), best of 10."""
-    source = torch.empty(1 << 30, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(10):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        target.copy_(source)
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.numel() / best
-
-
-def matmul_flops(device: torch.device) -> float:
-    """FLOP/s of a dense 8192^3 bf16 matmul, best of 10."""
-    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
-    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
-    best = float("inf")
-    for _ in range(10):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 8192**3 / best
-
-
-def model_config_dict(shape: str) -> dict[str, Any]:
-    return {**COMMON_CONFIG, **SHAPES[shape]}
-
-
-def build_berth_model(shape: str, weights: str, device: torch.device, workdir: Path) -> LlamaForCausalLM:
-    """berth's model for the shape with random N(0, 0.02) weights (norms 1), quantized if asked."""
-    model_dir = workdir / shape
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.json").write_text(json.dumps(model_config_dict(shape)))
-    config = load_model_config(model_dir)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(
-            config, torch.bfloat16, max_positions=COMMON_CONFIG["max_position_embeddings"]
-        )
-    model = model.to_empty(device=device)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() == 1:
-                parameter.fill_(1.0 if "norm" in name or "layernorm" in name else 0.0)
-            else:
-                parameter.normal_(0.0, 0.02)
-    model.init_rotary_tables(device)
-    if weights == "int8":
-        quantize_linear_layers(model, "int8")
-    return model.eval()
-
-
-def streamed_weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes a decode step reads from weights: everything but the embedding table (only gathered)."""
-    embedding = {id(tensor) for tensor in model.embed_tokens.parameters()}
-    tensors = [*model.parameters(), *model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors if id(t) not in embedding and t.dim() > 0)
-
-
-def kv_bytes_per_token(config: dict[str, Any]) -> int:
-    head_dim = config["hidden_size"] // config["num_attention_heads"]
-    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 2
 
 
 def make_engine(model: LlamaForCausalLM, device: torch.device, max_batch: int, max_tokens: int) -> LLMEngine:
@@ -186,21 +107,6 @@ def run_engine(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> 
         )
     first = first_token_done if first_token_done is not None else end
     return end - start, first - start, (end - first) / max(1, decode_steps)
-
-
-@contextlib.contextmanager
-def model_layers(kind: str) -> Iterator[None]:
-    """``reference``: the model as committed; ``kernels``: its layer functions swapped for
-    ``kernels.layer_ops`` (what wiring the kernels into models/llama.py does), restored afterwards."""
-    saved = {name: getattr(llama, name) for name in KERNEL_OPS_BY_LAYER_NAME}
-    if kind == "kernels":
-        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
-            setattr(llama, name, op)
-    try:
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(llama, name, function)
 
 
 def bench_berth(
@@ -301,6 +207,34 @@ def print_result(result: Result, weight_bytes: int | None, bandwidth: float | No
     print(line, flush=True)
 
 
+def measure_berth(
+    model: LlamaForCausalLM,
+    shape: str,
+    weight: str,
+    kind: str,
+    batches: list[int],
+    bandwidth: float,
+    flops: float,
+    args: argparse.Namespace,
+    report: dict[str, Any],
+) -> None:
+    """Decode figures for one (weights, layers) variant, and TTFT for bf16; appended to ``report``."""
+    device = next(model.parameters()).device
+    with model_layers(kind):
+        report["results"] += [asdict(r) for r in bench_berth(model, shape, weight, kind, batches, bandwidth)]
+        save_report(args.json, report)
+        if weight == "bf16" and not args.skip_ttft:
+            ttft = time_to_first_token(model, shape, device, flops)
+            report["ttft"][f"{shape} {kind}"] = ttft
+            print(
+                f"{shape:>3} bf16 berth-{kind} TTFT {TTFT_PROMPT_LEN} tokens: "
+                f"{ttft['ttft_ms']:.1f} ms; compute limit {ttft['compute_limit_ms']:.1f} ms "
+                f"({ttft['ratio_to_limit']:.2f}x the limit)",
+                flush=True,
+            )
+            save_report(args.json, report)
+
+
 def save_report(path: Path | None, report: dict[str, Any]) -> None:
     """Rewritten after every block of figures, so a run cut short by a time limit keeps what it measured."""
     if path is not None:
@@ -353,25 +287,22 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_flops": flops,
         "results": [],
         "ttft": {},
+        "errors": [],
     }
     with tempfile.TemporaryDirectory() as workdir:
         for shape in shapes:
             for weight in weights:
                 model = build_berth_model(shape, weight, device, Path(workdir))
                 for kind in layer_kinds:
-                    with model_layers(kind):
-                        results = bench_berth(model, shape, weight, kind, batches, bandwidth)
-                        report["results"] += [asdict(r) for r in results]
+                    try:
+                        measure_berth(model, shape, weight, kind, batches, bandwidth, flops, args, report)
+                    except Exception as error:  # one failing variant must not cost the rest of the run
+                        print(
+                            f"{shape} {weight} berth-{kind} FAILED: {type(error).__name__}: {error}",
+                            flush=True,
+                        )
+                        report["errors"].append(f"{shape} {weight} {kind}: {type(error).__name__}: {error}")
                         save_report(args.json, report)
-                        if weight == "bf16" and not args.skip_ttft:
-                            ttft = time_to_first_token(model, shape, device, flops)
-                            report["ttft"][f"{shape} {kind}"] = ttft
-                            print(
-                                f"{shape:>3} bf16 berth-{kind} TTFT {TTFT_PROMPT_LEN} tokens: "
-                                f"{ttft['ttft_ms']:.1f} ms; compute limit {ttft['compute_limit_ms']:.1f} ms "
-                                f"({ttft['ratio_to_limit']:.2f}x the limit)",
-                                flush=True,
-                            )
                 del model
                 gc.collect()
                 torch.cuda.empty_cache()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 # bench/ is this script's directory, hence on sys.path: the shapes and model builder are shared
-from decode import (
+from decode_models import (
     SHAPES,
     build_berth_model,
     device_copy_bandwidth,

@@ -1,0 +1,121 @@
+"""Shared by the decode benchmarks: the two model shapes, berth's model built on them with random
+weights (optionally int8), the bytes a decode step must read, the device's copy bandwidth and matmul
+rate, and the switch between the model's reference layers and the kernel layer ops."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
+from berth_runtime.models import llama
+from berth_runtime.models.llama import LlamaForCausalLM
+from berth_runtime.models.model_config import load_model_config
+from berth_runtime.quantization import quantize_linear_layers
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16},
+    "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
+}
+COMMON_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 128000,
+    "eos_token_id": 128001,
+}
+
+
+def device_copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s of a large device-to-device copy (read + write counted), best of 10."""
+    source = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(10):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        target.copy_(source)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() / best
+
+
+def matmul_flops(device: torch.device) -> float:
+    """FLOP/s of a dense 8192^3 bf16 matmul, best of 10."""
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    best = float("inf")
+    for _ in range(10):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 8192**3 / best
+
+
+def model_config_dict(shape: str) -> dict[str, Any]:
+    return {**COMMON_CONFIG, **SHAPES[shape]}
+
+
+def build_berth_model(shape: str, weights: str, device: torch.device, workdir: Path) -> LlamaForCausalLM:
+    """berth's model for the shape with random N(0, 0.02) weights (norms 1), quantized if asked."""
+    model_dir = workdir / shape
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.json").write_text(json.dumps(model_config_dict(shape)))
+    config = load_model_config(model_dir)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(
+            config, torch.bfloat16, max_positions=COMMON_CONFIG["max_position_embeddings"]
+        )
+    model = model.to_empty(device=device)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.fill_(1.0 if "norm" in name or "layernorm" in name else 0.0)
+            else:
+                parameter.normal_(0.0, 0.02)
+    model.init_rotary_tables(device)
+    if weights == "int8":
+        quantize_linear_layers(model, "int8")
+    return model.eval()
+
+
+def streamed_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes a decode step reads from weights: everything but the embedding table (only gathered)."""
+    embedding = {id(tensor) for tensor in model.embed_tokens.parameters()}
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors if id(t) not in embedding and t.dim() > 0)
+
+
+def kv_bytes_per_token(config: dict[str, Any]) -> int:
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 2
+
+
+@contextlib.contextmanager
+def model_layers(kind: str) -> Iterator[None]:
+    """``reference``: the model as committed; ``kernels``: its layer functions swapped for
+    ``kernels.layer_ops`` (what wiring the kernels into models/llama.py does), restored afterwards."""
+    saved = {name: getattr(llama, name) for name in KERNEL_OPS_BY_LAYER_NAME}
+    if kind == "kernels":
+        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
+            setattr(llama, name, op)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(llama, name, function)
