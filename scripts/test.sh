@@ -9,7 +9,8 @@ venv="$(bash scripts/bootstrap.sh)"
 export PATH="$venv/bin:$PATH"
 export TRITON_INTERPRET="${TRITON_INTERPRET:-1}"
 
-echo "== ruff"; ruff check . && ruff format --check .
+# Separate commands: under `set -e` a failure on the left of `&&` would not stop the script.
+echo "== ruff"; ruff check .; ruff format --check .
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
 # The integration tests run on a local control plane built from Go on first use (~15 min cold on
