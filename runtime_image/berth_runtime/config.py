@@ -230,15 +230,13 @@ class RuntimeConfig:
 
     def _check_supported_by_this_build(self) -> None:
         """Flags the contract names but this build cannot honour fail here, before loading weights."""
-        if self.quantization != "none":
-            raise ValueError(
-                f"quantization={self.quantization!r} is not supported by this build; accepted: none"
-            )
-        if self.speculative_method != "none":
-            raise ValueError(
-                f"speculative_method={self.speculative_method!r} is not supported by this build; "
-                "accepted: none"
-            )
+        if self.quantization == "fp8" and self.device == "cuda" and _cuda_available():
+            capability = _cuda_capability()
+            if capability < (8, 9):
+                raise ValueError(
+                    f"quantization='fp8' needs a GPU of compute capability >= 8.9 (Ada, Hopper); this "
+                    f"one is {capability[0]}.{capability[1]}; accepted here: none, int8"
+                )
         if self.tensor_parallel_size != 1:
             raise ValueError(
                 f"tensor_parallel_size={self.tensor_parallel_size} is not supported by this build; "
@@ -252,6 +250,13 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _cuda_capability() -> tuple[int, int]:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return int(major), int(minor)
 
 
 def _default_device() -> str:

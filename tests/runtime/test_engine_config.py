@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from berth_runtime import config as config_module
 from berth_runtime.config import RuntimeConfig
 
 
@@ -54,12 +55,33 @@ def test_config_rejects_bad_values_naming_the_field(kwargs: dict[str, object], f
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"quantization": "int8"},
-        {"quantization": "fp8"},
-        {"speculative_method": "ngram", "num_speculative_tokens": 4},
         {"tensor_parallel_size": 2},
     ],
 )
 def test_config_contract_flags_this_build_cannot_honour_fail_clearly(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="not supported by this build"):
         RuntimeConfig(model="/m", device="cpu", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"quantization": "int8"},
+        {"quantization": "fp8"},
+        {"speculative_method": "ngram", "num_speculative_tokens": 4},
+    ],
+)
+def test_config_accepts_quantization_and_ngram_speculation(kwargs: dict[str, object]) -> None:
+    config = RuntimeConfig(model="/m", device="cpu", **kwargs)  # type: ignore[arg-type]
+    for name, value in kwargs.items():
+        assert getattr(config, name) == value
+
+
+def test_config_fp8_on_a_gpu_below_compute_capability_8_9_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config_module, "_cuda_available", lambda: True)
+    monkeypatch.setattr(config_module, "_cuda_capability", lambda: (8, 0))
+    with pytest.raises(ValueError, match=r"quantization='fp8' needs .* >= 8.9.*8\.0"):
+        RuntimeConfig(model="/m", device="cuda", quantization="fp8")
+    assert RuntimeConfig(model="/m", device="cuda", quantization="int8").quantization == "int8"

@@ -22,6 +22,7 @@ from berth_runtime.engine.sequence import Sequence
 from berth_runtime.models.llama import LlamaForCausalLM
 from berth_runtime.models.loader import load_model
 from berth_runtime.models.model_config import ModelConfig, load_model_config
+from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.tokenizer import Tokenizer
 
@@ -107,6 +108,10 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     dtype = getattr(torch, config.dtype)
     device = torch.device(str(config.device))
     model = load_model(model_dir, dtype, device, max_positions=max_model_len)
+    # Before KV sizing, so the memory the full-precision weights free goes to the cache.
+    quantized = quantize_linear_layers(model, config.quantization)
+    if quantized:
+        logger.info("quantized %d linear layers to %s (weight-only)", quantized, config.quantization)
     num_blocks = resolve_num_kv_blocks(config, model, dtype, max_model_len)
     kv_caches = allocate_kv_caches(model, num_blocks, config.block_size, dtype, device)
     logger.info(
