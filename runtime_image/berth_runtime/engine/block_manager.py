@@ -125,14 +125,24 @@ class BlockManager:
                 self._block_hash[block_id] = block_hash
                 self._block_key[block_id] = (parent, tokens)
 
-    def free(self, seq: Sequence) -> None:
-        """Drops `seq`'s references (tail first, so its tail is evicted before its shared prefix)."""
-        for block_id in reversed(seq.block_table):
+    def trim(self, seq: Sequence) -> None:
+        """Frees the blocks past those holding `seq`'s tokens (the tail rejected drafts occupied)."""
+        keep = _blocks_for(seq.num_tokens, self.block_size)
+        tail = seq.block_table[keep:]
+        del seq.block_table[keep:]
+        self._release(tail)
+
+    def _release(self, block_ids: list[int]) -> None:
+        for block_id in reversed(block_ids):
             self.ref_counts[block_id] -= 1
             if self.ref_counts[block_id] == 0:
                 self._free[block_id] = None
                 if self._block_hash[block_id] is None:
                     self._free.move_to_end(block_id, last=False)
+
+    def free(self, seq: Sequence) -> None:
+        """Drops `seq`'s references (tail first, so its tail is evicted before its shared prefix)."""
+        self._release(seq.block_table)
         seq.block_table = []
         seq.block_hashes = []
         seq.num_computed_tokens = 0

@@ -19,11 +19,13 @@ from berth_runtime.engine.model_runner import (
 )
 from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence
+from berth_runtime.engine.speculation import NgramSpeculator
 from berth_runtime.models.llama import LlamaForCausalLM
 from berth_runtime.models.loader import load_model
 from berth_runtime.models.model_config import ModelConfig, load_model_config
 from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
+from berth_runtime.speculative import NgramProposer
 from berth_runtime.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,10 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     scheduler = Scheduler(block_manager, config.max_batch_size, config.max_num_batched_tokens)
     runner = ModelRunner(model, kv_caches, config.block_size, device)
     eos_token_ids = tuple(dict.fromkeys(tokenizer.eos_token_ids + model_config.eos_token_ids))
-    engine = LLMEngine(runner, scheduler, tokenizer, eos_token_ids, max_model_len, config.seed)
+    speculator = None
+    if config.speculative_method == "ngram":
+        speculator = NgramSpeculator(NgramProposer(config.num_speculative_tokens), max_model_len)
+    engine = LLMEngine(runner, scheduler, tokenizer, eos_token_ids, max_model_len, config.seed, speculator)
     return BuiltEngine(
         engine=engine, tokenizer=tokenizer, max_model_len=max_model_len, num_kv_blocks=num_blocks
     )

@@ -1,6 +1,7 @@
 """The synchronous engine: add requests, abort them, and `step()` = schedule -> run -> postprocess.
 
-Single-threaded by design; `AsyncEngine` drives it from one worker thread.
+Single-threaded by design; `AsyncEngine` drives it from one worker thread. With n-gram
+speculation (`engine.speculation`) a greedy sequence may gain several tokens in one step.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from berth_runtime.engine.outputs import EngineStats, RequestOutput
 from berth_runtime.engine.sampler import Sampler
 from berth_runtime.engine.scheduler import Scheduler
 from berth_runtime.engine.sequence import Sequence
+from berth_runtime.engine.speculation import NgramSpeculator
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -27,6 +29,7 @@ class LLMEngine:
         eos_token_ids: tuple[int, ...],
         max_model_len: int,
         seed: int,
+        speculator: NgramSpeculator | None = None,
     ) -> None:
         self.runner = runner
         self.scheduler = scheduler
@@ -39,6 +42,7 @@ class LLMEngine:
         generator.manual_seed(seed)
         self.sampler = Sampler(eos_token_ids, generator)
         self.output_processor = OutputProcessor(eos_token_ids, max_model_len)
+        self.speculator = speculator
         self._sequences: dict[str, Sequence] = {}
         self._arrivals = 0
 
@@ -75,24 +79,58 @@ class LLMEngine:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[RequestOutput]:
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         rows = self.scheduler.schedule()
         if not rows:
             return []
         result = self.runner.run(rows)
         for row in rows:
-            row.seq.num_computed_tokens += row.num_new_tokens
-            self.block_manager.cache_full_blocks(row.seq)
+            if not row.seq.draft_token_ids:
+                row.seq.num_computed_tokens += row.num_new_tokens
+                self.block_manager.cache_full_blocks(row.seq)
         if not result.sampling_seqs:
             return []
-        token_ids, logprobs = self.sampler(result.logits, result.sampling_seqs)
+        # A sequence with drafts has one logits row per position; the sampler sees it once per row.
+        row_seqs = [
+            seq
+            for seq, count in zip(result.sampling_seqs, result.logits_per_seq, strict=True)
+            for _ in range(count)
+        ]
+        token_ids, logprobs = self.sampler(result.logits, row_seqs)
         outputs = []
-        for seq, token_id, logprob in zip(result.sampling_seqs, token_ids, logprobs, strict=True):
-            reason = self.output_processor.append_token(seq, token_id, logprob)
+        first_row = 0
+        for seq, count in zip(result.sampling_seqs, result.logits_per_seq, strict=True):
+            rows_of_seq = slice(first_row, first_row + count)
+            first_row += count
+            if seq.draft_token_ids:
+                reason = self._append_speculated(seq, token_ids[rows_of_seq])
+            else:
+                reason = self.output_processor.append_token(
+                    seq, token_ids[first_row - 1], logprobs[first_row - 1]
+                )
             if reason is not None:
                 self.scheduler.finish(seq, reason)
                 del self._sequences[seq.request_id]
             outputs.append(self.output_processor.make_output(seq))
         return outputs
+
+    def _append_speculated(self, seq: Sequence, target_token_ids: list[int]) -> str | None:
+        """Appends the accepted drafts and the model's token after them (up to a finish), then rolls
+        the computed-token count and the blocks back to the tokens the sequence really has."""
+        assert self.speculator is not None  # only sequences of a speculating engine carry drafts
+        accepted = self.speculator.accept(seq, target_token_ids)
+        seq.draft_token_ids = []
+        reason = None
+        for token_id in accepted:
+            reason = self.output_processor.append_token(seq, token_id, None)
+            if reason is not None:
+                return reason
+        # The last real token and the accepted drafts now have KV; the model's own token does not.
+        seq.num_computed_tokens = seq.num_tokens - 1
+        self.block_manager.trim(seq)
+        self.block_manager.cache_full_blocks(seq)
+        return reason
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -102,4 +140,6 @@ class LLMEngine:
             prefix_cache_queries=self.block_manager.prefix_cache_queries,
             prefix_cache_hits=self.block_manager.prefix_cache_hits,
             num_preemptions=self.scheduler.num_preemptions,
+            spec_decode_num_draft_tokens=self.speculator.num_draft_tokens if self.speculator else 0,
+            spec_decode_num_accepted_tokens=self.speculator.num_accepted_tokens if self.speculator else 0,
         )

@@ -25,6 +25,9 @@ class StepResult:
     """[sampling rows, vocab] fp32."""
     sampling_seqs: list[Sequence]
     """The sequences that sample a token this step (their whole context is now computed)."""
+    logits_per_seq: list[int]
+    """Rows of `logits` per sampling sequence, in order: 1 + its scheduled speculative drafts (the
+    model's next token after its last token and after each draft)."""
 
 
 def allocate_kv_caches(
@@ -76,8 +79,11 @@ class ModelRunner:
         for index, row in enumerate(ordered):
             seq, start = row.seq, starts[index]
             end = start + query_lens[index]
-            tokens += seq.token_ids[start:end]
-            if end == seq.num_tokens:
+            if seq.draft_token_ids:
+                tokens += (seq.token_ids + seq.draft_token_ids)[start:end]
+            else:
+                tokens += seq.token_ids[start:end]
+            if end == seq.num_tokens + len(seq.draft_token_ids):
                 sampling.append(index)
             block_tables[index, : len(seq.block_table)] = seq.block_table
             block_tables[index, -1] = end
@@ -126,9 +132,19 @@ class ModelRunner:
             decode_context_lens=tables[num_prefill:, -1],
             decode_max_context_len=decode_max_context_len,
         )
-        # The last token of each sampling row: its logits predict the next token.
+        # The last token of each sampling row predicts the next token; a row with drafts also
+        # needs the logits after its last real token and after each draft.
         last_token_of_row = np.cumsum(query_lens) - 1
-        logits_index = self._to_device(last_token_of_row[sampling])
+        sampling_seqs = [ordered[index].seq for index in sampling]
+        logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
+        if any(count > 1 for count in logits_per_seq):
+            counts = np.array(logits_per_seq, dtype=np.int64)
+            ends = np.repeat(last_token_of_row[sampling] + 1, counts)
+            offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            logits_rows = ends - np.repeat(counts, counts) + offsets
+        else:
+            logits_rows = last_token_of_row[sampling]
+        logits_index = self._to_device(logits_rows)
         hidden = self.model(per_token[0], per_token[1], self.kv_caches, metadata)
         logits = self.model.compute_logits(hidden[logits_index])
-        return StepResult(logits=logits, sampling_seqs=[ordered[index].seq for index in sampling])
+        return StepResult(logits=logits, sampling_seqs=sampling_seqs, logits_per_seq=logits_per_seq)

@@ -5,7 +5,9 @@ still needs from the per-step token budget; a prompt larger than the remaining b
 in chunks over several steps. When the KV cache runs out, the most recently admitted running
 sequence (latest arrival) is preempted: its blocks are freed and it returns to the front of the queue, to be
 recomputed later (prefix caching may give much of it back). Waiting sequences are admitted in
-arrival order while the budget, the batch size and the cache allow. Pure bookkeeping.
+arrival order while the budget, the batch size and the cache allow. A running sequence's
+speculative drafts ride along with its last token when budget and free blocks allow (see
+`engine.speculation`). Pure bookkeeping.
 """
 
 from __future__ import annotations
@@ -54,9 +56,22 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
+        seq.draft_token_ids = []
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
+
+    def _num_new_with_drafts(self, seq: Sequence, budget: int) -> int:
+        """Tokens `seq` computes this step: what it still needs, plus its speculative drafts as far
+        as the budget and the free blocks allow (drafts never cause a preemption)."""
+        needed = seq.num_uncomputed_tokens
+        drafts = seq.draft_token_ids[: max(budget - needed, 0)]
+        if drafts and self.block_manager.blocks_needed(seq, needed + len(drafts)) > (
+            self.block_manager.num_free_blocks
+        ):
+            drafts = []
+        seq.draft_token_ids = drafts
+        return min(needed + len(drafts), budget)
 
     def schedule(self) -> list[ScheduledRow]:
         budget = self.max_num_batched_tokens
@@ -65,7 +80,7 @@ class Scheduler:
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            num_new = self._num_new_with_drafts(seq, budget)
             while not self.block_manager.allocate(seq, num_new):
                 victim = self.running.pop()
                 self._preempt(victim)

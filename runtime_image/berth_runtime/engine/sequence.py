@@ -33,6 +33,8 @@ class Sequence:
     """Per-request random stream when the request has a seed."""
     token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    draft_token_ids: list[int] = field(default_factory=list)
+    """Speculative tokens to score after `token_ids` this step (never part of `token_ids`)."""
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)
     """Hash of each full block of `token_ids` computed so far (chained: a hash covers the prefix)."""
