@@ -25,16 +25,21 @@ class LiveServer:
     """Starts the server, waits for readiness, and keeps its log for failure messages."""
 
     def __init__(self, model_dir: Path, log_path: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.model_name = model_dir.name
         self.log_path = log_path
+        self._model_dir = model_dir
+        self._extra_args = extra_args
+        self._start()
+
+    def _start(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         command = [
-            sys.executable, "-m", "berth_runtime", "serve", "--model", str(model_dir), "--device", "cpu",
-            "--dtype", "float32", "--host", "127.0.0.1", "--port", str(self.port), "--kv-cache-blocks", "512",
-            *extra_args,
+            sys.executable, "-m", "berth_runtime", "serve", "--model", str(self._model_dir),
+            "--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(self.port),
+            "--kv-cache-blocks", "512", *self._extra_args,
         ]  # fmt: skip
-        self._log = log_path.open("w")
+        self._log = self.log_path.open("w")
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
 
@@ -43,8 +48,14 @@ class LiveServer:
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
+        attempts_left = 3
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log().lower() and attempts_left:
+                    attempts_left -= 1  # another process took the free port first: pick another
+                    self._log.close()
+                    self._start()
+                    continue
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:

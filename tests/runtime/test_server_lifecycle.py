@@ -50,7 +50,7 @@ def one_slot_server(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 async def test_full_queue_is_refused_with_503_and_retry_after(one_slot_server: LiveServer) -> None:
     url = one_slot_server.url
-    long_request = {"prompt": PROMPT, "max_tokens": 300, "ignore_eos": True, "stream": True}
+    long_request = {"prompt": PROMPT, "max_tokens": 450, "ignore_eos": True, "stream": True}
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         async with http.stream("POST", "/v1/completions", json=long_request) as running:
             lines = running.aiter_lines()
@@ -59,6 +59,7 @@ async def test_full_queue_is_refused_with_503_and_retry_after(one_slot_server: L
                 http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
             )
             while waiting_requests(url) < 1:
+                assert not waiting.done(), "the second request was never queued"
                 await asyncio.sleep(0.01)
             refused = await http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
             assert refused.status_code == 503
@@ -75,7 +76,8 @@ async def test_full_queue_is_refused_with_503_and_retry_after(one_slot_server: L
 async def test_a_client_that_goes_away_aborts_its_request(one_slot_server: LiveServer, stream: bool) -> None:
     url = one_slot_server.url
     aborted_before = metric(url, "vllm:request_success_total", finished_reason="abort")
-    body = json.dumps({"prompt": PROMPT, "max_tokens": 400, "ignore_eos": True, "stream": stream}).encode()
+    completed_before = metric(url, "vllm:request_success_total", finished_reason="length")
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 450, "ignore_eos": True, "stream": stream}).encode()
     _, writer = await asyncio.open_connection("127.0.0.1", one_slot_server.port)
     writer.write(
         b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
@@ -84,10 +86,14 @@ async def test_a_client_that_goes_away_aborts_its_request(one_slot_server: LiveS
     )
     await writer.drain()
     while metric(url, "vllm:num_requests_running") < 1:
+        assert metric(url, "vllm:request_success_total", finished_reason="length") == completed_before
         await asyncio.sleep(0.01)
     writer.close()
     await writer.wait_closed()
     while metric(url, "vllm:request_success_total", finished_reason="abort") == aborted_before:
+        assert metric(url, "vllm:request_success_total", finished_reason="length") == completed_before, (
+            "the request ran to its end although its client had gone"
+        )
         await asyncio.sleep(0.01)
     while metric(url, "vllm:num_requests_running") > 0:  # the engine drops it before its next step
         await asyncio.sleep(0.01)
@@ -107,15 +113,15 @@ def test_sigterm_lets_the_stream_finish_refuses_new_requests_and_exits_0(
         stream = client.chat.completions.create(
             model=server.model_name,
             messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=400,
+            max_tokens=450,
             stream=True,
             stream_options={"include_usage": True},
             extra_body={"ignore_eos": True},
         )
         chunks = [next(stream), next(stream)]
-        server.terminate()
+        server.terminate()  # 448 tokens still to come: the drain must wait for them
         while httpx.get(f"{server.url}/v2/health/ready").status_code == 200:
-            pass
+            assert server.process.poll() is None, "the server exited before turning not-ready"
         refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
         assert refused.status_code == 503
         assert "draining" in refused.json()["error"]["message"]
@@ -123,8 +129,8 @@ def test_sigterm_lets_the_stream_finish_refuses_new_requests_and_exits_0(
         chunks += list(stream)
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finishes == ["length"]
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 400
-        assert server.process.wait(timeout=60) == 0
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 450
+        assert server.process.wait(timeout=120) == 0
         assert "drained: no request in flight" in server.log()
     finally:
         server.stop()

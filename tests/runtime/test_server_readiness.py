@@ -106,3 +106,12 @@ async def test_sigterm_while_loading_never_turns_ready(tmp_path: Path) -> None:
     assert context.state.phase is Phase.DRAINING
     assert not context.state.is_ready
     assert context.state.exit_code == 0
+
+
+async def test_the_loader_thread_outlives_loading(tmp_path: Path) -> None:
+    """Torch CPU ops slow down many times once the thread that first ran them exits; it must stay."""
+    release = threading.Event()
+    release.set()
+    context = make_context(tmp_path, FakeEngine(), release)
+    await context.state.load()
+    assert any(thread.name == "berth-model-loader" and thread.is_alive() for thread in threading.enumerate())
