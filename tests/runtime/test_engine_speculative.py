@@ -5,11 +5,20 @@ blocks behind, and sampled requests beside speculating ones still decode."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from engine_reference import generated_tokens, greedy, make_engine, make_prompts, run_to_completion
+from engine_reference import (
+    engine_config,
+    generated_tokens,
+    greedy,
+    make_engine,
+    make_prompts,
+    run_to_completion,
+)
 
+from berth_runtime.engine.async_engine import AsyncEngine
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.sampling_params import SamplingParams
 
@@ -108,3 +117,25 @@ def test_speculation_stops_at_max_tokens_and_sampled_requests_decode_beside_it(
     assert generated_tokens(outputs["greedy"]) == plain_outputs[0][:5]
     assert outputs["greedy"][-1].finish_reason == "length"
     assert len(generated_tokens(outputs["sampled"])) == MAX_NEW
+
+
+async def test_async_engine_streams_speculated_tokens_concurrently_and_reports_counters(
+    tiny_llama_dir: Path, plain_outputs: list[list[int]]
+) -> None:
+    engine = AsyncEngine.from_config(engine_config(tiny_llama_dir, **SPECULATION))
+    await engine.start()
+    try:
+
+        async def collect(index: int, prompt: list[int]) -> list[int]:
+            outputs = [output async for output in engine.generate(prompt, greedy(MAX_NEW), f"r{index}")]
+            assert outputs[-1].finished and outputs[-1].completion_tokens == MAX_NEW
+            return generated_tokens(outputs)
+
+        results = await asyncio.gather(
+            *(collect(index, prompt) for index, prompt in enumerate(all_prompts()))
+        )
+        stats = engine.stats()
+    finally:
+        await engine.stop()
+    assert results == plain_outputs
+    assert 0 < stats.spec_decode_num_accepted_tokens <= stats.spec_decode_num_draft_tokens
