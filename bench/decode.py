@@ -220,7 +220,7 @@ def measure_berth(
 ) -> None:
     """Decode figures for one (weights, layers) variant, and TTFT for bf16; appended to ``report``."""
     device = next(model.parameters()).device
-    with model_layers(kind):
+    with model_layers(model, kind):
         report["results"] += [asdict(r) for r in bench_berth(model, shape, weight, kind, batches, bandwidth)]
         save_report(args.json, report)
         if weight == "bf16" and not args.skip_ttft:

@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
-from berth_runtime.models import llama
 from berth_runtime.models.llama import LlamaForCausalLM
 from berth_runtime.models.model_config import load_model_config
 from berth_runtime.quantization import quantize_linear_layers
@@ -107,15 +105,12 @@ def kv_bytes_per_token(config: dict[str, Any]) -> int:
 
 
 @contextlib.contextmanager
-def model_layers(kind: str) -> Iterator[None]:
-    """``reference``: the model as committed; ``kernels``: its layer functions swapped for
-    ``kernels.layer_ops`` (what wiring the kernels into models/llama.py does), restored afterwards."""
-    saved = {name: getattr(llama, name) for name in KERNEL_OPS_BY_LAYER_NAME}
-    if kind == "kernels":
-        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
-            setattr(llama, name, op)
+def model_layers(model: LlamaForCausalLM, kind: str) -> Iterator[None]:
+    """``reference``: ``model`` on the torch reference layers; ``kernels``: on the Triton kernel
+    layer ops (what the engine runs on CUDA); the model's own choice is restored afterwards."""
+    saved = model.use_kernel_ops
+    model.use_kernel_ops = kind == "kernels"
     try:
         yield
     finally:
-        for name, function in saved.items():
-            setattr(llama, name, function)
+        model.use_kernel_ops = saved

@@ -94,7 +94,7 @@ def measure(
     kv_per_token = kv_bytes_per_token(model_config_dict(shape))
     rows = []
     for layers in ("reference", "kernels"):
-        with model_layers(layers):
+        with model_layers(model, layers):
             for batch in batches:
                 label = f"{shape:>3} {weights:>4} {layers:>9} b{batch:<3}"
                 try:

@@ -7,26 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from berth_runtime.engine.model_runner import allocate_kv_caches
-from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
 from berth_runtime.layers.attention import AttentionMetadata
-from berth_runtime.models import llama
 from berth_runtime.models.loader import load_model
 
 BLOCK_SIZE = 16
 MAX_CONTEXT = 256
 
 
-def test_decode_step_replays_from_a_cuda_graph(
-    tiny_llama_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
-        monkeypatch.setattr(llama, name, op)
+def test_decode_step_replays_from_a_cuda_graph(tiny_llama_checkpoint: Path) -> None:
     device = torch.device("cuda")
     model = load_model(tiny_llama_checkpoint, torch.bfloat16, device, max_positions=1024)
+    assert model.use_kernel_ops  # on CUDA the model runs the kernel layer ops
     num_blocks = 4 * MAX_CONTEXT // BLOCK_SIZE
     kv_caches = allocate_kv_caches(model, num_blocks, BLOCK_SIZE, torch.bfloat16, device)
     for key_cache, value_cache in kv_caches:  # some cached context to attend to

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from berth_runtime.kernels.layer_ops import KERNEL_OPS_BY_LAYER_NAME
-from berth_runtime.models import llama
 from berth_runtime.models.loader import load_model
 from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
@@ -62,16 +60,14 @@ def _berth_greedy(engine: object, prompts: list[list[int]]) -> list[list[int]]:
 def test_engine_matches_transformers_greedy_in_float32(
     tiny_llama_checkpoint: Path,
     engine_factory: Callable[..., object],
-    monkeypatch: pytest.MonkeyPatch,
     layers: str,
 ) -> None:
-    """With the torch reference layers, and with every layer function swapped for its Triton kernel."""
-    if layers == "kernels":
-        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
-            monkeypatch.setattr(llama, name, op)
+    """With the torch reference layers, and on the Triton kernel ops (what `load_model` picks on CUDA)."""
     prompts = _prompts()
     expected = _transformers_greedy(tiny_llama_checkpoint, torch.float32, prompts)
     model = load_model(tiny_llama_checkpoint, torch.float32, torch.device("cuda"), max_positions=1024)
+    assert model.use_kernel_ops  # the kernels are what the engine runs on CUDA
+    model.use_kernel_ops = layers == "kernels"
     actual = _berth_greedy(engine_factory(model, torch.float32), prompts)
     assert all(len(tokens) == NEW_TOKENS for tokens in actual)
     assert actual == expected
@@ -81,18 +77,16 @@ def test_engine_matches_transformers_greedy_in_float32(
 def test_engine_follows_transformers_greedy_in_bfloat16(
     tiny_llama_checkpoint: Path,
     engine_factory: Callable[..., object],
-    monkeypatch: pytest.MonkeyPatch,
     layers: str,
 ) -> None:
     """In bf16 a near-tie may legitimately flip once sums run in another order (fused GEMMs, another
     attention kernel), after which the sequences part. So, as vLLM's logprob check does: the tokens
     agree up to the first difference, and there each side's token is in the other's top 5."""
-    if layers == "kernels":
-        for name, op in KERNEL_OPS_BY_LAYER_NAME.items():
-            monkeypatch.setattr(llama, name, op)
     prompts = _prompts()
     expected, expected_top = _transformers_greedy_with_top(tiny_llama_checkpoint, prompts)
     model = load_model(tiny_llama_checkpoint, torch.bfloat16, torch.device("cuda"), max_positions=1024)
+    assert model.use_kernel_ops  # the kernels are what the engine runs on CUDA
+    model.use_kernel_ops = layers == "kernels"
     actual, actual_top = _berth_greedy_with_top(engine_factory(model, torch.bfloat16), prompts)
     for ours, ours_top, theirs, theirs_top in zip(actual, actual_top, expected, expected_top, strict=True):
         first_difference = next(

@@ -2,15 +2,24 @@
 
 One class covers the family: the differences are data in `ModelConfig` (GQA head counts, q/k/v
 bias for Qwen2, tied embeddings, rope scaling). q/k/v and gate/up are stored fused (one matmul
-each); the loader concatenates the checkpoint's separate tensors. Every numeric step calls a
-function from `berth_runtime.layers`, so faster kernels replace them without touching this file.
+each); the loader concatenates the checkpoint's separate tensors.
+
+Every numeric step is one call through a `LayerOps` table: on a CUDA device the Triton kernels of
+`berth_runtime.kernels.layer_ops` (RoPE fused with the KV-cache write), elsewhere the torch
+references of `berth_runtime.layers`, looked up by name in this module at call time (so a test or
+benchmark may swap one). `LlamaForCausalLM.use_kernel_ops` picks the table; `load_model` sets it
+from the device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from berth_runtime.kernels import layer_ops
 from berth_runtime.layers.activation import silu_and_mul
 from berth_runtime.layers.attention import AttentionMetadata, paged_attention, store_kv
 from berth_runtime.layers.norm import add_rms_norm, rms_norm
@@ -19,6 +28,58 @@ from berth_runtime.models.model_config import ModelConfig
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 """(key_cache, value_cache) of one layer, each [num_blocks, block_size, kv_heads, head_dim]."""
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    rms_norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    add_rms_norm: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]
+    ]
+    silu_and_mul: Callable[[torch.Tensor], torch.Tensor]
+    rotary_and_store_kv: Callable[..., torch.Tensor]
+    """(query, key, value, positions, cos, sin, key_cache, value_cache, slot_mapping) -> rotated
+    query; the rotated keys and the values are in the cache afterwards."""
+    paged_attention: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata, float], torch.Tensor
+    ]
+
+
+def _reference_rotary_and_store_kv(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    query, key = apply_rotary(query, key, positions, cos_table, sin_table)
+    store_kv(key, value, key_cache, value_cache, slot_mapping)
+    return query
+
+
+def reference_ops() -> LayerOps:
+    """The `berth_runtime.layers` functions as this module's globals name them right now."""
+    return LayerOps(
+        rms_norm=rms_norm,
+        add_rms_norm=add_rms_norm,
+        silu_and_mul=silu_and_mul,
+        rotary_and_store_kv=_reference_rotary_and_store_kv,
+        paged_attention=paged_attention,
+    )
+
+
+KERNEL_OPS = LayerOps(
+    rms_norm=layer_ops.rms_norm_op,
+    add_rms_norm=layer_ops.add_rms_norm_op,
+    silu_and_mul=layer_ops.silu_and_mul_op,
+    rotary_and_store_kv=layer_ops.rotary_and_store_kv_op,
+    paged_attention=layer_ops.paged_attention_op,
+)
+"""The Triton kernels (each falls back to its reference on tensors no kernel can take)."""
 
 
 class DecoderLayer(nn.Module):
@@ -48,26 +109,28 @@ class DecoderLayer(nn.Module):
         metadata: AttentionMetadata,
         cos_table: torch.Tensor,
         sin_table: torch.Tensor,
+        ops: LayerOps,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden, residual: [tokens, hidden_size]; returns the layer's (hidden, residual)."""
         if residual is None:
             residual = hidden
-            hidden = rms_norm(hidden, self.input_layernorm, self.eps)
+            hidden = ops.rms_norm(hidden, self.input_layernorm, self.eps)
         else:
-            hidden, residual = add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
+            hidden, residual = ops.add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
         tokens = hidden.shape[0]
         qkv = self.qkv_proj(hidden)
         query, key, value = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         query = query.view(tokens, self.num_heads, self.head_dim)
         key = key.view(tokens, self.num_kv_heads, self.head_dim)
         value = value.view(tokens, self.num_kv_heads, self.head_dim)
-        query, key = apply_rotary(query, key, positions, cos_table, sin_table)
         key_cache, value_cache = kv_cache
-        store_kv(key, value, key_cache, value_cache, metadata.slot_mapping)
-        attended = paged_attention(query, key_cache, value_cache, metadata, self.scale)
+        query = ops.rotary_and_store_kv(
+            query, key, value, positions, cos_table, sin_table, key_cache, value_cache, metadata.slot_mapping
+        )
+        attended = ops.paged_attention(query, key_cache, value_cache, metadata, self.scale)
         hidden = self.o_proj(attended.reshape(tokens, self.q_size))
-        hidden, residual = add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        hidden = self.down_proj(silu_and_mul(self.gate_up_proj(hidden)))
+        hidden, residual = ops.add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
+        hidden = self.down_proj(ops.silu_and_mul(self.gate_up_proj(hidden)))
         return hidden, residual
 
 
@@ -84,6 +147,8 @@ class LlamaForCausalLM(nn.Module):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype))
         self.max_positions = max_positions
+        self.use_kernel_ops = False
+        """Run the Triton kernel ops (on CUDA) instead of the torch reference layers."""
         self.cos_table = torch.empty(0)
         self.sin_table = torch.empty(0)
 
@@ -103,14 +168,15 @@ class LlamaForCausalLM(nn.Module):
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """tokens, positions: [tokens] -> hidden: [tokens, hidden_size] (final norm applied)."""
+        ops = KERNEL_OPS if self.use_kernel_ops else reference_ops()
         hidden = self.embed_tokens(tokens)
         residual: torch.Tensor | None = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             hidden, residual = layer(
-                hidden, residual, positions, kv_cache, metadata, self.cos_table, self.sin_table
+                hidden, residual, positions, kv_cache, metadata, self.cos_table, self.sin_table, ops
             )
         assert residual is not None  # the model has at least one layer (checked by the loader)
-        hidden, _ = add_rms_norm(hidden, residual, self.norm, self.config.rms_norm_eps)
+        hidden, _ = ops.add_rms_norm(hidden, residual, self.norm, self.config.rms_norm_eps)
         return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

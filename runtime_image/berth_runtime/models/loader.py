@@ -144,4 +144,5 @@ def load_model(
     model = model.to_empty(device=device)
     load_weights(model, files)
     model.init_rotary_tables(device)
+    model.use_kernel_ops = device.type == "cuda"
     return model.eval()
