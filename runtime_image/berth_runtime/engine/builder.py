@@ -11,6 +11,7 @@ import torch
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.block_manager import BlockManager
+from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.model_runner import (
     ModelRunner,
@@ -20,7 +21,7 @@ from berth_runtime.engine.model_runner import (
 from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.engine.speculation import NgramSpeculator
-from berth_runtime.models.llama import LlamaForCausalLM
+from berth_runtime.models.llama import KVCache, LlamaForCausalLM
 from berth_runtime.models.loader import load_model
 from berth_runtime.models.model_config import ModelConfig, load_model_config
 from berth_runtime.quantization import quantize_linear_layers
@@ -102,6 +103,26 @@ def resolve_num_kv_blocks(
     return blocks
 
 
+def _captured_decode_graphs(
+    config: RuntimeConfig,
+    model: LlamaForCausalLM,
+    kv_caches: list[KVCache],
+    max_model_len: int,
+    device: torch.device,
+) -> DecodeGraphs | None:
+    """CUDA graphs for decode at every batch bucket; None (decode runs eagerly) if capture fails."""
+    graphs = DecodeGraphs(
+        model, kv_caches, config.block_size, max_model_len, config.max_batch_size, device, capture=True
+    )
+    try:
+        graphs.capture_all()
+    except RuntimeError as error:  # a slower engine beats one that cannot start
+        logger.warning("CUDA graph capture failed, decode runs eagerly: %s", error)
+        return None
+    logger.info("captured decode CUDA graphs for batch sizes %s", graphs.buckets)
+    return graphs
+
+
 def build_engine(config: RuntimeConfig) -> BuiltEngine:
     model_dir = Path(config.model)
     model_config = load_model_config(model_dir)
@@ -128,6 +149,8 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
     scheduler = Scheduler(block_manager, config.max_batch_size, config.max_num_batched_tokens)
     runner = ModelRunner(model, kv_caches, config.block_size, device)
+    if device.type == "cuda" and model.use_kernel_ops:
+        runner.decode_graphs = _captured_decode_graphs(config, model, kv_caches, max_model_len, device)
     eos_token_ids = tuple(dict.fromkeys(tokenizer.eos_token_ids + model_config.eos_token_ids))
     speculator = None
     if config.speculative_method == "ngram":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.layers.attention import AttentionMetadata, PrefillRow
@@ -57,6 +58,8 @@ class ModelRunner:
         self.block_size = block_size
         self.device = device
         self._pin = device.type == "cuda"
+        self.decode_graphs: DecodeGraphs | None = None
+        """Decode-only steps run on static buffers (CUDA graphs on CUDA) when set."""
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -107,6 +110,19 @@ class ModelRunner:
         # Two transfers: the per-token arrays; the block tables with context lengths.
         per_token = self._to_device(per_token_host)
         tables = self._to_device(block_tables)
+
+        if num_tokens == num_rows and self.decode_graphs is not None:
+            bucket = self.decode_graphs.bucket_for(num_rows, max_blocks)
+            if bucket is not None:
+                hidden = self.decode_graphs.run(bucket, per_token, tables)
+                if len(sampling) < num_rows:  # a one-token prefill chunk samples nothing yet
+                    hidden = hidden[self._to_device(np.array(sampling, dtype=np.int64))]
+                seqs = [ordered[index].seq for index in sampling]
+                return StepResult(
+                    logits=self.model.compute_logits(hidden),
+                    sampling_seqs=seqs,
+                    logits_per_seq=[1] * len(seqs),
+                )
 
         prefill_rows = []
         query_start = 0
