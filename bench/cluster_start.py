@@ -5,7 +5,7 @@ scheduler, KWOK, simulated nodes Ready) and ``down`` are timed, median of ``--ru
 per-phase split. Beside it, a same-run baseline: executing the multi-call binary once
 (``kubectl version --client``), the floor any start pays per process.
 Cold (``--cold``): the Go build from an empty Go build cache into an empty berth cache (modules
-already downloaded), then one start; about 17 minutes on 2 cores. Figures only; nothing fails.
+already downloaded), then one start; about 12 minutes on 2 cores. Figures only; nothing fails.
 
     python -m bench.cluster_start [--runs 3] [--cold]
 """
@@ -88,7 +88,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3, help="warm starts to take the median of (default 3)")
-    parser.add_argument("--cold", action="store_true", help="also time a cold build + start (~17 min)")
+    parser.add_argument("--cold", action="store_true", help="also time a cold build + start (~12 min)")
     arguments = parser.parse_args()
     if arguments.cold:
         cold()

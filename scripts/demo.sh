@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # berth's main job on one machine, no Docker and no GPU needed:
-#   ./scripts/demo.sh up     local Kubernetes control plane (built on first run, ~15 min on 2 cores;
+#   ./scripts/demo.sh up     local Kubernetes control plane (built on first run, ~12 min on 2 cores;
 #                            then seconds) with simulated H100 nodes, berth's CRDs, the operator in
 #                            the background, and the sample InferenceDeployment (examples/chat.yaml)
 #                            until it is Ready; then shows `kubectl get idep`.

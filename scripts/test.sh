@@ -13,7 +13,7 @@ export TRITON_INTERPRET="${TRITON_INTERPRET:-1}"
 echo "== ruff"; ruff check .; ruff format --check .
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
-# The integration tests run on a local control plane built from Go on first use (~15 min cold on
+# The integration tests run on a local control plane built from Go on first use (~12 min cold on
 # 2 cores, cached outside the tree afterwards); building here keeps its output in the log.
 echo "== local control plane binaries (tests/cluster)"; python -m tests.cluster build
 # The live autoscaling tests run a real Prometheus server (Debian's package); root is available in CI.

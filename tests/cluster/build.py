@@ -151,7 +151,7 @@ def _build_into(bin_dir: Path) -> None:
                 ".",
             ],
             env,
-            f"the control plane (k8s.io/kubernetes {kubernetes_version()}; about 15 min cold on 2 cores)",
+            f"the control plane (k8s.io/kubernetes {kubernetes_version()}; about 12 min cold on 2 cores)",
         )
         _run_go(
             ["install", *_GO_BUILD_FLAGS, f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
