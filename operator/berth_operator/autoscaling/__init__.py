@@ -6,6 +6,7 @@ The pieces, each in its own module so the decision stays pure and testable:
   staleness detection.
 - `capacity`: token-weighted demand and the per-replica capacity learned from the metrics.
 - `policy`: the pure decision `(observation, targets, current, history, now) -> Decision`.
+- `sizing`: replicas a load needs (up) or may drop to (down), and the reason text with those numbers.
 - `state`: the history that lives in `status.autoscaling`, so decisions survive restarts.
 
 Acting on a decision (scaling the Deployment, patching status, emitting Events) is the job of

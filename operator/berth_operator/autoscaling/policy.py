@@ -31,12 +31,10 @@ same function. The rules, in the order they apply:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from berth_operator.autoscaling.capacity import (
-    Load,
     SloTargets,
     Tuning,
     learn_capacity,
@@ -45,6 +43,7 @@ from berth_operator.autoscaling.capacity import (
     slo_summary,
 )
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
+from berth_operator.autoscaling.sizing import fewest_survivors, replicas_for, sizing_words, survivor_words
 from berth_operator.autoscaling.state import DecisionRecord, Recommendation, ScalingHistory
 
 DEFAULT_TUNING = Tuning()
@@ -226,7 +225,7 @@ def _evaluate(
         summary += f" (breached for {now - breach_since:.0f}s)"
 
     demand = load.arriving + load.queued / tuning.backlog_drain_seconds
-    need_up = _replicas_for(demand, ceiling, tuning.scale_up_utilization)
+    need_up = replicas_for(demand, ceiling, tuning.scale_up_utilization)
     persistent = (
         breach_since is not None
         and now - breach_since >= tuning.unexplained_breach_seconds
@@ -240,12 +239,12 @@ def _evaluate(
     )
     if forced:
         need_up = replicas + 1
-    need_down = _fewest_survivors(load, ceiling, floor, tuning, replicas)
+    need_down = fewest_survivors(load, ceiling, floor, tuning, replicas)
     if need_up is not None:
         need_down = max(need_down, need_up)
     recommendation = Recommendation(now, need_up if need_up is not None else replicas, need_down)
     history = history.with_recommendation(recommendation)
-    sizing = _sizing_words(load, demand, ceiling, tuning, current.starting)
+    sizing = sizing_words(load, demand, ceiling, tuning, current.starting)
 
     if replicas > highest or replicas < lowest:
         target = min(max(replicas, lowest), highest)
@@ -292,7 +291,7 @@ def _evaluate(
         candidate = max(r.scale_down for r in history.recommendations if r.time >= down_window_start)
         target = max(candidate, lowest)
         if target < replicas:
-            survivors = _survivor_words(load, target, ceiling, floor, tuning)
+            survivors = survivor_words(load, target, ceiling, floor, tuning)
             return _Verdict(
                 target,
                 f"{summary}; {survivors}; no scale-up needed for "
@@ -301,60 +300,6 @@ def _evaluate(
                 history,
             )
     return _Verdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
-
-
-def _replicas_for(work: float, capacity: float | None, utilization: float) -> int | None:
-    if work <= 0:
-        return 0
-    if capacity is None:
-        return None
-    return math.ceil(work / (capacity * utilization) - 1e-9)
-
-
-def _fewest_survivors(
-    load: Load, ceiling: float | None, floor: float | None, tuning: Tuning, replicas: int
-) -> int:
-    """The fewest replicas whose per-replica load stays safe: within `scale_down_utilization` of
-    the ceiling, or at most the proven floor while no ceiling is known. Unknown capacity: no fewer."""
-    if load.arriving <= 0:
-        return 0
-    if ceiling is not None:
-        return _replicas_for(load.arriving, ceiling, tuning.scale_down_utilization) or 0
-    if floor is not None:
-        return _replicas_for(load.arriving, floor, 1.0) or 0
-    return replicas
-
-
-def _sizing_words(load: Load, demand: float, ceiling: float | None, tuning: Tuning, starting: int) -> str:
-    if demand <= 0:
-        return "no load"
-    queued = (
-        f" incl. {load.queued:.0f} queued over {tuning.backlog_drain_seconds:.0f}s" if starting == 0 else ""
-    )
-    if ceiling is None:
-        return f"demand {demand:.0f} tok/s{queued}; per-replica capacity not learned yet"
-    needed = _replicas_for(demand, ceiling, tuning.scale_up_utilization)
-    return (
-        f"demand {demand:.0f} tok/s{queued} needs {needed} replica(s) at "
-        f"{tuning.scale_up_utilization:.0%} of {ceiling:.0f} tok/s each"
-    )
-
-
-def _survivor_words(
-    load: Load, survivors: int, ceiling: float | None, floor: float | None, tuning: Tuning
-) -> str:
-    if survivors <= 0 or load.arriving <= 0:
-        return "no load"
-    each = load.arriving / survivors
-    if ceiling is not None:
-        return (
-            f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each <= "
-            f"{tuning.scale_down_utilization:.0%} of {ceiling:.0f} tok/s"
-        )
-    return (
-        f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each "
-        f"<= proven {floor or 0:.0f}"
-    )
 
 
 def _finish(
