@@ -18,6 +18,7 @@ VALUES_MATRIX: dict[str, dict[str, Any]] = {
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
         "grafanaDashboard": {"enabled": True},
+        "runtimeMetrics": {"podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
     },
     "no-metrics": {"metrics": {"enabled": False}},
     "no-crds": {"crds": {"enabled": False}},

@@ -113,6 +113,11 @@ Included once, from the Deployment template, so every render runs it.
 {{- fail (printf "metrics.serviceMonitor.scrapeTimeout=%s is longer than metrics.serviceMonitor.interval=%s; Prometheus refuses a scrape timeout above the interval." .scrapeTimeout .interval) -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.runtimeMetrics.podMonitor -}}
+{{- if and .enabled .scrapeTimeout (gt (int (include "berth.durationMilliseconds" .scrapeTimeout)) (int (include "berth.durationMilliseconds" .interval))) -}}
+{{- fail (printf "runtimeMetrics.podMonitor.scrapeTimeout=%s is longer than runtimeMetrics.podMonitor.interval=%s; Prometheus refuses a scrape timeout above the interval." .scrapeTimeout .interval) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
 {{- fail (printf "metrics.port and operator.healthPort are both %d; the metrics and health endpoints need different ports." (int .Values.metrics.port)) -}}
 {{- end -}}
