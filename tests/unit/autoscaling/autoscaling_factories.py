@@ -7,11 +7,14 @@ from dataclasses import replace
 from typing import Any
 
 from berth_operator.autoscaling.capacity import SloTargets
-from berth_operator.autoscaling.policy import Targets
+from berth_operator.autoscaling.policy import ReplicaCounts, Targets
 from berth_operator.autoscaling.signals import Signals
 from berth_operator.autoscaling.state import ScalingHistory
 
 SLO = SloTargets(ttft_p95_seconds=0.5, itl_p95_seconds=0.05)
+NOW = 1_800_000_000.0
+REQUEST_TOKENS = 400.0
+"""Generated tokens per request in the policy tests' loads."""
 
 
 def targets(**overrides: Any) -> Targets:
@@ -44,6 +47,23 @@ def signals(**overrides: Any) -> Signals:
         sample_age_seconds=5.0,
     )
     return replace(base, **overrides)
+
+
+def serving(tokens_per_second: float, replicas: int = 1, **overrides: Any) -> Signals:
+    """`replicas` replicas generating `tokens_per_second` in requests of `REQUEST_TOKENS` tokens each;
+    `overrides` add the queue, latencies or any other field."""
+    return signals(
+        generation_tokens_per_second=tokens_per_second,
+        requests_per_second=tokens_per_second / REQUEST_TOKENS,
+        reporting_replicas=replicas,
+        serving_replicas_average=float(replicas),
+        **overrides,
+    )
+
+
+def steady(replicas: int) -> ReplicaCounts:
+    """A Deployment at `replicas`, all of them Ready."""
+    return ReplicaCounts(desired=replicas, ready=replicas)
 
 
 def learned(ceiling: float | None = 1000.0, floor: float | None = None, **overrides: Any) -> ScalingHistory:
