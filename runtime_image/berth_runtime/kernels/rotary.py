@@ -58,6 +58,19 @@ def rotate_heads(
 
 
 @triton.jit
+def load_cos_sin(
+    cos_ptr, sin_ptr, cos_row_stride, sin_row_stride, position, dtype: tl.constexpr, HALF: tl.constexpr
+):
+    """The first ``HALF`` cos and sin values of table row ``position``, rounded to ``dtype`` (as Hugging
+    Face casts the tables to the activation dtype) and widened back to float32 for the arithmetic."""
+    # the tables repeat each half (rotate-half layout): the first HALF columns are all we need
+    dims = tl.arange(0, HALF)
+    cos = round_to(tl.load(cos_ptr + position * cos_row_stride + dims), dtype).to(tl.float32)
+    sin = round_to(tl.load(sin_ptr + position * sin_row_stride + dims), dtype).to(tl.float32)
+    return cos, sin
+
+
+@triton.jit
 def _rotary_kernel(
     positions_ptr,
     query_ptr,
@@ -78,11 +91,9 @@ def _rotary_kernel(
 ):
     token = tl.program_id(0).to(tl.int64)
     position = tl.load(positions_ptr + token).to(tl.int64)
-    dims = tl.arange(0, HALF)
-    dtype = query_ptr.dtype.element_ty
-    # the tables repeat each half (rotate-half layout): the first HALF columns are all we need
-    cos = round_to(tl.load(cos_ptr + position * cos_row_stride + dims), dtype).to(tl.float32)
-    sin = round_to(tl.load(sin_ptr + position * sin_row_stride + dims), dtype).to(tl.float32)
+    cos, sin = load_cos_sin(
+        cos_ptr, sin_ptr, cos_row_stride, sin_row_stride, position, query_ptr.dtype.element_ty, HALF
+    )
     query_row = query_ptr + token * query_token_stride
     key_row = key_ptr + token * key_token_stride
     rotate_heads(

@@ -25,9 +25,8 @@ from berth_runtime.kernels._launch import (
     check_same_dtype,
     check_shape,
 )
-from berth_runtime.kernels._rounding import round_to
 from berth_runtime.kernels.kv_cache_store import store_kv_cache_reference
-from berth_runtime.kernels.rotary import apply_rotary_embedding_reference, rotate_heads
+from berth_runtime.kernels.rotary import apply_rotary_embedding_reference, load_cos_sin, rotate_heads
 
 
 @triton.jit
@@ -58,10 +57,9 @@ def _rotary_store_kv_kernel(
     token = tl.program_id(0).to(tl.int64)
     position = tl.load(positions_ptr + token).to(tl.int64)
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
-    dims = tl.arange(0, HALF)
-    dtype = query_ptr.dtype.element_ty
-    cos = round_to(tl.load(cos_ptr + position * cos_row_stride + dims), dtype).to(tl.float32)
-    sin = round_to(tl.load(sin_ptr + position * sin_row_stride + dims), dtype).to(tl.float32)
+    cos, sin = load_cos_sin(
+        cos_ptr, sin_ptr, cos_row_stride, sin_row_stride, position, query_ptr.dtype.element_ty, HALF
+    )
     query_row = query_ptr + token * query_token_stride
     rotate_heads(
         query_row,
