@@ -16,6 +16,32 @@ from berth_runtime.kernels._rounding import round_to
 
 
 @triton.jit
+def store_scaled_output(
+    accumulator,
+    scale_ptr,
+    bias_ptr,
+    output_ptr,
+    output_row_stride,
+    row_ids,
+    col_ids,
+    row_mask,
+    col_mask,
+    HAS_BIAS: tl.constexpr,
+):
+    """The epilogue both weight-only kernels share: ``accumulator`` [rows, cols] float32 times each
+    column's scale, plus the bias, rounded to the output dtype and stored at the tile's rows/cols."""
+    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
+    result = accumulator * scale[None, :]
+    if HAS_BIAS:
+        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
+        round_to(result, output_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & col_mask[None, :],
+    )
+
+
+@triton.jit
 def weight_only_gemv_kernel(
     input_ptr,
     weight_ptr,
@@ -50,12 +76,15 @@ def weight_only_gemv_kernel(
         weights = tl.load(weight_rows + k_start, mask=col_mask[:, None] & k_mask[None, :], other=0.0)
         products = activations.to(tl.float32)[:, None, :] * weights.to(tl.float32)[None, :, :]
         accumulator += tl.sum(products, axis=2)
-    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
-    result = accumulator * scale[None, :]
-    if HAS_BIAS:
-        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
-        round_to(result, output_ptr.dtype.element_ty),
-        mask=row_mask[:, None] & col_mask[None, :],
+    store_scaled_output(
+        accumulator,
+        scale_ptr,
+        bias_ptr,
+        output_ptr,
+        output_row_stride,
+        row_ids,
+        col_ids,
+        row_mask,
+        col_mask,
+        HAS_BIAS,
     )

@@ -29,8 +29,7 @@ from berth_runtime.kernels._launch import (
     dot_input_precision,
     dot_operand_dtype,
 )
-from berth_runtime.kernels._rounding import round_to
-from berth_runtime.kernels.weight_only_gemv import weight_only_gemv_kernel
+from berth_runtime.kernels.weight_only_gemv import store_scaled_output, weight_only_gemv_kernel
 
 QUANTIZED_WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
@@ -77,14 +76,17 @@ def _weight_only_matmul_kernel(
         )
         input_tile += BLOCK_K
         weight_tile += BLOCK_K
-    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
-    result = accumulator * scale[None, :]
-    if HAS_BIAS:
-        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
-        round_to(result, output_ptr.dtype.element_ty),
-        mask=row_mask[:, None] & col_mask[None, :],
+    store_scaled_output(
+        accumulator,
+        scale_ptr,
+        bias_ptr,
+        output_ptr,
+        output_row_stride,
+        row_ids,
+        col_ids,
+        row_mask,
+        col_mask,
+        HAS_BIAS,
     )
 
 
@@ -159,28 +161,8 @@ def weight_only_linear(
             "(BLOCK_M < 16 selects the GEMV kernel)"
         )
     grid = (triton.cdiv(out_features, block_n), triton.cdiv(rows, block_m))
-    if block_m < 16:
-        weight_only_gemv_kernel[grid](
-            x,
-            qweight,
-            scale,
-            bias if bias is not None else scale,
-            output,
-            rows,
-            out_features,
-            in_features,
-            x.stride(0),
-            qweight.stride(0),
-            output.stride(0),
-            HAS_BIAS=bias is not None,
-            BLOCK_M=block_m,
-            BLOCK_N=block_n,
-            BLOCK_K=block_k,
-            num_warps=num_warps,
-        )
-        return output
-    dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
-    _weight_only_matmul_kernel[grid](
+    # both kernels take the same operands and tile sizes; the GEMM adds its dot dtype and pipelining
+    operands = (
         x,
         qweight,
         scale,
@@ -192,10 +174,15 @@ def weight_only_linear(
         x.stride(0),
         qweight.stride(0),
         output.stride(0),
-        HAS_BIAS=bias is not None,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
+    )
+    tiles = {"HAS_BIAS": bias is not None, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    if block_m < 16:
+        weight_only_gemv_kernel[grid](*operands, **tiles, num_warps=num_warps)
+        return output
+    dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
+    _weight_only_matmul_kernel[grid](
+        *operands,
+        **tiles,
         DOT_DTYPE=dot_dtype,
         DOT_PRECISION=dot_input_precision(dot_dtype),
         num_warps=num_warps,
