@@ -18,35 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import tokenizers
 import torch
-from tokenizers import models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import write_model
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.builder import build_engine
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.sampling_params import SamplingParams
-
-
-def write_model(directory: Path, hidden_size: int, layers: int, vocab_size: int, init_range: float) -> None:
-    vocab = {f"w{index}": index for index in range(vocab_size)}
-    tokenizer = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="w0"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=max(hidden_size // 64, 1),
-        num_key_value_heads=max(hidden_size // 128, 1),
-        max_position_embeddings=1024,
-        initializer_range=init_range,
-        eos_token_id=None,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
 
 
 def repetitive_prompts(count: int, vocab_size: int, span: int, seed: int) -> list[list[int]]:
