@@ -12,6 +12,7 @@ makes is authorized by the chart's RBAC alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,6 +45,8 @@ TIMEOUT = 120.0
 # (Kopf's APIForbiddenError, berth's Forbidden), its message "... is forbidden: User ...", and Kopf's
 # own warning when it falls back for lack of RBAC. Not a bare "403": log timestamps end in
 # milliseconds, and ",403" is one of them a thousandth of the time.
+PEERING_RESUME = "Resuming operations"
+PEERING_PAUSES = ("Pausing operations in favour of", "Pausing all operators")
 REFUSALS = ("Forbidden", "is forbidden", "Not enough permissions")
 
 
@@ -139,6 +142,8 @@ class ChartOperator:
     def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_path: Path) -> None:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         self.chart_env = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+        # What the chart's POD_ID fieldRef gives a pod; Kopf names the replica in the peering by it.
+        self.pod_name = f"berth-{log_path.stem}"
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.health_port = free_port()
@@ -150,6 +155,7 @@ class ChartOperator:
             **self.chart_env,
             # Only what cannot be the same as in a pod: the kubeconfig and free local ports.
             "KUBECONFIG": str(self.kubeconfig),
+            "POD_ID": self.pod_name,
             "BERTH_HEALTH_PORT": str(self.health_port),
             "BERTH_METRICS_PORT": str(free_port()),
             "BERTH_LOG_LEVEL": "DEBUG",
@@ -189,6 +195,21 @@ class ChartOperator:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def is_working(self) -> bool:
+        """Whether Kopf's last peering decision in the log let this replica work. Every replica starts
+        paused and logs only changes: "Resuming operations" when it may work, "Pausing ..." after."""
+        log = self.log()
+        paused_at = max(log.rfind(marker) for marker in PEERING_PAUSES)
+        return log.rfind(PEERING_RESUME) > paused_at
+
+
+def _peer_priorities(cluster: ClusterAccess, pod_names: list[str]) -> dict[str, int] | None:
+    """The priorities the named replicas announced in the release's ClusterKopfPeering, once all did."""
+    status = cluster.get("clusterkopfpeering", "berth").get("status") or {}
+    if not all(name in status for name in pod_names):
+        return None
+    return {name: int(status[name]["priority"]) for name in pod_names}
+
 
 def _inference_deployment(name: str) -> dict[str, Any]:
     return {
@@ -210,17 +231,24 @@ def _chart_operator(cluster: ClusterAccess, helm: HelmOnCluster, log_path: Path)
     return ChartOperator(deployment, kubeconfig, log_path)
 
 
+@contextlib.contextmanager
+def _logs_shown_on_failure(operators: list[ChartOperator]) -> Iterator[None]:
+    """Prints the operators' logs when the block fails: they are the only record of why."""
+    try:
+        yield
+    except BaseException:
+        for operator in operators:
+            print(f"\n----- {operator.log_path.name} -----\n{operator.log()}")
+        raise
+
+
 def _wait_ready(cluster: ClusterAccess, namespace: str, name: str, operators: list[ChartOperator]) -> None:
     def ready() -> dict[str, Any] | None:
         status = cluster.get("inferencedeployment", name, namespace=namespace).get("status") or {}
         return status if status.get("phase") == "Ready" and status.get("readyReplicas") == 1 else None
 
-    try:
+    with _logs_shown_on_failure(operators):
         wait_for(ready, TIMEOUT, f"{namespace}/{name} Ready as the chart's ServiceAccount")
-    except BaseException:
-        for operator in operators:
-            print(f"\n----- {operator.log_path.name} -----\n{operator.log()}")
-        raise
 
 
 def _assert_no_refusals(operator: ChartOperator) -> None:
@@ -360,24 +388,25 @@ def test_two_peered_replicas_one_works_and_the_other_takes_over(
     for replica in replicas:
         replica.start()
     try:
-        # Each replica draws its own priority; the lower one pauses in favour of the other.
-        standby = wait_for(
-            lambda: next((r for r in replicas if "Pausing operations in favour of" in r.log()), None),
-            60,
-            "one replica to stand by",
-        )
-        (active,) = [replica for replica in replicas if replica is not standby]
+        # Each replica draws its own priority and announces it in the peering object; the highest
+        # works, the other stays paused (whichever of them started first).
+        with _logs_shown_on_failure(replicas):
+            priorities = wait_for(
+                lambda: _peer_priorities(chart_cluster, [replica.pod_name for replica in replicas]),
+                60,
+                "both replicas in the ClusterKopfPeering",
+            )
+            active, standby = sorted(replicas, key=lambda replica: priorities[replica.pod_name], reverse=True)
+            wait_for(active.is_working, 60, f"{active.pod_name}, the higher priority, to work")
+            assert not standby.is_working(), f"{standby.pod_name} works beside a higher-priority peer"
         chart_cluster.apply(_inference_deployment("first"), namespace="ha")
         _wait_ready(chart_cluster, "ha", "first", replicas)
         # Only the active replica made requests in the workload namespace (its DEBUG log lists them).
         assert "/namespaces/ha/" in active.log()
         assert "/namespaces/ha/" not in standby.log(), "the standby replica reconciled too"
 
-        resumed_before = standby.log().count("Resuming operations")
         active.stop()  # a graceful exit leaves the peering: the standby resumes at once
-        wait_for(
-            lambda: standby.log().count("Resuming operations") > resumed_before, 60, "the standby to resume"
-        )
+        wait_for(standby.is_working, 60, "the standby to resume")
         chart_cluster.apply(_inference_deployment("second"), namespace="ha")
         _wait_ready(chart_cluster, "ha", "second", [standby])
         chart_cluster.kubectl("delete", "inferencedeployment", "--all", "--timeout=60s", namespace="ha")
