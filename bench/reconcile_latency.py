@@ -3,11 +3,12 @@
 For each count (default 1, 100, 500) a fresh namespace gets that many InferenceDeployments in one
 ``kubectl apply``; a watch records when each appears and when its status first says Ready (pods
 Ready with zero readiness delay). Prints p50/p99 latency, the time until all are Ready, and the
-operator's CPU seconds and peak RSS for the round (a fresh operator process per round).
+operator's CPU seconds and peak RSS for the round (a fresh operator process per round; with several
+--api-concurrency values, one round per value, BERTH_API_CONCURRENCY set to it).
 Same-run baseline: the same number of plain Deployments with the same GPU pod shape and no
 operator, created -> available, i.e. what the control plane alone costs. Figures only.
 
-    python -m bench.reconcile_latency [--counts 1,100,500]
+    python -m bench.reconcile_latency [--counts 1,100,500] [--api-concurrency 6,32]
 """
 
 from __future__ import annotations
@@ -166,10 +167,15 @@ def baseline_round(cluster: ClusterAccess, api: client.ApiClient, count: int) ->
     _delete_namespace(cluster, namespace)
 
 
-def operator_round(cluster: ClusterAccess, api: client.ApiClient, count: int, log_dir: Path) -> None:
+def operator_round(
+    cluster: ClusterAccess, api: client.ApiClient, count: int, api_concurrency: int, log_dir: Path
+) -> None:
     namespace = _fresh_namespace(cluster, "bench-idep")
     operator = OperatorProcess(
-        cluster.kubeconfig, namespace, log_dir / f"operator-{count}.log", {"BERTH_LOG_LEVEL": "WARNING"}
+        cluster.kubeconfig,
+        namespace,
+        log_dir / f"operator-{count}-{api_concurrency}.log",
+        {"BERTH_LOG_LEVEL": "WARNING", "BERTH_API_CONCURRENCY": str(api_concurrency)},
     )
     operator.start()
     try:
@@ -187,7 +193,8 @@ def operator_round(cluster: ClusterAccess, api: client.ApiClient, count: int, lo
         started = _create_all(cluster, namespace, [_idep(index) for index in range(count)])
         watcher.wait_all(count)
         cpu_after, peak_mib = _process_figures(operator.pid)
-        print(f"  {_summary(f'berth, {count} InferenceDeployments', watcher, count, started)}", flush=True)
+        label = f"berth, {count} InferenceDeployments, API concurrency {api_concurrency}"
+        print(f"  {_summary(label, watcher, count, started)}", flush=True)
         print(
             f"  operator: {cpu_after - cpu_before:.1f} CPU s for the round, peak RSS {peak_mib:.0f} MiB",
             flush=True,
@@ -208,8 +215,14 @@ def main() -> None:
     parser.add_argument(
         "--counts", default="1,100,500", help="comma-separated resource counts (default 1,100,500)"
     )
+    parser.add_argument(
+        "--api-concurrency",
+        default="32",
+        help="comma-separated BERTH_API_CONCURRENCY values, one operator round each (default 32)",
+    )
     arguments = parser.parse_args()
     counts = [int(part) for part in arguments.counts.split(",")]
+    concurrencies = [int(part) for part in arguments.api_concurrency.split(",")]
     gpu_nodes = math.ceil(max(counts) / 8) + 1
     name = f"bench-reconcile-{os.getpid()}"
     running = launcher.up(name, Simulation(gpu_pools=(GpuPool(H100, nodes=gpu_nodes),), cpu_nodes=0))
@@ -223,7 +236,8 @@ def main() -> None:
             for count in counts:
                 print(f"{count} at once:", flush=True)
                 baseline_round(cluster, api, count)
-                operator_round(cluster, api, count, Path(log_dir))
+                for api_concurrency in concurrencies:
+                    operator_round(cluster, api, count, api_concurrency, Path(log_dir))
     finally:
         launcher.down(name)
 

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = OperatorMetrics(registry)
     if settings.metrics_enabled and settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
-    context = OperatorContext(api=ClientKubeApi(load_api_client()), settings=settings, metrics=metrics)
+    api = ClientKubeApi(load_api_client(settings.api_concurrency), settings.api_concurrency)
+    context = OperatorContext(api=api, settings=settings, metrics=metrics)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -48,6 +48,7 @@ def test_values_reach_the_operator_settings(chart: Chart) -> None:
                 "runtimeImage": "registry.example.com/berth-runtime:0.2.0",
                 "gpuProducts": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"],
                 "missingSecretRetrySeconds": 2.5,
+                "apiConcurrency": 8,
                 "healthPort": 8181,
             },
         },
@@ -63,6 +64,7 @@ def test_values_reach_the_operator_settings(chart: Chart) -> None:
         peering_name="berth-ha",
         log_level="DEBUG",
         missing_secret_retry_seconds=2.5,
+        api_concurrency=8,
     )
     # Kopf names each replica in the peering object after its pod.
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env

@@ -31,6 +31,7 @@ def test_values_are_parsed() -> None:
             "BERTH_PEERING_NAME": "berth",
             "BERTH_LOG_LEVEL": "debug",
             "BERTH_MISSING_SECRET_RETRY_SECONDS": "5",
+            "BERTH_API_CONCURRENCY": "64",
         }
     )
     assert settings.watch_namespaces == ("ml", "serving")
@@ -41,6 +42,7 @@ def test_values_are_parsed() -> None:
     assert settings.peering_name == "berth"
     assert settings.log_level == "DEBUG"
     assert settings.missing_secret_retry_seconds == 5.0
+    assert settings.api_concurrency == 64
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,9 @@ def test_values_are_parsed() -> None:
         ("BERTH_LOG_LEVEL", "loud", "expected one of DEBUG, INFO, WARNING, ERROR"),
         ("BERTH_PROMETHEUS_URL", "prometheus:9090", "expected an http:// or https:// URL"),
         ("BERTH_MISSING_SECRET_RETRY_SECONDS", "-1", "expected a positive number of seconds"),
+        ("BERTH_API_CONCURRENCY", "0", "BERTH_API_CONCURRENCY='0': expected a whole number from 1 to 256"),
+        ("BERTH_API_CONCURRENCY", "many", "expected a whole number from 1 to 256"),
+        ("BERTH_API_CONCURRENCY", "1000", "expected a whole number from 1 to 256"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:

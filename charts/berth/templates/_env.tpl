@@ -14,6 +14,8 @@ the operator's own settings code and checks every BERTH_* variable it reads is s
   value: {{ join "," .Values.operator.gpuProducts | quote }}
 - name: BERTH_MISSING_SECRET_RETRY_SECONDS
   value: {{ .Values.operator.missingSecretRetrySeconds | quote }}
+- name: BERTH_API_CONCURRENCY
+  value: {{ .Values.operator.apiConcurrency | quote }}
 - name: BERTH_HEALTH_PORT
   value: {{ .Values.operator.healthPort | quote }}
 - name: BERTH_METRICS_ENABLED

@@ -3,9 +3,11 @@ field manager, authentication and error mapping are what a real API server expec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,8 @@ import pytest
 from berth_operator.kube import Conflict, Forbidden, KubeApiError
 from berth_operator.kube.kinds import DEPLOYMENT, EVENT, INFERENCE_DEPLOYMENT, POD
 from berth_operator.kube.transport import ClientKubeApi
+
+MAX_CONCURRENT_REQUESTS = 3
 
 
 @dataclass
@@ -35,11 +39,26 @@ class StandIn:
 
     responses: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    answer_delay_seconds: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
+            with stand_in.lock:
+                stand_in.in_flight += 1
+                stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in.in_flight)
+            try:
+                time.sleep(stand_in.answer_delay_seconds)
+                self._record_and_reply()
+            finally:
+                with stand_in.lock:
+                    stand_in.in_flight -= 1
+
+        def _record_and_reply(self) -> None:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -78,7 +97,7 @@ def stand_in() -> Iterator[tuple[StandIn, ClientKubeApi]]:
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
     configuration.api_key = {"authorization": "Bearer t0ken"}
     try:
-        yield state, ClientKubeApi(kubernetes.client.ApiClient(configuration))
+        yield state, ClientKubeApi(kubernetes.client.ApiClient(configuration), MAX_CONCURRENT_REQUESTS)
     finally:
         server.shutdown()
         server.server_close()
@@ -129,6 +148,19 @@ async def test_create_posts_to_the_collection(stand_in: tuple[StandIn, ClientKub
     assert state.requests[0].headers["content-type"] == "application/json"
 
 
+async def test_requests_beyond_the_concurrency_bound_wait_their_turn(
+    stand_in: tuple[StandIn, ClientKubeApi],
+) -> None:
+    state, api = stand_in
+    state.answer_delay_seconds = 0.2
+    names = [f"chat-{index}" for index in range(3 * MAX_CONCURRENT_REQUESTS)]
+    for name in names:
+        state.responses["GET", f"/apis/apps/v1/namespaces/ml/deployments/{name}"] = (200, {"name": name})
+    answers = await asyncio.gather(*(api.get(DEPLOYMENT, "ml", name) for name in names))
+    assert answers == [{"name": name} for name in names]
+    assert state.most_in_flight == MAX_CONCURRENT_REQUESTS
+
+
 @pytest.mark.parametrize(("status", "error"), [(403, Forbidden), (409, Conflict), (500, KubeApiError)])
 async def test_errors_map_to_exceptions(
     stand_in: tuple[StandIn, ClientKubeApi], status: int, error: type[Exception]
@@ -147,7 +179,7 @@ async def test_an_unreachable_api_server_is_an_api_error_without_status() -> Non
     configuration = kubernetes.client.Configuration()
     configuration.host = f"http://127.0.0.1:{port}"
     configuration.retries = 0
-    api = ClientKubeApi(kubernetes.client.ApiClient(configuration))
+    api = ClientKubeApi(kubernetes.client.ApiClient(configuration), MAX_CONCURRENT_REQUESTS)
     with pytest.raises(KubeApiError) as error:
         await api.get(DEPLOYMENT, "ml", "chat")
     assert error.value.status == 0
