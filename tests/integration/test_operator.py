@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 REVISION_LABEL = "berth.dev/revision"
 TIMEOUT = 90.0
+REPAIR_SECONDS = 30.0
 
 
 def _idep(
@@ -237,3 +238,56 @@ def test_kubectl_scale_works_through_the_scale_subresource(
     assert scale["spec"]["replicas"] == 3
     assert scale["status"]["replicas"] == 3
     assert f"{INSTANCE_LABEL}=scalable" in scale["status"]["selector"]
+
+
+def test_children_deleted_or_edited_behind_the_operators_back_are_repaired_within_seconds(
+    crds: ClusterAccess, namespace: str, operator: OperatorProcess
+) -> None:
+    crds.apply(_idep("guarded"), namespace=namespace)
+    _wait_ready(crds, namespace, "guarded", replicas=1)
+    service_uid = crds.get("service", "guarded", namespace=namespace)["metadata"]["uid"]
+    runtime_config = crds.get("configmap", "guarded-runtime", namespace=namespace)["data"]
+
+    # Far sooner than the periodic resync (RESYNC_SECONDS, 5 minutes): the operator watches its children.
+    crds.kubectl("delete", "service", "guarded", namespace=namespace)
+    wait_for(
+        lambda: (
+            (crds.get_or_none("service", "guarded", namespace=namespace) or {}).get("metadata", {}).get("uid")
+            not in (None, service_uid)
+        ),
+        REPAIR_SECONDS,
+        "the deleted Service to be re-created",
+    )
+
+    crds.kubectl(
+        "patch",
+        "configmap",
+        "guarded-runtime",
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"runtime.json": "{}"}}),
+        namespace=namespace,
+    )
+    crds.kubectl(
+        "patch",
+        "pdb",
+        "guarded",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"maxUnavailable": 0}}),
+        namespace=namespace,
+    )
+    wait_for(
+        lambda: crds.get("configmap", "guarded-runtime", namespace=namespace)["data"] == runtime_config,
+        REPAIR_SECONDS,
+        "the edited ConfigMap to be restored",
+    )
+    wait_for(
+        lambda: crds.get("pdb", "guarded", namespace=namespace)["spec"].get("maxUnavailable") == 1,
+        REPAIR_SECONDS,
+        "the edited PodDisruptionBudget to be restored",
+    )
+
+    # A label someone adds is theirs: it stays, and berth does not fight over it.
+    crds.kubectl("label", "service", "guarded", "team=search", namespace=namespace)
+    assert crds.get("service", "guarded", namespace=namespace)["metadata"]["labels"]["team"] == "search"

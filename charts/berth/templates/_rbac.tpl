@@ -26,13 +26,14 @@ Role in each watched namespace otherwise.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The runtime Service, ConfigMap and PodDisruptionBudget: server-side apply.
+# The runtime Service, ConfigMap and PodDisruptionBudget: server-side apply; Kopf watches them so an
+# edit or deletion behind the operator's back is repaired at once.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Runtime pods: Kopf watches them, status explains why they are not serving.
 - apiGroups: [""]
   resources: ["pods"]

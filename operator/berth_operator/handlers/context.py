@@ -1,4 +1,5 @@
-"""What every handler shares: the API, settings, metrics, a clock and per-resource locks.
+"""What every handler shares: the API, settings, metrics, a clock, per-resource locks and which
+fields of each child berth owns.
 
 One OperatorContext is built at start-up and handed to Kopf as its memo, so handlers take it as an
 argument instead of reaching for globals, and tests build one with an InMemoryKubeApi.
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from berth_operator.kube import KubeApi
+from berth_operator.kube import FieldOwnership, KubeApi
 from berth_operator.metrics import OperatorMetrics
 from berth_operator.settings import OperatorSettings
 
@@ -26,6 +27,7 @@ class OperatorContext:
     settings: OperatorSettings
     metrics: OperatorMetrics
     clock: Callable[[], datetime] = utc_now
+    ownership: FieldOwnership = field(default_factory=FieldOwnership)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _managed: set[tuple[str, str]] = field(default_factory=set)
     _resync_requested: dict[tuple[str, str], bool] = field(default_factory=dict)

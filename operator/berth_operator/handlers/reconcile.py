@@ -92,7 +92,7 @@ async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> li
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
     build = _build_context(context, body, spec)
-    results = [await apply_child(context.api, child) for child in build_children(build)]
+    results = [await apply_child(context.api, child, context.ownership) for child in build_children(build)]
     changed = [result for result in results if result.outcome != "unchanged"]
     for result in changed:
         context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
@@ -145,7 +145,7 @@ async def follow_replica_decision(
         return None
     build = _build_context(context, body, spec)
     deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
-    result = await apply_child(context.api, deployment)
+    result = await apply_child(context.api, deployment, context.ownership)
     if result.outcome != "unchanged":
         context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
         await sync_status(context, build.owner.namespace, build.owner.name)

@@ -18,7 +18,7 @@ import berth_operator.handlers.autoscaling  # noqa: F401  (registers the autosca
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
+from berth_operator.handlers.reconcile import follow_replica_decision, plain, reconcile, repair
 from berth_operator.handlers.status_sync import follow
 from berth_operator.kube import KubeApiError
 
@@ -30,6 +30,16 @@ RESYNC_SECONDS = 300.0
 WATCH_SERVER_TIMEOUT_SECONDS = 600
 RESOURCE = (identity.GROUP, identity.VERSION, identity.PLURAL)
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+SERVICES = ("v1", "services")
+CONFIG_MAPS = ("v1", "configmaps")
+POD_DISRUPTION_BUDGETS = ("policy", "v1", "poddisruptionbudgets")
+WATCHED_CHILDREN = (
+    ("apps", "v1", "deployments"),
+    ("v1", "pods"),
+    SERVICES,
+    CONFIG_MAPS,
+    POD_DISRUPTION_BUDGETS,
+)
 
 Result = TypeVar("Result")
 
@@ -79,8 +89,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_SECONDS + 60
     # Watch only berth's own Deployments and pods, filtered by the API server.
-    settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    for resource in WATCHED_CHILDREN:
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
 
 
 @kopf.on.create(*RESOURCE, id="apply-on-create")
@@ -122,9 +132,34 @@ async def follow_deployment(
     if name is None or namespace is None:
         return
     context = _context(memo)
-    if type == "DELETED":  # deleted behind the operator's back (or by garbage collection)
-        await _measured(context, "repair", repair(context, namespace, name))
+    await _repair_if_tampered(context, body, type, namespace, name)
     await _measured(context, "follow-children", follow(context, namespace, name))
+
+
+@kopf.on.event(*SERVICES, labels=MANAGED, id="guard-service")
+@kopf.on.event(*CONFIG_MAPS, labels=MANAGED, id="guard-configmap")
+@kopf.on.event(*POD_DISRUPTION_BUDGETS, labels=MANAGED, id="guard-pdb")
+async def guard_child(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    name = owner_name(body)
+    if name is None or namespace is None:
+        return
+    await _repair_if_tampered(_context(memo), body, type, namespace, name)
+
+
+async def _repair_if_tampered(
+    context: OperatorContext, body: kopf.Body, type: str | None, namespace: str, name: str
+) -> None:
+    """Re-applies the owner's children when this one was deleted (behind the operator's back, or by
+    garbage collection with its owner, which repair leaves alone) or had a field berth applied changed
+    by someone else -- decided from the event's object, with no API call for the common case."""
+    child = plain(body)
+    if type == "DELETED":
+        context.ownership.forget(child)
+    elif not context.ownership.drifted(child):
+        return
+    await _measured(context, "repair", repair(context, namespace, name))
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED, id="follow-pods")
@@ -138,8 +173,9 @@ async def follow_pods(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
 
 @kopf.timer(*RESOURCE, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Periodic repair: children deleted or edited behind the operator's back come back within
-    RESYNC_SECONDS; an unchanged resource costs reads only."""
+    """Periodic repair, the backstop for missed watch events (children's own events repair them at
+    once): anything deleted or edited behind the operator's back comes back within RESYNC_SECONDS;
+    an unchanged resource costs reads only."""
     if namespace is None:
         return
     context = _context(memo)

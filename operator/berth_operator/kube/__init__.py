@@ -13,8 +13,8 @@ is the same list as data). Namespaced, in every watched namespace:
 | berth.dev | inferencedeployments/status | patch | server-side apply of status |
 | berth.dev | inferencedeployments/finalizers | update | ownerReferences with blockOwnerDeletion |
 | apps | deployments | get, list, watch, create, patch | apply; status reads; Kopf watches |
-| "" | services, configmaps | get, create, patch | apply |
-| policy | poddisruptionbudgets | get, create, patch | apply |
+| "" | services, configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
+| policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | "" | pods | list, watch | Kopf watches runtime pods; status reads them |
 | "" | secrets | get | referenced Secrets exist? (403 tolerated: check skipped) |
 | "" | events | create | Events on transitions (berth), handler failures (Kopf) |
@@ -32,6 +32,7 @@ from berth_operator.kube.children import ApplyResult, apply_child
 from berth_operator.kube.errors import Conflict, Forbidden, Invalid, KubeApiError, NotFound
 from berth_operator.kube.events import record_event
 from berth_operator.kube.memory import InMemoryKubeApi
+from berth_operator.kube.ownership import FieldOwnership
 from berth_operator.kube.status import AUTOSCALER_FIELD_MANAGER, apply_status
 
 # (apiGroup, resource, verbs) -- the table above as data.
@@ -40,9 +41,9 @@ REQUIRED_PERMISSIONS: Final = (
     ("berth.dev", "inferencedeployments/status", ("patch",)),
     ("berth.dev", "inferencedeployments/finalizers", ("update",)),
     ("apps", "deployments", ("get", "list", "watch", "create", "patch")),
-    ("", "services", ("get", "create", "patch")),
-    ("", "configmaps", ("get", "create", "patch")),
-    ("policy", "poddisruptionbudgets", ("get", "create", "patch")),
+    ("", "services", ("get", "list", "watch", "create", "patch")),
+    ("", "configmaps", ("get", "list", "watch", "create", "patch")),
+    ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
     ("", "pods", ("list", "watch")),
     ("", "secrets", ("get",)),
     ("", "events", ("create",)),
@@ -59,6 +60,7 @@ __all__ = [
     "REQUIRED_PERMISSIONS",
     "ApplyResult",
     "Conflict",
+    "FieldOwnership",
     "Forbidden",
     "InMemoryKubeApi",
     "Invalid",

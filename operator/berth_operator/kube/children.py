@@ -1,8 +1,9 @@
 """Applies child objects only when they changed: compare first, then server-side apply.
 
 A child is rewritten when it is missing, when its berth.dev/applied-hash annotation differs from the
-desired manifest's (the builders stamp it), or -- for a Deployment -- when its replica count was
-changed behind the operator's back. Otherwise nothing is sent: an unchanged reconcile makes no writes.
+desired manifest's (the builders stamp it), when someone else changed a field berth applied (see
+ownership.py), or -- for a Deployment -- when its replica count was changed behind the operator's back.
+Otherwise nothing is sent: an unchanged reconcile makes no writes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION
 from berth_operator.kube.api import KubeApi
 from berth_operator.kube.kinds import kind_of
+from berth_operator.kube.ownership import FieldOwnership
 
 Outcome = Literal["created", "updated", "unchanged"]
 
@@ -38,11 +40,12 @@ def is_up_to_date(desired: dict[str, Any], live: dict[str, Any]) -> bool:
     return True
 
 
-async def apply_child(api: KubeApi, desired: dict[str, Any]) -> ApplyResult:
-    """Create or update one child if it differs from the desired manifest."""
+async def apply_child(api: KubeApi, desired: dict[str, Any], ownership: FieldOwnership) -> ApplyResult:
+    """Create or update one child if it differs from the desired manifest or was edited by others."""
     metadata = desired["metadata"]
     live = await api.get(kind_of(desired), metadata["namespace"], metadata["name"])
-    if live is not None and is_up_to_date(desired, live):
+    if live is not None and is_up_to_date(desired, live) and not ownership.drifted(live):
+        ownership.remember(live)
         return ApplyResult(desired["kind"], metadata["name"], "unchanged")
-    await api.apply(desired)
+    ownership.remember(await api.apply(desired))
     return ApplyResult(desired["kind"], metadata["name"], "created" if live is None else "updated")

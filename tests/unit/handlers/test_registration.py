@@ -11,6 +11,7 @@ import pytest
 from berth_operator.handlers import registration
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.kube import InMemoryKubeApi
+from berth_operator.kube.kinds import SERVICE
 
 InferenceDeploymentFactory = Callable[..., dict[str, Any]]
 
@@ -24,7 +25,14 @@ def test_handlers_are_registered_with_explicit_ids() -> None:
     assert {"apply-on-create", "apply-on-update/spec", "apply-on-resume", "forget"} <= _ids(
         registry._changing
     )
-    assert {"follow-autoscaler", "follow-deployment", "follow-pods"} <= _ids(registry._watching)
+    assert {
+        "follow-autoscaler",
+        "follow-deployment",
+        "follow-pods",
+        "guard-service",
+        "guard-configmap",
+        "guard-pdb",
+    } <= _ids(registry._watching)
     assert "resync" in _ids(registry._spawning)
 
 
@@ -43,7 +51,9 @@ def test_startup_puts_kopf_state_under_berth_dev() -> None:
     assert settings.watching.client_timeout is not None
     assert settings.watching.client_timeout > settings.watching.server_timeout
     selectors = {str(selector): value for selector, value in settings.watching.label_selectors.items()}
-    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=berth"] * 2
+    # Every child kind is watched with the API server filtering to berth's own objects.
+    assert len(selectors) == len(registration.WATCHED_CHILDREN) == 5
+    assert set(selectors.values()) == {"app.kubernetes.io/managed-by=berth"}
 
 
 @pytest.mark.parametrize(
@@ -98,3 +108,23 @@ async def test_successful_reconcile_counts_writes_and_managed_resources(
     )
     await registration.forget(name="chat", namespace="ml", memo=kopf.Memo(berth=context))
     assert registry.get_sample_value("berth_operator_managed_resources") == 0
+
+
+async def test_a_child_deleted_behind_the_operators_back_is_recreated_and_an_untouched_one_is_left(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await registration.apply_children(body=inference_deployment(), memo=kopf.Memo(berth=context))
+    service = api.stored(SERVICE, "ml", "chat")
+    assert service is not None
+    memo = kopf.Memo(berth=context)
+
+    writes_before = len(api.writes)
+    await registration.guard_child(body=kopf.Body(service), type="MODIFIED", namespace="ml", memo=memo)
+    assert len(api.writes) == writes_before, "an event for an untouched child must not write"
+
+    api.delete(service)
+    await registration.guard_child(body=kopf.Body(service), type="DELETED", namespace="ml", memo=memo)
+    assert api.stored(SERVICE, "ml", "chat") is not None
+    reapplied = [write.kind for write in api.writes[writes_before:] if write.subresource is None]
+    assert reapplied[0] == "Service"
+    assert "Deployment" not in reapplied, "only the missing child is written"
