@@ -88,7 +88,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # would otherwise stop all events with no error.
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_SERVER_TIMEOUT_SECONDS + 60
-    # Watch only berth's own Deployments and pods, filtered by the API server.
+    # Watch only berth's own children (and their pods), filtered by the API server.
     for resource in WATCHED_CHILDREN:
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
 
