@@ -113,6 +113,26 @@ async def test_malformed_json_is_a_400_in_both_apis(http: httpx.AsyncClient) -> 
     assert infer_error.status_code == 400 and "not valid JSON" in infer_error.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b'{"model": "tiny", "prompt": "hi"}', {"content-type": "text/plain"}),  # curl -d without -H
+        (b"[1, 2]", {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_says_what_is_expected(
+    http: httpx.AsyncClient, content: bytes, headers: dict[str, str]
+) -> None:
+    response = await http.post("/v1/completions", content=content, headers=headers)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == (
+        "the request body must be a JSON object sent with Content-Type: application/json"
+    )
+    assert error["param"] is None
+
+
 async def test_unknown_routes_methods_and_versions_are_json(http: httpx.AsyncClient) -> None:
     missing = await http.get("/v3/anything")
     assert missing.status_code == 404 and "no route GET /v3/anything" in missing.json()["error"]

@@ -136,6 +136,7 @@ def _header(inputs: list[dict[str, object]]) -> bytes:
             "must be integers",
         ),
         (_header([{"name": "t", "datatype": "BYTES", "shape": [-1], "data": ["a"]}]), None, "integers >= 0"),
+        (_header([{"name": "t", "datatype": [["BYTES"]], "shape": [1], "data": ["a"]}]), None, "datatype"),
         (b"{}", 100, "Inference-Header-Content-Length is 100"),
         (
             _header(

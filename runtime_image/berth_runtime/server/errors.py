@@ -160,6 +160,12 @@ def validation_error(error: RequestValidationError) -> ApiError:
     location = [part for part in first.get("loc", ()) if part != "body"]
     path = [str(part) for part in location if not _is_union_tag(part)]
     param = ".".join(path) or None
+    if not location:  # the body as a whole: absent, not an object, or not sent as JSON
+        return ApiError(
+            400,
+            "the request body must be a JSON object sent with Content-Type: application/json",
+            code="invalid_request",
+        )
     if first.get("type") == "missing":
         return ApiError(400, f"'{param}' is required", param=param, code="invalid_parameter")
     if len(path) < len(location):

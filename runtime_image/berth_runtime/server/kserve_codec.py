@@ -155,7 +155,7 @@ def _parse_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Tens
     if not isinstance(name, str) or not name:
         raise InferenceProtocolError(f"inputs[{index}] has no 'name'")
     datatype = raw.get("datatype")
-    if datatype != "BYTES" and datatype not in NUMERIC_DATATYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMERIC_DATATYPES):
         raise InferenceProtocolError(
             f"input '{name}': datatype {datatype!r} is not supported; accepted: {ACCEPTED_DATATYPES}"
         )
