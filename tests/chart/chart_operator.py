@@ -4,20 +4,14 @@ its ServiceAccount, and what its log says about peering and refusals."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.cluster.processes import free_port
-from tests.integration.support import ClusterAccess, wait_for
+from tests.integration.operator_process import OperatorProcess
+from tests.integration.support import ClusterAccess
 
 PEERING_RESUME = "Resuming operations"
 PEERING_PAUSES = ("Pausing operations in favour of", "Pausing all operators")
@@ -51,64 +45,18 @@ def service_account_kubeconfig(
     return path
 
 
-class ChartOperator:
-    """`python -m berth_operator` with the environment the chart's Deployment gives it."""
+class ChartOperator(OperatorProcess):
+    """`python -m berth_operator` with the environment the chart's Deployment gives it; only what
+    cannot be the same as in a pod differs: the kubeconfig, free local ports, the pod name (POD_ID,
+    a fieldRef in the chart) and DEBUG logging, whose request lines the tests read."""
 
     def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_path: Path) -> None:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        self.chart_env = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+        chart_env = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
         # What the chart's POD_ID fieldRef gives a pod; Kopf names the replica in the peering by it.
         self.pod_name = f"berth-{log_path.stem}"
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.health_port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **{key: value for key, value in os.environ.items() if key != "KUBECONFIG"},
-            **self.chart_env,
-            # Only what cannot be the same as in a pod: the kubeconfig and free local ports.
-            "KUBECONFIG": str(self.kubeconfig),
-            "POD_ID": self.pod_name,
-            "BERTH_HEALTH_PORT": str(self.health_port),
-            "BERTH_METRICS_PORT": str(free_port()),
-            "BERTH_LOG_LEVEL": "DEBUG",
-        }
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "berth_operator"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._healthy, 60, "the operator's /healthz")
-
-    def _healthy(self) -> bool:
-        assert self._process is not None
-        if self._process.poll() is not None:
-            raise AssertionError(f"the operator exited with {self._process.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
-            ) as response:
-                return int(response.status) == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        environment = {**chart_env, "POD_ID": self.pod_name, "BERTH_LOG_LEVEL": "DEBUG"}
+        super().__init__(kubeconfig, None, log_path, environment)
 
     def is_working(self) -> bool:
         """Whether Kopf's last peering decision in the log let this replica work. Every replica starts

@@ -22,10 +22,16 @@ _READY_TIMEOUT_SECONDS = 60.0
 
 
 class OperatorProcess:
-    """One operator process watching one namespace; start/kill/stop may be called repeatedly."""
+    """One operator process watching one namespace (None: the namespaces its BERTH_* environment
+    names); start/kill/stop may be called repeatedly. ``extra_env`` may set any BERTH_* variable but
+    the two ports, which are always free local ones."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, extra_env: dict[str, str] | None = None
+        self,
+        kubeconfig: Path,
+        namespace: str | None,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
     ):
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -41,15 +47,16 @@ class OperatorProcess:
         self.health_port = free_port()
         env = {
             **os.environ,
+            "BERTH_LOG_LEVEL": "DEBUG",
+            **self.extra_env,
             "KUBECONFIG": str(self.kubeconfig),
             "BERTH_HEALTH_PORT": str(self.health_port),
             "BERTH_METRICS_PORT": str(free_port()),
-            "BERTH_LOG_LEVEL": "DEBUG",
-            **self.extra_env,
         }
+        namespace_arguments = ["--namespace", self.namespace] if self.namespace is not None else []
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "berth_operator", "--namespace", self.namespace],
+                [sys.executable, "-m", "berth_operator", *namespace_arguments],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
