@@ -297,7 +297,7 @@ def test_two_peered_replicas_one_works_and_the_other_takes_over(
             )
             active, standby = sorted(replicas, key=lambda replica: priorities[replica.pod_name], reverse=True)
             wait_for(active.is_working, 60, f"{active.pod_name}, the higher priority, to work")
-            wait_for(lambda: not standby.is_working(), 60, f"{standby.pod_name}, the lower priority, to pause")
+            wait_for(lambda: not standby.is_working(), 60, f"{standby.pod_name}, the lower one, to pause")
             chart_cluster.apply(_inference_deployment("first"), namespace="ha")
             _wait_ready(chart_cluster, "ha", "first", replicas)
             # Only the active replica made requests in the workload namespace (its DEBUG log lists them).
