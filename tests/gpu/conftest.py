@@ -2,8 +2,9 @@
 and Triton compiles natively (``TRITON_INTERPRET`` unset). ``scripts/gpu-check.sh`` runs them.
 
 Fixtures: ``tiny_llama_checkpoint`` (a random-weight Llama written by transformers, no tokenizer:
-the engine is driven with token ids) and ``engine_factory`` (builds berth's ``LLMEngine`` around a
-loaded model, the way ``engine.builder`` does, minus the tokenizer).
+the engine is driven with token ids), ``engine_factory`` (builds berth's ``LLMEngine`` around a
+loaded model, the way ``engine.builder`` does, minus the tokenizer) and ``greedy_tokens`` (runs such
+an engine on a batch of prompts to the end).
 """
 
 from __future__ import annotations
@@ -81,3 +82,21 @@ def engine_factory() -> Callable[..., object]:
         return LLMEngine(runner, scheduler, None, (), 1024, seed=0)
 
     return build
+
+
+@pytest.fixture
+def greedy_tokens() -> Callable[[object, list[list[int]], int], list[list[int]]]:
+    """Each prompt's greedy tokens from an engine, all prompts submitted at once so it batches them."""
+    from berth_runtime.sampling_params import SamplingParams
+
+    def generate(engine: object, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        for index, prompt in enumerate(prompts):
+            engine.add_request(str(index), prompt, params)  # type: ignore[attr-defined]
+        tokens: dict[str, list[int]] = {str(index): [] for index in range(len(prompts))}
+        while engine.has_unfinished_requests():  # type: ignore[attr-defined]
+            for output in engine.step():  # type: ignore[attr-defined]
+                tokens[output.request_id] += output.new_token_ids
+        return [tokens[str(index)] for index in range(len(prompts))]
+
+    return generate

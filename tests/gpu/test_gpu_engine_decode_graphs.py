@@ -16,7 +16,6 @@ from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.speculation import NgramSpeculator
 from berth_runtime.models.loader import load_model
 from berth_runtime.quantization import quantize_linear_layers
-from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.speculative import NgramProposer
 
 NEW_TOKENS = 24
@@ -28,27 +27,19 @@ def _prompts() -> list[list[int]]:
     return [*random, [1, *([5, 6, 7, 8] * 6)], [1, 300]]
 
 
-def _greedy(engine: object) -> list[list[int]]:
-    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-    prompts = _prompts()
-    for index, prompt in enumerate(prompts):
-        engine.add_request(str(index), prompt, params)  # type: ignore[attr-defined]
-    tokens: dict[str, list[int]] = {str(index): [] for index in range(len(prompts))}
-    while engine.has_unfinished_requests():  # type: ignore[attr-defined]
-        for output in engine.step():  # type: ignore[attr-defined]
-            tokens[output.request_id] += output.new_token_ids
-    return [tokens[str(index)] for index in range(len(prompts))]
-
-
 @pytest.mark.parametrize("weights", ["float32", "int8"])
 @pytest.mark.parametrize("speculative", [False, True])
 def test_engine_with_captured_decode_graphs_generates_the_eager_tokens(
-    tiny_llama_checkpoint: Path, engine_factory: Callable[..., object], weights: str, speculative: bool
+    tiny_llama_checkpoint: Path,
+    engine_factory: Callable[..., object],
+    greedy_tokens: Callable[..., list[list[int]]],
+    weights: str,
+    speculative: bool,
 ) -> None:
     model = load_model(tiny_llama_checkpoint, torch.float32, torch.device("cuda"), max_positions=1024)
     if weights == "int8":
         quantize_linear_layers(model, "int8")
-    expected = _greedy(engine_factory(model, torch.float32))
+    expected = greedy_tokens(engine_factory(model, torch.float32), _prompts(), NEW_TOKENS)
 
     engine = engine_factory(model, torch.float32)
     runner = engine.runner  # type: ignore[attr-defined]
@@ -65,6 +56,6 @@ def test_engine_with_captured_decode_graphs_generates_the_eager_tokens(
         return run(bucket, per_token, tables)
 
     graphs.run = counted_run  # type: ignore[method-assign]
-    actual = _greedy(engine)
+    actual = greedy_tokens(engine, _prompts(), NEW_TOKENS)
     assert replays, "no decode step replayed a graph"
     assert actual == expected

@@ -45,21 +45,11 @@ def _transformers_greedy(
     return outputs
 
 
-def _berth_greedy(engine: object, prompts: list[list[int]]) -> list[list[int]]:
-    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-    for index, prompt in enumerate(prompts):
-        engine.add_request(str(index), prompt, params)  # type: ignore[attr-defined]
-    tokens: dict[str, list[int]] = {str(index): [] for index in range(len(prompts))}
-    while engine.has_unfinished_requests():  # type: ignore[attr-defined]
-        for output in engine.step():  # type: ignore[attr-defined]
-            tokens[output.request_id] += output.new_token_ids
-    return [tokens[str(index)] for index in range(len(prompts))]
-
-
 @pytest.mark.parametrize("layers", ["reference", "kernels"])
 def test_engine_matches_transformers_greedy_in_float32(
     tiny_llama_checkpoint: Path,
     engine_factory: Callable[..., object],
+    greedy_tokens: Callable[..., list[list[int]]],
     layers: str,
 ) -> None:
     """With the torch reference layers, and on the Triton kernel ops (what `load_model` picks on CUDA)."""
@@ -68,7 +58,7 @@ def test_engine_matches_transformers_greedy_in_float32(
     model = load_model(tiny_llama_checkpoint, torch.float32, torch.device("cuda"), max_positions=1024)
     assert model.use_kernel_ops  # the kernels are what the engine runs on CUDA
     model.use_kernel_ops = layers == "kernels"
-    actual = _berth_greedy(engine_factory(model, torch.float32), prompts)
+    actual = greedy_tokens(engine_factory(model, torch.float32), prompts, NEW_TOKENS)
     assert all(len(tokens) == NEW_TOKENS for tokens in actual)
     assert actual == expected
 
@@ -138,7 +128,9 @@ def _berth_greedy_with_top(
 
 
 def test_int8_engine_matches_transformers_with_the_same_int8_layers(
-    tiny_llama_checkpoint: Path, engine_factory: Callable[..., object]
+    tiny_llama_checkpoint: Path,
+    engine_factory: Callable[..., object],
+    greedy_tokens: Callable[..., list[list[int]]],
 ) -> None:
     """Weight-only int8 end to end: berth's engine and transformers, both with their decoder linears
     swapped for ``WeightOnlyLinear`` (the Triton kernel on CUDA), generate the same greedy tokens."""
@@ -146,5 +138,5 @@ def test_int8_engine_matches_transformers_with_the_same_int8_layers(
     expected = _transformers_greedy(tiny_llama_checkpoint, torch.float32, prompts, quantization="int8")
     model = load_model(tiny_llama_checkpoint, torch.float32, torch.device("cuda"), max_positions=1024)
     assert quantize_linear_layers(model, "int8") == 3 * 4  # fused qkv, o, fused gate_up, down per layer
-    actual = _berth_greedy(engine_factory(model, torch.float32), prompts)
+    actual = greedy_tokens(engine_factory(model, torch.float32), prompts, NEW_TOKENS)
     assert actual == expected

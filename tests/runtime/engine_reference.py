@@ -82,3 +82,11 @@ def run_to_completion(engine: LLMEngine, max_steps: int = 10_000) -> dict[str, l
 
 def generated_tokens(outputs: list[RequestOutput]) -> list[int]:
     return [token for output in outputs for token in output.new_token_ids]
+
+
+def generate_greedy(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Each prompt's greedy tokens, with all prompts submitted at once so the engine batches them."""
+    for index, prompt in enumerate(prompts):
+        engine.add_request(f"r{index}", prompt, greedy(max_tokens))
+    outputs = run_to_completion(engine)
+    return [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))]

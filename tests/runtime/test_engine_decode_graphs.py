@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_reference import generated_tokens, greedy, make_engine, make_prompts, run_to_completion
+from engine_reference import generate_greedy, make_engine, make_prompts
 
 from berth_runtime.engine.decode_graphs import DecodeGraphs, batch_buckets
 from berth_runtime.engine.llm_engine import LLMEngine
@@ -26,10 +26,7 @@ SETTINGS: dict[str, object] = {
 
 
 def generate(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"r{index}", prompt, greedy(MAX_NEW))
-    outputs = run_to_completion(engine)
-    return [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))]
+    return generate_greedy(engine, prompts, MAX_NEW)
 
 
 def test_batch_buckets_double_up_to_the_max_batch_size() -> None:

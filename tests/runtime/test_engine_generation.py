@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from engine_reference import (
     engine_config,
+    generate_greedy,
     generated_tokens,
     greedy,
     make_engine,
@@ -81,11 +82,8 @@ def test_engine_preemption_by_recompute_gives_the_same_tokens(
 ) -> None:
     # 64-token context in blocks of 4 needs 16 blocks; 24 blocks cannot hold 18 sequences at once.
     engine = make_engine(tiny_llama_dir, max_model_len=64, kv_cache_blocks=24)
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"r{index}", prompt, greedy(MAX_NEW))
-    outputs = run_to_completion(engine)
+    assert generate_greedy(engine, prompts, MAX_NEW) == expected
     assert engine.stats().num_preemptions > 0
-    assert [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))] == expected
     assert engine.block_manager.num_free_blocks == 24
 
 
@@ -188,7 +186,4 @@ def test_engine_qwen2_batched_greedy_matches_transformers(tiny_qwen2_dir: Path) 
     prompts = make_prompts(16, vocab_size=320, seed=3)
     expected = reference_greedy(tiny_qwen2_dir, prompts, 8)
     engine = make_engine(tiny_qwen2_dir, enable_prefix_caching=True, max_num_batched_tokens=64)
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"r{index}", prompt, greedy(8))
-    outputs = run_to_completion(engine)
-    assert [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))] == expected
+    assert generate_greedy(engine, prompts, 8) == expected

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_reference import generated_tokens, greedy, make_engine, make_prompts, run_to_completion
+from engine_reference import generate_greedy, make_engine, make_prompts
 
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.kernels._launch import runs_interpreted
@@ -35,10 +35,7 @@ def prompts() -> list[list[int]]:
 
 
 def generate(engine: LLMEngine) -> list[list[int]]:
-    for index, prompt in enumerate(prompts()):
-        engine.add_request(f"r{index}", prompt, greedy(MAX_NEW))
-    outputs = run_to_completion(engine)
-    return [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts()))]
+    return generate_greedy(engine, prompts(), MAX_NEW)
 
 
 def _counted(op: Callable[..., Any], name: str, calls: dict[str, int]) -> Callable[..., Any]:

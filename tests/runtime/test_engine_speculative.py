@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from engine_reference import (
     engine_config,
+    generate_greedy,
     generated_tokens,
     greedy,
     make_engine,
@@ -42,10 +43,7 @@ def all_prompts() -> list[list[int]]:
 
 
 def generate(engine: LLMEngine, prompts: list[list[int]], max_new: int = MAX_NEW) -> list[list[int]]:
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"r{index}", prompt, greedy(max_new))
-    outputs = run_to_completion(engine)
-    return [generated_tokens(outputs[f"r{index}"]) for index in range(len(prompts))]
+    return generate_greedy(engine, prompts, max_new)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+from engine_reference import generate_greedy, make_engine
 
-from berth_runtime.config import RuntimeConfig
-from berth_runtime.engine.builder import build_engine
 from berth_runtime.kernels import layer_ops
 from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.rms_norm import _rms_norm_kernel
 from berth_runtime.models import llama
-from berth_runtime.sampling_params import SamplingParams
 
 
 def _counted(op: Callable[..., Any], name: str, calls: dict[str, int]) -> Callable[..., Any]:
@@ -29,24 +27,14 @@ def _counted(op: Callable[..., Any], name: str, calls: dict[str, int]) -> Callab
 
 
 def _greedy_tokens(model_dir: Path, dtype: str, prompts: list[list[int]]) -> list[list[int]]:
-    config = RuntimeConfig(
-        model=str(model_dir),
-        device="cpu",
+    engine = make_engine(
+        model_dir,
         dtype=dtype,
-        block_size=4,
         kv_cache_blocks=128,
         max_num_batched_tokens=24,  # forces chunked prefill over already-cached tokens
         enable_prefix_caching=True,
     )
-    engine = build_engine(config).engine
-    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-    for index, prompt in enumerate(prompts):
-        engine.add_request(str(index), prompt, params)
-    tokens: dict[str, list[int]] = {str(index): [] for index in range(len(prompts))}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            tokens[output.request_id] += output.new_token_ids
-    return [tokens[str(index)] for index in range(len(prompts))]
+    return generate_greedy(engine, prompts, 8)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
