@@ -2,8 +2,9 @@
 
 One run prints, on the machine it runs on: the GPU's name, its measured device copy bandwidth and
 dense bf16 matmul rate; then for the Llama-3.2-1B-like and Llama-3.1-8B-like shapes (random
-weights, bf16 and int8 weight-only), for berth's engine with its torch reference layers and with
-its layer functions on the Triton kernels (``kernels.layer_ops``, eager, no CUDA graphs yet):
+weights, bf16 and int8 weight-only), for berth's engine with its torch reference layers, with its
+layer functions on the Triton kernels (``kernels.layer_ops``) run eagerly, and as it runs on CUDA
+(``graphs``: the kernel layer ops with decode replayed from CUDA graphs per batch bucket):
 tokens/s at batch 1, 8 and 64 for prompt 128 / 128 new tokens
 (greedy, EOS ignored), the decode step's share of the bandwidth limit (weights + KV bytes a step
 must read, over the measured copy bandwidth), and transformers' generate() on the same shape in the
@@ -12,7 +13,7 @@ same run; and time to first token for a 2,048-token prompt against the compute l
 
 It never passes or fails on speed; it needs CUDA and says so otherwise. Usage:
     python bench/decode.py [--shapes 1b,8b] [--batches 1,8,64] [--weights bf16,int8]
-        [--layers reference,kernels] [--skip-hf] [--skip-ttft] [--json PATH]
+        [--layers reference,kernels,graphs] [--skip-hf] [--skip-ttft] [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from decode_models import (
 )
 
 from berth_runtime.engine.block_manager import BlockManager
+from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.model_runner import ModelRunner, allocate_kv_caches
 from berth_runtime.engine.scheduler import Scheduler
@@ -65,14 +67,35 @@ class Result:
     bandwidth_share: float | None = None
 
 
-def make_engine(model: LlamaForCausalLM, device: torch.device, max_batch: int, max_tokens: int) -> LLMEngine:
+class CountedDecodeGraphs(DecodeGraphs):
+    """The engine's decode graphs, counting replays: a figure labelled ``graphs`` must come from
+    steps that really replayed a graph, not from the eager fallback."""
+
+    replays = 0
+
+    def run(self, bucket: int, per_token: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        self.replays += 1
+        return super().run(bucket, per_token, tables)
+
+
+def make_engine(
+    model: LlamaForCausalLM, device: torch.device, max_batch: int, max_tokens: int, graphs: bool = False
+) -> LLMEngine:
+    """An engine as ``engine.builder`` wires it (minus tokenizer); ``graphs`` captures decode at every
+    batch bucket up to ``max_batch``, as the builder does on CUDA."""
+    max_model_len = max_tokens + 16
     blocks_per_seq = -(-max_tokens // BLOCK_SIZE) + 1
     num_blocks = max_batch * blocks_per_seq + 8
     kv_caches = allocate_kv_caches(model, num_blocks, BLOCK_SIZE, torch.bfloat16, device)
     block_manager = BlockManager(num_blocks, BLOCK_SIZE, enable_prefix_caching=False)
     scheduler = Scheduler(block_manager, max_batch_size=max(64, max_batch), max_num_batched_tokens=8192)
     runner = ModelRunner(model, kv_caches, BLOCK_SIZE, device)
-    return LLMEngine(runner, scheduler, None, (), max_tokens + 16, seed=0)
+    if graphs:
+        runner.decode_graphs = CountedDecodeGraphs(
+            model, kv_caches, BLOCK_SIZE, max_model_len, max_batch, device, capture=True
+        )
+        runner.decode_graphs.capture_all()
+    return LLMEngine(runner, scheduler, None, (), max_model_len, seed=0)
 
 
 def random_prompts(batch: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
@@ -117,11 +140,14 @@ def bench_berth(
     weight_bytes = streamed_weight_bytes(model)
     results = []
     for batch in batches:
-        engine = make_engine(model, device, batch, PROMPT_LEN + NEW_TOKENS)
+        engine = make_engine(model, device, batch, PROMPT_LEN + NEW_TOKENS, graphs=layers == "graphs")
         run_engine(engine, random_prompts(batch, PROMPT_LEN, config["vocab_size"], seed=1), 4)  # warm-up
         total, _, step = run_engine(
             engine, random_prompts(batch, PROMPT_LEN, config["vocab_size"], 2), NEW_TOKENS
         )
+        graphs = engine.runner.decode_graphs
+        if isinstance(graphs, CountedDecodeGraphs) and graphs.replays < NEW_TOKENS - 1:
+            raise RuntimeError(f"only {graphs.replays} decode steps replayed a CUDA graph at batch {batch}")
         average_context = PROMPT_LEN + NEW_TOKENS / 2
         step_bytes = weight_bytes + batch * average_context * kv_bytes_per_token(config)
         results.append(
@@ -223,7 +249,7 @@ def measure_berth(
     with model_layers(model, kind):
         report["results"] += [asdict(r) for r in bench_berth(model, shape, weight, kind, batches, bandwidth)]
         save_report(args.json, report)
-        if weight == "bf16" and not args.skip_ttft:
+        if weight == "bf16" and kind != "graphs" and not args.skip_ttft:  # prefill never replays
             ttft = time_to_first_token(model, shape, device, flops)
             report["ttft"][f"{shape} {kind}"] = ttft
             print(
@@ -250,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="bf16,int8", help="comma-separated subset of: bf16,int8")
     parser.add_argument(
         "--layers",
-        default="reference,kernels",
-        help="berth's layer functions: reference (torch, as committed), kernels (kernels.layer_ops)",
+        default="reference,kernels,graphs",
+        help="berth's layer functions: reference (torch), kernels (kernels.layer_ops, eager), graphs "
+        "(kernels.layer_ops with decode replayed from CUDA graphs: the engine as it runs on CUDA)",
     )
     parser.add_argument("--skip-hf", action="store_true", help="skip the transformers generate() baseline")
     parser.add_argument("--skip-ttft", action="store_true")
@@ -265,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",") if b]
     layer_kinds = [kind for kind in args.layers.split(",") if kind]
     bad = [s for s in shapes if s not in SHAPES] + [w for w in weights if w not in ("bf16", "int8")]
-    bad += [kind for kind in layer_kinds if kind not in ("reference", "kernels")]
+    bad += [kind for kind in layer_kinds if kind not in ("reference", "kernels", "graphs")]
     if bad or any(b < 1 for b in batches):
         parser.error(
             f"unknown values {bad} or a batch < 1; accepted: shapes {','.join(SHAPES)}, weights bf16,int8, "
-            "layers reference,kernels"
+            "layers reference,kernels,graphs"
         )
 
     device = torch.device("cuda")

@@ -106,10 +106,11 @@ def kv_bytes_per_token(config: dict[str, Any]) -> int:
 
 @contextlib.contextmanager
 def model_layers(model: LlamaForCausalLM, kind: str) -> Iterator[None]:
-    """``reference``: ``model`` on the torch reference layers; ``kernels``: on the Triton kernel
-    layer ops (what the engine runs on CUDA); the model's own choice is restored afterwards."""
+    """``reference``: ``model`` on the torch reference layers; ``kernels`` and ``graphs``: on the
+    Triton kernel layer ops (what the engine runs on CUDA; ``graphs`` also replays decode from CUDA
+    graphs, which the caller captures); the model's own choice is restored afterwards."""
     saved = model.use_kernel_ops
-    model.use_kernel_ops = kind == "kernels"
+    model.use_kernel_ops = kind in ("kernels", "graphs")
     try:
         yield
     finally:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (docs/gpu.md): runs the GPU test suite with natively compiled Triton
 # kernels, then bench/kernels.py, bench/decode_step.py and bench/decode.py, and writes every log and
-# figure under $OUT
-# (or ./gpu-results). Installs nothing: it uses the python3 that holds torch + triton + transformers
-# (BERTH_PYTHON overrides) and imports berth from this checkout.
+# figure under $OUT (or ./gpu-results): eight files, as many as the device tool brings back.
+# Installs nothing: it uses the python3 that holds torch + triton + transformers (BERTH_PYTHON
+# overrides) and imports berth from this checkout.
 #
-#   scripts/gpu-check.sh [all|tests|kernels|step|decode]...  (default: all; stages run in that order)
+#   scripts/gpu-check.sh [all|tests|kernels|step|decode]...  (default: all = tests kernels step decode;
+#   the stages run in the order given)
 #
 # Each stage has its own time limit (seconds: TESTS_TIMEOUT=140, KERNELS_TIMEOUT=90, STEP_TIMEOUT=90,
 # DECODE_TIMEOUT=250) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
@@ -55,7 +56,7 @@ for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
       run_stage tests "${TESTS_TIMEOUT:-140}" gpu-tests.log \
-        "$python" -m pytest -q -p no:cacheprovider -rs "${parallel[@]}" --junitxml="$out/gpu-tests.xml" \
+        "$python" -m pytest -q -p no:cacheprovider -rs "${parallel[@]}" \
         tests/gpu tests/runtime/test_kernel_activation.py tests/runtime/test_kernel_kv_cache_store.py \
         tests/runtime/test_kernel_paged_attention.py tests/runtime/test_kernel_rms_norm.py \
         tests/runtime/test_kernel_rotary.py tests/runtime/test_kernel_rotary_kv_store.py \
