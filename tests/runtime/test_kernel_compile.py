@@ -36,7 +36,6 @@ def _compile_cases() -> list[
         rms_norm,
         rotary,
         rotary_kv_store,
-        weight_only_gemv,
     )
     from berth_runtime.kernels import weight_only_linear as weight_only
 
@@ -260,7 +259,7 @@ def _compile_cases() -> list[
         ("*fp8e4nv", ACTIVATION, (90,)),
         ("*i8", "*fp32", (90,)),
     ):
-        for rows, has_bias in ((16, True), (64, False), (512, False)):
+        for rows, has_bias in ((1, True), (64, False), (512, False)):
             block_m, block_n, block_k, num_warps = weight_only.default_tile_sizes(rows)
             cases.append(
                 (
@@ -300,36 +299,6 @@ def _compile_cases() -> list[
                     capabilities,
                 )
             )
-    for weight_type, rows, capabilities in (("*i8", 1, both), ("*i8", 4, both), ("*fp8e4nv", 1, (90,))):
-        block_m, block_n, block_k, num_warps = weight_only.default_tile_sizes(rows)
-        cases.append(
-            (
-                f"weight-only GEMV {weight_type} rows={rows}",
-                weight_only_gemv.weight_only_gemv_kernel,
-                {
-                    "input_ptr": ACTIVATION,
-                    "weight_ptr": weight_type,
-                    "scale_ptr": "*fp32",
-                    "bias_ptr": ACTIVATION,
-                    "output_ptr": ACTIVATION,
-                    **dict.fromkeys(
-                        [
-                            "rows",
-                            "out_features",
-                            "in_features",
-                            "input_row_stride",
-                            "weight_row_stride",
-                            "output_row_stride",
-                        ],
-                        "i32",
-                    ),
-                    **dict.fromkeys(["HAS_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K"], "constexpr"),
-                },
-                {"HAS_BIAS": True, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-                {"num_warps": num_warps},
-                capabilities,
-            )
-        )
     return cases
 
 

@@ -6,10 +6,11 @@ registers (exact: |int8| <= 127 and every e4m3 value fit in bf16/fp16), runs the
 and applies the per-channel scale once per output at the end:
 ``y[m, n] = scale[n] * sum_k x[m, k] * q[n, k]`` (+ ``bias[n]``).
 
-Up to 4 rows (decode at small batch) go to ``weight_only_gemv`` (CUDA cores, no padding to 16 rows);
-up to 16 rows use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles so even a 2048-wide projection spreads
-over more than a hundred programs; large batches (prefill) use square tiles. A ``BLOCK_M`` below 16
-in ``tile_sizes`` selects the GEMV kernel. fp8 weights need a GPU whose Triton backend supports
+Decode batches (up to 64 rows) use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles, so even a
+2048-wide projection spreads over more than a hundred programs; larger batches (prefill) use square
+tiles. A single row is padded to 16 too: on an H200 (docs/gpu-results.md) the padded tensor-core
+tile, whose loop Triton software-pipelines, streamed the weight 2-4x faster than a CUDA-core GEMV
+without padding, whose loop it does not. fp8 weights need a GPU whose Triton backend supports
 ``float8e4nv`` (Hopper, Ada).
 """
 
@@ -29,9 +30,35 @@ from berth_runtime.kernels._launch import (
     dot_input_precision,
     dot_operand_dtype,
 )
-from berth_runtime.kernels.weight_only_gemv import store_scaled_output, weight_only_gemv_kernel
+from berth_runtime.kernels._rounding import round_to
 
 QUANTIZED_WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
+
+
+@triton.jit
+def store_scaled_output(
+    accumulator,
+    scale_ptr,
+    bias_ptr,
+    output_ptr,
+    output_row_stride,
+    row_ids,
+    col_ids,
+    row_mask,
+    col_mask,
+    HAS_BIAS: tl.constexpr,
+):
+    """The epilogue: ``accumulator`` [rows, cols] float32 times each column's scale, plus the bias,
+    rounded to the output dtype and stored at the tile's rows/cols."""
+    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
+    result = accumulator * scale[None, :]
+    if HAS_BIAS:
+        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
+        round_to(result, output_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & col_mask[None, :],
+    )
 
 
 @triton.jit
@@ -95,16 +122,10 @@ TileSizes = tuple[int, int, int, int]
 
 
 def default_tile_sizes(rows: int) -> TileSizes:
-    """GEMV for a few rows, skinny tiles for decode, square ones for prefill (bench/kernels.py sweeps
-    the alternatives)."""
-    if rows <= 4:
-        # the GEMV's [rows, BLOCK_N, BLOCK_K] product lives in registers: keep it at 8K values
-        block_m = triton.next_power_of_2(rows)
-        return block_m, 32, 256 // block_m, 4
-    if rows <= 16:
-        return 16, 32, 256, 4
+    """Skinny tiles for decode, square ones for prefill: the winners of bench/kernels.py's sweep on
+    an H200 (docs/gpu-results.md)."""
     if rows <= 64:
-        return 64, 64, 128, 4
+        return 16, 32, 256, 4
     return 128, 128, 64, 8
 
 
@@ -155,14 +176,14 @@ def weight_only_linear(
     if rows == 0:
         return output
     block_m, block_n, block_k, num_warps = tile_sizes or default_tile_sizes(rows)
-    if min(block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
+    if min(block_m, block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
         raise ValueError(
-            f"{op}: tile_sizes {tile_sizes} must be powers of two, BLOCK_N and BLOCK_K >= 16 "
-            "(BLOCK_M < 16 selects the GEMV kernel)"
+            f"{op}: tile_sizes {tile_sizes} must be powers of two, BLOCK_M, BLOCK_N and BLOCK_K >= 16 "
+            "(the tensor-core dot's smallest tile)"
         )
     grid = (triton.cdiv(out_features, block_n), triton.cdiv(rows, block_m))
-    # both kernels take the same operands and tile sizes; the GEMM adds its dot dtype and pipelining
-    operands = (
+    dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
+    _weight_only_matmul_kernel[grid](
         x,
         qweight,
         scale,
@@ -174,15 +195,10 @@ def weight_only_linear(
         x.stride(0),
         qweight.stride(0),
         output.stride(0),
-    )
-    tiles = {"HAS_BIAS": bias is not None, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
-    if block_m < 16:
-        weight_only_gemv_kernel[grid](*operands, **tiles, num_warps=num_warps)
-        return output
-    dot_dtype = dot_operand_dtype(_weight_only_matmul_kernel, x.dtype)
-    _weight_only_matmul_kernel[grid](
-        *operands,
-        **tiles,
+        HAS_BIAS=bias is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
         DOT_DTYPE=dot_dtype,
         DOT_PRECISION=dot_input_precision(dot_dtype),
         num_warps=num_warps,
