@@ -169,10 +169,10 @@ def bench_berth(
 
 
 def time_to_first_token(
-    model: LlamaForCausalLM, shape: str, device: torch.device, flops: float
+    model: LlamaForCausalLM, shape: str, kind: str, device: torch.device, flops: float
 ) -> dict[str, float]:
     config = model_config_dict(shape)
-    engine = make_engine(model, device, 1, TTFT_PROMPT_LEN + 8)
+    engine = make_engine(model, device, 1, TTFT_PROMPT_LEN + 8, graphs=kind == "graphs")
     run_engine(engine, random_prompts(1, TTFT_PROMPT_LEN, config["vocab_size"], seed=3), 1)  # warm-up
     best = min(
         run_engine(engine, random_prompts(1, TTFT_PROMPT_LEN, config["vocab_size"], seed=4 + i), 1)[1]
@@ -249,8 +249,8 @@ def measure_berth(
     with model_layers(model, kind):
         report["results"] += [asdict(r) for r in bench_berth(model, shape, weight, kind, batches, bandwidth)]
         save_report(args.json, report)
-        if weight == "bf16" and kind != "graphs" and not args.skip_ttft:  # prefill never replays
-            ttft = time_to_first_token(model, shape, device, flops)
+        if weight == "bf16" and not args.skip_ttft:
+            ttft = time_to_first_token(model, shape, kind, device, flops)
             report["ttft"][f"{shape} {kind}"] = ttft
             print(
                 f"{shape:>3} bf16 berth-{kind} TTFT {TTFT_PROMPT_LEN} tokens: "

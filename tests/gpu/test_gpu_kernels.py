@@ -4,6 +4,7 @@ CUDA-graph capture and replay of paged decode."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference
 from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
 from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv, rotary_and_store_kv_reference
 from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
+from berth_runtime.layers.attention import pack_prefill_rows
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
 CUDA = "cuda"
@@ -125,14 +127,34 @@ def test_paged_decode_replays_from_a_cuda_graph() -> None:
         torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
 
 
-def test_prefill_2048_over_the_paged_cache() -> None:
-    key_cache = torch.randn(160, 16, 8, 128, device=CUDA, dtype=BF16)
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+def test_prefill_rows_packed_in_one_call(dtype: torch.dtype) -> None:
+    """bf16 takes the varlen flash call, fp32 the per-row SDPA: a 2,048-token prompt, a 512-token chunk
+    over a cached 1,536-token prefix (the causal mask must align to the row's end), a 1-token tail,
+    each equal to its per-row reference."""
+    key_cache = torch.randn(400, 16, 8, 128, device=CUDA, dtype=dtype)
     value_cache = torch.randn_like(key_cache)
-    block_ids = torch.randperm(160, device=CUDA)[:128]
-    query = torch.randn(512, 32, 128, device=CUDA, dtype=BF16)
-    actual = paged_prefill_attention(query, key_cache, value_cache, block_ids, 2048, 128**-0.5)
-    expected = paged_prefill_attention_reference(query, key_cache, value_cache, block_ids, 2048, 128**-0.5)
-    torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
+    blocks = torch.randperm(400, device=CUDA)
+    rows = [(2048, 2048, blocks[:128]), (512, 2048, blocks[128:256]), (1, 77, blocks[256:261])]
+    tables = np.zeros((len(rows), 128), dtype=np.int64)
+    for index, (_, _, block_ids) in enumerate(rows):
+        tables[index, : len(block_ids)] = block_ids.cpu().numpy()
+    batch = pack_prefill_rows(
+        np.array([row[0] for row in rows]),
+        np.array([row[1] for row in rows]),
+        tables,
+        16,
+        lambda array: torch.from_numpy(array).to(CUDA),
+    )
+    queries = [torch.randn(query_len, 32, 128, device=CUDA, dtype=dtype) for query_len, _, _ in rows]
+    actual = paged_prefill_attention(torch.cat(queries), key_cache, value_cache, batch, 128**-0.5)
+    start = 0
+    for query, (query_len, context_len, block_ids) in zip(queries, rows, strict=True):
+        expected = paged_prefill_attention_reference(
+            query, key_cache, value_cache, block_ids, context_len, 128**-0.5
+        )
+        torch.testing.assert_close(actual[start : start + query_len], expected, rtol=2e-2, atol=2e-2)
+        start += query_len
 
 
 @pytest.mark.parametrize("method", ["int8", "fp8"])

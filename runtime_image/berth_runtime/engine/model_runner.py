@@ -16,7 +16,7 @@ import torch
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
-from berth_runtime.layers.attention import AttentionMetadata, PrefillRow
+from berth_runtime.layers.attention import AttentionMetadata, PrefillRow, pack_prefill_rows
 from berth_runtime.models.llama import KVCache, LlamaForCausalLM
 
 
@@ -139,6 +139,15 @@ class ModelRunner:
             )
             query_start += query_lens[num_prefill]
             num_prefill += 1
+        prefill_batch = None
+        if num_prefill:
+            prefill_batch = pack_prefill_rows(
+                np.array(query_lens[:num_prefill], dtype=np.int64),
+                np.array([row.context_len for row in prefill_rows], dtype=np.int64),
+                block_tables[:num_prefill, :-1],
+                block_size,
+                self._to_device,
+            )
         decode_max_context_len = max(starts[num_prefill:], default=-1) + 1
         metadata = AttentionMetadata(
             slot_mapping=per_token[2],
@@ -147,6 +156,7 @@ class ModelRunner:
             decode_block_tables=tables[num_prefill:, : -(-decode_max_context_len // block_size)],
             decode_context_lens=tables[num_prefill:, -1],
             decode_max_context_len=decode_max_context_len,
+            prefill_batch=prefill_batch,
         )
         # The last token of each sampling row predicts the next token; a row with drafts also
         # needs the logits after its last real token and after each draft.

@@ -3,9 +3,9 @@
 
 Each function runs its kernel when the tensors can take it (a CUDA device, or the CPU under
 ``TRITON_INTERPRET=1``) and falls back to the torch reference layer otherwise (the CPU build).
-Attention covers both halves of a step: prefill rows go through SDPA over the paged cache
-(``prefill_attention``), the decode rows through one ``paged_attention_decode`` launch written
-straight into the output; the functional ``add_rms_norm`` writes the new residual to a fresh
+Attention covers both halves of a step: the prefill rows go through one packed varlen attention
+over the paged cache (``prefill_attention``), the decode rows through one ``paged_attention_decode``
+launch written straight into the output; the functional ``add_rms_norm`` writes the new residual to a fresh
 tensor, so callers that keep the old one are safe.
 """
 
@@ -118,10 +118,9 @@ def paged_attention_op(
     if not _on_kernel_device(query, paged_attention._paged_decode_kernel):
         return reference_attention.paged_attention(query, key_cache, value_cache, metadata, scale)
     output = torch.empty_like(query)
-    for row in metadata.prefill_rows:
-        rows = slice(row.query_start, row.query_start + row.query_len)
-        output[rows] = paged_prefill_attention(
-            query[rows], key_cache, value_cache, row.block_ids, row.context_len, scale
+    if metadata.prefill_batch is not None:
+        output[: metadata.decode_start] = paged_prefill_attention(
+            query[: metadata.decode_start], key_cache, value_cache, metadata.prefill_batch, scale
         )
     if metadata.decode_start < query.shape[0]:
         paged_attention.paged_attention_decode(

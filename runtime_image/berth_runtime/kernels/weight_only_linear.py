@@ -6,11 +6,11 @@ registers (exact: |int8| <= 127 and every e4m3 value fit in bf16/fp16), runs the
 and applies the per-channel scale once per output at the end:
 ``y[m, n] = scale[n] * sum_k x[m, k] * q[n, k]`` (+ ``bias[n]``).
 
-Decode batches (up to 64 rows) use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles, so even a
-2048-wide projection spreads over more than a hundred programs; larger batches (prefill) use square
-tiles. A single row is padded to 16 too: on an H200 (docs/gpu-results.md) the padded tensor-core
-tile, whose loop Triton software-pipelines, streamed the weight 2-4x faster than a CUDA-core GEMV
-without padding, whose loop it does not. fp8 weights need a GPU whose Triton backend supports
+Small decode batches (up to 16 rows) use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles, so even a
+2048-wide projection spreads over more than a hundred programs; larger batches use square tiles. A
+single row is padded to 16 too: on an H200 (docs/gpu-results.md) the padded tensor-core tile, whose
+loop Triton software-pipelines, streamed the weight 2-4x faster than a CUDA-core GEMV without
+padding, whose loop it does not. fp8 weights need a GPU whose Triton backend supports
 ``float8e4nv`` (Hopper, Ada).
 """
 
@@ -124,8 +124,10 @@ TileSizes = tuple[int, int, int, int]
 def default_tile_sizes(rows: int) -> TileSizes:
     """Skinny tiles for decode, square ones for prefill: the winners of bench/kernels.py's sweep on
     an H200 (docs/gpu-results.md)."""
-    if rows <= 64:
+    if rows <= 16:
         return 16, 32, 256, 4
+    if rows <= 64:
+        return 64, 64, 128, 4
     return 128, 128, 64, 8
 
 
