@@ -27,6 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+# bench/ is this script's directory, hence on sys.path
+from decode_models import device_copy_bandwidth
+
 from berth_runtime.kernels.activation import silu_and_mul
 from berth_runtime.kernels.kv_cache_store import store_kv_cache
 from berth_runtime.kernels.paged_attention import paged_attention_decode
@@ -92,12 +95,6 @@ def distinct_copies(*tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     size = sum(tensor.nbytes for tensor in tensors)
     count = min(64, max(1, -(-L2_OVERFLOW_BYTES // size)))
     return [tensors] + [tuple(tensor.clone() for tensor in tensors) for _ in range(count - 1)]
-
-
-def copy_bandwidth() -> float:
-    source = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    target = torch.empty_like(source)
-    return 2 * source.numel() / (graph_microseconds([lambda: target.copy_(source)]) * 1e-6)
 
 
 def time_weight_only(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> dict[str, Any]:
@@ -226,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("bench/kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); nothing was measured.")
         return 2
-    bandwidth = copy_bandwidth()
+    # eager, as bench/decode.py measures it: the same copy captured in a CUDA graph moved only 2.72
+    # TB/s on an H200 (4.16 eager), which would overstate every share below by half
+    bandwidth = device_copy_bandwidth(torch.device("cuda"))
     fp8 = torch.cuda.get_device_capability() >= (8, 9)
     print(f"GPU: {torch.cuda.get_device_name()}; copy bandwidth {bandwidth / 1e12:.2f} TB/s; fp8 {fp8}")
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "copy_bandwidth_bytes_per_s": bandwidth}
