@@ -5,8 +5,8 @@ Each function runs its kernel when the tensors can take it (a CUDA device, or th
 ``TRITON_INTERPRET=1``) and falls back to the torch reference layer otherwise (the CPU build).
 Attention covers both halves of a step: the prefill rows go through one packed varlen attention
 over the paged cache (``prefill_attention``), the decode rows through one ``paged_attention_decode``
-launch written straight into the output; the functional ``add_rms_norm`` writes the new residual to a fresh
-tensor, so callers that keep the old one are safe.
+launch written straight into the output; the functional ``add_rms_norm`` writes the new residual to
+a fresh tensor, so callers that keep the old one are safe.
 """
 
 from __future__ import annotations

@@ -36,32 +36,6 @@ QUANTIZED_WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
 
 @triton.jit
-def store_scaled_output(
-    accumulator,
-    scale_ptr,
-    bias_ptr,
-    output_ptr,
-    output_row_stride,
-    row_ids,
-    col_ids,
-    row_mask,
-    col_mask,
-    HAS_BIAS: tl.constexpr,
-):
-    """The epilogue: ``accumulator`` [rows, cols] float32 times each column's scale, plus the bias,
-    rounded to the output dtype and stored at the tile's rows/cols."""
-    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
-    result = accumulator * scale[None, :]
-    if HAS_BIAS:
-        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
-        round_to(result, output_ptr.dtype.element_ty),
-        mask=row_mask[:, None] & col_mask[None, :],
-    )
-
-
-@triton.jit
 def _weight_only_matmul_kernel(
     input_ptr,
     weight_ptr,
@@ -103,17 +77,15 @@ def _weight_only_matmul_kernel(
         )
         input_tile += BLOCK_K
         weight_tile += BLOCK_K
-    store_scaled_output(
-        accumulator,
-        scale_ptr,
-        bias_ptr,
-        output_ptr,
-        output_row_stride,
-        row_ids,
-        col_ids,
-        row_mask,
-        col_mask,
-        HAS_BIAS,
+    # epilogue: each column's scale once, then the bias, rounded to the output dtype
+    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
+    result = accumulator * scale[None, :]
+    if HAS_BIAS:
+        result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        output_ptr + row_ids[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
+        round_to(result, output_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & col_mask[None, :],
     )
 
 
