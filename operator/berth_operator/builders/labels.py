@@ -39,6 +39,12 @@ def common_labels(name: str) -> dict[str, str]:
     return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: COMPONENT}
 
 
+def applied_hash(manifest: dict[str, Any]) -> str | None:
+    """The berth.dev/applied-hash annotation of a manifest or live object, if it has one."""
+    value = manifest.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH_ANNOTATION)
+    return str(value) if value is not None else None
+
+
 def stable_hash(value: Any, length: int = 10) -> str:
     """A short hash of a JSON-serialisable value that does not depend on key order."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,11 +1,19 @@
-"""Reconciles one InferenceDeployment: check the spec, build the children, apply what changed,
-then sync the status. Kopf-independent except for the two exceptions that tell Kopf when to retry.
+"""Reconciles one InferenceDeployment: check the spec, build the children, check they are ours,
+apply what changed, then sync the status. Kopf-independent except for the two exceptions that tell
+Kopf when to retry.
+
+Whatever stops the children from being applied ends in status (Accepted=False with the cause) and
+an Event, never only in the operator's log: a child name held by an object berth did not create
+(ChildConflict), or a child the API server refuses although the spec passed admission (ApplyFailed,
+with the API server's own message, which names the field). Both are retried with a growing delay,
+since either can clear without an edit of the spec (the object in the way is deleted, an admission
+policy changes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
@@ -21,10 +29,28 @@ from berth_operator.builders.status import Verdict
 from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets, parse_spec
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.status_sync import parse_status, sync_status
-from berth_operator.kube import ApplyResult, apply_child, record_event
+from berth_operator.kube import ApplyResult, KubeApiError, apply_child, record_event
+from berth_operator.kube.children import ChildConflict, apply_checked, check_children
 from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 REASON_APPLIED = "Applied"
+REASON_CHILD_CONFLICT = "ChildConflict"
+REASON_APPLY_FAILED = "ApplyFailed"
+RETRY_BASE_SECONDS = 15.0
+RETRY_MAX_SECONDS = 300.0
+# API answers that are about this request, not the server's health: retried quietly.
+_TRANSIENT_CLIENT_ERRORS = frozenset({408, 409, 429})
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before retry number `retry` (0 for the first): doubling from 15 s, at most 5 minutes."""
+    return min(RETRY_BASE_SECONDS * 2 ** min(retry, 16), RETRY_MAX_SECONDS)
+
+
+def is_refusal(error: KubeApiError) -> bool:
+    """Whether the API server refused the request itself (4xx: invalid, forbidden by RBAC or an
+    admission policy) rather than failing to answer it (unreachable, 5xx, throttled, conflict)."""
+    return 400 <= error.status < 500 and error.status not in _TRANSIENT_CLIENT_ERRORS
 
 
 def plain(value: Any) -> Any:
@@ -63,11 +89,46 @@ async def _reject(context: OperatorContext, body: dict[str, Any], verdict: Verdi
     )
 
 
-async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> list[ApplyResult]:
+async def _refuse_and_retry(
+    context: OperatorContext, body: dict[str, Any], verdict: Verdict, retry: int
+) -> NoReturn:
+    await _reject(context, body, verdict)
+    raise kopf.TemporaryError(verdict.message, delay=retry_delay(retry))
+
+
+async def _apply_all(
+    context: OperatorContext, body: dict[str, Any], build: BuildContext, retry: int
+) -> list[ApplyResult]:
+    """Check every child is ours, then apply each; a conflict or a refusal is reported and retried."""
+    try:
+        observed = await check_children(context.api, build_children(build))
+    except ChildConflict as conflict:
+        await _refuse_and_retry(context, body, Verdict(False, REASON_CHILD_CONFLICT, str(conflict)), retry)
+    results = []
+    for child in observed:
+        try:
+            results.append(await apply_checked(context.api, child, context.ownership))
+        except KubeApiError as error:
+            if not is_refusal(error):
+                raise
+            kind, metadata = child.desired["kind"], child.desired["metadata"]
+            message = (
+                f"the API server refused {kind} {metadata['namespace']}/{metadata['name']}: "
+                f"{error.message or error.reason}"
+            )
+            await _refuse_and_retry(context, body, Verdict(False, REASON_APPLY_FAILED, message), retry)
+    return results
+
+
+async def reconcile(
+    context: OperatorContext, raw_body: Mapping[str, Any], retry: int = 0
+) -> list[ApplyResult]:
     """Apply the children of one InferenceDeployment; returns what was done to each.
 
     Raises kopf.PermanentError for a spec that can never work (fixed only by editing it) and
-    kopf.TemporaryError while a referenced Secret is missing (it may be created later).
+    kopf.TemporaryError while a referenced Secret is missing (it may be created later), while a
+    child's name is held by an object that is not ours, or while the API server refuses a child;
+    `retry` (Kopf's count of earlier attempts) makes the delay grow.
     """
     body = plain(raw_body)
     metadata = body["metadata"]
@@ -92,7 +153,7 @@ async def reconcile(context: OperatorContext, raw_body: Mapping[str, Any]) -> li
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
     build = _build_context(context, body, spec)
-    results = [await apply_child(context.api, child, context.ownership) for child in build_children(build)]
+    results = await _apply_all(context, body, build, retry)
     changed = [result for result in results if result.outcome != "unchanged"]
     for result in changed:
         context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
@@ -145,7 +206,11 @@ async def follow_replica_decision(
         return None
     build = _build_context(context, body, spec)
     deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
-    result = await apply_child(context.api, deployment, context.ownership)
+    try:
+        result = await apply_child(context.api, deployment, context.ownership)
+    except ChildConflict:
+        return None  # reconcile reports it (Accepted=False) and retries
+
     if result.outcome != "unchanged":
         context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
         await sync_status(context, build.owner.namespace, build.owner.name)

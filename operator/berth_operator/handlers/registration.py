@@ -18,14 +18,13 @@ import berth_operator.handlers.autoscaling  # noqa: F401  (registers the autosca
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, plain, reconcile, repair
+from berth_operator.handlers.reconcile import follow_replica_decision, plain, reconcile, repair, retry_delay
 from berth_operator.handlers.status_sync import follow
 from berth_operator.kube import KubeApiError
 
 ANNOTATION_PREFIX = "berth.dev"
 FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-API_RETRY_SECONDS = 15.0
 RESYNC_SECONDS = 300.0
 WATCH_SERVER_TIMEOUT_SECONDS = 600
 RESOURCE = (identity.GROUP, identity.VERSION, identity.PLURAL)
@@ -53,8 +52,11 @@ def _context(memo: Any) -> OperatorContext:
     return context
 
 
-async def _measured(context: OperatorContext, handler: str, work: Awaitable[Result]) -> Result:
-    """Run one handler body, recording its duration and, on failure, why."""
+async def _measured(
+    context: OperatorContext, handler: str, work: Awaitable[Result], retry: int = 0
+) -> Result:
+    """Run one handler body, recording its duration and, on failure, why; an API server that does
+    not answer is retried with a delay that grows with Kopf's `retry` count."""
     started = time.perf_counter()
     try:
         return await work
@@ -66,7 +68,7 @@ async def _measured(context: OperatorContext, handler: str, work: Awaitable[Resu
         raise
     except KubeApiError as error:
         context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
-        raise kopf.TemporaryError(f"API server error: {error}", delay=API_RETRY_SECONDS) from error
+        raise kopf.TemporaryError(f"API server error: {error}", delay=retry_delay(retry)) from error
     except Exception:
         context.metrics.reconcile_errors.labels(reason="unexpected").inc()
         raise
@@ -96,9 +98,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(*RESOURCE, id="apply-on-create")
 @kopf.on.update(*RESOURCE, id="apply-on-update", field="spec")
 @kopf.on.resume(*RESOURCE, id="apply-on-resume")
-async def apply_children(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def apply_children(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     context = _context(memo)
-    await _measured(context, "apply", reconcile(context, body))
+    await _measured(context, "apply", reconcile(context, body, retry), retry)
 
 
 @kopf.on.delete(*RESOURCE, id="forget", optional=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth_operator.kube.api import FIELD_MANAGER
-from berth_operator.kube.errors import Forbidden, NotFound
+from berth_operator.kube.errors import Forbidden, Invalid, NotFound
 from berth_operator.kube.kinds import ResourceKind, kind_of
 
 
@@ -63,6 +63,8 @@ class InMemoryKubeApi:
     objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
     forbidden_kinds: set[str] = field(default_factory=set)
+    refused_applies: dict[str, str] = field(default_factory=dict)
+    """kind -> message: applies of that kind are refused as invalid (422), as admission would."""
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def put(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +112,8 @@ class InMemoryKubeApi:
         kind = kind_of(manifest)
         self._check_allowed(kind)
         key = self._key(manifest)
+        if kind.kind in self.refused_applies and subresource is None:
+            raise Invalid(422, "Invalid", self.refused_applies[kind.kind])
         self.writes.append(Write("apply", kind.kind, key[3], subresource, field_manager))
         existing = self.objects.get(key)
         if subresource == "status":

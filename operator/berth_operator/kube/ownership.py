@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION
+from berth_operator.builders.labels import applied_hash
 from berth_operator.kube.api import FIELD_MANAGER
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
@@ -31,10 +31,6 @@ def _key(obj: dict[str, Any]) -> ChildKey:
     metadata = obj.get("metadata", {})
     return str(obj.get("kind", "")), str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
-
-def _applied_hash(obj: dict[str, Any]) -> str | None:
-    value = obj.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH_ANNOTATION)
-    return str(value) if value is not None else None
 
 
 def owned_fields_fingerprint(live: dict[str, Any]) -> str | None:
@@ -55,7 +51,7 @@ class FieldOwnership:
 
     def remember(self, live: dict[str, Any]) -> None:
         """Record the object as berth left it (an apply's response, or a child found up to date)."""
-        self._owned[_key(live)] = (_applied_hash(live), owned_fields_fingerprint(live))
+        self._owned[_key(live)] = (applied_hash(live), owned_fields_fingerprint(live))
 
     def drifted(self, live: dict[str, Any]) -> bool:
         """Whether someone else changed or removed a field berth applied since berth last wrote it.
@@ -65,8 +61,8 @@ class FieldOwnership:
         recorded = self._owned.get(_key(live))
         if recorded is None:
             return False
-        applied_hash, fingerprint = recorded
-        return _applied_hash(live) == applied_hash and owned_fields_fingerprint(live) != fingerprint
+        recorded_hash, fingerprint = recorded
+        return applied_hash(live) == recorded_hash and owned_fields_fingerprint(live) != fingerprint
 
     def forget(self, live: dict[str, Any]) -> None:
         self._owned.pop(_key(live), None)

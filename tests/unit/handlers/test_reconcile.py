@@ -13,7 +13,7 @@ from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import InMemoryKubeApi
-from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, SECRET
+from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, SECRET, SERVICE
 from berth_operator.kube.memory import Write
 from berth_operator.settings import OperatorSettings
 
@@ -335,3 +335,50 @@ async def test_reconcile_succeeds_when_events_are_forbidden(
     await reconcile(context, inference_deployment())
     assert _status(api)["phase"] == "Pending"
     assert _events(api) == []
+
+
+async def test_a_child_name_held_by_a_foreign_object_is_reported_and_nothing_is_written(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    theirs = api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "chat", "namespace": "ml", "labels": {"team": "search"}},
+            "spec": {"ports": [{"port": 443}]},
+        }
+    )
+    body = inference_deployment()
+    with pytest.raises(kopf.TemporaryError) as first:
+        await reconcile(context, body)
+    with pytest.raises(kopf.TemporaryError) as third:
+        await reconcile(context, body, retry=2)
+
+    assert (first.value.delay, third.value.delay) == (15.0, 60.0)
+    assert _conditions(api)["Accepted"] == ("False", "ChildConflict")
+    message = next(c["message"] for c in _status(api)["conditions"] if c["type"] == "Accepted")
+    assert "Service ml/chat already exists and has no controller owner reference" in message
+    assert _status(api)["phase"] == "Failed"
+    assert ("Warning", "ChildConflict") in _events(api)
+    assert [w.kind for w in api.writes if w.verb == "apply" and w.subresource is None] == []
+    assert api.stored(SERVICE, "ml", "chat") == theirs
+
+    api.delete(theirs)  # the object in the way goes: the next retry applies everything
+    results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}, retry=3)
+    assert {r.outcome for r in results} == {"created"}
+    assert _conditions(api)["Accepted"] == ("True", "Applied")
+
+
+async def test_a_child_the_api_server_refuses_is_reported_with_its_message_and_retried(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    refusal = 'Deployment.apps "chat" is invalid: spec.template.spec.priorityClassName: Invalid value: "A B"'
+    api.refused_applies["Deployment"] = refusal
+    with pytest.raises(kopf.TemporaryError) as error:
+        await reconcile(context, inference_deployment(), retry=10)
+
+    assert error.value.delay == 300.0
+    assert _conditions(api)["Accepted"] == ("False", "ApplyFailed")
+    message = next(c["message"] for c in _status(api)["conditions"] if c["type"] == "Accepted")
+    assert message == f"the API server refused Deployment ml/chat: {refusal}"
+    assert ("Warning", "ApplyFailed") in _events(api)

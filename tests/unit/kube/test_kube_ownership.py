@@ -11,6 +11,13 @@ from berth_operator.kube import FieldOwnership, InMemoryKubeApi, apply_child
 from berth_operator.kube.kinds import SERVICE
 from berth_operator.kube.ownership import owned_fields_fingerprint
 
+OWNER = {
+    "apiVersion": "berth.dev/v1alpha1",
+    "kind": "InferenceDeployment",
+    "name": "chat",
+    "uid": "uid-chat",
+    "controller": True,
+}
 BERTH_FIELDS = {
     "f:metadata": {"f:annotations": {f"f:{APPLIED_HASH_ANNOTATION}": {}}},
     "f:spec": {"f:ports": {}},
@@ -29,6 +36,7 @@ def _service(*entries: dict[str, Any], applied_hash: str = "h1", port: int = 800
             "name": "chat",
             "namespace": "ml",
             "annotations": {APPLIED_HASH_ANNOTATION: applied_hash},
+            "ownerReferences": [OWNER],
             "managedFields": list(entries),
         },
         "spec": {"ports": [{"port": port}]},
