@@ -61,12 +61,21 @@ def resource_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version: berth.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind: InferenceDeployment."},
-            "metadata": {"type": "object"},  # the API server allows nothing more here
+            # The API server allows no more here than restrictions on metadata.name.
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "maxLength": identity.NAME_MAX_LENGTH,
+                        "pattern": identity.NAME_PATTERN,
+                    }
+                },
+            },
             "spec": structural_schema(InferenceDeploymentSpec, with_defaults=True),
             "status": structural_schema(InferenceDeploymentStatus, with_defaults=False),
         },
         "required": ["spec"],
-        "x-kubernetes-validations": [{"rule": identity.NAME_RULE_CEL, "message": identity.NAME_RULE_MESSAGE}],
     }
 
 

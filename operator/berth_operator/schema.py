@@ -32,6 +32,7 @@ _PASSTHROUGH = {
     "x-kubernetes-validations",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
 }

@@ -4,6 +4,11 @@ The operator renders these flags into every runtime pod, so the parser is one si
 whose other side is the operator's builder; the flag table in runtime_image/README.md is that
 contract. Parsing only builds a `RuntimeConfig` (which validates); nothing heavy is imported here,
 so `fetch` never loads torch and `--help` is instant.
+
+Abbreviated flags are refused on every parser: argparse would otherwise read a user's extra
+`--por=9000` as `--port`, and the operator, which only refuses exact duplicates of the flags it
+renders, could not see that a managed flag had been overridden. `option_strings` lists the exact
+flags each command accepts, so the operator's contract test can compare against the parser itself.
 """
 
 from __future__ import annotations
@@ -28,13 +33,38 @@ PROGRAM = "python -m berth_runtime"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description="berth's LLM inference runtime")
+    """The runtime's parser; no parser in it accepts an abbreviation of a flag (`--por` for `--port`)."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="berth's LLM inference runtime", allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,fetch}")
-    _add_serve_arguments(commands.add_parser("serve", help="serve a model over KServe v2 and the OpenAI API"))
+    _add_serve_arguments(
+        commands.add_parser(
+            "serve", help="serve a model over KServe v2 and the OpenAI API", allow_abbrev=False
+        )
+    )
     _add_fetch_arguments(
-        commands.add_parser("fetch", help="download a model into a directory (the pod's init step)")
+        commands.add_parser(
+            "fetch", help="download a model into a directory (the pod's init step)", allow_abbrev=False
+        )
     )
     return parser
+
+
+def option_strings(command: str) -> frozenset[str]:
+    """Every long option `command` (serve or fetch) accepts, without --help, as read from the parser."""
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    if command not in commands.choices:
+        raise ValueError(
+            f"unknown command {command!r}; the runtime's commands are {sorted(commands.choices)}"
+        )
+    return frozenset(
+        option
+        for action in commands.choices[command]._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    )
 
 
 def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from berth_runtime.cli import build_parser, config_from_args, main
+from berth_runtime.cli import build_parser, config_from_args, main, option_strings
 from berth_runtime.config import RuntimeConfig
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -57,6 +57,11 @@ def documented_default(flag: str, column: str) -> Any:
 
 def test_readme_table_and_parser_list_the_same_flags() -> None:
     assert set(readme_table()) == set(serve_actions())
+
+
+def test_option_strings_for_serve_are_the_readme_table() -> None:
+    """What the operator's contract test reads is the documented flag table, flag for flag."""
+    assert option_strings("serve") == set(readme_table())
 
 
 def test_readme_defaults_are_what_the_runtime_uses(tmp_path: Path) -> None:

@@ -61,8 +61,41 @@ def test_wire_form_round_trips() -> None:
         ("runtime.kvCache", {"gpuMemoryUtilization": 1.5}, "gpuMemoryUtilization"),
         ("runtime.speculative", {"method": "ngram"}, "numTokens must be set"),
         ("runtime.speculative", {"method": "none", "numTokens": 3}, "numTokens must be set"),
-        ("runtime.extraArgs", ["--port=9000"], "extraArgs may not set flags"),
-        ("runtime.extraArgs", ["--model"], "extraArgs may not set flags"),
+        ("runtime.extraArgs", ["--port=9000"], "runtime.extraArgs.0"),
+        ("runtime.extraArgs", ["--model"], "runtime.extraArgs.0"),
+        ("runtime.extraArgs", ["--seed=7", "--por=9000"], "runtime.extraArgs.1"),  # an abbreviation
+        ("runtime.extraArgs", ["--seed", "7"], "runtime.extraArgs.0"),  # one item, one --flag=value
+        ("runtime.extraArgs", ["--seed=7 --port=9000"], "runtime.extraArgs.0"),
+        ("runtime.extraArgs", ["; rm -rf /"], "runtime.extraArgs.0"),
+        ("runtime.extraArgs", ["--log-level=verbose"], "runtime.extraArgs.0"),
+        ("runtime.env", [{"name": "HOME", "value": "/"}], "runtime.env may not set"),
+        ("runtime.env", [{"name": "HF_HUB_OFFLINE", "value": "0"}], "runtime.env may not set"),
+        ("runtime.env", [{"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "all"}], "runtime.env may not set"),
+        ("runtime.env", [{"name": "CUDA_VISIBLE_DEVICES", "value": "0,1"}], "runtime.env may not set"),
+        ("runtime.image", "registry.example/berth runtime:1", "runtime.image"),
+        ("runtime.serviceAccountName", "Not_A_Name", "runtime.serviceAccountName"),
+        ("scheduling.priorityClassName", "high priority", "scheduling.priorityClassName"),
+        ("resources.cpu", "-1", "resources.cpu"),
+        ("resources.memory", "-64Gi", "resources.memory"),
+        ("resources.memory", "1e1000", "resources.memory"),
+        ("resources.memory", "65Ti", "at most 64Ti"),
+        ("resources.cpu", "2000", "at most 1024"),
+        ("resources", {"memory": "8Gi", "sharedMemorySize": "16Gi"}, "may not exceed resources.memory"),
+        ("model.cacheSizeLimit", "-1Gi", "model.cacheSizeLimit"),
+        ("model.source", "s3://ab/model", "model.source"),
+        ("model.source", "s3://10.0.0.1/model", "S3's rules"),
+        ("model.source", "s3://my..bucket/model", "S3's rules"),
+        ("model.source", "s3://xn--bucket/model", "S3's rules"),
+        ("model.source", "s3://bucket-s3alias/model", "S3's rules"),
+        ("model.source", "pvc://claim/../../../etc", "'..' segments"),
+        ("model.source", "pvc://claim/a/%2e%2E/b", "'..' segments"),
+        ("model.source", "file:///models/../etc", "'..' segments"),
+        ("scheduling.nodeSelector", {"bad key!": "x"}, "each key must be a label key"),
+        ("scheduling.nodeSelector", {"zone": "not a value"}, "scheduling.nodeSelector.zone"),
+        ("scheduling.tolerations", [{"key": "a", "operator": "Exists", "value": "x"}], "unset when operator"),
+        ("scheduling.tolerations", [{"key": "a", "tolerationSeconds": 5}], "only valid with effect"),
+        ("scheduling.tolerations", [{"operator": "Equal", "value": "x"}], "without a key must use"),
+        ("scheduling.tolerations", [{"key": "has space"}], "scheduling.tolerations.0.key"),
         ("runtime.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "env"),
         ("runtime.unknownField", 1, "unknownField"),
         ("autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "minReplicas must be less than"),
@@ -111,6 +144,9 @@ def test_gpu_budget_must_cover_min_replicas() -> None:
         "s3://bucket/prefix/model",
         "pvc://models/llama/8b",
         "file:///models/tiny",
+        "s3://a-b/model",
+        "s3://my.bucket.name/model",
+        "pvc://models/llama..v2/weights",
     ],
 )
 def test_every_source_scheme_is_accepted(source: str) -> None:
@@ -143,3 +179,30 @@ def test_status_parses_other_writers_fields_and_decision_aliases() -> None:
     ready = status.condition("Ready")
     assert ready is not None and ready.reason == "AllReplicasReady"
     assert status.condition("Degraded") is None
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "resources"),
+    [
+        ({"tolerations": [{"operator": "Exists"}]}, {"cpu": "500m", "memory": "64Gi"}),
+        ({"tolerations": [{"key": "a", "effect": "NoExecute", "tolerationSeconds": 30}]}, {"cpu": 0.5}),
+        ({"nodeSelector": {"topology.kubernetes.io/zone": "eu-west-1a"}}, {"memory": 68719476736}),
+        ({"priorityClassName": "inference-high"}, {"memory": "8Gi", "sharedMemorySize": "8Gi"}),
+    ],
+)
+def test_what_a_pod_accepts_is_accepted(scheduling: dict[str, Any], resources: dict[str, Any]) -> None:
+    spec = copy.deepcopy(BASE)
+    spec["scheduling"] = scheduling
+    spec["resources"] = resources
+    wire = InferenceDeploymentSpec.model_validate(spec).to_wire()
+    assert wire["scheduling"]["nodeSelector"] == scheduling.get("nodeSelector", {})
+    assert [toleration.get("key") for toleration in wire["scheduling"]["tolerations"]] == [
+        toleration.get("key") for toleration in scheduling.get("tolerations", [])
+    ]
+    assert {key: str(value) for key, value in resources.items()}.items() <= wire["resources"].items()
+
+
+def test_extra_args_accept_the_runtimes_own_flags_in_full() -> None:
+    spec = _with("runtime.extraArgs", ["--seed=-3", "--log-level=trace"])
+    parsed = InferenceDeploymentSpec.model_validate(spec)
+    assert parsed.runtime.extra_args == ["--seed=-3", "--log-level=trace"]

@@ -41,6 +41,14 @@ class CrossFieldRule:
         return rule
 
 
+def cel_matches(subject: str, pattern: str) -> str:
+    """A CEL expression: `subject` matches the RE2 `pattern` (a raw CEL string, so backslashes are
+    the regular expression's own)."""
+    if "'" in pattern:
+        raise ValueError(f"pattern {pattern!r} cannot be a raw single-quoted CEL string")
+    return f"{subject}.matches(r'{pattern}')"
+
+
 def _add_cross_field_rules(schema: dict[str, Any], model_class: type) -> None:
     rules: tuple[CrossFieldRule, ...] = getattr(model_class, "cross_field_rules", ())
     validations = [rule.to_crd() for rule in rules if rule.cel is not None]

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from berth_operator.api.base import ApiModel, CrossFieldRule
-from berth_operator.api.common import LocalObjectReference, Quantity
+from berth_operator.api.base import ApiModel, CrossFieldRule, cel_matches
+from berth_operator.api.common import LocalObjectReference, QuantityAtMost
 
+# The grammar of each scheme. An s3:// bucket is 3-63 characters here; S3's other naming rules,
+# which a regular expression without look-around cannot say, are S3_BUCKET_RULES below.
 SOURCE_PATTERN = (
     r"^(hf://[A-Za-z0-9][-A-Za-z0-9_.]*(/[A-Za-z0-9][-A-Za-z0-9_.]*)?"
-    r"|s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/[^\s]*)?"
+    r"|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?"
     r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?"
     r"|file:///[^\s]*)$"
 )
 SOURCE_SCHEMES = ("hf://", "s3://", "pvc://", "file://")
+# Amazon S3's general-purpose bucket naming rules beyond the characters and length (the runtime's
+# fetcher applies the same ones: berth_runtime.fetch.source.s3_bucket_problem). Each pattern
+# matches a source whose bucket breaks one rule.
+S3_BUCKET_RULES = (
+    r"^s3://[^/]*\.\.",  # two adjacent periods
+    r"^s3://[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(/|$)",  # formatted as an IPv4 address
+    r"^s3://(xn--|sthree-|amzn-s3-demo-)",  # reserved prefixes
+    r"^s3://[^/]*(-s3alias|--ol-s3|\.mrap|--x-s3)(/|$)",  # reserved suffixes
+)
+# A `..` segment (also percent-encoded) after a pvc:// claim or in a file:// path: the runtime would
+# read outside the claim's mount.
+PARENT_SEGMENT_PATTERN = r"(?i)^(pvc|file)://.*(/|%2f)(\.|%2e)(\.|%2e)(/|%2f|$)"
+MAX_CACHE_SIZE = "1Pi"
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "fp8"]
@@ -76,7 +92,7 @@ class ModelSpec(ApiModel):
             "Only valid with hf:// and s3:// sources."
         ),
     )
-    cache_size_limit: Quantity | None = Field(
+    cache_size_limit: Annotated[str, QuantityAtMost(MAX_CACHE_SIZE)] | None = Field(
         default=None,
         description=(
             "Size limit of the pod-local model cache (an emptyDir) that hf:// and s3:// sources are "
@@ -85,6 +101,22 @@ class ModelSpec(ApiModel):
     )
 
     cross_field_rules = (
+        CrossFieldRule(
+            cel=" && ".join(f"!{cel_matches('self.source', rule)}" for rule in S3_BUCKET_RULES),
+            message=(
+                "model.source: an s3:// bucket name follows S3's rules: 3-63 lowercase letters, digits, "
+                "'.' and '-', beginning and ending with a letter or digit, no '..', not an IP address, "
+                "no prefix xn--, sthree- or amzn-s3-demo-, no suffix -s3alias, --ol-s3, .mrap or --x-s3"
+            ),
+            holds=lambda model: not any(re.search(rule, model.source) for rule in S3_BUCKET_RULES),
+            field_path=".source",
+        ),
+        CrossFieldRule(
+            cel=f"!{cel_matches('self.source', PARENT_SEGMENT_PATTERN)}",
+            message="model.source: a pvc:// or file:// path may not contain '..' segments",
+            holds=lambda model: re.search(PARENT_SEGMENT_PATTERN, model.source) is None,
+            field_path=".source",
+        ),
         CrossFieldRule(
             cel="!has(self.revision) || self.source.startsWith('hf://')",
             message="model.revision is only valid with an hf:// source; for other sources change the source",

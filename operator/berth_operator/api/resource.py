@@ -17,9 +17,6 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 # The name becomes a Service name and a label value: an RFC 1035 label of at most 63 characters.
 NAME_MAX_LENGTH: Final = 63
 NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-NAME_RULE_CEL: Final = (
-    f"size(self.metadata.name) <= {NAME_MAX_LENGTH} && self.metadata.name.matches('{NAME_PATTERN}')"
-)
 NAME_RULE_MESSAGE: Final = (
     "metadata.name must be an RFC 1035 label (lowercase letters, digits and '-', starting with a "
     f"letter) of at most {NAME_MAX_LENGTH} characters: it names the Service"

@@ -49,15 +49,19 @@ class RolloutSpec(ApiModel):
         default=1,
         ge=0,
         le=100,
-        description="Replicas created above the desired count during a rolling update.",
+        description=(
+            "Replicas created above the desired count during a rolling update. With one replica "
+            "(where maxUnavailable is capped to 0) at least 1 is used."
+        ),
     )
     max_unavailable: int = Field(
         default=0,
         ge=0,
         le=100,
         description=(
-            "Replicas that may be unavailable during a rolling update. The default 0 keeps every "
-            "ready replica until its replacement is ready."
+            "Replicas that may be unavailable during a rolling update, capped at replicas - 1 so the "
+            "last ready replica is never taken down. The default 0 keeps every ready replica until "
+            "its replacement is ready."
         ),
     )
     progress_deadline_seconds: int = Field(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
-from berth_operator.api.common import LocalObjectReference
+from berth_operator.api.common import DNS_SUBDOMAIN_PATTERN, LocalObjectReference
 
 # Flags the operator renders from the spec; `extraArgs` may not set them a second time.
 MANAGED_RUNTIME_FLAGS = (
@@ -34,15 +34,36 @@ MANAGED_RUNTIME_FLAGS = (
     "--warmup-prompts",
     "--api-key-file",
 )
-_MANAGED_FLAGS_CEL = "[" + ", ".join(f"'{flag}'" for flag in MANAGED_RUNTIME_FLAGS) + "]"
+# The runtime's other `serve` flags, the only ones `extraArgs` may set, each as `--flag=value` with
+# the value the runtime's parser accepts. Together with MANAGED_RUNTIME_FLAGS this is every flag
+# of `python -m berth_runtime serve` (tests/unit/builders/test_builder_runtime_contract.py checks it
+# against the runtime's own parser, which refuses abbreviations).
+EXTRA_RUNTIME_FLAGS = {
+    "--seed": ("-?[0-9]{1,18}", "an integer"),
+    "--log-level": (
+        "(critical|error|warning|info|debug|trace)",
+        "critical, error, warning, info, debug or trace",
+    ),
+}
+EXTRA_ARGUMENT_PATTERN = (
+    "^(" + "|".join(f"{flag}={value}" for flag, (value, _) in EXTRA_RUNTIME_FLAGS.items()) + ")$"
+)
+# Environment the operator sets in the runtime container, and the variables that choose which GPUs a
+# container sees (the NVIDIA container runtime honours NVIDIA_* on some nodes, exposing every GPU):
+# `env` may set neither.
+RESERVED_ENV_NAMES = ("HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES")
+RESERVED_ENV_PREFIX = "NVIDIA_"
+# An image reference: [registry[:port]/]path[:tag][@algorithm:digest], no whitespace.
+IMAGE_PATTERN = (
+    r"^[A-Za-z0-9][-A-Za-z0-9_.]*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$"
+)
+
+ExtraArgument = Annotated[str, Field(min_length=1, max_length=256, pattern=EXTRA_ARGUMENT_PATTERN)]
 
 
-ExtraArgument = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-def sets_managed_flag(argument: str) -> bool:
-    """Whether one extra argument (`--flag` or `--flag=value`) names a flag the operator renders."""
-    return argument.split("=", 1)[0] in MANAGED_RUNTIME_FLAGS
+def is_reserved_env_name(name: str) -> bool:
+    return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX)
 
 
 class KVCacheSpec(ApiModel):
@@ -145,7 +166,11 @@ class RuntimeSpec(ApiModel):
         default=None,
         min_length=1,
         max_length=512,
-        description="Runtime container image. Unset: the operator's default runtime image.",
+        pattern=IMAGE_PATTERN,
+        description=(
+            "Runtime container image, [registry/]path[:tag][@digest]. Unset: the operator's default "
+            "runtime image."
+        ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, description="Image pull policy. Unset: Kubernetes' default for the tag."
@@ -200,34 +225,48 @@ class RuntimeSpec(ApiModel):
         default_factory=list,
         max_length=32,
         description=(
-            "Extra runtime flags appended to the rendered command line (e.g. --seed=7, "
-            "--log-level=debug). Flags the spec already controls are rejected."
+            "Extra runtime flags appended to the rendered command line, each one item of the form "
+            "--flag=value: "
+            + "; ".join(f"{flag}=<{accepted}>" for flag, (_, accepted) in EXTRA_RUNTIME_FLAGS.items())
+            + ". Every other runtime flag is rendered from the spec and cannot be set here."
         ),
     )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=32,
-        description="Extra environment variables of the runtime container.",
+        description=(
+            "Extra environment variables of the runtime container. Reserved: "
+            + ", ".join(RESERVED_ENV_NAMES)
+            + f" and {RESERVED_ENV_PREFIX}* (set by the operator, or choosing which GPUs the "
+            "container sees)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     service_account_name: str | None = Field(
         default=None,
         max_length=253,
-        description="ServiceAccount of the runtime pods. Unset: the namespace's default account.",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "ServiceAccount of the runtime pods (its token is never mounted). Unset: the namespace's "
+            "default account. An account that does not exist shows as FailedCreate in status."
+        ),
     )
 
     cross_field_rules = (
         CrossFieldRule(
             cel=(
-                "!has(self.extraArgs) || "
-                f"self.extraArgs.all(arg, !(arg in {_MANAGED_FLAGS_CEL}) && "
-                f"!{_MANAGED_FLAGS_CEL}.exists(flag, arg.startsWith(flag + '=')))"
+                "!has(self.env) || self.env.all(variable, !(variable.name in ["
+                + ", ".join(f"'{name}'" for name in RESERVED_ENV_NAMES)
+                + f"]) && !variable.name.startsWith('{RESERVED_ENV_PREFIX}'))"
             ),
             message=(
-                "runtime.extraArgs may not set flags the spec controls: " + ", ".join(MANAGED_RUNTIME_FLAGS)
+                "runtime.env may not set "
+                + ", ".join(RESERVED_ENV_NAMES)
+                + f" or {RESERVED_ENV_PREFIX}*: the operator sets them, or they choose which GPUs the "
+                "container sees"
             ),
-            holds=lambda runtime: not any(sets_managed_flag(arg) for arg in runtime.extra_args),
-            field_path=".extraArgs",
+            holds=lambda runtime: not any(is_reserved_env_name(variable.name) for variable in runtime.env),
+            field_path=".env",
         ),
         CrossFieldRule(
             cel=None,  # the API server enforces it through the list's map key `name`

@@ -70,9 +70,12 @@ class InferenceDeploymentSpec(ApiModel):
 
     cross_field_rules = (
         CrossFieldRule(
+            # An out-of-range size is reported by its own bound; the guard keeps this rule from
+            # adding a "modulus by zero" error beside it.
             cel=(
-                "self.resources.gpu.count >= self.runtime.tensorParallelSize && "
-                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0"
+                "self.runtime.tensorParallelSize < 1 || "
+                "(self.resources.gpu.count >= self.runtime.tensorParallelSize && "
+                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0)"
             ),
             message="resources.gpu.count must be a multiple of runtime.tensorParallelSize (and at least it)",
             holds=_gpus_fit_tensor_parallelism,

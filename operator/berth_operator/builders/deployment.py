@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from berth_operator.api.rollout import RolloutSpec
 from berth_operator.builders.context import BuildContext
 from berth_operator.builders.labels import REVISION_LABEL, common_labels, revision_hash, selector_labels
 from berth_operator.builders.pod import pod_template
+
+
+def rolling_update(rollout: RolloutSpec, replicas: int) -> dict[str, int]:
+    """The Deployment's maxSurge and maxUnavailable for `replicas`: maxUnavailable is capped at
+    replicas - 1, so a rollout never takes the last ready replica down whatever the spec says (a
+    crash-looping new revision then leaves at least one old replica serving); where that leaves no
+    room to move (one replica, maxSurge 0), one replica is surged instead."""
+    unavailable = min(rollout.max_unavailable, max(replicas - 1, 0))
+    surge = rollout.max_surge if rollout.max_surge + unavailable > 0 else 1
+    return {"maxSurge": surge, "maxUnavailable": unavailable}
 
 
 def build_deployment(context: BuildContext, config_map_name: str) -> dict[str, Any]:
@@ -26,8 +37,7 @@ def build_deployment(context: BuildContext, config_map_name: str) -> dict[str, A
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": {
                 "type": "RollingUpdate",
-                # maxUnavailable defaults to 0: a replica is only removed once its successor is ready.
-                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+                "rollingUpdate": rolling_update(rollout, context.replicas),
             },
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,

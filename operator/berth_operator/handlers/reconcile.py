@@ -44,7 +44,7 @@ _TRANSIENT_CLIENT_ERRORS = frozenset({408, 409, 429})
 
 def retry_delay(retry: int) -> float:
     """Seconds before retry number `retry` (0 for the first): doubling from 15 s, at most 5 minutes."""
-    return min(RETRY_BASE_SECONDS * 2 ** min(retry, 16), RETRY_MAX_SECONDS)
+    return min(RETRY_BASE_SECONDS * 2.0 ** min(retry, 16), RETRY_MAX_SECONDS)
 
 
 def is_refusal(error: KubeApiError) -> bool:

@@ -2,11 +2,15 @@
 
 The operator renders `spec.model.source` verbatim into the init container's command line, so this
 parser is where a malformed source is caught and explained (the value and the accepted forms).
+It is also where a source is kept inside what it names: a pvc:// path stays under its claim's
+mount and a file:// path has no `..` segments, even when they are percent-encoded, because the
+fetcher copies whatever directory the path resolves to into the model cache.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -18,7 +22,18 @@ DEFAULT_PVC_MOUNT_ROOT = Path("/mnt/pvc")
 DEFAULT_HUB_REVISION = "main"
 
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CLAIM_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_CLAIM_NAME_MAX_LENGTH = 253
+
+S3_BUCKET_RULES = (
+    "3-63 characters of a-z, 0-9, '.' and '-', beginning and ending with a letter or digit, "
+    "no '..', not an IPv4 address, no prefix xn--, sthree- or amzn-s3-demo-, "
+    "no suffix -s3alias, --ol-s3, .mrap or --x-s3"
+)
+_S3_BUCKET_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + ".-")
+_IPV4_SHAPED = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
 
 
 @dataclass(frozen=True)
@@ -71,14 +86,9 @@ def parse_source(uri: str, revision: str | None, pvc_mount_root: Path = DEFAULT_
     if scheme == "s3":
         return _parse_s3(uri, rest, revision)
     if scheme == "file":
-        if not rest.startswith("/"):
-            raise FetchError(f"model source {uri!r}: file:// needs an absolute path (file:///models/llama)")
-        return LocalSource(uri=uri, path=Path(unquote(rest)), revision=revision)
+        return _parse_file(uri, rest, revision)
     if scheme == "pvc":
-        claim, _, sub_path = rest.partition("/")
-        if not claim:
-            raise FetchError(f"model source {uri!r}: pvc:// needs a claim name (pvc://claim/path)")
-        return LocalSource(uri=uri, path=pvc_mount_root / claim / unquote(sub_path), revision=revision)
+        return _parse_pvc(uri, rest, revision, pvc_mount_root)
     raise FetchError(f"model source {uri!r} has an unknown scheme {scheme!r}; accepted: {ACCEPTED_FORMS}")
 
 
@@ -99,9 +109,82 @@ def _parse_hub(uri: str, rest: str, revision: str | None) -> HubSource:
 
 def _parse_s3(uri: str, rest: str, revision: str | None) -> S3Source:
     bucket, _, prefix = rest.partition("/")
-    if not _S3_BUCKET.match(bucket):
+    problem = s3_bucket_problem(bucket)
+    if problem is not None:
         raise FetchError(
-            f"model source {uri!r}: {bucket!r} is not a valid S3 bucket name "
-            "(3-63 characters: lower-case letters, digits, '.' and '-')"
+            f"model source {uri!r}: {bucket!r} is not a valid S3 bucket name: {problem}; "
+            f"accepted: {S3_BUCKET_RULES}"
         )
     return S3Source(bucket=bucket, prefix=prefix.strip("/"), revision=revision)
+
+
+def s3_bucket_problem(bucket: str) -> str | None:
+    """Why `bucket` is not an Amazon S3 general-purpose bucket name, or None when it is one.
+
+    Amazon's rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html), checked
+    in this order; the first one broken is the reason returned:
+    1. 3 to 63 characters long;
+    2. only lower-case letters a-z, digits 0-9, dots (.) and hyphens (-);
+    3. begins with a letter or digit and ends with a letter or digit;
+    4. no two adjacent dots (..);
+    5. not formatted as an IPv4 address: four runs of digits joined by dots (192.168.5.4; also
+       999.1.1.1, which has an address's form though no address's value);
+    6. does not start with xn--, sthree- (which covers sthree-configurator) or amzn-s3-demo-;
+    7. does not end with -s3alias, --ol-s3, .mrap or --x-s3.
+    """
+    if not 3 <= len(bucket) <= 63:
+        return f"it is {len(bucket)} characters long"
+    invalid = [character for character in bucket if character not in _S3_BUCKET_CHARACTERS]
+    if invalid:
+        return f"it contains {invalid[0]!r}"
+    if bucket[0] in ".-" or bucket[-1] in ".-":
+        return "it does not begin and end with a letter or digit"
+    if ".." in bucket:
+        return "it contains two adjacent dots"
+    if _IPV4_SHAPED.fullmatch(bucket):
+        return "it is formatted as an IPv4 address"
+    reserved_prefix = next((prefix for prefix in _S3_RESERVED_PREFIXES if bucket.startswith(prefix)), None)
+    if reserved_prefix is not None:
+        return f"it starts with the reserved prefix {reserved_prefix!r}"
+    reserved_suffix = next((suffix for suffix in _S3_RESERVED_SUFFIXES if bucket.endswith(suffix)), None)
+    if reserved_suffix is not None:
+        return f"it ends with the reserved suffix {reserved_suffix!r}"
+    return None
+
+
+def _parse_file(uri: str, rest: str, revision: str | None) -> LocalSource:
+    if not rest.startswith("/"):
+        raise FetchError(f"model source {uri!r}: file:// needs an absolute path (file:///models/llama)")
+    path = unquote(rest)
+    _refuse_parent_segments(uri, path)
+    return LocalSource(uri=uri, path=Path(path), revision=revision)
+
+
+def _parse_pvc(uri: str, rest: str, revision: str | None, pvc_mount_root: Path) -> LocalSource:
+    """pvc://claim/path: `path` inside the claim's mount, which the operator puts at mount root / claim."""
+    claim, _, encoded_path = rest.partition("/")
+    if not claim:
+        raise FetchError(f"model source {uri!r}: pvc:// needs a claim name (pvc://claim/path)")
+    if len(claim) > _CLAIM_NAME_MAX_LENGTH or not _CLAIM_NAME.fullmatch(claim):
+        raise FetchError(
+            f"model source {uri!r}: {claim!r} is not a PersistentVolumeClaim name (at most "
+            f"{_CLAIM_NAME_MAX_LENGTH} characters: lower-case letters, digits, '-' and '.', "
+            "beginning and ending with a letter or digit)"
+        )
+    path = unquote(encoded_path)
+    if path.startswith("/"):
+        raise FetchError(
+            f"model source {uri!r}: the path after the claim may not be absolute ({path!r}); "
+            "give it relative to the claim (pvc://claim/models/llama)"
+        )
+    _refuse_parent_segments(uri, path)
+    return LocalSource(uri=uri, path=pvc_mount_root / claim / path, revision=revision)
+
+
+def _refuse_parent_segments(uri: str, path: str) -> None:
+    """A `..` segment (also as %2e%2e) would leave the directory the source names."""
+    if ".." in path.split("/"):
+        raise FetchError(
+            f"model source {uri!r}: the path {path!r} may not contain '..' segments; "
+            "name the model directory directly"
+        )

@@ -175,10 +175,35 @@ def test_rolling_update_never_takes_the_last_ready_replica_down(make_context: Co
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
     custom = _deployment(
-        make_context, {"rollout": {"maxSurge": 0, "maxUnavailable": 1, "progressDeadlineSeconds": 600}}
+        make_context,
+        {"rollout": {"maxSurge": 0, "maxUnavailable": 1, "progressDeadlineSeconds": 600}},
+        replicas=3,
     )
     assert custom["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert custom["spec"]["progressDeadlineSeconds"] == 600
+
+
+@pytest.mark.parametrize(
+    ("max_surge", "max_unavailable", "replicas", "rendered"),
+    [
+        (1, 3, 3, {"maxSurge": 1, "maxUnavailable": 2}),  # never all three at once
+        (0, 5, 3, {"maxSurge": 0, "maxUnavailable": 2}),
+        (2, 1, 4, {"maxSurge": 2, "maxUnavailable": 1}),  # within bounds: as written
+        (0, 1, 1, {"maxSurge": 1, "maxUnavailable": 0}),  # one replica: surged, never taken down
+        (0, 1, 0, {"maxSurge": 1, "maxUnavailable": 0}),  # scaled to zero: nothing to take down
+        (3, 0, 1, {"maxSurge": 3, "maxUnavailable": 0}),
+    ],
+)
+def test_max_unavailable_is_capped_so_one_ready_replica_always_stays(
+    make_context: ContextFactory,
+    max_surge: int,
+    max_unavailable: int,
+    replicas: int,
+    rendered: dict[str, int],
+) -> None:
+    rollout = {"rollout": {"maxSurge": max_surge, "maxUnavailable": max_unavailable}}
+    deployment = _deployment(make_context, rollout, replicas=replicas)
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == rendered
 
 
 def test_labels_selector_and_owner(make_context: ContextFactory) -> None:

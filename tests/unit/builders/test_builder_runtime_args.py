@@ -108,10 +108,8 @@ def test_optional_flags_are_left_out_when_unset(make_context: ContextFactory) ->
 
 
 def test_extra_args_come_last_and_verbatim(make_context: ContextFactory) -> None:
-    command = serve_command(
-        make_context({"runtime": {"extraArgs": ["--seed=7", "--log-level", "debug"]}}).spec
-    )
-    assert command[-3:] == ["--seed=7", "--log-level", "debug"]
+    command = serve_command(make_context({"runtime": {"extraArgs": ["--seed=7", "--log-level=debug"]}}).spec)
+    assert command[-2:] == ["--seed=7", "--log-level=debug"]
 
 
 def test_fetch_command_passes_source_destination_and_revision(make_context: ContextFactory) -> None:

@@ -1,6 +1,8 @@
 """The other side of the CLI contract: berth_runtime's own parser accepts every command line the
-operator renders, and reads back the values the spec asked for. (Only the parser: building the
-RuntimeConfig also checks the machine, e.g. that a CUDA device exists, which no test box has.)"""
+operator renders, and reads back the values the spec asked for; every runtime flag is either one the
+operator renders or one extraArgs may set, and extraArgs admits only values the parser reads. (Only
+the parser: building the RuntimeConfig also checks the machine, e.g. that a CUDA device exists, which
+no test box has.)"""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from berth_operator.api import InferenceDeploymentSpec
+from berth_operator.api.runtime import EXTRA_RUNTIME_FLAGS, MANAGED_RUNTIME_FLAGS
 from berth_operator.builders import BuildContext
 from berth_operator.builders.runtime_args import fetch_command, serve_command
-from berth_runtime.cli import build_parser
+from berth_runtime.cli import build_parser, option_strings
+from berth_runtime.config import LOG_LEVELS
 
 ContextFactory = Callable[..., BuildContext]
 
@@ -24,7 +30,7 @@ SPECS: list[dict[str, Any]] = [
             "speculative": {"method": "ngram", "numTokens": 4},
             "warmup": {"prompts": 2},
             "maxQueue": 100,
-            "extraArgs": ["--seed=7", "--log-level", "debug"],
+            "extraArgs": ["--seed=7", "--log-level=debug"],
         },
         "serving": {"apiKeySecretRef": {"name": "keys", "key": "token"}, "drainTimeoutSeconds": 45},
     },
@@ -66,3 +72,30 @@ def test_runtime_parses_the_fetch_command(make_context: ContextFactory) -> None:
         "/models/model",
         "abc123",
     )
+
+
+def test_every_runtime_flag_is_either_rendered_or_settable_through_extra_args() -> None:
+    # A new runtime flag must be added to one of the two tables, or extraArgs would refuse it.
+    assert option_strings("serve") == set(MANAGED_RUNTIME_FLAGS) | set(EXTRA_RUNTIME_FLAGS)
+    assert not set(MANAGED_RUNTIME_FLAGS) & set(EXTRA_RUNTIME_FLAGS)
+
+
+@pytest.mark.parametrize(
+    "argument",
+    ["--seed=0", "--seed=-42", "--seed=123456789012345678", *(f"--log-level={lvl}" for lvl in LOG_LEVELS)],
+)
+def test_every_extra_argument_the_spec_admits_is_one_the_runtime_parses(
+    make_context: ContextFactory, argument: str
+) -> None:
+    spec = make_context({"runtime": {"extraArgs": [argument]}}).spec
+    parsed = vars(build_parser().parse_args(serve_command(spec)[3:]))
+    flag, value = argument.removeprefix("--").split("=", 1)
+    assert str(parsed[flag.replace("-", "_")]) == value
+
+
+@pytest.mark.parametrize("argument", ["--seed=1.5", "--log-level=verbose", "--seed", "--por=9000"])
+def test_what_the_spec_refuses_the_runtime_would_refuse_or_misread(argument: str) -> None:
+    with pytest.raises(ValidationError):
+        InferenceDeploymentSpec.model_validate(
+            {"model": {"name": "m", "source": "hf://o/m"}, "runtime": {"extraArgs": [argument]}}
+        )
