@@ -70,14 +70,16 @@ class QuantityAtMost(GroupedMetadata):
 
         def within_bound(value: str) -> str:
             if parse_quantity(value) > limit:
-                raise ValueError(f"{value!r} is too large: must be at most {maximum}")
+                raise ValueError(f"{value!r} is too large: must be a quantity from 0 to {maximum}")
             return value
 
+        # The pattern checks strings only; an integer reaches the bounds as its string form.
         bound_rule = {
             "rule": (
-                f"!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('{maximum}')) <= 0"
+                "!isQuantity(string(self)) || (quantity(string(self)).compareTo(quantity('0')) >= 0 "
+                f"&& quantity(string(self)).compareTo(quantity('{maximum}')) <= 0)"
             ),
-            "message": f"must be at most {maximum}",
+            "message": f"must be a quantity from 0 to {maximum}",
         }
         yield BeforeValidator(_quantity_to_text)
         yield Field(pattern=QUANTITY_PATTERN, max_length=64)
