@@ -176,3 +176,9 @@ def test_file_paths_with_dots_inside_a_name_are_accepted() -> None:
     source = parse_source("file:///models/llama..v2", None)
     assert isinstance(source, LocalSource)
     assert source.path == Path("/models/llama..v2")
+
+
+@pytest.mark.parametrize("uri", ["file:///models/llama%00.txt", "pvc://claim/models%00/llama"])
+def test_a_nul_byte_in_a_local_path_is_a_clear_error(uri: str) -> None:
+    with pytest.raises(FetchError, match="NUL byte"):
+        parse_source(uri, None)

@@ -156,7 +156,7 @@ def _parse_file(uri: str, rest: str, revision: str | None) -> LocalSource:
     if not rest.startswith("/"):
         raise FetchError(f"model source {uri!r}: file:// needs an absolute path (file:///models/llama)")
     path = unquote(rest)
-    _refuse_parent_segments(uri, path)
+    _check_local_path(uri, path)
     return LocalSource(uri=uri, path=Path(path), revision=revision)
 
 
@@ -177,12 +177,15 @@ def _parse_pvc(uri: str, rest: str, revision: str | None, pvc_mount_root: Path) 
             f"model source {uri!r}: the path after the claim may not be absolute ({path!r}); "
             "give it relative to the claim (pvc://claim/models/llama)"
         )
-    _refuse_parent_segments(uri, path)
+    _check_local_path(uri, path)
     return LocalSource(uri=uri, path=pvc_mount_root / claim / path, revision=revision)
 
 
-def _refuse_parent_segments(uri: str, path: str) -> None:
-    """A `..` segment (also as %2e%2e) would leave the directory the source names."""
+def _check_local_path(uri: str, path: str) -> None:
+    """A `..` segment (also as %2e%2e) would leave the directory the source names; a NUL byte (%00)
+    is no path at all."""
+    if "\x00" in path:
+        raise FetchError(f"model source {uri!r}: the path may not contain a NUL byte (%00)")
     if ".." in path.split("/"):
         raise FetchError(
             f"model source {uri!r}: the path {path!r} may not contain '..' segments; "

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from berth_operator.api.runtime import is_reserved_env_name
 from berth_operator.builders import BuildContext
 from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import REVISION_LABEL, revision_hash
@@ -277,3 +278,11 @@ def test_pods_run_as_the_runtime_images_user(make_context: ContextFactory) -> No
         int(group),
         int(group),
     )
+
+
+def test_every_variable_the_operator_sets_is_one_the_spec_may_not_set(make_context: ContextFactory) -> None:
+    # runtime.env is refused for these names at admission; a new one here must be reserved there too.
+    pod = _deployment(make_context)["spec"]["template"]["spec"]
+    for container in [*pod["containers"], *pod.get("initContainers", [])]:
+        for variable in container.get("env", []):
+            assert is_reserved_env_name(variable["name"]), variable["name"]
