@@ -52,7 +52,9 @@ def test_wire_form_round_trips() -> None:
         ("model", {"name": "m", "source": "s3://bucket/m", "revision": "abc"}, "only valid with an hf://"),
         ("replicas", -1, "replicas"),
         ("resources.memory", "lots", "resources.memory"),
-        ("resources.gpu.count", 0, "resources.gpu.count"),
+        ("resources.gpu.count", -1, "resources.gpu.count"),
+        ("resources.gpu", {"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}, "gpu.product needs"),
+        ("runtime.tensorParallelSize", 2, "tensorParallelSize"),
         (
             "runtime.kvCache",
             {"blocks": 100, "gpuMemoryUtilization": 0.8},
@@ -207,3 +209,12 @@ def test_extra_args_accept_the_runtimes_own_flags_in_full() -> None:
     spec = _with("runtime.extraArgs", ["--seed=-3", "--log-level=trace"])
     parsed = InferenceDeploymentSpec.model_validate(spec)
     assert parsed.runtime.extra_args == ["--seed=-3", "--log-level=trace"]
+
+
+def test_zero_gpus_runs_on_the_cpu_with_one_process() -> None:
+    spec = copy.deepcopy(BASE)
+    spec["resources"]["gpu"] = {"count": 0}
+    assert InferenceDeploymentSpec.model_validate(spec).resources.gpu.count == 0
+    spec["runtime"] = {"tensorParallelSize": 2}
+    with pytest.raises(ValidationError, match="with count 0"):
+        InferenceDeploymentSpec.model_validate(spec)

@@ -43,11 +43,12 @@ class GpuSpec(ApiModel):
 
     count: int = Field(
         default=1,
-        ge=1,
+        ge=0,
         le=16,
         description=(
             "GPUs per replica: the nvidia.com/gpu request and limit. Must be a multiple of "
-            "runtime.tensorParallelSize."
+            "runtime.tensorParallelSize. 0 runs the runtime on the CPU (small models, development): no "
+            "GPU is requested and `product` must be unset."
         ),
     )
     product: str | None = Field(
@@ -58,6 +59,15 @@ class GpuSpec(ApiModel):
         description=(
             "GPU product as NVIDIA's GPU feature discovery labels nodes (nvidia.com/gpu.product), "
             "e.g. NVIDIA-H100-80GB-HBM3. Becomes a node selector. Unset: any GPU node."
+        ),
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="self.count > 0 || !has(self.product)",
+            message="resources.gpu.product needs resources.gpu.count of at least 1 (count 0 runs on the CPU)",
+            holds=lambda gpu: gpu.count > 0 or gpu.product is None,
+            field_path=".product",
         ),
     )
 

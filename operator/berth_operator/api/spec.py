@@ -15,6 +15,8 @@ from berth_operator.api.serving import ServingSpec
 
 def _gpus_fit_tensor_parallelism(spec: InferenceDeploymentSpec) -> bool:
     count, parallel = spec.resources.gpu.count, spec.runtime.tensor_parallel_size
+    if count == 0:  # on the CPU: one process, no sharding
+        return parallel == 1
     return count >= parallel and count % parallel == 0
 
 
@@ -73,11 +75,15 @@ class InferenceDeploymentSpec(ApiModel):
             # An out-of-range size is reported by its own bound; the guard keeps this rule from
             # adding a "modulus by zero" error beside it.
             cel=(
-                "self.runtime.tensorParallelSize < 1 || "
+                "self.runtime.tensorParallelSize < 1 || (self.resources.gpu.count == 0 ? "
+                "self.runtime.tensorParallelSize == 1 : "
                 "(self.resources.gpu.count >= self.runtime.tensorParallelSize && "
-                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0)"
+                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0))"
             ),
-            message="resources.gpu.count must be a multiple of runtime.tensorParallelSize (and at least it)",
+            message=(
+                "resources.gpu.count must be a multiple of runtime.tensorParallelSize (and at least it); "
+                "with count 0 (CPU) tensorParallelSize must be 1"
+            ),
             holds=_gpus_fit_tensor_parallelism,
             field_path=".resources.gpu.count",
         ),

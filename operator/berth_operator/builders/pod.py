@@ -129,8 +129,8 @@ def _fetch_container(context: BuildContext) -> dict[str, Any]:
 def _resources(context: BuildContext) -> dict[str, Any]:
     resources = context.spec.resources
     gpus = str(resources.gpu.count)
-    requests: dict[str, str] = {GPU_RESOURCE: gpus}
-    limits: dict[str, str] = {GPU_RESOURCE: gpus}
+    requests: dict[str, str] = {GPU_RESOURCE: gpus} if resources.gpu.count > 0 else {}
+    limits: dict[str, str] = {GPU_RESOURCE: gpus} if resources.gpu.count > 0 else {}
     if resources.cpu is not None:
         requests["cpu"] = resources.cpu
     if resources.memory is not None:
@@ -192,8 +192,10 @@ def _runtime_container(context: BuildContext) -> dict[str, Any]:
 
 
 def _tolerations(context: BuildContext) -> list[dict[str, Any]]:
-    gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     extra = [toleration.to_wire() for toleration in context.spec.scheduling.tolerations]
+    if context.spec.resources.gpu.count == 0:
+        return extra  # a CPU replica has no business on tainted GPU nodes
+    gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     return [gpu_toleration, *extra]
 
 

@@ -9,7 +9,7 @@ def replica_bounds(spec: InferenceDeploymentSpec) -> tuple[int, int]:
     """(min, max) replicas autoscaling may choose: the spec's bounds, tightened by the GPU budget."""
     autoscaling = spec.autoscaling
     most = autoscaling.max_replicas
-    if autoscaling.max_gpus is not None:
+    if autoscaling.max_gpus is not None and spec.resources.gpu.count > 0:
         most = min(most, autoscaling.max_gpus // spec.resources.gpu.count)
     return autoscaling.min_replicas, max(most, autoscaling.min_replicas)
 

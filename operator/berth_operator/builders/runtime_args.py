@@ -51,7 +51,7 @@ def serve_command(spec: InferenceDeploymentSpec) -> list[str]:
         "--host", "0.0.0.0",
         "--port", str(serving.port),
         "--metrics-port", str(serving.metrics_port),
-        "--device", "cuda",
+        "--device", "cuda" if spec.resources.gpu.count > 0 else "cpu",
         "--dtype", model.dtype,
         "--quantization", model.quantization,
     ]  # fmt: skip

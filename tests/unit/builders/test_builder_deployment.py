@@ -286,3 +286,15 @@ def test_every_variable_the_operator_sets_is_one_the_spec_may_not_set(make_conte
     for container in [*pod["containers"], *pod.get("initContainers", [])]:
         for variable in container.get("env", []):
             assert is_reserved_env_name(variable["name"]), variable["name"]
+
+
+def test_zero_gpus_is_a_cpu_replica_that_asks_for_no_gpu(make_context: ContextFactory) -> None:
+    deployment = _deployment(make_context, {"resources": {"gpu": {"count": 0, "product": None}}})
+    pod = deployment["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    assert "nvidia.com/gpu" not in runtime["resources"]["requests"]
+    assert "nvidia.com/gpu" not in runtime["resources"]["limits"]
+    assert all(toleration.get("key") != "nvidia.com/gpu" for toleration in pod["tolerations"])
+    assert "nvidia.com/gpu.product" not in pod.get("nodeSelector", {})
+    device = runtime["command"].index("--device")
+    assert runtime["command"][device + 1] == "cpu"
