@@ -54,7 +54,6 @@ class ObservedChild:
     live: dict[str, Any] | None
 
 
-
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
     for reference in obj.get("metadata", {}).get("ownerReferences") or []:
         if reference.get("controller"):

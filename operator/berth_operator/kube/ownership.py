@@ -32,7 +32,6 @@ def _key(obj: dict[str, Any]) -> ChildKey:
     return str(obj.get("kind", "")), str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
-
 def owned_fields_fingerprint(live: dict[str, Any]) -> str | None:
     """A digest of the fields berth's server-side apply owns in the object; None when it owns none."""
     for entry in live.get("metadata", {}).get("managedFields") or []:
