@@ -82,9 +82,9 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("maximum", {"replicas": 1001}, "spec.replicas", "less than or equal to 1000"),
     (
         "minimum",
-        {"resources": {"gpu": {"count": 0}}},
+        {"resources": {"gpu": {"count": -1}}},
         "spec.resources.gpu.count",
-        "greater than or equal to 1",
+        "greater than or equal to 0",
     ),
     ("pattern", {"model": {"source": "ftp://models/x"}}, "spec.model.source", "should match"),
     (
