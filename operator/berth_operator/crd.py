@@ -15,6 +15,7 @@ import yaml
 
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
 from berth_operator.api import resource as identity
+from berth_operator.api.base import cel_matches
 from berth_operator.schema import structural_schema
 
 CRD_FILE = f"{identity.CRD_NAME}.yaml"
@@ -68,7 +69,12 @@ def resource_schema() -> dict[str, Any]:
                     "name": {
                         "type": "string",
                         "maxLength": identity.NAME_MAX_LENGTH,
-                        "pattern": identity.NAME_PATTERN,
+                        "x-kubernetes-validations": [
+                            {
+                                "rule": cel_matches("self", identity.NAME_PATTERN),
+                                "message": identity.NAME_RULE_MESSAGE,
+                            }
+                        ],
                     }
                 },
             },

@@ -25,7 +25,7 @@ from tests.cluster import launcher
 from tests.cluster.build import ensure_binaries
 from tests.cluster.simulation import GpuPool, Simulation
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess, wait_for
+from tests.integration.support import ClusterAccess, condition, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -94,7 +94,13 @@ def cluster() -> Iterator[ClusterAccess]:
 def crds(cluster: ClusterAccess) -> ClusterAccess:
     """The cluster with berth's CRDs applied from crds/ and Established."""
     cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    # Not `kubectl wait`: on a CRD whose status is not written yet it fails at once ("conditions
+    # accessor error") instead of waiting, which a busy machine turns into a flaky session.
+    wait_for(
+        lambda: (condition(cluster.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
+        60,
+        f"CRD {CRD_NAME} Established",
+    )
     return cluster
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from berth_operator import crd
 from berth_operator.api import InferenceDeploymentSpec
-from berth_operator.api.resource import NAME_MAX_LENGTH, NAME_PATTERN
+from berth_operator.api.resource import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE_MESSAGE
 from berth_operator.schema import UnsupportedSchemaError, structural_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,7 +156,9 @@ def test_cel_rules_are_present_where_fields_interact() -> None:
 def test_the_name_is_checked_where_the_api_server_reports_its_field() -> None:
     # A root-level CEL rule reports "<nil>" as its field; a schema on metadata.name names it.
     name = _schema()["properties"]["metadata"]["properties"]["name"]
-    assert (name["pattern"], name["maxLength"]) == (NAME_PATTERN, NAME_MAX_LENGTH)
+    assert name["maxLength"] == NAME_MAX_LENGTH
+    assert [rule["message"] for rule in name["x-kubernetes-validations"]] == [NAME_RULE_MESSAGE]
+    assert NAME_PATTERN in name["x-kubernetes-validations"][0]["rule"]
 
 
 def test_generated_yaml_round_trips() -> None:
