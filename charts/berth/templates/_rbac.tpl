@@ -38,16 +38,21 @@ Role in each watched namespace otherwise.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# The runtime Service's EndpointSlices: ready counts are what the Service routes to; Kopf watches them.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
 {{- if .Values.rbac.readSecrets }}
 # Whether Secrets a spec references exist (never their contents in status or logs).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
-# Events on transitions (berth) and handler failures (Kopf).
+# Events on transitions (berth) and handler failures (Kopf); the kubelet's Warning Events of a pod
+# that cannot start (FailedMount, ...), which pod status never shows: Kopf watches, status reads them.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 {{- if and .Values.peering.enabled (eq (include "berth.clusterwide" .) "false") }}
 # Kopf peering: replicas announce themselves in the KopfPeering of each watched namespace.
 - apiGroups: ["kopf.dev"]

@@ -166,7 +166,14 @@ class InferenceDeploymentStatus(StatusModel):
     replicas: int | None = Field(
         default=None, ge=0, description="Runtime pods that exist (the scale subresource's status)."
     )
-    ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods that are ready.")
+    ready_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Runtime pods the Service routes to: ready endpoints of its EndpointSlices (a pod whose "
+            "node is gone is not counted, whatever the Deployment says)."
+        ),
+    )
     updated_replicas: int | None = Field(
         default=None, ge=0, description="Runtime pods that run the target revision."
     )

@@ -1,9 +1,12 @@
 """Derives the operator-owned part of an InferenceDeployment's status from what it observes.
 
-Pure: the owned Deployment and pods (plus the spec verdict) in; the status fields the operator core
-owns, and the Events worth emitting for their transitions, out. Conditions written by other writers
-(the autoscaler's SLOMet, MetricsUnavailable) are not touched: the kube layer applies these fields
-with the operator's own field manager.
+Pure: the owned Deployment, its pods, the Service's EndpointSlices and the pods' start-failure
+Events (plus the spec verdict) in; the status fields the operator core owns, and the Events worth
+emitting for their transitions, out. Ready counts come from what serves (builders.serving), not from
+the Deployment, whose readyReplicas lags a lost node by most of a minute; why pods are missing comes
+from the pods, their Events and the Deployment's ReplicaFailure (pods the API server refused).
+Conditions written by other writers (the autoscaler's SLOMet, MetricsUnavailable) are not touched:
+the kube layer applies these fields with the operator's own field manager.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ from berth_operator.api.status import (
     Phase,
 )
 from berth_operator.builders.labels import REVISION_LABEL, selector_string
-from berth_operator.builders.pod_problems import PodProblem, is_pod_ready, is_pod_running, pod_problems
+from berth_operator.builders.pod_problems import (
+    PodProblem,
+    bounded,
+    is_pod_ready,
+    is_pod_running,
+    pod_problems,
+)
+from berth_operator.builders.serving import serving_pods
 
+REASON_FAILED_CREATE = "FailedCreate"
 OWNED_CONDITIONS = (CONDITION_ACCEPTED, CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
 OWNED_FIELDS = (
     "observedGeneration",
@@ -70,6 +81,10 @@ class StatusInputs:
     endpoint: str | None
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]]
+    endpoint_slices: list[dict[str, Any]]
+    """EndpointSlices of the InferenceDeployment's Service: which pods serve."""
+    pod_events: list[dict[str, Any]]
+    """Warning Events of pods awaiting their first container (read only when such pods exist)."""
     previous: InferenceDeploymentStatus
     now: datetime
 
@@ -78,18 +93,29 @@ class StatusInputs:
 class _Counts:
     replicas: int
     ready: int
+    """Pods that serve (ready endpoints of the Service), not the Deployment's readyReplicas."""
     updated: int
     available: int
 
 
-def _counts(deployment: dict[str, Any] | None) -> _Counts:
+def _counts(deployment: dict[str, Any] | None, serving: list[dict[str, Any]]) -> _Counts:
     status = (deployment or {}).get("status", {})
     return _Counts(
         replicas=status.get("replicas", 0),
-        ready=status.get("readyReplicas", 0),
+        ready=len(serving),
         updated=status.get("updatedReplicas", 0),
         available=status.get("availableReplicas", 0),
     )
+
+
+def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
+    """The API server's refusal to create pods (the ReplicaSet's FailedCreate, which the Deployment
+    carries as its ReplicaFailure condition): a missing ServiceAccount or PriorityClass, a quota, an
+    admission webhook, an invalid pod. Without it status would only say 0/N ready."""
+    for condition in (deployment or {}).get("status", {}).get("conditions", []):
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return bounded(str(condition.get("message") or "the ReplicaSet could not create pods"), 1024)
+    return None
 
 
 def _deadline_exceeded(deployment: dict[str, Any] | None) -> str | None:
@@ -120,11 +146,29 @@ def _summarise(problems: list[PodProblem]) -> str:
     return first if len(problems) == 1 else f"{first} (and {len(problems) - 1} more pods)"
 
 
-def _current_revision(inputs: StatusInputs) -> str | None:
+def _not_routed(inputs: StatusInputs, serving: list[dict[str, Any]]) -> str | None:
+    """Why pods that say Ready do not count: the Service does not route to them (a lost node's pods
+    until they are deleted; for a moment, a pod that just became ready)."""
+    serving_names = {pod["metadata"].get("name") for pod in serving}
+    names = sorted(
+        str(pod["metadata"].get("name"))
+        for pod in inputs.pods
+        if is_pod_ready(pod) and pod["metadata"].get("name") not in serving_names
+    )
+    if not names:
+        return None
+    more = f" (and {len(names) - 1} more pods)" if len(names) > 1 else ""
+    return (
+        f"pod {names[0]} reports Ready but is not a ready endpoint of Service {inputs.name}"
+        f" (is its node gone?){more}"
+    )
+
+
+def _current_revision(inputs: StatusInputs, serving: list[dict[str, Any]]) -> str | None:
     ready: list[str] = [
         str(pod["metadata"]["labels"][REVISION_LABEL])
-        for pod in inputs.pods
-        if is_pod_ready(pod) and REVISION_LABEL in pod.get("metadata", {}).get("labels", {})
+        for pod in serving
+        if REVISION_LABEL in pod.get("metadata", {}).get("labels", {})
     ]
     revisions = Counter(ready)
     if not revisions:
@@ -151,7 +195,9 @@ def _condition(
     )
 
 
-def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[Condition], Phase]:
+def _conditions_and_phase(
+    inputs: StatusInputs, counts: _Counts, serving: list[dict[str, Any]]
+) -> tuple[list[Condition], Phase]:
     verdict, desired, ready = inputs.verdict, inputs.desired_replicas, counts.ready
     accepted = _condition(inputs, CONDITION_ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
     if not verdict.accepted:
@@ -162,9 +208,11 @@ def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[C
             _condition(inputs, CONDITION_DEGRADED, True, verdict.reason, verdict.message),
         ], "Failed"
 
-    problems = pod_problems(inputs.pods)
+    problems = pod_problems(inputs.pods, inputs.pod_events)
     unschedulable = [problem for problem in problems if problem.is_scheduling]
     failing = [problem for problem in problems if not problem.is_scheduling]
+    replica_failure = _replica_failure(inputs.deployment)
+    not_routed = _not_routed(inputs, serving)
     deadline = _deadline_exceeded(inputs.deployment)
     complete = _rollout_complete(inputs, counts)
     summary = f"{ready}/{desired} replicas ready"
@@ -173,12 +221,18 @@ def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[C
         ready_condition = _condition(inputs, CONDITION_READY, True, "ScaledToZero", "0 replicas requested")
     elif ready >= desired:
         ready_condition = _condition(inputs, CONDITION_READY, True, "AllReplicasReady", summary)
+    elif replica_failure is not None:
+        message = f"{summary}; {replica_failure}"
+        ready_condition = _condition(inputs, CONDITION_READY, False, REASON_FAILED_CREATE, message)
     elif unschedulable:
         message = f"{summary}; {_summarise(unschedulable)}"
         ready_condition = _condition(inputs, CONDITION_READY, False, "Unschedulable", message)
     elif failing:
         message = f"{summary}; {_summarise(failing)}"
         ready_condition = _condition(inputs, CONDITION_READY, False, failing[0].reason, message)
+    elif not_routed is not None:
+        message = f"{summary}; {not_routed}"
+        ready_condition = _condition(inputs, CONDITION_READY, False, "NotServing", message)
     else:
         ready_condition = _condition(inputs, CONDITION_READY, False, "ReplicasNotReady", summary)
 
@@ -195,7 +249,9 @@ def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[C
         message = f"{counts.updated}/{desired} replicas on revision {inputs.target_revision}; {summary}"
         progressing = _condition(inputs, CONDITION_PROGRESSING, True, "ReplicasUpdating", message)
 
-    if failing:
+    if replica_failure is not None:
+        degraded = _condition(inputs, CONDITION_DEGRADED, True, REASON_FAILED_CREATE, replica_failure)
+    elif failing:
         degraded = _condition(inputs, CONDITION_DEGRADED, True, failing[0].reason, _summarise(failing))
     elif deadline is not None:
         degraded = _condition(inputs, CONDITION_DEGRADED, True, "ProgressDeadlineExceeded", deadline)
@@ -216,8 +272,9 @@ def _conditions_and_phase(inputs: StatusInputs, counts: _Counts) -> tuple[list[C
 
 def derive_status(inputs: StatusInputs) -> dict[str, Any]:
     """The operator-owned status fields, in wire form (camelCase, unset fields left out)."""
-    counts = _counts(inputs.deployment)
-    conditions, phase = _conditions_and_phase(inputs, counts)
+    serving = serving_pods(inputs.endpoint_slices, inputs.pods)
+    counts = _counts(inputs.deployment, serving)
+    conditions, phase = _conditions_and_phase(inputs, counts, serving)
     status = InferenceDeploymentStatus(
         observed_generation=inputs.observed_generation,
         phase=phase,
@@ -227,7 +284,7 @@ def derive_status(inputs: StatusInputs) -> dict[str, Any]:
         desired_replicas=inputs.desired_replicas,
         ready=f"{counts.ready}/{inputs.desired_replicas}",
         selector=selector_string(inputs.name),
-        revision={"current": _current_revision(inputs), "target": inputs.target_revision},
+        revision={"current": _current_revision(inputs, serving), "target": inputs.target_revision},
         endpoint=inputs.endpoint,
         conditions=conditions,
     )

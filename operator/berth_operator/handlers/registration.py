@@ -17,9 +17,10 @@ import kopf
 import berth_operator.handlers.autoscaling  # noqa: F401  (registers the autoscaler daemon)
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from berth_operator.builders.pod_problems import START_FAILURE_EVENT_REASONS
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.reconcile import follow_replica_decision, plain, reconcile, repair, retry_delay
-from berth_operator.handlers.status_sync import follow
+from berth_operator.handlers.status_sync import follow, follow_pod
 from berth_operator.kube import KubeApiError
 
 ANNOTATION_PREFIX = "berth.dev"
@@ -32,13 +33,18 @@ MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 SERVICES = ("v1", "services")
 CONFIG_MAPS = ("v1", "configmaps")
 POD_DISRUPTION_BUDGETS = ("policy", "v1", "poddisruptionbudgets")
+ENDPOINT_SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 WATCHED_CHILDREN = (
     ("apps", "v1", "deployments"),
     ("v1", "pods"),
     SERVICES,
     CONFIG_MAPS,
     POD_DISRUPTION_BUDGETS,
+    ENDPOINT_SLICES,  # not applied by berth: the Service's slices carry its labels (and so its selector)
 )
+# Events have no labels to select by: the API server filters them by field to Warnings about pods.
+EVENTS = ("v1", "events")
+POD_WARNINGS_SELECTOR = "involvedObject.kind=Pod,type=Warning"
 
 Result = TypeVar("Result")
 
@@ -93,6 +99,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Watch only berth's own children (and their pods), filtered by the API server.
     for resource in WATCHED_CHILDREN:
         settings.watching.label_selectors[resource] = MANAGED_SELECTOR
+    settings.watching.field_selectors[EVENTS] = POD_WARNINGS_SELECTOR
 
 
 @kopf.on.create(*RESOURCE, id="apply-on-create")
@@ -171,6 +178,33 @@ async def follow_pods(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
         return
     context = _context(memo)
     await _measured(context, "follow-children", follow(context, namespace, name))
+
+
+@kopf.on.event(*ENDPOINT_SLICES, labels=MANAGED, id="follow-endpoint-slices")
+async def follow_endpoint_slices(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Ready counts are what the Service routes to: a slice change (a lost node's pods dropped, a
+    new pod added) re-derives the status at once."""
+    name = owner_name(body)
+    if name is None or namespace is None:
+        return
+    context = _context(memo)
+    await _measured(context, "follow-children", follow(context, namespace, name))
+
+
+def is_pod_start_failure(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    """A Warning Event that explains a pod stuck before its first container (a volume that cannot be
+    mounted or attached, a sandbox that cannot be created); pod status never shows these."""
+    return type != "DELETED" and body.get("reason") in START_FAILURE_EVENT_REASONS
+
+
+@kopf.on.event(*EVENTS, id="follow-pod-warnings", when=is_pod_start_failure)
+async def follow_pod_warnings(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Re-derives the status of the pod's InferenceDeployment, which reads the pod's Events."""
+    pod = body.get("involvedObject", {}).get("name")
+    if not pod or namespace is None:
+        return
+    context = _context(memo)
+    await _measured(context, "follow-children", follow_pod(context, namespace, str(pod)))
 
 
 @kopf.timer(*RESOURCE, id="resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)

@@ -1,8 +1,11 @@
-"""Brings an InferenceDeployment's status in line with its Deployment and pods.
+"""Brings an InferenceDeployment's status in line with its Deployment, pods and Service endpoints.
 
-Called after every reconcile and on every event of an owned Deployment or pod. Reads fresh state,
-derives the operator-owned status (pure, in builders.status), and writes only when it differs --
-then emits Events for the transitions. One sync per resource at a time (a per-resource lock).
+Called after every reconcile and on every event of an owned Deployment, pod or EndpointSlice, and of
+a kubelet Warning Event about a pod. Reads fresh state, derives the operator-owned status (pure, in
+builders.status), and writes only when it differs -- then emits Events for the transitions. One sync
+per resource at a time (a per-resource lock). Pod Events are read only for pods that have not
+started a container yet (what held them back shows nowhere else), so a healthy resource costs no
+Event reads.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from pydantic import ValidationError
 from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.api.status import CONDITION_ACCEPTED
 from berth_operator.builders import BuildContext, Owner
-from berth_operator.builders.labels import revision_hash, selector_string
+from berth_operator.builders.labels import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    revision_hash,
+    selector_string,
+)
+from berth_operator.builders.pod_problems import is_awaiting_start
 from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.service import endpoint_url
+from berth_operator.builders.serving import endpoint_slice_selector
 from berth_operator.builders.status import (
     StatusInputs,
     Verdict,
@@ -26,8 +37,23 @@ from berth_operator.builders.status import (
 )
 from berth_operator.handlers.checks import parse_spec
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.kube import apply_status, record_event
-from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, POD
+from berth_operator.kube import KubeApi, apply_status, record_event
+from berth_operator.kube.kinds import DEPLOYMENT, ENDPOINT_SLICE, EVENT, INFERENCE_DEPLOYMENT, POD
+
+# Pods whose Events one sync reads at most (the first by name): status names one problem anyway.
+MAX_PODS_WITH_EVENTS_READ = 5
+
+
+async def start_failure_events(
+    api: KubeApi, namespace: str, pods: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Warning Events of the pods that wait for their first container (none: no API call)."""
+    waiting = sorted(str(pod["metadata"]["name"]) for pod in pods if is_awaiting_start(pod))
+    events: list[dict[str, Any]] = []
+    for pod in waiting[:MAX_PODS_WITH_EVENTS_READ]:
+        selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning"
+        events += await api.list(EVENT, namespace, "", field_selector=selector)
+    return events
 
 
 def parse_status(raw: Any) -> InferenceDeploymentStatus:
@@ -73,6 +99,8 @@ async def sync_status(
             )
             target_revision, desired, endpoint = revision_hash(build), build.replicas, endpoint_url(build)
 
+        deployment = await context.api.get(DEPLOYMENT, namespace, name)
+        pods = await context.api.list(POD, namespace, selector_string(name))
         derived = derive_status(
             StatusInputs(
                 name=name,
@@ -81,8 +109,12 @@ async def sync_status(
                 target_revision=target_revision,
                 desired_replicas=desired,
                 endpoint=endpoint,
-                deployment=await context.api.get(DEPLOYMENT, namespace, name),
-                pods=await context.api.list(POD, namespace, selector_string(name)),
+                deployment=deployment,
+                pods=pods,
+                endpoint_slices=await context.api.list(
+                    ENDPOINT_SLICE, namespace, endpoint_slice_selector(name)
+                ),
+                pod_events=await start_failure_events(context.api, namespace, pods),
                 previous=previous,
                 now=context.clock(),
             )
@@ -110,3 +142,15 @@ async def follow(context: OperatorContext, namespace: str, name: str) -> None:
             await sync_status(context, namespace, name)
     finally:
         context.release_sync(namespace, name)
+
+
+async def follow_pod(context: OperatorContext, namespace: str, pod: str) -> None:
+    """`follow` for the InferenceDeployment of a pod known only by name (what an Event names); a pod
+    that is not berth's, or is gone, costs one read and nothing more."""
+    found = await context.api.list(
+        POD, namespace, f"{MANAGED_BY_LABEL}={MANAGED_BY}", field_selector=f"metadata.name={pod}"
+    )
+    for match in found:
+        instance = match.get("metadata", {}).get("labels", {}).get(INSTANCE_LABEL)
+        if instance:
+            await follow(context, namespace, str(instance))

@@ -1,7 +1,7 @@
 """The only code that talks to the Kubernetes API server.
 
 Server-side apply with field manager `berth-operator` (force) for child objects and the operator's
-share of the status, label-selector reads, Events. Everything goes through the `KubeApi` Protocol,
+share of the status, label- and field-selector reads, Events. Everything goes through the `KubeApi` Protocol,
 so handlers are tested against `InMemoryKubeApi` and run against `ClientKubeApi`.
 
 Permissions the operator needs (the Helm chart's RBAC is written from this list; REQUIRED_PERMISSIONS
@@ -16,8 +16,10 @@ is the same list as data). Namespaced, in every watched namespace:
 | "" | services, configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | "" | pods | list, watch | Kopf watches runtime pods; status reads them |
+| discovery.k8s.io | endpointslices | list, watch | ready counts: what the Service routes to; Kopf watches |
 | "" | secrets | get | referenced Secrets exist? (403 tolerated: check skipped) |
-| "" | events | create | Events on transitions (berth), handler failures (Kopf) |
+| "" | events | create, list, watch | Events on transitions (berth), handler failures (Kopf); |
+| | | | Kopf watches and status reads a starting pod's Warning Events (FailedMount, ...) |
 
 Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
 watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
@@ -45,8 +47,9 @@ REQUIRED_PERMISSIONS: Final = (
     ("", "configmaps", ("get", "list", "watch", "create", "patch")),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
     ("", "pods", ("list", "watch")),
+    ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     ("", "secrets", ("get",)),
-    ("", "events", ("create",)),
+    ("", "events", ("create", "list", "watch")),
 )
 KOPF_CLUSTER_PERMISSIONS: Final = (
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),

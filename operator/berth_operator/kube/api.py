@@ -17,8 +17,11 @@ class KubeApi(Protocol):
     async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
 
-    async def list(self, kind: ResourceKind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """Objects in the namespace matching the label selector."""
+    async def list(
+        self, kind: ResourceKind, namespace: str, label_selector: str, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects in the namespace matching the label selector (and the field selector, if given:
+        equality terms such as `involvedObject.name=x`, the only kind the operator uses)."""
 
     async def apply(
         self, manifest: dict[str, Any], *, subresource: str | None = None, field_manager: str = FIELD_MANAGER

@@ -32,6 +32,7 @@ POD_DISRUPTION_BUDGET = ResourceKind("policy/v1", "PodDisruptionBudget", "poddis
 POD = ResourceKind("v1", "Pod", "pods")
 SECRET = ResourceKind("v1", "Secret", "secrets")
 EVENT = ResourceKind("v1", "Event", "events")
+ENDPOINT_SLICE = ResourceKind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices")
 
 KINDS_BY_TYPE = {
     (kind.api_version, kind.kind): kind
@@ -44,6 +45,7 @@ KINDS_BY_TYPE = {
         POD,
         SECRET,
         EVENT,
+        ENDPOINT_SLICE,
     )
 }
 

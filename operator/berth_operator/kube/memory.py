@@ -1,6 +1,6 @@
 """`InMemoryKubeApi`: a KubeApi kept in a dict, the API-server double of handler tests.
 
-It models what the handlers rely on -- objects by kind/namespace/name, label-selector lists,
+It models what the handlers rely on -- objects by kind/namespace/name, label- and field-selector lists,
 server-side apply that merges the applied fields into the stored object, generations that move only
 when the spec changes, and a log of every write -- and nothing more (no admission, no schema).
 """
@@ -56,6 +56,18 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+def _matches_fields(stored: dict[str, Any], selector: str | None) -> bool:
+    """Equality field selectors (`involvedObject.name=x`), the kind the operator sends."""
+    for term in filter(None, (selector or "").split(",")):
+        path, _, value = term.partition("=")
+        found: Any = stored
+        for part in path.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if str(found if found is not None else "") != value.removeprefix("="):
+            return False
+    return True
+
+
 @dataclass
 class InMemoryKubeApi:
     """Objects keyed by (apiVersion, kind, namespace, name); `writes` lists every write in order."""
@@ -97,13 +109,16 @@ class InMemoryKubeApi:
         found = self.stored(kind, namespace, name)
         return copy.deepcopy(found) if found is not None else None
 
-    async def list(self, kind: ResourceKind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list(
+        self, kind: ResourceKind, namespace: str, label_selector: str, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         self._check_allowed(kind)
         return [
             copy.deepcopy(stored)
             for (api_version, kind_name, stored_namespace, _), stored in sorted(self.objects.items())
             if (api_version, kind_name, stored_namespace) == (kind.api_version, kind.kind, namespace)
             and _matches(stored.get("metadata", {}).get("labels", {}), label_selector)
+            and _matches_fields(stored, field_selector)
         ]
 
     async def apply(

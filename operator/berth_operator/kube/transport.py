@@ -94,8 +94,12 @@ class ClientKubeApi:
         except NotFound:
             return None
 
-    async def list(self, kind: ResourceKind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list(
+        self, kind: ResourceKind, namespace: str, label_selector: str, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         result = await self._in_worker("GET", kind.collection_path(namespace), query)
         items: list[dict[str, Any]] = result.get("items", [])
         return items

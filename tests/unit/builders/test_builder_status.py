@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from status_factories import NOW, TARGET, conditions_of, make_deployment, make_inputs, make_pod
 
 from berth_operator.api import InferenceDeploymentStatus
-from berth_operator.builders.labels import REVISION_LABEL
 from berth_operator.builders.pod_problems import pod_problem
 from berth_operator.builders.status import (
     StatusInputs,
@@ -18,38 +18,7 @@ from berth_operator.builders.status import (
     transition_events,
 )
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-ACCEPTED = Verdict(True, "Applied", "children applied")
-TARGET = "rev-new"
-
-
-def _deployment(
-    replicas: int, ready: int, updated: int, revision: str = TARGET, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "metadata": {"generation": 2, "labels": {REVISION_LABEL: revision}},
-        "status": {
-            "observedGeneration": 2,
-            "replicas": replicas,
-            "readyReplicas": ready,
-            "updatedReplicas": updated,
-            "availableReplicas": ready,
-            **extra,
-        },
-    }
-
-
-def _pod(
-    name: str, *, ready: bool = False, phase: str = "Running", revision: str = TARGET, **status: Any
-) -> dict[str, Any]:
-    conditions = [{"type": "Ready", "status": "True" if ready else "False"}, *status.pop("conditions", [])]
-    return {
-        "metadata": {"name": name, "labels": {REVISION_LABEL: revision}},
-        "status": {"phase": phase, "conditions": conditions, **status},
-    }
-
-
-UNSCHEDULABLE = _pod(
+UNSCHEDULABLE = make_pod(
     "chat-2",
     phase="Pending",
     conditions=[
@@ -61,7 +30,7 @@ UNSCHEDULABLE = _pod(
         }
     ],
 )
-CRASHING = _pod(
+CRASHING = make_pod(
     "chat-3",
     containerStatuses=[
         {
@@ -78,31 +47,6 @@ CRASHING = _pod(
 )
 
 
-def _inputs(
-    deployment: dict[str, Any] | None,
-    pods: list[dict[str, Any]],
-    desired: int = 2,
-    verdict: Verdict = ACCEPTED,
-    previous: dict[str, Any] | None = None,
-) -> StatusInputs:
-    return StatusInputs(
-        name="chat",
-        observed_generation=3,
-        verdict=verdict,
-        target_revision=TARGET,
-        desired_replicas=desired,
-        endpoint="http://chat.ml.svc:8000",
-        deployment=deployment,
-        pods=pods,
-        previous=InferenceDeploymentStatus.model_validate(previous or {}),
-        now=NOW,
-    )
-
-
-def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
-
-
 @pytest.mark.parametrize(
     ("deployment", "pods", "desired", "phase", "ready", "progressing", "degraded"),
     [
@@ -116,8 +60,8 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("False", "NoFailures"),
         ),
         (
-            _deployment(2, 0, 2),
-            [_pod("chat-1", phase="Pending"), UNSCHEDULABLE],
+            make_deployment(2, 0, 2),
+            [make_pod("chat-1", phase="Pending"), UNSCHEDULABLE],
             2,
             "Pending",
             ("False", "Unschedulable"),
@@ -125,8 +69,8 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("False", "NoFailures"),
         ),
         (
-            _deployment(2, 1, 2),
-            [_pod("chat-1", ready=True), _pod("chat-2")],
+            make_deployment(2, 1, 2),
+            [make_pod("chat-1", ready=True), make_pod("chat-2")],
             2,
             "Progressing",
             ("False", "ReplicasNotReady"),
@@ -134,8 +78,8 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("False", "NoFailures"),
         ),
         (
-            _deployment(2, 2, 2),
-            [_pod("chat-1", ready=True), _pod("chat-2", ready=True)],
+            make_deployment(2, 2, 2),
+            [make_pod("chat-1", ready=True), make_pod("chat-2", ready=True)],
             2,
             "Ready",
             ("True", "AllReplicasReady"),
@@ -143,11 +87,11 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("False", "NoFailures"),
         ),
         (
-            _deployment(3, 2, 1),
+            make_deployment(3, 2, 1),
             [
-                _pod("chat-1", ready=True, revision="rev-old"),
-                _pod("chat-2", ready=True, revision="rev-old"),
-                _pod("chat-4"),
+                make_pod("chat-1", ready=True, revision="rev-old"),
+                make_pod("chat-2", ready=True, revision="rev-old"),
+                make_pod("chat-4"),
             ],
             2,
             "Progressing",
@@ -156,8 +100,8 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("False", "NoFailures"),
         ),
         (
-            _deployment(2, 1, 2),
-            [_pod("chat-1", ready=True), CRASHING],
+            make_deployment(2, 1, 2),
+            [make_pod("chat-1", ready=True), CRASHING],
             2,
             "Degraded",
             ("False", "CrashLoopBackOff"),
@@ -165,7 +109,7 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("True", "CrashLoopBackOff"),
         ),
         (
-            _deployment(
+            make_deployment(
                 1,
                 0,
                 1,
@@ -178,7 +122,7 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
                     }
                 ],
             ),
-            [_pod("chat-1")],
+            [make_pod("chat-1")],
             1,
             "Degraded",
             ("False", "ReplicasNotReady"),
@@ -186,7 +130,7 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
             ("True", "ProgressDeadlineExceeded"),
         ),
         (
-            _deployment(0, 0, 0),
+            make_deployment(0, 0, 0),
             [],
             0,
             "Ready",
@@ -205,9 +149,9 @@ def test_phase_and_conditions(
     progressing: tuple[str, str],
     degraded: tuple[str, str],
 ) -> None:
-    status = derive_status(_inputs(deployment, pods, desired))
+    status = derive_status(make_inputs(deployment, pods, desired))
     assert status["phase"] == phase
-    conditions = _conditions(status)
+    conditions = conditions_of(status)
     assert conditions["Ready"] == ready
     assert conditions["Progressing"] == progressing
     assert conditions["Degraded"] == degraded
@@ -215,7 +159,7 @@ def test_phase_and_conditions(
 
 
 def test_scheduler_message_reaches_the_ready_condition() -> None:
-    status = derive_status(_inputs(_deployment(2, 0, 2), [UNSCHEDULABLE]))
+    status = derive_status(make_inputs(make_deployment(2, 0, 2), [UNSCHEDULABLE]))
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert "Insufficient nvidia.com/gpu" in ready["message"]
     assert ready["message"].startswith("0/2 replicas ready")
@@ -233,9 +177,9 @@ def test_crash_loop_message_names_pod_container_and_exit() -> None:
 @pytest.mark.parametrize(
     ("pod", "reason"),
     [
-        (_pod("p", phase="Failed", reason="Evicted", message="node low on memory"), "Evicted"),
+        (make_pod("p", phase="Failed", reason="Evicted", message="node low on memory"), "Evicted"),
         (
-            _pod(
+            make_pod(
                 "p",
                 phase="Pending",
                 initContainerStatuses=[
@@ -245,7 +189,7 @@ def test_crash_loop_message_names_pod_container_and_exit() -> None:
             "CrashLoopBackOff",
         ),
         (
-            _pod(
+            make_pod(
                 "p",
                 phase="Pending",
                 containerStatuses=[
@@ -263,7 +207,7 @@ def test_crash_loop_message_names_pod_container_and_exit() -> None:
             "CreateContainerConfigError",
         ),
         (
-            _pod(
+            make_pod(
                 "p",
                 phase="Pending",
                 containerStatuses=[
@@ -274,7 +218,7 @@ def test_crash_loop_message_names_pod_container_and_exit() -> None:
         ),
         (
             {
-                **_pod("p", phase="Failed"),
+                **make_pod("p", phase="Failed"),
                 "metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"},
             },
             None,
@@ -288,14 +232,16 @@ def test_pod_problem_reasons(pod: dict[str, Any], reason: str | None) -> None:
 
 def test_rejected_spec_fails_with_its_reason() -> None:
     verdict = Verdict(False, "SecretNotFound", 'secret "hf-token" not found in namespace ml')
-    status = derive_status(_inputs(None, [], verdict=verdict))
+    status = derive_status(make_inputs(None, [], verdict=verdict))
     assert status["phase"] == "Failed"
-    assert _conditions(status)["Accepted"] == ("False", "SecretNotFound")
-    assert _conditions(status)["Ready"] == ("False", "SecretNotFound")
+    assert conditions_of(status)["Accepted"] == ("False", "SecretNotFound")
+    assert conditions_of(status)["Ready"] == ("False", "SecretNotFound")
 
 
 def test_status_fields_for_scaling_and_printing() -> None:
-    status = derive_status(_inputs(_deployment(2, 1, 2), [_pod("chat-1", ready=True), _pod("chat-2")]))
+    status = derive_status(
+        make_inputs(make_deployment(2, 1, 2), [make_pod("chat-1", ready=True), make_pod("chat-2")])
+    )
     assert status["replicas"] == 2
     assert status["readyReplicas"] == 1
     assert status["desiredReplicas"] == 2
@@ -308,15 +254,17 @@ def test_status_fields_for_scaling_and_printing() -> None:
 
 def test_current_revision_is_what_most_ready_pods_run() -> None:
     pods = [
-        _pod("a", ready=True, revision="rev-old"),
-        _pod("b", ready=True, revision="rev-old"),
-        _pod("c", ready=True),
+        make_pod("a", ready=True, revision="rev-old"),
+        make_pod("b", ready=True, revision="rev-old"),
+        make_pod("c", ready=True),
     ]
-    assert derive_status(_inputs(_deployment(3, 3, 1), pods))["revision"]["current"] == "rev-old"
+    assert derive_status(make_inputs(make_deployment(3, 3, 1), pods))["revision"]["current"] == "rev-old"
 
 
 def test_unchanged_observation_derives_identical_status_and_keeps_transition_times() -> None:
-    inputs = _inputs(_deployment(2, 2, 2), [_pod("chat-1", ready=True), _pod("chat-2", ready=True)])
+    inputs = make_inputs(
+        make_deployment(2, 2, 2), [make_pod("chat-1", ready=True), make_pod("chat-2", ready=True)]
+    )
     first = derive_status(inputs)
     later = StatusInputs(
         **{
@@ -331,9 +279,11 @@ def test_unchanged_observation_derives_identical_status_and_keeps_transition_tim
 
 def test_transition_time_moves_only_when_status_flips() -> None:
     ready_status = derive_status(
-        _inputs(_deployment(2, 2, 2), [_pod("a", ready=True), _pod("b", ready=True)])
+        make_inputs(make_deployment(2, 2, 2), [make_pod("a", ready=True), make_pod("b", ready=True)])
     )
-    later_inputs = _inputs(_deployment(2, 1, 2), [_pod("a", ready=True), _pod("b")], previous=ready_status)
+    later_inputs = make_inputs(
+        make_deployment(2, 1, 2), [make_pod("a", ready=True), make_pod("b")], previous=ready_status
+    )
     later = StatusInputs(**{**later_inputs.__dict__, "now": NOW + timedelta(minutes=5)})
     after = {c["type"]: c for c in derive_status(later)["conditions"]}
     assert after["Ready"]["lastTransitionTime"] == "2026-01-01T12:05:00Z"
@@ -341,15 +291,19 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 
 
 def test_events_mark_meaningful_transitions() -> None:
-    pending = derive_status(_inputs(_deployment(2, 0, 2), [UNSCHEDULABLE]))
+    pending = derive_status(make_inputs(make_deployment(2, 0, 2), [UNSCHEDULABLE]))
     events = transition_events(InferenceDeploymentStatus(), pending)
     assert [(e.type, e.reason) for e in events] == [("Warning", "Unschedulable")]
     ready = derive_status(
-        _inputs(_deployment(2, 2, 2), [_pod("a", ready=True), _pod("b", ready=True)], previous=pending)
+        make_inputs(
+            make_deployment(2, 2, 2), [make_pod("a", ready=True), make_pod("b", ready=True)], previous=pending
+        )
     )
     events = transition_events(InferenceDeploymentStatus.model_validate(pending), ready)
     assert [(e.type, e.reason) for e in events] == [("Normal", "Ready"), ("Normal", "RolloutComplete")]
-    crashing = derive_status(_inputs(_deployment(2, 1, 2), [_pod("a", ready=True), CRASHING], previous=ready))
+    crashing = derive_status(
+        make_inputs(make_deployment(2, 1, 2), [make_pod("a", ready=True), CRASHING], previous=ready)
+    )
     events = transition_events(InferenceDeploymentStatus.model_validate(ready), crashing)
     assert ("Warning", "CrashLoopBackOff") in [(e.type, e.reason) for e in events]
     assert ("Warning", "NotReady") in [(e.type, e.reason) for e in events]
@@ -372,15 +326,17 @@ def test_owned_status_ignores_other_writers() -> None:
 
 def test_a_refused_spec_is_announced_once() -> None:
     verdict = Verdict(False, "SecretNotFound", "spec.model.credentialsSecretRef: Secret 'hf-token' not found")
-    status = derive_status(_inputs(None, [], verdict=verdict))
+    status = derive_status(make_inputs(None, [], verdict=verdict))
     events = transition_events(InferenceDeploymentStatus(), status)
     assert [(e.type, e.reason) for e in events] == [("Warning", "SecretNotFound")]
 
 
 def test_recovery_from_a_refused_spec_is_told_by_ready_not_recovered() -> None:
-    refused = derive_status(_inputs(None, [], verdict=Verdict(False, "SecretNotFound", "missing")))
+    refused = derive_status(make_inputs(None, [], verdict=Verdict(False, "SecretNotFound", "missing")))
     ready = derive_status(
-        _inputs(_deployment(2, 2, 2), [_pod("a", ready=True), _pod("b", ready=True)], previous=refused)
+        make_inputs(
+            make_deployment(2, 2, 2), [make_pod("a", ready=True), make_pod("b", ready=True)], previous=refused
+        )
     )
     events = transition_events(InferenceDeploymentStatus.model_validate(refused), ready)
     assert [(e.type, e.reason) for e in events] == [("Normal", "Ready"), ("Normal", "RolloutComplete")]

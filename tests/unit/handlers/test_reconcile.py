@@ -169,6 +169,21 @@ async def test_without_permission_to_read_secrets_the_check_is_skipped(
     assert api.stored(DEPLOYMENT, "ml", "chat") is not None
 
 
+def _endpoint_slice_routing_to(*pods: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "chat-x7k2p",
+            "namespace": "ml",
+            "labels": {"kubernetes.io/service-name": "chat", "app.kubernetes.io/managed-by": "berth"},
+        },
+        "endpoints": [
+            {"conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod}} for pod in pods
+        ],
+    }
+
+
 def _pod(name: str, **status: Any) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -218,6 +233,7 @@ async def test_status_follows_unschedulable_then_ready_pods(
         "availableReplicas": 1,
     }
     api.put(deployment)
+    api.put(_endpoint_slice_routing_to("chat-1"))  # ready counts are what the Service routes to
     assert await sync_status(context, "ml", "chat") is True
     assert _status(api)["phase"] == "Ready"
     assert _status(api)["ready"] == "1/1"

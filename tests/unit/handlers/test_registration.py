@@ -32,6 +32,8 @@ def test_handlers_are_registered_with_explicit_ids() -> None:
         "guard-service",
         "guard-configmap",
         "guard-pdb",
+        "follow-endpoint-slices",
+        "follow-pod-warnings",
     } <= _ids(registry._watching)
     assert "resync" in _ids(registry._spawning)
 
@@ -52,8 +54,11 @@ def test_startup_puts_kopf_state_under_berth_dev() -> None:
     assert settings.watching.client_timeout > settings.watching.server_timeout
     selectors = {str(selector): value for selector, value in settings.watching.label_selectors.items()}
     # Every child kind is watched with the API server filtering to berth's own objects.
-    assert len(selectors) == len(registration.WATCHED_CHILDREN) == 5
+    assert len(selectors) == len(registration.WATCHED_CHILDREN) == 6
     assert set(selectors.values()) == {"app.kubernetes.io/managed-by=berth"}
+    # Events carry no labels: the API server filters them by field to Warnings about pods.
+    fields = {str(selector): value for selector, value in settings.watching.field_selectors.items()}
+    assert list(fields.values()) == ["involvedObject.kind=Pod,type=Warning"]
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,16 @@ async def test_list_sends_the_label_selector(stand_in: tuple[StandIn, ClientKube
     assert state.requests[0].query["labelSelector"] == ["app.kubernetes.io/instance=chat"]
 
 
+async def test_list_sends_a_field_selector_only_when_given(stand_in: tuple[StandIn, ClientKubeApi]) -> None:
+    state, api = stand_in
+    state.responses["GET", "/api/v1/namespaces/ml/events"] = (200, {"items": [{"reason": "FailedMount"}]})
+    selector = "involvedObject.kind=Pod,involvedObject.name=chat-1"
+    assert await api.list(EVENT, "ml", "", field_selector=selector) == [{"reason": "FailedMount"}]
+    assert state.requests[0].query["fieldSelector"] == [selector]
+    await api.list(EVENT, "ml", "")
+    assert "fieldSelector" not in state.requests[1].query
+
+
 async def test_apply_is_a_forced_server_side_apply_by_berth_operator(
     stand_in: tuple[StandIn, ClientKubeApi],
 ) -> None:
