@@ -1,6 +1,7 @@
 """The chart grants the operator exactly what it documents it needs: berth_operator.kube's
-REQUIRED_PERMISSIONS (its own API calls) and KOPF_CLUSTER_PERMISSIONS, plus Kopf peering when on.
-Nothing more (no wildcards, no extra verbs) and nothing less, in every RBAC layout the chart has."""
+REQUIRED_PERMISSIONS (its own API calls) and KOPF_CLUSTER_PERMISSIONS, plus Kopf peering and the
+OPTIONAL_PERMISSIONS (Secrets) when turned on. Nothing more (no wildcards, no extra verbs) and nothing
+less, in every RBAC layout the chart has."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from berth_operator.kube import KOPF_CLUSTER_PERMISSIONS, REQUIRED_PERMISSIONS
+from berth_operator.kube import KOPF_CLUSTER_PERMISSIONS, OPTIONAL_PERMISSIONS, REQUIRED_PERMISSIONS
 
 from .conftest import NAMESPACE, Chart, Rendered
 
@@ -103,7 +104,12 @@ def test_peering_adds_only_the_peering_object_of_the_watch_scope(chart: Chart) -
     assert _role_grants(namespaced, "ClusterRole") == _kopf_cluster(CRDS, NAMESPACES)
 
 
-def test_read_secrets_off_removes_the_only_secrets_permission(chart: Chart) -> None:
-    granted = _role_grants(chart.render({"rbac": {"readSecrets": False}}), "ClusterRole")
-    assert granted == OPERATOR_NAMESPACED - {(*SECRETS, "get")} | _kopf_cluster(CRDS)
-    assert not any(grant[:2] == SECRETS for grant in granted)
+def test_no_secret_is_readable_by_default_and_read_secrets_adds_only_get_in_the_watched_scope(
+    chart: Chart,
+) -> None:
+    assert not any(grant[:2] == SECRETS for grant in _role_grants(chart.render(), "ClusterRole"))
+    cluster_wide = _role_grants(chart.render({"rbac": {"readSecrets": True}}), "ClusterRole")
+    assert cluster_wide == OPERATOR_NAMESPACED | _grants(OPTIONAL_PERMISSIONS) | _kopf_cluster(CRDS)
+    namespaced = chart.render({"rbac": {"readSecrets": True}, "watchNamespaces": ["ml"]})
+    assert _role_grants(namespaced, "Role", "ml") == OPERATOR_NAMESPACED | _grants(OPTIONAL_PERMISSIONS)
+    assert not any(grant[:2] == SECRETS for grant in _role_grants(namespaced, "ClusterRole"))

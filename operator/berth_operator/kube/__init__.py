@@ -17,9 +17,15 @@ is the same list as data). Namespaced, in every watched namespace:
 | policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | "" | pods | list, watch | Kopf watches runtime pods; status reads them |
 | discovery.k8s.io | endpointslices | list, watch | ready counts: what the Service routes to; Kopf watches |
-| "" | secrets | get | referenced Secrets exist? (403 tolerated: check skipped) |
 | "" | events | create, list, watch | Events on transitions (berth), handler failures (Kopf); |
 | | | | Kopf watches and status reads a starting pod's Warning Events (FailedMount, ...) |
+
+Optional (OPTIONAL_PERMISSIONS; the chart's `rbac.readSecrets`, off by default): "" secrets get, in
+the watched namespaces only, so a missing Secret a spec references is reported before any pod exists.
+RBAC cannot grant "exists" without the contents, so berth does not need it: without it (403, the check
+is skipped) a missing credentials Secret shows as the fetch container's CreateContainerConfigError and
+a missing API-key Secret as the pod's FailedMount Warning Event, both in status with the kubelet's
+message.
 
 Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
 watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
@@ -48,9 +54,9 @@ REQUIRED_PERMISSIONS: Final = (
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
     ("", "pods", ("list", "watch")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
-    ("", "secrets", ("get",)),
     ("", "events", ("create", "list", "watch")),
 )
+OPTIONAL_PERMISSIONS: Final = (("", "secrets", ("get",)),)
 KOPF_CLUSTER_PERMISSIONS: Final = (
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
     ("", "namespaces", ("list", "watch")),
@@ -60,6 +66,7 @@ __all__ = [
     "AUTOSCALER_FIELD_MANAGER",
     "FIELD_MANAGER",
     "KOPF_CLUSTER_PERMISSIONS",
+    "OPTIONAL_PERMISSIONS",
     "REQUIRED_PERMISSIONS",
     "ApplyResult",
     "Conflict",

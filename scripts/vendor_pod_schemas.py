@@ -7,7 +7,7 @@ or an unknown key at `kubectl apply`, instead of the Deployment failing later. T
 OpenAPI v3 document in the k8s.io/kubernetes module that tests/cluster pins (the Go module cache has
 it once `python -m tests.cluster build` ran). Rerun after bumping that version:
 
-    python scripts/vendor-pod-schemas.py
+    python scripts/vendor_pod_schemas.py
 """
 
 from __future__ import annotations
