@@ -5,14 +5,18 @@ reaction to slice changes fed to it as a watch would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cluster.api_access import KubeconfigError, from_kubeconfig
+from tests.cluster.api_watch import Gone, list_and_watch
 from tests.cluster.service_proxy import (
     ANNOTATION,
     FIELD_MANAGER,
@@ -169,17 +173,36 @@ def test_the_annotation_names_the_http_port_else_the_first() -> None:
 # ---- byte forwarding
 
 
-async def _splicing_pair(backend_handler: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
-    """A client connected through ``splice`` to a backend server running ``backend_handler``."""
-    backend = await asyncio.start_server(backend_handler, "127.0.0.1", 0)
+@contextlib.asynccontextmanager
+async def _spliced(backend_handler: Any) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client connected through ``splice`` to a backend server running ``backend_handler``;
+    every connection is ended on exit, even when the test fails halfway."""
+    handlers: set[asyncio.Task[Any]] = set()
+
+    def tracked(handler: Any) -> Any:
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+            await handler(reader, writer)
+
+        return run
+
+    backend = await asyncio.start_server(tracked(backend_handler), "127.0.0.1", 0)
     backend_port = backend.sockets[0].getsockname()[1]
 
     async def proxy_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await splice((reader, writer), await asyncio.open_connection("127.0.0.1", backend_port))
 
-    proxy = await asyncio.start_server(proxy_handler, "127.0.0.1", 0)
+    proxy = await asyncio.start_server(tracked(proxy_handler), "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.sockets[0].getsockname()[1])
-    return reader, writer, (backend, proxy)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        backend.close()
+        proxy.close()
 
 
 async def test_splice_passes_each_write_through_as_it_happens() -> None:
@@ -190,20 +213,16 @@ async def test_splice_passes_each_write_through_as_it_happens() -> None:
             await asyncio.sleep(0.15)
         writer.close()
 
-    reader, writer, servers = await _splicing_pair(streamer)
-    arrivals = []
-    started = time.monotonic()
-    for n in range(4):
-        assert (
-            await asyncio.wait_for(reader.readexactly(len(f"data: {n}\n\n")), 2) == f"data: {n}\n\n".encode()
-        )
-        arrivals.append(time.monotonic() - started)
-    assert await reader.read() == b""
-    assert arrivals[0] < 0.1, arrivals  # the first chunk did not wait for the rest
+    async with _spliced(streamer) as (reader, _):
+        arrivals = []
+        started = time.monotonic()
+        for n in range(4):
+            event = f"data: {n}\n\n".encode()
+            assert await asyncio.wait_for(reader.readexactly(len(event)), 2) == event
+            arrivals.append(time.monotonic() - started)
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+    assert arrivals[0] < 0.1, arrivals  # the first event did not wait for the rest
     assert all(later - earlier > 0.1 for earlier, later in itertools.pairwise(arrivals)), arrivals
-    writer.close()
-    for server in servers:
-        server.close()
 
 
 async def test_splice_passes_a_half_close_on_and_the_answer_still_comes_back() -> None:
@@ -212,14 +231,12 @@ async def test_splice_passes_a_half_close_on_and_the_answer_still_comes_back() -
         writer.write(f"got {len(received)} bytes".encode())
         writer.close()
 
-    reader, writer, servers = await _splicing_pair(counter)
-    writer.write(b"x" * 200_000)
-    await writer.drain()
-    writer.write_eof()
-    assert await asyncio.wait_for(reader.read(), 5) == b"got 200000 bytes"
-    writer.close()
-    for server in servers:
-        server.close()
+    async with _spliced(counter) as (reader, writer):
+        writer.write(b"x" * 200_000)
+        await writer.drain()
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer == b"got 200000 bytes"
 
 
 # ---- the proxy fed as its watches would feed it
@@ -301,3 +318,126 @@ async def test_the_proxy_routes_in_turn_follows_slice_changes_and_resets_without
     await proxy.close()
     server_a.close()
     server_b.close()
+
+
+async def test_a_deleted_service_stops_answering_and_gets_its_address_back_when_made_again(
+    tmp_path: Path,
+) -> None:
+    proxy = ServiceProxy(_RecordingClient(), tmp_path)  # type: ignore[arg-type]
+    await proxy.reset_slices([])
+    await proxy.reset_services([_service()])
+    address = proxy.address("team", "chat", "http")
+    assert address is not None
+    await proxy.service_changed("DELETED", _service())
+    assert json.loads((tmp_path / SERVICES_FILE).read_text()) == {}
+    with pytest.raises(ConnectionResetError):
+        await _who(address)
+    await proxy.service_changed("ADDED", _service())
+    assert json.loads((tmp_path / SERVICES_FILE).read_text())["team/chat"]["http"] == address
+    await proxy.close()
+
+
+# ---- list, then watch
+
+
+class _ScriptedApi:
+    """Answers lists from a queue and plays one scripted watch per call; the last watch blocks."""
+
+    def __init__(self, listings: list[dict[str, Any]], watches: list[list[Any]]) -> None:
+        self.listings, self.watches = listings, watches
+        self.watched_from: list[str] = []
+
+    async def get(self, path: str, **params: str) -> dict[str, Any]:
+        return self.listings.pop(0)
+
+    async def watch(
+        self, path: str, resource_version: str, label_selector: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.watched_from.append(resource_version)
+        if not self.watches:
+            await asyncio.Event().wait()
+        for step in self.watches.pop(0):
+            if isinstance(step, Exception):
+                raise step
+            yield step
+
+
+def _object(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": version}}
+
+
+async def test_list_then_watch_resumes_from_the_last_version_and_lists_again_on_410() -> None:
+    api = _ScriptedApi(
+        listings=[
+            {"metadata": {"resourceVersion": "10"}, "items": [_object("a", "9")]},
+            {"metadata": {"resourceVersion": "30"}, "items": [_object("b", "29")]},
+        ],
+        watches=[
+            [("ADDED", _object("c", "11")), ("BOOKMARK", _object("", "15"))],  # the server ended this watch
+            [("MODIFIED", _object("c", "16")), Gone("/things")],
+        ],
+    )
+    resets: list[list[str]] = []
+    changes: list[tuple[str, str]] = []
+
+    async def on_reset(items: list[dict[str, Any]]) -> None:
+        resets.append([item["metadata"]["name"] for item in items])
+
+    async def on_change(event_type: str, obj: dict[str, Any]) -> None:
+        changes.append((event_type, obj["metadata"]["name"]))
+
+    task = asyncio.ensure_future(list_and_watch(api, "/things", "", on_reset, on_change))  # type: ignore[arg-type]
+    while len(api.watched_from) < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert resets == [["a"], ["b"]]
+    assert changes == [("ADDED", "c"), ("MODIFIED", "c")]  # bookmarks only move the version on
+    assert api.watched_from == ["10", "15", "30"]
+
+
+# ---- kubeconfig
+
+
+def test_a_kubeconfig_names_files_or_embeds_them(tmp_path: Path) -> None:
+    local = {
+        "current-context": "local",
+        "contexts": [{"name": "local", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://127.0.0.1:6443/", "certificate-authority": "ca.crt"}}
+        ],
+        "users": [
+            {"name": "u", "user": {"client-certificate": "/pki/admin.crt", "client-key": "/pki/admin.key"}}
+        ],
+    }
+    (tmp_path / "local.yaml").write_text(json.dumps(local))
+    api = from_kubeconfig(tmp_path / "local.yaml", tmp_path / "secrets")
+    assert (api.server, api.ca_file, api.cert_file, api.key_file) == (
+        "https://127.0.0.1:6443",
+        tmp_path / "ca.crt",  # relative to the kubeconfig
+        Path("/pki/admin.crt"),
+        Path("/pki/admin.key"),
+    )
+    kind = {
+        "current-context": "kind",
+        "contexts": [{"name": "kind", "context": {"cluster": "k", "user": "k"}}],
+        "clusters": [
+            {"name": "k", "cluster": {"server": "https://k:1", "certificate-authority-data": "Q0E="}}
+        ],
+        "users": [
+            {
+                "name": "k",
+                "user": {"client-key-data": "S0VZ", "client-certificate-data": "Q0VSVA==", "token": "t"},
+            }
+        ],
+    }
+    (tmp_path / "kind.yaml").write_text(json.dumps(kind))
+    api = from_kubeconfig(tmp_path / "kind.yaml", tmp_path / "secrets")
+    assert api.ca_file is not None and api.ca_file.read_bytes() == b"CA"
+    assert api.cert_file is not None and api.cert_file.read_bytes() == b"CERT"
+    assert api.key_file is not None and api.key_file.read_bytes() == b"KEY"
+    assert api.headers() == {"Authorization": "Bearer t"}
+    del kind["current-context"]
+    (tmp_path / "kind.yaml").write_text(json.dumps(kind))
+    with pytest.raises(KubeconfigError, match="no current-context"):
+        from_kubeconfig(tmp_path / "kind.yaml", tmp_path / "secrets")
