@@ -62,12 +62,15 @@ class KubeClient:
 
     async def merge_patch(self, path: str, patch: dict[str, Any], field_manager: str) -> int:
         """A JSON merge patch under ``field_manager``; returns the HTTP status (404: gone already)."""
-        response = await self._client.patch(
-            path,
-            params={"fieldManager": field_manager},
-            content=json.dumps(patch),
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+        try:
+            response = await self._client.patch(
+                path,
+                params={"fieldManager": field_manager},
+                content=json.dumps(patch),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        except httpx.HTTPError as error:
+            raise ApiError(f"PATCH {path} failed: {type(error).__name__}: {error}") from error
         if response.status_code not in (200, 404):
             raise ApiError(f"PATCH {path} answered {response.status_code}: {response.text[:500]}")
         return response.status_code

@@ -302,7 +302,7 @@ class ServiceProxy:
                 task.cancel()
             await asyncio.gather(*watches, return_exceptions=True)
             await self.close()
-            await self._remove_own_annotations()
+            await self.remove_own_annotations()
             self._services_file.unlink(missing_ok=True)
 
     async def close(self) -> None:
@@ -314,7 +314,9 @@ class ServiceProxy:
         for server in self._servers.values():
             server.close()
 
-    async def _remove_own_annotations(self) -> None:
+    async def remove_own_annotations(self) -> None:
+        """Takes our address off every Service that still names it (best effort, bounded in time):
+        once the proxy stops, nothing answers there."""
         ours = [
             key
             for key, service in self._services.items()

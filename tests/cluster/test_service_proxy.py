@@ -337,6 +337,27 @@ async def test_a_deleted_service_stops_answering_and_gets_its_address_back_when_
     await proxy.close()
 
 
+async def test_stopping_takes_only_our_own_annotations_off(tmp_path: Path) -> None:
+    client = _RecordingClient()
+    proxy = ServiceProxy(client, tmp_path)  # type: ignore[arg-type]
+    await proxy.reset_slices([])
+    await proxy.reset_services(
+        [_service("ours"), _service("theirs", annotations={ANNOTATION: "127.0.0.1:1"})]
+    )
+    ours = proxy.address("team", "ours", "http")
+    await proxy.service_changed("MODIFIED", _service("ours", annotations={ANNOTATION: str(ours)}))
+    await proxy.close()
+    client.patches.clear()
+    await proxy.remove_own_annotations()
+    assert client.patches == [
+        (
+            "/api/v1/namespaces/team/services/ours",
+            {"metadata": {"annotations": {ANNOTATION: None}}},
+            FIELD_MANAGER,
+        )
+    ]
+
+
 # ---- list, then watch
 
 
