@@ -4,10 +4,12 @@ Why: berth's integration tests and demo need a real API server, controller manag
 (real CRD validation, rollouts, garbage collection, scheduling on ``nvidia.com/gpu``) on machines
 without Docker. ``up`` builds the binaries on first use (tests/cluster/build.py), makes
 certificates, starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on
-free 127.0.0.1 ports, registers the simulated nodes and returns once nodes are Ready and the
-``default`` namespace has its service account. ``attach`` adds only KWOK and the simulated nodes
-to an existing cluster (kind). Everything lives in a state folder outside the work tree; ``down``
-stops the processes by PID, removes attached nodes, and removes the folder.
+free 127.0.0.1 ports, registers the simulated nodes, starts the local-node agent when the
+Simulation asks for nodes whose pods really run, and returns once nodes are Ready and the
+``default`` namespace has its service account. ``attach`` adds only KWOK, the simulated nodes and
+the local nodes to an existing cluster (kind). Everything lives in a state folder outside the work
+tree; ``down`` stops the processes by PID (the local-node agent first, then any container process
+it left behind), removes attached nodes, and removes the folder.
 """
 
 from __future__ import annotations
@@ -24,11 +26,21 @@ import yaml
 
 from tests.cluster import components, processes
 from tests.cluster.build import Binaries, cache_root, ensure_binaries
+from tests.cluster.local_node.network import tear_down_subnet
+from tests.cluster.local_node.process import stop_leftovers
 from tests.cluster.pki import ClusterPki, make_pki
-from tests.cluster.simulation import Simulation, kwok_config, node_manifests
+from tests.cluster.simulation import (
+    Simulation,
+    kwok_config,
+    local_node_argv,
+    local_node_names,
+    node_manifests,
+)
 
-_STOP_ORDER = ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+LOCAL_NODE = "local-node"
+_STOP_ORDER = (LOCAL_NODE, "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 _START_TIMEOUT_SECONDS = 120.0
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,11 @@ class RunningCluster:
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def local_node_dir(self) -> Path:
+        """The local-node agent's state: pods' volumes and logs (``pods/<ns>_<pod>_<uid>/logs``)."""
+        return self.state_dir / LOCAL_NODE
 
     def save(self) -> None:
         record = {
@@ -93,7 +110,7 @@ def find(name: str) -> RunningCluster | None:
     if not (state_dir / "state.json").is_file():
         return None
     cluster = RunningCluster.load(state_dir)
-    anchor = cluster.pids.get("kube-apiserver", cluster.pids.get("kwok"))
+    anchor = cluster.pids.get("kube-apiserver", cluster.pids.get("kwok", cluster.pids.get(LOCAL_NODE)))
     if anchor is None or not processes.is_ours(anchor, str(state_dir)):
         return None
     return cluster
@@ -124,9 +141,9 @@ def _fresh_state_dir(name: str) -> Path:
     return state_dir
 
 
-def _launcher(cluster: RunningCluster) -> processes.Launch:
+def _launcher(cluster: RunningCluster, cwd: Path | None = None) -> processes.Launch:
     def launch(name: str, argv: list[str]) -> int:
-        cluster.pids[name] = processes.start(name, argv, cluster.log_dir, cluster.state_dir)
+        cluster.pids[name] = processes.start(name, argv, cluster.log_dir, cwd or cluster.state_dir)
         cluster.save()  # recorded at once, so `down` can stop a half-started cluster
         return cluster.pids[name]
 
@@ -141,6 +158,26 @@ def _register_nodes(cluster: RunningCluster, simulation: Simulation) -> list[str
         kubectl(
             cluster, "wait", "--for=condition=Ready", *(f"node/{name}" for name in names), "--timeout=120s"
         )
+    return names
+
+
+def _start_local_nodes(cluster: RunningCluster, simulation: Simulation) -> list[str]:
+    """Starts the local-node agent (from the repository root, so ``tests`` imports) and waits
+    until it has registered its nodes and they are Ready."""
+    names = local_node_names(simulation)
+    if not names:
+        return []
+    argv = local_node_argv(simulation, cluster.kubeconfig, cluster.local_node_dir)
+    pid = _launcher(cluster, cwd=_REPO_ROOT)(LOCAL_NODE, argv)
+    processes.wait_until(
+        lambda: (cluster.local_node_dir / "registered").is_file(),
+        _START_TIMEOUT_SECONDS,
+        "its nodes registered",
+        pid,
+        cluster.log_dir,
+        LOCAL_NODE,
+    )
+    kubectl(cluster, "wait", "--for=condition=Ready", *(f"node/{name}" for name in names), "--timeout=60s")
     return names
 
 
@@ -172,6 +209,7 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
             ),
         )
         _register_nodes(cluster, simulation)
+        _start_local_nodes(cluster, simulation)
         _wait_for_default_service_account(cluster)
     except BaseException:
         _stop_all(cluster)
@@ -186,21 +224,30 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
 
 
 def attach(name: str, kubeconfig: Path, simulation: Simulation) -> RunningCluster:
-    """Adds KWOK and simulated nodes to an existing cluster (e.g. kind); ``down(name)`` removes them."""
+    """Adds KWOK and simulated nodes (if the Simulation has any) and local nodes to an existing
+    cluster (e.g. kind); ``down(name)`` removes them."""
     binaries = ensure_binaries()
     state_dir = _fresh_state_dir(name)
-    (state_dir / "kwok.yaml").write_text(kwok_config(simulation))
     cluster = RunningCluster(name, state_dir, kubeconfig, binaries.bin_dir, "", {})
     try:
-        _launcher(cluster)(
-            "kwok",
-            components.kwok_argv(
-                binaries, kubeconfig, state_dir / "kwok.yaml", simulation.node_owner, processes.free_port()
-            ),
-        )
-        cluster.attached_nodes.extend(node["metadata"]["name"] for node in node_manifests(simulation))
+        if node_manifests(simulation):
+            (state_dir / "kwok.yaml").write_text(kwok_config(simulation))
+            _launcher(cluster)(
+                "kwok",
+                components.kwok_argv(
+                    binaries,
+                    kubeconfig,
+                    state_dir / "kwok.yaml",
+                    simulation.node_owner,
+                    processes.free_port(),
+                ),
+            )
+            cluster.attached_nodes.extend(node["metadata"]["name"] for node in node_manifests(simulation))
+            cluster.save()
+            _register_nodes(cluster, simulation)
+        cluster.attached_nodes.extend(local_node_names(simulation))
         cluster.save()
-        _register_nodes(cluster, simulation)
+        _start_local_nodes(cluster, simulation)
     except BaseException:
         _detach_nodes(cluster)
         _stop_all(cluster)
@@ -275,8 +322,19 @@ def _detach_nodes(cluster: RunningCluster) -> None:
         print(f"warning: could not remove simulated nodes: {error}", file=sys.stderr)
 
 
+def _stop_local_nodes(cluster: RunningCluster) -> None:
+    """Stops the agent (it ends its containers), then whatever container it left running (if it was
+    killed) and its pod route."""
+    pid = cluster.pids.get(LOCAL_NODE)
+    if pid is not None:
+        processes.stop(pid, str(cluster.state_dir))
+    stop_leftovers(cluster.local_node_dir)
+    tear_down_subnet(cluster.local_node_dir)
+
+
 def _stop_all(cluster: RunningCluster) -> None:
-    for name in _STOP_ORDER:
+    _stop_local_nodes(cluster)
+    for name in _STOP_ORDER[1:]:
         pid = cluster.pids.get(name)
         if pid is not None:
             processes.stop(pid, str(cluster.state_dir))
@@ -289,6 +347,7 @@ def down(name: str = "berth", keep_state: bool = False) -> bool:
         return False
     cluster = RunningCluster.load(state_dir)
     try:
+        _stop_local_nodes(cluster)  # before its nodes go, so it never sees them deleted under it
         _detach_nodes(cluster)
     finally:
         _stop_all(cluster)

@@ -1,4 +1,4 @@
-"""What KWOK simulates on the local control plane: GPU and CPU nodes, and the pod lifecycle.
+"""The nodes of the local control plane: KWOK's simulated GPU and CPU nodes, and local nodes.
 
 Why: berth schedules onto NVIDIA GPU nodes, which no test machine has. KWOK (Kubernetes WithOut
 Kubelet) plays the kubelet for Node objects we register: the nodes carry the labels, taint and
@@ -6,10 +6,15 @@ Kubelet) plays the kubelet for Node objects we register: the nodes carry the lab
 so the real scheduler places pods as it would on a GPU cluster. The stages in ``stages/`` move
 scheduled pods through Running -> Ready (after a readiness delay that stands in for model loading)
 and let a test make a pod crash-loop by annotating it ``kwok.berth.dev/fail``.
+
+Local nodes (``local_nodes``) are the other kind: their pods really run, as processes on this host,
+under the agent in tests/cluster/local_node (why, and what it stands in for, is in its docstring).
+They cost a process per pod, so scale and GPU-capacity tests stay on KWOK's nodes.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +104,28 @@ class Simulation:
     ready_delay_seconds: float = 0.0
     node_owner: str = "fake"
     """Value of the nodes' kwok.x-k8s.io/node annotation; the KWOK process that owns them selects on it."""
+    local_nodes: int = 0
+    """Nodes whose pods really run (tests/cluster/local_node); tainted and labelled
+    node.berth.dev/runs-pods=true, so only pods that ask for them land there. Default 0."""
+    local_node_prefix: str = "local"
+    """Local nodes are named ``<prefix>-<n>``; distinct prefixes let agents share a cluster."""
+    local_node_backoff_seconds: float = 10.0
+    """First crash-loop back-off of local nodes, doubling to 5 min; 10 s as the kubelet. Tests use ~1."""
+    local_pod_network: str = "auto"
+    """route (a local route for a private /24: EndpointSlices work), loopback, or auto (route, else
+    loopback); see tests/cluster/local_node/network.py."""
 
     def __post_init__(self) -> None:
         if self.cpu_nodes < 0:
             raise ValueError(f"cpu_nodes={self.cpu_nodes}; must be >= 0")
+        if self.local_nodes < 0:
+            raise ValueError(f"local_nodes={self.local_nodes}; must be >= 0")
+        if self.local_node_backoff_seconds <= 0:
+            raise ValueError(f"local_node_backoff_seconds={self.local_node_backoff_seconds}; must be > 0")
+        if self.local_pod_network not in ("auto", "route", "loopback"):
+            raise ValueError(
+                f"local_pod_network={self.local_pod_network!r}; expected auto, route or loopback"
+            )
         if self.ready_delay_seconds < 0:
             raise ValueError(f"ready_delay_seconds={self.ready_delay_seconds}; must be >= 0")
 
@@ -180,3 +203,15 @@ def kwok_config(simulation: Simulation) -> str:
             stage["spec"]["delay"]["durationMilliseconds"] = int(simulation.ready_delay_seconds * 1000)
         documents.append(stage)
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def local_node_names(simulation: Simulation) -> list[str]:
+    return [f"{simulation.local_node_prefix}-{index}" for index in range(simulation.local_nodes)]
+
+
+def local_node_argv(simulation: Simulation, kubeconfig: Path, state_dir: Path) -> list[str]:
+    """The local-node agent's command line (run from the repository root, so ``tests`` imports)."""
+    argv = [sys.executable, "-m", "tests.cluster.local_node", f"--kubeconfig={kubeconfig}"]
+    argv += [f"--state-dir={state_dir}", f"--pod-network={simulation.local_pod_network}"]
+    argv += [f"--backoff-seconds={simulation.local_node_backoff_seconds:g}"]
+    return argv + [f"--node={name}" for name in local_node_names(simulation)]
