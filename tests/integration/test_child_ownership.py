@@ -6,7 +6,6 @@ settings, a swap never takes the last ready replica down.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,14 +65,8 @@ def test_a_resource_named_kubernetes_never_touches_the_api_servers_service(
     crds: ClusterAccess, default_namespace_operator: OperatorProcess
 ) -> None:
     service_before = _raw(crds, "service", "kubernetes", "default")
-    slices_before = crds.kubectl(
-        "get",
-        "endpointslices",
-        "-l",
-        "kubernetes.io/service-name=kubernetes",
-        "-o",
-        "json",
-        namespace="default",
+    slices_before = crds.get(
+        "endpointslices", namespace="default", **{"kubernetes.io/service-name": "kubernetes"}
     )
 
     crds.apply(_idep("kubernetes"), namespace="default")
@@ -90,16 +83,10 @@ def test_a_resource_named_kubernetes_never_touches_the_api_servers_service(
 
     crds.kubectl("delete", "inferencedeployment", "kubernetes", "--timeout=60s", namespace="default")
     assert _raw(crds, "service", "kubernetes", "default") == service_before
-    slices_after = crds.kubectl(
-        "get",
-        "endpointslices",
-        "-l",
-        "kubernetes.io/service-name=kubernetes",
-        "-o",
-        "json",
-        namespace="default",
+    slices_after = crds.get(
+        "endpointslices", namespace="default", **{"kubernetes.io/service-name": "kubernetes"}
     )
-    assert json.loads(slices_after)["items"] == json.loads(slices_before)["items"]
+    assert slices_after == slices_before
     assert "Traceback" not in default_namespace_operator.log()
 
 

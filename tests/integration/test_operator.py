@@ -17,12 +17,12 @@ import pytest
 from tests.cluster.simulation import GPU_PRODUCT_LABEL, POD_FAIL_ANNOTATION, POD_FAIL_MESSAGE_ANNOTATION
 from tests.integration.conftest import A100, H100
 from tests.integration.endpoint_watch import ReadyEndpointWatch
+from tests.integration.idep_reads import INSTANCE_LABEL, idep_status, runtime_pods, wait_idep_ready
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
 
 pytestmark = pytest.mark.integration
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 REVISION_LABEL = "berth.dev/revision"
 TIMEOUT = 90.0
 REPAIR_SECONDS = 30.0
@@ -43,22 +43,6 @@ def _idep(
     }
 
 
-def _status(cluster: ClusterAccess, namespace: str, name: str) -> dict[str, Any]:
-    return dict(cluster.get("inferencedeployment", name, namespace=namespace).get("status") or {})
-
-
-def _wait_ready(cluster: ClusterAccess, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        status = _status(cluster, namespace, name)
-        return status if status.get("phase") == "Ready" and status.get("readyReplicas") == replicas else None
-
-    return wait_for(ready, TIMEOUT, f"{name} Ready with {replicas} ready replicas")
-
-
-def _pods(cluster: ClusterAccess, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(cluster.get("pods", namespace=namespace, **{INSTANCE_LABEL: name}))
-
-
 def _nodes_with_product(cluster: ClusterAccess, product: str) -> set[str]:
     return {
         node["metadata"]["name"]
@@ -72,13 +56,13 @@ def test_a_deployment_becomes_ready_on_the_gpu_product_it_asks_for(
 ) -> None:
     crds.apply(_idep("chat", product=A100, gpus=2, replicas=2), namespace=namespace)
 
-    status = _wait_ready(crds, namespace, "chat", replicas=2)
+    status = wait_idep_ready(crds, namespace, "chat", replicas=2)
 
     assert status["ready"] == "2/2"
     assert status["endpoint"].startswith(f"http://chat.{namespace}.svc")
     assert (condition({"status": status}, "Ready") or {}).get("status") == "True"
     assert (condition({"status": status}, "Degraded") or {}).get("status") == "False"
-    pods = _pods(crds, namespace, "chat")
+    pods = runtime_pods(crds, namespace, "chat")
     assert len(pods) == 2
     assert {pod["spec"]["nodeName"] for pod in pods} <= _nodes_with_product(crds, A100)
     idep_uid = crds.get("inferencedeployment", "chat", namespace=namespace)["metadata"]["uid"]
@@ -92,22 +76,22 @@ def test_more_gpus_than_any_node_has_leaves_it_pending_with_the_schedulers_reaso
     crds.apply(_idep("huge", gpus=16), namespace=namespace)
 
     def unschedulable() -> dict[str, Any] | None:
-        found = condition({"status": _status(crds, namespace, "huge")}, "Ready")
+        found = condition({"status": idep_status(crds, namespace, "huge")}, "Ready")
         return found if found and found.get("reason") == "Unschedulable" else None
 
     ready = wait_for(unschedulable, TIMEOUT, "a Ready=False condition with reason Unschedulable")
     assert ready["status"] == "False"
     assert "Insufficient nvidia.com/gpu" in ready["message"]
-    assert _status(crds, namespace, "huge")["phase"] == "Pending"
-    assert all(pod["status"]["phase"] == "Pending" for pod in _pods(crds, namespace, "huge"))
+    assert idep_status(crds, namespace, "huge")["phase"] == "Pending"
+    assert all(pod["status"]["phase"] == "Pending" for pod in runtime_pods(crds, namespace, "huge"))
 
 
 def test_a_crashing_pod_turns_the_deployment_degraded_with_the_reason(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("crashy"), namespace=namespace)
-    _wait_ready(crds, namespace, "crashy", replicas=1)
-    pod = _pods(crds, namespace, "crashy")[0]["metadata"]["name"]
+    wait_idep_ready(crds, namespace, "crashy", replicas=1)
+    pod = runtime_pods(crds, namespace, "crashy")[0]["metadata"]["name"]
 
     crds.kubectl(
         "annotate",
@@ -119,7 +103,7 @@ def test_a_crashing_pod_turns_the_deployment_degraded_with_the_reason(
     )
 
     def degraded() -> dict[str, Any] | None:
-        status = _status(crds, namespace, "crashy")
+        status = idep_status(crds, namespace, "crashy")
         return status if status.get("phase") == "Degraded" else None
 
     status = wait_for(degraded, TIMEOUT, "phase Degraded")
@@ -133,8 +117,8 @@ def test_a_new_model_revision_rolls_out_without_the_service_losing_every_ready_e
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("rolling", replicas=2, revision="v1"), namespace=namespace)
-    before = _wait_ready(crds, namespace, "rolling", replicas=2)
-    old_pods = {pod["metadata"]["name"] for pod in _pods(crds, namespace, "rolling")}
+    before = wait_idep_ready(crds, namespace, "rolling", replicas=2)
+    old_pods = {pod["metadata"]["name"] for pod in runtime_pods(crds, namespace, "rolling")}
 
     with ReadyEndpointWatch(crds.kubeconfig, namespace, "rolling") as watch:
         wait_for(lambda: watch.ready_count() == 2, 30, "the watch to see both ready endpoints")
@@ -149,9 +133,9 @@ def test_a_new_model_revision_rolls_out_without_the_service_losing_every_ready_e
         )
 
         def rolled() -> dict[str, Any] | None:
-            status = _status(crds, namespace, "rolling")
+            status = idep_status(crds, namespace, "rolling")
             revision = status.get("revision") or {}
-            pods = _pods(crds, namespace, "rolling")
+            pods = runtime_pods(crds, namespace, "rolling")
             done = (
                 revision.get("current") == revision.get("target") != before["revision"]["current"]
                 and status.get("phase") == "Ready"
@@ -166,7 +150,8 @@ def test_a_new_model_revision_rolls_out_without_the_service_losing_every_ready_e
 
     new_revision = status["revision"]["current"]
     assert all(
-        pod["metadata"]["labels"][REVISION_LABEL] == new_revision for pod in _pods(crds, namespace, "rolling")
+        pod["metadata"]["labels"][REVISION_LABEL] == new_revision
+        for pod in runtime_pods(crds, namespace, "rolling")
     )
     assert watch.changes_seen >= 2, "the watch must have seen the rollout change the endpoints"
     assert watch.lowest_ready_count >= 1, (
@@ -178,7 +163,7 @@ def test_deleting_the_resource_garbage_collects_every_child(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("doomed", replicas=2), namespace=namespace)
-    _wait_ready(crds, namespace, "doomed", replicas=2)
+    wait_idep_ready(crds, namespace, "doomed", replicas=2)
     child_kinds = ("deployments", "replicasets", "pods", "services", "configmaps", "poddisruptionbudgets")
     selector = {INSTANCE_LABEL: "doomed"}
     assert all(
@@ -203,30 +188,32 @@ def test_an_operator_killed_mid_reconcile_resumes_without_duplicate_children(
         lambda: crds.get("deployments", namespace=namespace), 30, "the operator to create a first Deployment"
     )
     operator.kill()
-    killed_while_unfinished = any(_status(crds, namespace, name).get("phase") != "Ready" for name in names)
+    killed_while_unfinished = any(
+        idep_status(crds, namespace, name).get("phase") != "Ready" for name in names
+    )
 
     operator.start()
 
     for name in names:
-        _wait_ready(crds, namespace, name, replicas=2)
+        wait_idep_ready(crds, namespace, name, replicas=2)
     assert killed_while_unfinished, "the kill must land before every resource was reconciled"
     for name in names:
         selector = {INSTANCE_LABEL: name}
         assert len(crds.get("deployments", namespace=namespace, **selector)) == 1
         assert len(crds.get("services", namespace=namespace, **selector)) == 1
         assert len(crds.get("replicasets", namespace=namespace, **selector)) == 1
-        assert len(_pods(crds, namespace, name)) == 2
+        assert len(runtime_pods(crds, namespace, name)) == 2
 
 
 def test_kubectl_scale_works_through_the_scale_subresource(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("scalable", replicas=1), namespace=namespace)
-    _wait_ready(crds, namespace, "scalable", replicas=1)
+    wait_idep_ready(crds, namespace, "scalable", replicas=1)
 
     crds.kubectl("scale", "inferencedeployment/scalable", "--replicas=3", namespace=namespace)
 
-    _wait_ready(crds, namespace, "scalable", replicas=3)
+    wait_idep_ready(crds, namespace, "scalable", replicas=3)
     assert crds.get("inferencedeployment", "scalable", namespace=namespace)["spec"]["replicas"] == 3
     assert crds.get("deployment", "scalable", namespace=namespace)["spec"]["replicas"] == 3
     scale = json.loads(
@@ -244,7 +231,7 @@ def test_children_deleted_or_edited_behind_the_operators_back_are_repaired_withi
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("guarded"), namespace=namespace)
-    _wait_ready(crds, namespace, "guarded", replicas=1)
+    wait_idep_ready(crds, namespace, "guarded", replicas=1)
     service_uid = crds.get("service", "guarded", namespace=namespace)["metadata"]["uid"]
     runtime_config = crds.get("configmap", "guarded-runtime", namespace=namespace)["data"]
 

@@ -24,12 +24,12 @@ import pytest
 
 from tests.cluster.simulation import KWOK_NODE_ANNOTATION, POD_READY_DELAY_ANNOTATION, node_manifests
 from tests.integration.conftest import H100, TEST_SIMULATION
+from tests.integration.idep_reads import idep_status, runtime_pods, wait_idep_ready
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
 
 pytestmark = pytest.mark.integration
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 TIMEOUT = 90.0
 # How long status may trail what the Service routes to, and a refused or unmountable pod.
 CATCH_UP_SECONDS = 5.0
@@ -51,22 +51,6 @@ def _idep(name: str, replicas: int = 1, **sections: dict[str, Any]) -> dict[str,
             **sections,
         },
     }
-
-
-def _status(cluster: ClusterAccess, namespace: str, name: str) -> dict[str, Any]:
-    return dict(cluster.get("inferencedeployment", name, namespace=namespace).get("status") or {})
-
-
-def _wait_ready(cluster: ClusterAccess, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        status = _status(cluster, namespace, name)
-        return status if status.get("phase") == "Ready" and status.get("readyReplicas") == replicas else None
-
-    return wait_for(ready, TIMEOUT, f"{name} Ready with {replicas} ready replicas")
-
-
-def _pods(cluster: ClusterAccess, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(cluster.get("pods", namespace=namespace, **{INSTANCE_LABEL: name}))
 
 
 def _ready_endpoints(cluster: ClusterAccess, namespace: str, service: str) -> int:
@@ -150,9 +134,9 @@ def test_a_lost_node_leaves_status_as_soon_as_the_service_stops_routing_to_it(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
     crds.apply(_idep("fleet", replicas=3), namespace=namespace)
-    _wait_ready(crds, namespace, "fleet", replicas=3)
+    wait_idep_ready(crds, namespace, "fleet", replicas=3)
     wait_for(lambda: _ready_endpoints(crds, namespace, "fleet") == 3, 30, "3 ready endpoints")
-    lost_pod = _pods(crds, namespace, "fleet")[0]
+    lost_pod = runtime_pods(crds, namespace, "fleet")[0]
     lost_pod_name = lost_pod["metadata"]["name"]
 
     with _lost_node(crds, lost_pod["spec"]["nodeName"]):
@@ -165,7 +149,7 @@ def test_a_lost_node_leaves_status_as_soon_as_the_service_stops_routing_to_it(
         deployment_ready_at_catch_up = None
         while time.monotonic() - started < 60:
             slice_ready = _ready_endpoints(crds, namespace, "fleet")
-            status = _status(crds, namespace, "fleet")
+            status = idep_status(crds, namespace, "fleet")
             sample = Sample(
                 time.monotonic() - started, slice_ready, status.get("readyReplicas"), status.get("ready")
             )
@@ -198,7 +182,7 @@ def test_a_lost_node_leaves_status_as_soon_as_the_service_stops_routing_to_it(
 
     # The node is back (or the pod garbage collector replaced the pod): status follows the Service.
     _nudge_endpoint_slice_controller(crds, namespace, "fleet")
-    status = _wait_ready(crds, namespace, "fleet", replicas=3)
+    status = wait_idep_ready(crds, namespace, "fleet", replicas=3)
     assert status["ready"] == "3/3"
 
 
@@ -208,7 +192,7 @@ def test_pods_the_api_server_refuses_show_as_degraded_with_its_message(
     crds.apply(_idep("orphan", runtime={"serviceAccountName": "does-not-exist"}), namespace=namespace)
 
     def failed_create() -> dict[str, Any] | None:
-        status = _status(crds, namespace, "orphan")
+        status = idep_status(crds, namespace, "orphan")
         degraded = condition({"status": status}, "Degraded") or {}
         return status if degraded.get("reason") == "FailedCreate" else None
 
@@ -309,17 +293,17 @@ def test_a_volume_the_kubelet_cannot_mount_shows_as_degraded_with_the_kubelets_m
     )
     api_key = {"apiKeySecretRef": {"name": "chat-key", "key": "token"}}
     crds.apply(_idep("mounty", serving=api_key), namespace=namespace)
-    _wait_ready(crds, namespace, "mounty", replicas=1)
+    wait_idep_ready(crds, namespace, "mounty", replicas=1)
     # The Secret goes after the spec was accepted; the next pod to start cannot mount it.
     crds.kubectl("delete", "secret", "chat-key", namespace=namespace)
-    (pod,) = _pods(crds, namespace, "mounty")
+    (pod,) = runtime_pods(crds, namespace, "mounty")
     _hold_before_first_container(crds, namespace, pod)
     wait_for(
-        lambda: _status(crds, namespace, "mounty").get("ready") == "0/1",
+        lambda: idep_status(crds, namespace, "mounty").get("ready") == "0/1",
         CATCH_UP_SECONDS,
         "status to see the pod waiting",
     )
-    assert (condition({"status": _status(crds, namespace, "mounty")}, "Degraded") or {}).get(
+    assert (condition({"status": idep_status(crds, namespace, "mounty")}, "Degraded") or {}).get(
         "status"
     ) == "False"
 
@@ -333,11 +317,11 @@ def test_a_volume_the_kubelet_cannot_mount_shows_as_degraded_with_the_kubelets_m
     )
 
     def failed_mount() -> dict[str, Any] | None:
-        found = condition({"status": _status(crds, namespace, "mounty")}, "Degraded") or {}
+        found = condition({"status": idep_status(crds, namespace, "mounty")}, "Degraded") or {}
         return found if found.get("reason") == "FailedMount" else None
 
     degraded = wait_for(failed_mount, FAILED_MOUNT_SECONDS, "Degraded with reason FailedMount")
     assert degraded["status"] == "True"
     assert degraded["message"] == f"pod {pod['metadata']['name']}: {kubelet_message}"
-    assert _status(crds, namespace, "mounty")["phase"] == "Degraded"
+    assert idep_status(crds, namespace, "mounty")["phase"] == "Degraded"
     assert kubelet_message in _warning_with_reason(crds, namespace, "mounty", "FailedMount")["message"]
