@@ -14,6 +14,10 @@ So the agent rewrites what the container would have resolved inside its namespac
    own address and two replicas can use the same port. A process that binds every interface
    without saying so cannot be moved this way: give it ``0.0.0.0`` or ``--host``.
 
+Only whole words are rewritten: a path inside a word (``python -c "open('/data/x')"``, a
+``--a=x,/data``) is left alone and names the *host's* path, so pass paths as their own argument
+or through env.
+
 And the interpreter: an argv[0] of ``python``/``python3``/``python3.X`` becomes the agent's own
 ``sys.executable``, because the image is never pulled: the process runs from the project's
 environment, where berth's packages are installed.
