@@ -1,5 +1,6 @@
 """Rotary position embeddings (the Llama/NeoX rotate-half form) with Llama 3, linear and dynamic-NTK
-frequency scaling (as Hugging Face computes them, within max_position_embeddings).
+frequency scaling (as Hugging Face computes them, within max_position_embeddings), or per-frequency
+divisors given outright (how a GGUF file stores Llama 3 scaling: llama.cpp's `rope_freqs` tensor).
 
 The cos/sin table is computed once for every position up to the context limit; applying it is a
 gather by position, so chunked prefill and decode share one code path.
@@ -25,6 +26,9 @@ class RopeScaling:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int | None = None
+    frequency_factors: tuple[float, ...] | None = None
+    """[head_dim // 2] divisors of the inverse frequencies, applied after `rope_type`'s scaling; None for
+    none. GGUF files carry Llama 3 scaling this way instead of its parameters."""
 
 
 def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embeddings: int) -> torch.Tensor:
@@ -38,6 +42,8 @@ def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embedd
         inv_freq = inv_freq / scaling.factor
     elif scaling.rope_type == "llama3":
         inv_freq = _llama3_scaled(inv_freq, scaling, max_position_embeddings)
+    if scaling.frequency_factors is not None:
+        inv_freq = inv_freq / torch.tensor(scaling.frequency_factors, dtype=torch.float32)
     return inv_freq
 
 
