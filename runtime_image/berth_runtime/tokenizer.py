@@ -82,7 +82,8 @@ def _tojson(
 
 
 class Tokenizer:
-    """encode/decode, the chat template and the EOS ids of one model directory."""
+    """encode/decode, the chat template and the EOS ids of one model (a directory's tokenizer.json,
+    or parts built elsewhere: `from_parts`, what a GGUF file's metadata gives)."""
 
     def __init__(self, model_dir: Path) -> None:
         path = model_dir / "tokenizer.json"
@@ -91,19 +92,45 @@ class Tokenizer:
                 f"{path} is missing; this runtime needs a fast tokenizer (tokenizer.json)"
             )
         try:
-            self._tokenizer = tokenizers.Tokenizer.from_file(str(path))
+            backend = tokenizers.Tokenizer.from_file(str(path))
         except Exception as error:  # the Rust side raises a bare Exception on malformed files
             raise ModelDirectoryError(f"{path} cannot be loaded: {error}") from None
         tokenizer_config = _read_optional_json(model_dir / "tokenizer_config.json")
-        self.bos_token = _token_text(tokenizer_config.get("bos_token"))
-        self.eos_token = _token_text(tokenizer_config.get("eos_token"))
-        self._special_tokens = {
+        special_tokens = {
             name: text
             for name in ("bos_token", "eos_token", "unk_token", "pad_token")
             if (text := _token_text(tokenizer_config.get(name))) is not None
         }
-        self.chat_template = _chat_template(model_dir, tokenizer_config)
+        self._set_parts(backend, special_tokens, _chat_template(model_dir, tokenizer_config), ())
         self.eos_token_ids = self._eos_ids(model_dir)
+
+    @classmethod
+    def from_parts(
+        cls,
+        backend: tokenizers.Tokenizer,
+        special_tokens: dict[str, str],
+        chat_template: str | None,
+        eos_token_ids: Sequence[int],
+    ) -> Tokenizer:
+        """A tokenizer from an already built `tokenizers.Tokenizer`; `special_tokens` maps bos_token,
+        eos_token, unk_token, pad_token to their text (what the chat template sees)."""
+        tokenizer = cls.__new__(cls)
+        tokenizer._set_parts(backend, special_tokens, chat_template, eos_token_ids)
+        return tokenizer
+
+    def _set_parts(
+        self,
+        backend: tokenizers.Tokenizer,
+        special_tokens: dict[str, str],
+        chat_template: str | None,
+        eos_token_ids: Sequence[int],
+    ) -> None:
+        self._tokenizer = backend
+        self._special_tokens = dict(special_tokens)
+        self.bos_token = special_tokens.get("bos_token")
+        self.eos_token = special_tokens.get("eos_token")
+        self.chat_template = chat_template
+        self.eos_token_ids = tuple(dict.fromkeys(eos_token_ids))
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
 
     def _eos_ids(self, model_dir: Path) -> tuple[int, ...]:
@@ -134,8 +161,9 @@ class Tokenizer:
         """Renders `messages` with the model's chat template (Hugging Face's jinja2 settings)."""
         if self.chat_template is None:
             raise ChatTemplateError(
-                "this model has no chat template (tokenizer_config.json 'chat_template' or "
-                "chat_template.jinja); use the completions API instead"
+                "this model has no chat template (tokenizer_config.json 'chat_template', "
+                "chat_template.jinja, or a GGUF file's tokenizer.chat_template); "
+                "use the completions API instead"
             )
         environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]

@@ -8,6 +8,7 @@ the file and tensor name when something is missing, unexpected or the wrong shap
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,7 +59,9 @@ def weight_files(model_dir: Path) -> list[Path]:
     )
 
 
-def _split_sizes(config: ModelConfig, fused: str) -> list[int]:
+def fused_split_sizes(config: ModelConfig, fused: str) -> list[int]:
+    """Rows of each checkpoint tensor inside a fused parameter (q, k, v of qkv_proj; gate, up of
+    gate_up_proj)."""
     if fused == "qkv_proj":
         kv = config.num_kv_heads * config.head_dim
         return [config.num_heads * config.head_dim, kv, kv]
@@ -116,7 +119,7 @@ def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
                     destination, shard, fused = target
                     tensor = checkpoint.get_tensor(name)
                     if shard is not None:
-                        sizes = _split_sizes(config, fused)
+                        sizes = fused_split_sizes(config, fused)
                         destination = destination.narrow(0, sum(sizes[:shard]), sizes[shard])
                     if tuple(tensor.shape) != tuple(destination.shape):
                         raise ModelDirectoryError(
@@ -133,16 +136,28 @@ def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
         )
 
 
+def build_model(
+    config: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_positions: int,
+    load_weights_into: Callable[[LlamaForCausalLM], None],
+) -> LlamaForCausalLM:
+    """Allocates the model for `config` on `device` in `dtype` (no init pass) and fills it with
+    `load_weights_into`, the one step that differs between checkpoint formats."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config, dtype, max_positions)
+    model = model.to_empty(device=device)
+    load_weights_into(model)
+    model.init_rotary_tables(device)
+    model.use_kernel_ops = device.type == "cuda"
+    return model.eval()
+
+
 def load_model(
     model_dir: Path, dtype: torch.dtype, device: torch.device, max_positions: int
 ) -> LlamaForCausalLM:
     """Builds the model for `model_dir` on `device` in `dtype` with its weights loaded."""
     config = load_model_config(model_dir)
     files = weight_files(model_dir)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config, dtype, max_positions)
-    model = model.to_empty(device=device)
-    load_weights(model, files)
-    model.init_rotary_tables(device)
-    model.use_kernel_ops = device.type == "cuda"
-    return model.eval()
+    return build_model(config, dtype, device, max_positions, lambda model: load_weights(model, files))
