@@ -69,7 +69,7 @@ def option_strings(command: str) -> frozenset[str]:
 
 def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     add = serve.add_argument
-    add("--model", required=True, help="Hugging Face layout model directory")
+    add("--model", required=True, help="Hugging Face layout model directory, or a GGUF file")
     add("--served-model-name", help="name clients ask for (default: basename of --model)")
     add("--host", default="0.0.0.0", help="bind address (default: %(default)s)")
     add("--port", type=int, default=8000, help="HTTP port for KServe v2, OpenAI, /metrics, health")

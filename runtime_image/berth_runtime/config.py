@@ -41,7 +41,8 @@ class RuntimeConfig:
     """Every `python -m berth_runtime serve` flag, validated; see the README's flag table."""
 
     model: str
-    """Path of a Hugging Face layout model directory (config.json, safetensors, tokenizer.json)."""
+    """Path of a Hugging Face layout model directory (config.json, safetensors, tokenizer.json), a GGUF
+    file, or a directory holding one .gguf file and no safetensors."""
     served_model_name: str | None = None
     """Name clients ask for; derived from the basename of `model` when None."""
     host: str = "0.0.0.0"
@@ -102,7 +103,12 @@ class RuntimeConfig:
         return self.gpu_memory_utilization
 
     def _validate_fields(self) -> None:
-        _require(isinstance(self.model, str) and self.model != "", "model", self.model, "a model directory")
+        _require(
+            isinstance(self.model, str) and self.model != "",
+            "model",
+            self.model,
+            "a model directory or GGUF file",
+        )
         if self.served_model_name is not None:
             _require(
                 isinstance(self.served_model_name, str) and self.served_model_name.strip() != "",

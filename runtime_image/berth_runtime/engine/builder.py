@@ -1,5 +1,6 @@
-"""Builds a ready `LLMEngine` from a `RuntimeConfig`: tokenizer, model weights, context limit and
-KV cache size (explicit, or derived from free device memory after a profiling forward pass)."""
+"""Builds a ready `LLMEngine` from a `RuntimeConfig`: tokenizer, model weights (from a Hugging Face
+directory or a GGUF file, see `models.checkpoint`), context limit and KV cache size (explicit, or
+derived from free device memory after a profiling forward pass)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from berth_runtime.engine.model_runner import (
 from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.engine.speculation import NgramSpeculator
+from berth_runtime.models.checkpoint import open_checkpoint
 from berth_runtime.models.llama import KVCache, LlamaForCausalLM
-from berth_runtime.models.loader import load_model
-from berth_runtime.models.model_config import ModelConfig, load_model_config
+from berth_runtime.models.model_config import ModelConfig
 from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.speculative import NgramProposer
@@ -124,13 +125,13 @@ def _captured_decode_graphs(
 
 
 def build_engine(config: RuntimeConfig) -> BuiltEngine:
-    model_dir = Path(config.model)
-    model_config = load_model_config(model_dir)
-    tokenizer = Tokenizer(model_dir)
+    checkpoint = open_checkpoint(Path(config.model))
+    model_config = checkpoint.config
+    tokenizer = checkpoint.tokenizer
     max_model_len = resolve_max_model_len(config, model_config)
     dtype = getattr(torch, config.dtype)
     device = torch.device(str(config.device))
-    model = load_model(model_dir, dtype, device, max_positions=max_model_len)
+    model = checkpoint.load_model(dtype, device, max_positions=max_model_len)
     # Before KV sizing, so the memory the full-precision weights free goes to the cache.
     quantized = quantize_linear_layers(model, config.quantization)
     if quantized:
@@ -138,9 +139,10 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     num_blocks = resolve_num_kv_blocks(config, model, dtype, max_model_len)
     kv_caches = allocate_kv_caches(model, num_blocks, config.block_size, dtype, device)
     logger.info(
-        "loaded %s (%s) on %s: max_model_len=%d, %d KV blocks of %d tokens",
-        model_dir,
+        "loaded %s (%s, %s) on %s: max_model_len=%d, %d KV blocks of %d tokens",
+        checkpoint.path,
         model_config.architecture,
+        checkpoint.format,
         device,
         max_model_len,
         num_blocks,
