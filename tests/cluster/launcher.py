@@ -152,6 +152,8 @@ def _launcher(cluster: RunningCluster, cwd: Path | None = None) -> processes.Lau
 
 def _register_nodes(cluster: RunningCluster, simulation: Simulation) -> list[str]:
     nodes = node_manifests(simulation)
+    if not nodes:  # a cluster of local nodes only
+        return []
     kubectl(cluster, "create", "-f", "-", stdin=yaml.safe_dump_all(nodes))
     names = [node["metadata"]["name"] for node in nodes]
     if names:
