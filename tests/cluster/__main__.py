@@ -1,9 +1,12 @@
-"""Shell entry point of the local control plane: ``python -m tests.cluster up|down|env|build|logs``.
+"""Shell entry point of the local control plane:
+``python -m tests.cluster up|down|env|build|logs|services``.
 
 Why: the demo script, CI and people at a terminal drive the same launcher the pytest fixtures
 use. ``up`` prints nothing but the lines to eval (so ``eval "$(python -m tests.cluster up)"``
 works); progress goes to stderr. ``logs`` prints a local-node pod's container logs, which
-``kubectl logs`` cannot reach (there is no kubelet API).
+``kubectl logs`` cannot reach (there is no kubelet API). ``services`` prints the local address of
+each berth Service (the stand-in for kube-proxy listens there; also the Service's annotation
+berth.dev/local-address).
 """
 
 from __future__ import annotations
@@ -45,6 +48,17 @@ def _print_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_services(name: str) -> int:
+    found = launcher.find(name)
+    addresses = found.serving.service_addresses() if found else {}
+    if not addresses:
+        print(f"cluster {name!r} has no berth Service with a local address", file=sys.stderr)
+        return 1
+    for service, ports in sorted(addresses.items()):
+        print(service, " ".join(f"{port}=http://{address}" for port, address in sorted(ports.items())))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,11 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="print shell exports for a running cluster")
     commands.add_parser("build", help="build the binaries into the cache and print their folder")
     logs = commands.add_parser("logs", help="print the container logs of a pod on a local node")
+    services = commands.add_parser("services", help="print the local address of each berth Service")
     logs.add_argument("pod", help="the pod's name")
     logs.add_argument("-n", "--namespace", default="default")
     logs.add_argument("-c", "--container", help="only this container (default: all)")
     logs.add_argument("-p", "--previous", action="store_true", help="the run before the current one")
-    for command in (up, down, env, logs):
+    for command in (up, down, env, logs, services):
         command.add_argument("--name", default="berth", help="cluster name (default: berth)")
     up.add_argument(
         "--gpu-pool",
@@ -110,9 +125,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"cluster {cluster.name!r} is up at {cluster.server} ({phases})", file=sys.stderr)
             print(f"logs: {cluster.log_dir}", file=sys.stderr)
+            if cluster.pids.get("service-proxy"):
+                listing = f"python -m tests.cluster services --name {cluster.name}"
+                print(f"berth Services answer on local ports: {listing}", file=sys.stderr)
+            if cluster.prometheus_url:
+                print(f"Prometheus scraping the runtime pods: {cluster.prometheus_url}", file=sys.stderr)
             print(_exports(cluster))
         elif args.command == "logs":
             return _print_logs(args)
+        elif args.command == "services":
+            return _print_services(args.name)
         elif args.command == "down":
             stopped = launcher.down(args.name)
             print(f"cluster {args.name!r} {'stopped' if stopped else 'was not running'}", file=sys.stderr)

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -29,6 +29,7 @@ from tests.cluster.build import Binaries, cache_root, ensure_binaries
 from tests.cluster.local_node.network import tear_down_subnet
 from tests.cluster.local_node.process import stop_leftovers
 from tests.cluster.pki import ClusterPki, make_pki
+from tests.cluster.serving import ServingState, start_serving, stop_serving
 from tests.cluster.simulation import (
     Simulation,
     kwok_config,
@@ -57,10 +58,21 @@ class RunningCluster:
     """How long each phase of ``up`` took: binaries, control plane, nodes."""
     attached_nodes: list[str] = field(default_factory=list)
     """Simulated nodes added to a cluster we did not start; ``down`` deletes them."""
+    prometheus_url: str = ""
+    """The Prometheus scraping the runtime pods of local nodes ("" when none runs)."""
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point kubectl and Kubernetes clients at this cluster."""
-        return {"KUBECONFIG": str(self.kubeconfig), "BERTH_CLUSTER_BIN": str(self.bin_dir)}
+        """Environment variables that point kubectl, Kubernetes clients and berth's operator (its
+        default Prometheus) at this cluster."""
+        env = {"KUBECONFIG": str(self.kubeconfig), "BERTH_CLUSTER_BIN": str(self.bin_dir)}
+        if self.prometheus_url:
+            env["BERTH_PROMETHEUS_URL"] = self.prometheus_url
+        return env
+
+    @property
+    def serving(self) -> ServingState:
+        """The Service proxy's and Prometheus' state (services.json: each Service's local address)."""
+        return ServingState(self.state_dir)
 
     @property
     def kubectl(self) -> Path:
@@ -93,6 +105,7 @@ class RunningCluster:
             pids={name: int(pid) for name, pid in record["pids"].items()},
             startup_seconds=dict(record.get("startup_seconds", {})),
             attached_nodes=list(record.get("attached_nodes", [])),
+            prometheus_url=str(record.get("prometheus_url", "")),
         )
 
 
@@ -211,7 +224,10 @@ def up(name: str = "berth", simulation: Simulation | None = None) -> RunningClus
             ),
         )
         _register_nodes(cluster, simulation)
-        _start_local_nodes(cluster, simulation)
+        if _start_local_nodes(cluster, simulation):
+            pids, prometheus_url = start_serving(admin_kubeconfig, cluster.serving, cluster.log_dir)
+            cluster.pids.update(pids)
+            cluster = replace(cluster, prometheus_url=prometheus_url)
         _wait_for_default_service_account(cluster)
     except BaseException:
         _stop_all(cluster)
@@ -335,6 +351,7 @@ def _stop_local_nodes(cluster: RunningCluster) -> None:
 
 
 def _stop_all(cluster: RunningCluster) -> None:
+    stop_serving(cluster.pids, cluster.serving)
     _stop_local_nodes(cluster)
     for name in _STOP_ORDER[1:]:
         pid = cluster.pids.get(name)
