@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from gguf_reference import Reference, smollm2_gguf_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from berth_runtime.models.checkpoint import Checkpoint, open_checkpoint
+from tests.smollm2_reference import Reference, load_reference, smollm2_gguf_file
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +19,7 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_reference(smollm2_gguf: Path) -> Reference:
-    directory, name = str(smollm2_gguf.parent), smollm2_gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
-    return Reference(tokenizer, model)
+    return load_reference(smollm2_gguf)
 
 
 @pytest.fixture(scope="session")

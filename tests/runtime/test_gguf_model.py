@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from engine_reference import make_engine, run_to_completion
-from gguf_reference import CHAT_PROMPTS, Reference
 
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.models.checkpoint import Checkpoint
 from berth_runtime.sampling_params import SamplingParams
+from tests.smollm2_reference import CHAT_PROMPTS, Reference
 
 pytest_plugins = ["gguf_fixtures"]
 

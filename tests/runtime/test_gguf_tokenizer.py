@@ -5,10 +5,10 @@ with SmolLM's digit split, control tokens matched whole, the template from token
 from __future__ import annotations
 
 import pytest
-from gguf_reference import CHAT_PROMPTS, Reference, chat
 
 from berth_runtime.models.checkpoint import Checkpoint
 from berth_runtime.tokenizer import Tokenizer
+from tests.smollm2_reference import CHAT_PROMPTS, Reference, chat
 
 pytest_plugins = ["gguf_fixtures"]
 

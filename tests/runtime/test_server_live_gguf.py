@@ -9,8 +9,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from gguf_reference import Reference, chat
 from live_server import LiveServer
+
+from tests.smollm2_reference import Reference, chat
 
 pytest_plugins = ["gguf_fixtures"]
 

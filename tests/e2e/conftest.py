@@ -1,0 +1,82 @@
+"""Fixtures of the end-to-end tests: berth whole on one machine.
+
+Why: every part of berth is proven apart elsewhere; here the loop turns for real. A local control
+plane with a local node whose pods really run (tests/cluster/local_node), the Service proxy and a
+Prometheus that scrapes the runtime pods (tests/cluster/serving.py), berth's CRD and operator (its
+autoscaler reading that Prometheus), and the real SmolLM2 model served by berth's runtime in the pods.
+The cluster is this session's own (no KWOK nodes), so its CPU goes to the model.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import launcher
+from tests.cluster.build import ensure_binaries
+from tests.cluster.simulation import Simulation
+from tests.integration.operator_process import OperatorProcess
+from tests.integration.support import ClusterAccess, condition, wait_for
+from tests.smollm2_reference import Reference, load_reference, smollm2_gguf_file
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRD_NAME = "inferencedeployments.berth.dev"
+E2E_SIMULATION = Simulation(gpu_pools=(), cpu_nodes=0, local_nodes=1, local_node_backoff_seconds=1.0)
+
+
+@pytest.fixture(scope="session")
+def local_bed() -> Iterator[launcher.RunningCluster]:
+    """The session's cluster whose pods really run, with the Service proxy and Prometheus."""
+    ensure_binaries()
+    running = launcher.up(f"e2e-{uuid.uuid4().hex[:6]}", E2E_SIMULATION)
+    try:
+        yield running
+    finally:
+        launcher.down(running.name)
+
+
+@pytest.fixture(scope="session")
+def bed(local_bed: launcher.RunningCluster) -> ClusterAccess:
+    """kubectl access to the local bed, with berth's CRD applied and Established."""
+    access = ClusterAccess(local_bed.kubeconfig, local_bed.kubectl, local=True)
+    access.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    wait_for(
+        lambda: (condition(access.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
+        60,
+        f"CRD {CRD_NAME} Established",
+    )
+    return access
+
+
+@pytest.fixture
+def bed_namespace(bed: ClusterAccess, request: pytest.FixtureRequest) -> Iterator[str]:
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    bed.kubectl("create", "namespace", name)
+    yield name
+    bed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture
+def bed_operator(
+    local_bed: launcher.RunningCluster, bed: ClusterAccess, bed_namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """berth's operator on the local bed, its autoscaler's default Prometheus the bed's."""
+    environment = {"BERTH_PROMETHEUS_URL": local_bed.prometheus_url} if local_bed.prometheus_url else {}
+    process = OperatorProcess(bed.kubeconfig, bed_namespace, tmp_path / "operator.log", environment)
+    process.start()
+    yield process
+    try:
+        bed.kubectl("delete", "inferencedeployments", "--all", "--timeout=120s", namespace=bed_namespace)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference() -> Reference:
+    """transformers reading the same GGUF file, in float32: the reference for greedy answers."""
+    return load_reference(smollm2_gguf_file())
