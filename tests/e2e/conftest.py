@@ -18,6 +18,7 @@ import pytest
 
 from tests.cluster import launcher
 from tests.cluster.build import ensure_binaries
+from tests.cluster.local_node.node import POD_NETWORK_ANNOTATION
 from tests.cluster.simulation import Simulation
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
@@ -43,6 +44,14 @@ def local_bed() -> Iterator[launcher.RunningCluster]:
 def bed(local_bed: launcher.RunningCluster) -> ClusterAccess:
     """kubectl access to the local bed, with berth's CRD applied and Established."""
     access = ClusterAccess(local_bed.kubeconfig, local_bed.kubectl, local=True)
+    for node in access.get("nodes"):
+        network = node["metadata"].get("annotations", {}).get(POD_NETWORK_ANNOTATION, "")
+        if "local route" not in network:
+            pytest.fail(
+                f"local node {node['metadata']['name']} has pod network {network!r}: its pods' loopback "
+                "addresses cannot be EndpointSlice endpoints, so no Service would answer. The local bed "
+                "needs CAP_NET_ADMIN (run as root) to route a private /24 to this host."
+            )
     access.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
     wait_for(
         lambda: (condition(access.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
