@@ -12,36 +12,29 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch  # type: ignore[import-untyped]
 
 from tests.cluster import launcher, processes
 from tests.cluster.local_node.logs import read_pod_logs
-from tests.cluster.local_node.node import POD_NETWORK_ANNOTATION, RUNS_PODS_LABEL
+from tests.cluster.local_node.node import POD_NETWORK_ANNOTATION
 from tests.cluster.simulation import Simulation
-from tests.integration.support import ClusterAccess, condition, wait_for
+from tests.integration.local_node_support import (
+    LocalNode,
+    ReadinessRecord,
+    deployment,
+    get,
+    only_pod,
+    pinned,
+    ready,
+)
+from tests.integration.support import ClusterAccess, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class LocalNode:
-    name: str
-    cluster: launcher.RunningCluster
-    routed: bool
-    """Pods get addresses EndpointSlices accept (the agent could add its local route)."""
-
-    @property
-    def pods_root(self) -> Path:
-        return self.cluster.local_node_dir / "pods"
 
 
 @pytest.fixture(scope="module")
@@ -70,89 +63,6 @@ def on_failure(local_node: LocalNode, namespace: str, request: pytest.FixtureReq
         for folder in sorted(local_node.pods_root.glob(f"{namespace}_*")):
             pod = folder.name.split("_")[1]
             print(read_pod_logs(local_node.pods_root, namespace, pod, tail_lines=40))
-
-
-def _pinned(node: LocalNode, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "nodeSelector": {"kubernetes.io/hostname": node.name, RUNS_PODS_LABEL: "true"},
-        "tolerations": [{"key": RUNS_PODS_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-        **spec,
-    }
-
-
-def _deployment(node: LocalNode, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": _pinned(node, spec)},
-        },
-    }
-
-
-def _only_pod(cluster: ClusterAccess, namespace: str, app: str) -> dict[str, Any] | None:
-    pods = [
-        pod
-        for pod in cluster.get("pods", namespace=namespace, app=app)
-        if not pod["metadata"].get("deletionTimestamp")
-    ]
-    return pods[0] if len(pods) == 1 else None
-
-
-def _ready(pod: dict[str, Any] | None) -> bool:
-    found = condition(pod, "Ready")
-    return bool(found and found["status"] == "True")
-
-
-def _get(url: str) -> str | None:
-    """The body at ``url``; None while nothing answers there (so wait_for retries)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
-
-
-@dataclass
-class ReadinessRecord:
-    """Every Ready value the API server held for the pods of one app, from a watch (polling would
-    miss a pod that is Ready for a moment before its probe could pass)."""
-
-    kubeconfig: Path
-    namespace: str
-    app: str
-    seen: list[tuple[float, bool]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def __enter__(self) -> ReadinessRecord:
-        api = client.CoreV1Api(config.new_client_from_config(config_file=str(self.kubeconfig)))
-        started = threading.Event()
-
-        def run() -> None:
-            version = api.list_namespaced_pod(self.namespace).metadata.resource_version
-            started.set()
-            while not self._stop.is_set():
-                for event in watch.Watch().stream(
-                    api.list_namespaced_pod, self.namespace, label_selector=f"app={self.app}",
-                    resource_version=version, timeout_seconds=1,
-                ):  # fmt: skip
-                    pod = event["object"]
-                    version = pod.metadata.resource_version
-                    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-                    self.seen.append((time.monotonic(), ready))
-
-        threading.Thread(target=run, daemon=True).start()
-        assert started.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    def ready_before(self, moment: float) -> bool:
-        return any(ready for at, ready in self.seen if at < moment)
 
 
 WEB_SERVER = ["python", "-m", "http.server", "--bind", "0.0.0.0", "--directory", "/srv", "8080"]
@@ -204,10 +114,10 @@ def test_a_pod_runs_its_init_container_then_serves_and_is_ready_only_once_its_pr
     }
     with ReadinessRecord(cluster.kubeconfig, namespace, "web") as record:
         created = time.monotonic()
-        cluster.apply(_deployment(local_node, "web", spec), namespace)
+        cluster.apply(deployment(local_node, "web", spec), namespace)
 
         def running() -> dict[str, Any] | None:
-            pod = _only_pod(cluster, namespace, "web")
+            pod = only_pod(cluster, namespace, "web")
             return pod if pod and pod["status"].get("phase") == "Running" else None
 
         pod = wait_for(running, 30, "the web pod Running")
@@ -220,14 +130,14 @@ def test_a_pod_runs_its_init_container_then_serves_and_is_ready_only_once_its_pr
         assert (init["exitCode"], init["reason"]) == (0, "Completed")
         assert status["containerStatuses"][0]["state"].get("running")
         # The process answers on the pod's own address, and got the ConfigMap key and its IP through env.
-        assert wait_for(lambda: _get(f"http://{pod_ip}:8080/greeting.txt"), 10, "the server answering") == (
+        assert wait_for(lambda: get(f"http://{pod_ip}:8080/greeting.txt"), 10, "the server answering") == (
             f"hello from a ConfigMap to {pod_ip}"
         )
         # /ready.txt does not exist yet: the probe fails every second and the pod stays unready.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             pod = cluster.get("pod", pod["metadata"]["name"], namespace)
-            assert not _ready(pod), "Ready before the readiness probe could pass"
+            assert not ready(pod), "Ready before the readiness probe could pass"
             time.sleep(0.5)
         assert pod["status"]["containerStatuses"][0]["ready"] is False
         unhealthy = cluster.get("events", namespace=namespace)
@@ -240,7 +150,7 @@ def test_a_pod_runs_its_init_container_then_serves_and_is_ready_only_once_its_pr
         made_ready = time.monotonic()
         (site / "ready.txt").write_text("ok")
         pod = wait_for(
-            lambda: (p := _only_pod(cluster, namespace, "web")) and _ready(p) and p, 10, "the web pod Ready"
+            lambda: (p := only_pod(cluster, namespace, "web")) and ready(p) and p, 10, "the web pod Ready"
         )
         ready_after = time.monotonic() - made_ready
     assert pod["status"]["containerStatuses"][0]["ready"] is True
@@ -270,7 +180,7 @@ def test_a_service_gets_the_ready_pod_address_as_its_endpoint_and_it_answers(
         ],
         "volumes": [{"name": "site", "hostPath": {"path": str(tmp_path)}}],
     }
-    cluster.apply(_deployment(local_node, "site", spec), namespace)
+    cluster.apply(deployment(local_node, "site", spec), namespace)
     service_spec = {
         "selector": {"app": "site"},
         "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
@@ -279,7 +189,7 @@ def test_a_service_gets_the_ready_pod_address_as_its_endpoint_and_it_answers(
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "site"}, "spec": service_spec}, namespace
     )
     pod = wait_for(
-        lambda: (p := _only_pod(cluster, namespace, "site")) and _ready(p) and p, 30, "the site pod Ready"
+        lambda: (p := only_pod(cluster, namespace, "site")) and ready(p) and p, 30, "the site pod Ready"
     )
 
     def ready_endpoints() -> list[dict[str, Any]] | None:
@@ -292,7 +202,7 @@ def test_a_service_gets_the_ready_pod_address_as_its_endpoint_and_it_answers(
     assert endpoints[0]["nodeName"] == local_node.name
     slices = cluster.get("endpointslices", namespace=namespace, **{"kubernetes.io/service-name": "site"})
     port = slices[0]["ports"][0]["port"]
-    assert _get(f"http://{endpoints[0]['addresses'][0]}:{port}/") == "served by a local node"
+    assert get(f"http://{endpoints[0]['addresses'][0]}:{port}/") == "served by a local node"
 
 
 def test_a_container_that_exits_3_crash_loops_with_a_doubling_back_off(
@@ -300,11 +210,11 @@ def test_a_container_that_exits_3_crash_loops_with_a_doubling_back_off(
 ) -> None:
     command = ["python", "-c", "import sys; print('cannot load weights'); sys.exit(3)"]
     spec = {"containers": [{"name": "crash", "image": "python:3.11", "command": command}]}
-    cluster.apply(_deployment(local_node, "crash", spec), namespace)
+    cluster.apply(deployment(local_node, "crash", spec), namespace)
     messages: set[str] = set()
 
     def looping() -> dict[str, Any] | None:
-        pod = _only_pod(cluster, namespace, "crash")
+        pod = only_pod(cluster, namespace, "crash")
         if not pod or not pod["status"].get("containerStatuses"):
             return None
         container = pod["status"]["containerStatuses"][0]
@@ -322,7 +232,7 @@ def test_a_container_that_exits_3_crash_loops_with_a_doubling_back_off(
     assert (last["exitCode"], last["reason"]) == (3, "Error")
     assert last["message"] == "cannot load weights"
     assert container["ready"] is False
-    pod = _only_pod(cluster, namespace, "crash")
+    pod = only_pod(cluster, namespace, "crash")
     assert pod is not None and pod["status"]["phase"] == "Running"
     metadata = pod["metadata"]
     assert container["state"]["waiting"]["message"].endswith(
@@ -352,7 +262,7 @@ PRE_STOP = "import sys, time; open(sys.argv[1], 'w').write(repr(time.time())); t
 def test_deleting_a_pod_runs_pre_stop_then_sigterm_within_the_grace_period_and_the_pod_goes(
     cluster: ClusterAccess, namespace: str, local_node: LocalNode, tmp_path: Path, on_failure: None
 ) -> None:
-    spec = _pinned(
+    spec = pinned(
         local_node,
         {
             "terminationGracePeriodSeconds": 10,
@@ -409,7 +319,7 @@ def test_missing_secret_volume_and_config_key_hold_the_pod_with_the_kubelets_rea
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": name},
-                "spec": _pinned(local_node, spec),
+                "spec": pinned(local_node, spec),
             },
             namespace,
         )
@@ -445,7 +355,7 @@ def test_missing_secret_volume_and_config_key_hold_the_pod_with_the_kubelets_rea
         "patch", "configmap", "settings", "-p", '{"data": {"absent": "here now"}}', namespace=namespace
     )
     for name in ("mounting", "configured"):
-        wait_for(lambda name=name: _ready(cluster.get("pod", name, namespace)), 30, f"pod {name} Ready")
+        wait_for(lambda name=name: ready(cluster.get("pod", name, namespace)), 30, f"pod {name} Ready")
 
 
 def test_down_stops_the_agent_and_every_process_it_started(cluster: ClusterAccess, namespace: str) -> None:
@@ -453,7 +363,7 @@ def test_down_stops_the_agent_and_every_process_it_started(cluster: ClusterAcces
     attachment = launcher.attach(f"pytest-local-down-{os.getpid()}", cluster.kubeconfig, simulation)
     node = f"ld{os.getpid()}-0"
     try:
-        spec = _pinned(
+        spec = pinned(
             LocalNode(node, attachment, routed=False),
             {
                 "containers": [
@@ -465,7 +375,7 @@ def test_down_stops_the_agent_and_every_process_it_started(cluster: ClusterAcces
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"}, "spec": spec}, namespace
         )
         pod = wait_for(
-            lambda: _ready(p := cluster.get("pod", "sleeper", namespace)) and p, 30, "the sleeper Ready"
+            lambda: ready(p := cluster.get("pod", "sleeper", namespace)) and p, 30, "the sleeper Ready"
         )
         pid = int(pod["status"]["containerStatuses"][0]["containerID"].rsplit("/", 1)[1])
         assert processes.is_alive(pid)
