@@ -3,10 +3,14 @@
 Each replica runs engine steps: every step decodes one token for each running request and
 prefills up to `prefill_chunk` prompt tokens (chunked prefill), taking
 `step_base + step_per_sequence * batch + step_per_prefill_token * prefilled` seconds. The constants
-come from the runtime's reference figures for the 8B shape on one H200 (PERFORMANCE.md: b1 149
-tok/s, b64 7.8k tok/s from one CUDA graph; prefill near 2x the compute limit). A replica admits
-waiting requests up to `max_batch` and its KV-cache limit. Within one time step the model is
-fluid: steps are counted fractionally, which keeps an hour of a dozen replicas to seconds.
+model the 8B shape on one H200 as a plain PyTorch decode step replayed from one CUDA graph was
+first measured there: 6.7 ms per step plus 24 us per running sequence (149 tok/s at batch 1, 7.8k
+tok/s at batch 64) and 45 us per prefilled token (about 2x the compute limit). berth's engine as
+measured since is faster (docs/gpu-results.md: 198 tok/s at batch 1, 8,776 at batch 64, a
+2,048-token prefill 1.31x the compute limit), so the simulated replicas err on the slow side.
+A replica admits waiting requests up to `max_batch` and its KV-cache limit. Within one time step
+the model is fluid: steps are counted fractionally, which keeps an hour of a dozen replicas to
+seconds.
 
 Metrics are counted the way the runtime exports them (vLLM's names): prompt and generated
 tokens, finished requests, TTFT and inter-token latency histograms, running/waiting gauges and

@@ -5,8 +5,10 @@ For the 1B and 8B shapes of bench/decode.py (random weights; bf16, and int8 weig
 8 and 64 at context 192 (prompt 128 plus half of 128 new tokens), it prints the replayed step time
 with the model's torch reference layers and with the kernel layer ops (``kernels.layer_ops``), and
 the share of the limit: (weight bytes + KV bytes the step reads) / step time / copy bandwidth.
-PERFORMANCE.md's "plain PyTorch step replayed from one captured CUDA graph" row is the baseline it
-compares with. This is what the engine reaches once its model runner captures decode in CUDA graphs.
+The reference-layer run -- plain PyTorch, replayed from one captured CUDA graph -- is the baseline
+printed beside the kernel run. This is what the engine reaches once its model runner captures
+decode in CUDA graphs; figures from an H200 are in docs/gpu-results.md ("Profile: where a batch-1
+step goes").
 
 Needs CUDA. Usage: python bench/decode_step.py [--shapes 1b,8b] [--batches 1,8,64] [--json PATH]
 """

@@ -18,7 +18,6 @@ SOURCE_PATTERN = (
     r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?"
     r"|file:///[^\s]*)$"
 )
-SOURCE_SCHEMES = ("hf://", "s3://", "pvc://", "file://")
 # Amazon S3's general-purpose bucket naming rules beyond the characters and length (the runtime's
 # fetcher applies the same ones: berth_runtime.fetch.source.s3_bucket_problem). Each pattern
 # matches a source whose bucket breaks one rule.
