@@ -179,7 +179,9 @@ def _change_not_applied_yet(
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class _ScalingVerdict:
+    """What the bounds and sizing rules concluded: the count, why, the SLOs breached, the history."""
+
     replicas: int
     reason: str
     breaches: tuple[str, ...]
@@ -206,7 +208,7 @@ def _evaluate(
     history: ScalingHistory,
     now: float,
     tuning: Tuning,
-) -> _Verdict:
+) -> _ScalingVerdict:
     lowest, highest = targets.bounds()
     replicas = current.desired
     recent_growth = 0.0
@@ -248,7 +250,7 @@ def _evaluate(
 
     if replicas > highest or replicas < lowest:
         target = min(max(replicas, lowest), highest)
-        return _Verdict(
+        return _ScalingVerdict(
             target, f"{replicas} replicas is outside the bounds [{lowest}, {highest}]", breaches, history
         )
 
@@ -263,10 +265,12 @@ def _evaluate(
                 if forced
                 else sizing
             )
-            return _Verdict(target, f"{cause}; {why}", breaches, history)
+            return _ScalingVerdict(target, f"{cause}; {why}", breaches, history)
         if candidate > highest:
-            return _Verdict(replicas, f"{summary}; {sizing}, but the bound is {highest}", breaches, history)
-        return _Verdict(
+            return _ScalingVerdict(
+                replicas, f"{summary}; {sizing}, but the bound is {highest}", breaches, history
+            )
+        return _ScalingVerdict(
             replicas,
             f"{summary}; {sizing}; waiting out the {targets.scale_up_stabilization_seconds:.0f}s "
             "scale-up stabilization",
@@ -280,7 +284,7 @@ def _evaluate(
             if current.starting
             else sizing
         )
-        return _Verdict(replicas, f"holding {replicas}: {summary}; {on_the_way}", breaches, history)
+        return _ScalingVerdict(replicas, f"holding {replicas}: {summary}; {on_the_way}", breaches, history)
 
     down_window_start = now - targets.scale_down_stabilization_seconds
     stable = history.last_scale_time is None or history.last_scale_time <= down_window_start
@@ -292,14 +296,14 @@ def _evaluate(
         target = max(candidate, lowest)
         if target < replicas:
             survivors = survivor_words(load, target, ceiling, floor, tuning)
-            return _Verdict(
+            return _ScalingVerdict(
                 target,
                 f"{summary}; {survivors}; no scale-up needed for "
                 f"{targets.scale_down_stabilization_seconds:.0f}s",
                 breaches,
                 history,
             )
-    return _Verdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
+    return _ScalingVerdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
 
 
 def _finish(

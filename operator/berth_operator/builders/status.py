@@ -52,8 +52,10 @@ OWNED_FIELDS = (
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """Whether the operator accepted the spec (Accepted condition); reason/message say why not."""
+class SpecVerdict:
+    """The operator's verdict on a spec, shown as the Accepted condition: accepted, or why not (a spec
+    that cannot be parsed, a GPU product not offered, a missing Secret, a child name held by another
+    object, a child the API server refused)."""
 
     accepted: bool
     reason: str
@@ -75,7 +77,7 @@ class StatusInputs:
 
     name: str
     observed_generation: int | None
-    verdict: Verdict
+    verdict: SpecVerdict
     target_revision: str | None
     desired_replicas: int
     endpoint: str | None

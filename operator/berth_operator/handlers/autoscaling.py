@@ -31,7 +31,7 @@ from berth_operator.autoscaling.signals import (
     collect_signals,
 )
 from berth_operator.autoscaling.state import history_from_status
-from berth_operator.builders.status import Verdict
+from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.checks import parse_spec
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.status_sync import parse_status
@@ -90,7 +90,7 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
     if owner is None:
         return None
     spec = parse_spec(owner.get("spec", {}))
-    if isinstance(spec, Verdict) or not spec.autoscaling.enabled:
+    if isinstance(spec, SpecVerdict) or not spec.autoscaling.enabled:
         return None
     deployment = await context.api.get(DEPLOYMENT, namespace, name)
     if deployment is None:
@@ -175,7 +175,7 @@ async def autoscaler(
 
     def interval_seconds() -> float:
         spec = parse_spec(body.get("spec", {}))  # the daemon's body is a live view of the resource
-        return float(spec.autoscaling.interval_seconds) if not isinstance(spec, Verdict) else 15.0
+        return float(spec.autoscaling.interval_seconds) if not isinstance(spec, SpecVerdict) else 15.0
 
     async def evaluate_once() -> None:
         try:

@@ -1,7 +1,7 @@
 """Checks a spec that passed the schema but may still never work: parse errors the CRD could not
 catch, a GPU product outside the operator's allow-list, a referenced Secret that does not exist.
 
-Each failure is a Verdict (Accepted=False with a reason and a message naming the field and value),
+Each failure is a SpecVerdict (Accepted=False with a reason and a message naming the field and value),
 which becomes a status condition and an Event instead of a crash loop.
 """
 
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
-from berth_operator.builders.status import Verdict
+from berth_operator.builders.status import SpecVerdict
 from berth_operator.kube import Forbidden, KubeApi
 from berth_operator.kube.kinds import SECRET
 from berth_operator.settings import OperatorSettings
@@ -25,11 +25,11 @@ REASON_SECRET_NOT_FOUND = "SecretNotFound"
 REASON_INVALID_NAME = "InvalidName"
 
 
-def check_name(name: str) -> Verdict | None:
+def check_name(name: str) -> SpecVerdict | None:
     """The name becomes a Service name: an RFC 1035 label (the CRD checks it too, on create)."""
     if len(name) <= identity.NAME_MAX_LENGTH and re.fullmatch(identity.NAME_PATTERN, name):
         return None
-    return Verdict(False, REASON_INVALID_NAME, identity.NAME_RULE_MESSAGE + f" (got {name!r})")
+    return SpecVerdict(False, REASON_INVALID_NAME, identity.NAME_RULE_MESSAGE + f" (got {name!r})")
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -43,17 +43,17 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def parse_spec(raw_spec: Any) -> InferenceDeploymentSpec | Verdict:
+def parse_spec(raw_spec: Any) -> InferenceDeploymentSpec | SpecVerdict:
     try:
         return InferenceDeploymentSpec.model_validate(raw_spec)
     except ValidationError as error:
-        return Verdict(False, REASON_INVALID_SPEC, describe_validation_error(error))
+        return SpecVerdict(False, REASON_INVALID_SPEC, describe_validation_error(error))
 
 
-def check_gpu_product(spec: InferenceDeploymentSpec, settings: OperatorSettings) -> Verdict | None:
+def check_gpu_product(spec: InferenceDeploymentSpec, settings: OperatorSettings) -> SpecVerdict | None:
     product = spec.resources.gpu.product
     if settings.gpu_products and product is not None and product not in settings.gpu_products:
-        return Verdict(
+        return SpecVerdict(
             False,
             REASON_UNSUPPORTED_GPU,
             f"spec.resources.gpu.product {product!r} is not offered by this cluster; "
@@ -62,8 +62,8 @@ def check_gpu_product(spec: InferenceDeploymentSpec, settings: OperatorSettings)
     return None
 
 
-async def check_secrets(api: KubeApi, namespace: str, spec: InferenceDeploymentSpec) -> Verdict | None:
-    """The first referenced Secret (or Secret key) that is missing, as a Verdict; None when all exist.
+async def check_secrets(api: KubeApi, namespace: str, spec: InferenceDeploymentSpec) -> SpecVerdict | None:
+    """The first referenced Secret (or Secret key) that is missing, as a SpecVerdict; None when all exist.
 
     Without permission to read Secrets the check is skipped: the pods then report the problem.
     """
@@ -80,8 +80,8 @@ async def check_secrets(api: KubeApi, namespace: str, spec: InferenceDeploymentS
             return None
         if secret is None:
             message = f"{field_path}: Secret {name!r} not found in namespace {namespace!r}"
-            return Verdict(False, REASON_SECRET_NOT_FOUND, message)
+            return SpecVerdict(False, REASON_SECRET_NOT_FOUND, message)
         if key is not None and key not in {**secret.get("data", {}), **secret.get("stringData", {})}:
             message = f"{field_path}: Secret {name!r} has no key {key!r}"
-            return Verdict(False, REASON_SECRET_NOT_FOUND, message)
+            return SpecVerdict(False, REASON_SECRET_NOT_FOUND, message)
     return None

@@ -25,7 +25,7 @@ from berth_operator.builders.configmap import config_map_name
 from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import effective_replicas
-from berth_operator.builders.status import Verdict
+from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets, parse_spec
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.status_sync import parse_status, sync_status
@@ -78,7 +78,7 @@ def _describe(results: list[ApplyResult]) -> str:
     return ", ".join(f"{result.outcome} {result.kind} {result.name}" for result in results)
 
 
-async def _reject(context: OperatorContext, body: dict[str, Any], verdict: Verdict) -> None:
+async def _reject(context: OperatorContext, body: dict[str, Any], verdict: SpecVerdict) -> None:
     metadata = body["metadata"]
     await sync_status(
         context,
@@ -90,7 +90,7 @@ async def _reject(context: OperatorContext, body: dict[str, Any], verdict: Verdi
 
 
 async def _refuse_and_retry(
-    context: OperatorContext, body: dict[str, Any], verdict: Verdict, retry: int
+    context: OperatorContext, body: dict[str, Any], verdict: SpecVerdict, retry: int
 ) -> NoReturn:
     await _reject(context, body, verdict)
     raise kopf.TemporaryError(verdict.message, delay=retry_delay(retry))
@@ -103,7 +103,9 @@ async def _apply_all(
     try:
         observed = await check_children(context.api, build_children(build))
     except ChildConflict as conflict:
-        await _refuse_and_retry(context, body, Verdict(False, REASON_CHILD_CONFLICT, str(conflict)), retry)
+        await _refuse_and_retry(
+            context, body, SpecVerdict(False, REASON_CHILD_CONFLICT, str(conflict)), retry
+        )
     results = []
     for child in observed:
         try:
@@ -116,7 +118,7 @@ async def _apply_all(
                 f"the API server refused {kind} {metadata['namespace']}/{metadata['name']}: "
                 f"{error.message or error.reason}"
             )
-            await _refuse_and_retry(context, body, Verdict(False, REASON_APPLY_FAILED, message), retry)
+            await _refuse_and_retry(context, body, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
     return results
 
 
@@ -140,7 +142,7 @@ async def reconcile(
         await _reject(context, body, invalid_name)
         raise kopf.PermanentError(invalid_name.message)
     spec = parse_spec(body.get("spec", {}))
-    if isinstance(spec, Verdict):
+    if isinstance(spec, SpecVerdict):
         await _reject(context, body, spec)
         raise kopf.PermanentError(spec.message)
     unsupported = check_gpu_product(spec, context.settings)
@@ -166,7 +168,7 @@ async def reconcile(
         context,
         namespace,
         name,
-        verdict=Verdict(True, REASON_APPLIED, f"revision {revision} applied"),
+        verdict=SpecVerdict(True, REASON_APPLIED, f"revision {revision} applied"),
         generation=metadata.get("generation"),
     )
     return results
@@ -198,7 +200,7 @@ async def follow_replica_decision(
     accepted = status.condition(CONDITION_ACCEPTED)
     spec = parse_spec(body.get("spec", {}))
     if (
-        isinstance(spec, Verdict)
+        isinstance(spec, SpecVerdict)
         or not spec.autoscaling.enabled
         or accepted is None
         or accepted.status != "True"

@@ -29,8 +29,8 @@ from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.service import endpoint_url
 from berth_operator.builders.serving import endpoint_slice_selector
 from berth_operator.builders.status import (
+    SpecVerdict,
     StatusInputs,
-    Verdict,
     derive_status,
     owned_status,
     transition_events,
@@ -69,7 +69,7 @@ async def sync_status(
     namespace: str,
     name: str,
     *,
-    verdict: Verdict | None = None,
+    verdict: SpecVerdict | None = None,
     generation: int | None = None,
 ) -> bool:
     """Derive and write the status; True when something was written.
@@ -86,11 +86,11 @@ async def sync_status(
             accepted = previous.condition(CONDITION_ACCEPTED)
             if accepted is None:
                 return False  # never reconciled: the first reconcile writes the first status
-            verdict = Verdict(accepted.status == "True", accepted.reason, accepted.message)
+            verdict = SpecVerdict(accepted.status == "True", accepted.reason, accepted.message)
 
         target_revision, desired, endpoint = None, 0, None
         spec = parse_spec(owner.get("spec", {}))
-        if not isinstance(spec, Verdict):
+        if not isinstance(spec, SpecVerdict):
             build = BuildContext(
                 owner=Owner(name, namespace, owner["metadata"].get("uid", "")),
                 spec=spec,

@@ -9,10 +9,10 @@ from typing import Any
 from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.builders.labels import REVISION_LABEL
 from berth_operator.builders.pod_problems import is_pod_ready
-from berth_operator.builders.status import StatusInputs, Verdict
+from berth_operator.builders.status import SpecVerdict, StatusInputs
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-ACCEPTED = Verdict(True, "Applied", "children applied")
+ACCEPTED = SpecVerdict(True, "Applied", "children applied")
 TARGET = "rev-new"
 
 
@@ -66,7 +66,7 @@ def make_inputs(
     deployment: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     desired: int = 2,
-    verdict: Verdict = ACCEPTED,
+    verdict: SpecVerdict = ACCEPTED,
     previous: dict[str, Any] | None = None,
     endpoint_slices: list[dict[str, Any]] | None = None,
     pod_events: list[dict[str, Any]] | None = None,

@@ -11,8 +11,8 @@ from status_factories import NOW, TARGET, conditions_of, make_deployment, make_i
 from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.builders.pod_problems import pod_problem
 from berth_operator.builders.status import (
+    SpecVerdict,
     StatusInputs,
-    Verdict,
     derive_status,
     owned_status,
     transition_events,
@@ -231,7 +231,7 @@ def test_pod_problem_reasons(pod: dict[str, Any], reason: str | None) -> None:
 
 
 def test_rejected_spec_fails_with_its_reason() -> None:
-    verdict = Verdict(False, "SecretNotFound", 'secret "hf-token" not found in namespace ml')
+    verdict = SpecVerdict(False, "SecretNotFound", 'secret "hf-token" not found in namespace ml')
     status = derive_status(make_inputs(None, [], verdict=verdict))
     assert status["phase"] == "Failed"
     assert conditions_of(status)["Accepted"] == ("False", "SecretNotFound")
@@ -325,14 +325,16 @@ def test_owned_status_ignores_other_writers() -> None:
 
 
 def test_a_refused_spec_is_announced_once() -> None:
-    verdict = Verdict(False, "SecretNotFound", "spec.model.credentialsSecretRef: Secret 'hf-token' not found")
+    verdict = SpecVerdict(
+        False, "SecretNotFound", "spec.model.credentialsSecretRef: Secret 'hf-token' not found"
+    )
     status = derive_status(make_inputs(None, [], verdict=verdict))
     events = transition_events(InferenceDeploymentStatus(), status)
     assert [(e.type, e.reason) for e in events] == [("Warning", "SecretNotFound")]
 
 
 def test_recovery_from_a_refused_spec_is_told_by_ready_not_recovered() -> None:
-    refused = derive_status(make_inputs(None, [], verdict=Verdict(False, "SecretNotFound", "missing")))
+    refused = derive_status(make_inputs(None, [], verdict=SpecVerdict(False, "SecretNotFound", "missing")))
     ready = derive_status(
         make_inputs(
             make_deployment(2, 2, 2), [make_pod("a", ready=True), make_pod("b", ready=True)], previous=refused
