@@ -7,6 +7,24 @@ from pydantic import Field
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 
 
+def replica_bounds(
+    min_replicas: int, max_replicas: int, gpus_per_replica: int, max_gpus: int | None
+) -> tuple[int, int]:
+    """(fewest, most) replicas autoscaling may run -- the one definition the Deployment's count and
+    the autoscaling policy both use.
+
+    The most is maxReplicas capped by the GPU budget (maxGpus // GPUs per replica; a replica without
+    GPUs costs none). Where the budget cannot pay even for minReplicas, the budget wins and the
+    fewest drops to the most: a budget is a limit on spend. An admitted spec never gets there (the
+    CRD's CEL rule and its pydantic twin refuse maxGpus < minReplicas x gpu.count); the policy's
+    Targets, built by hand in the simulation, can.
+    """
+    most = max_replicas
+    if max_gpus is not None and gpus_per_replica > 0:
+        most = min(most, max_gpus // gpus_per_replica)
+    return min(min_replicas, most), most
+
+
 class SloSpec(ApiModel):
     """Latency targets the autoscaler keeps the deployment within."""
 

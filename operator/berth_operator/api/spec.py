@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from berth_operator.api.autoscaling import AutoscalingSpec
+from berth_operator.api.autoscaling import AutoscalingSpec, replica_bounds
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.resources import GPU_PRODUCT_LABEL, ResourcesSpec, SchedulingSpec
@@ -69,6 +69,14 @@ class InferenceDeploymentSpec(ApiModel):
         description="Endpoint, authentication and graceful shutdown.",
         json_schema_extra=section_default(ServingSpec),
     )
+
+    def replica_bounds(self) -> tuple[int, int]:
+        """(fewest, most) replicas autoscaling may run: the autoscaling bounds, the most capped by
+        the GPU budget (see `api.autoscaling.replica_bounds`)."""
+        autoscaling = self.autoscaling
+        return replica_bounds(
+            autoscaling.min_replicas, autoscaling.max_replicas, self.resources.gpu.count, autoscaling.max_gpus
+        )
 
     cross_field_rules = (
         CrossFieldRule(

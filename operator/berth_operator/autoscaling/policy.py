@@ -5,7 +5,8 @@ No I/O, no clock, no Kubernetes: the operator's timer and the simulation in `ben
 same function. The rules, in the order they apply:
 
 1. Bounds: the answer always lies in [minReplicas, min(maxReplicas, maxGpus // gpus per replica)];
-   the GPU budget wins over minReplicas when the two disagree.
+   the GPU budget wins over minReplicas when the two disagree (`api.autoscaling.replica_bounds`, the
+   same definition the Deployment's count is clamped by).
 2. Hand edits: if the Deployment's replicas differ from what the autoscaler last set, someone
    changed them -- unless they still show the count from before the autoscaler's last change, made
    less than `apply_grace_seconds` ago (that change is on its way to the Deployment). Rule: the
@@ -34,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from berth_operator.api.autoscaling import replica_bounds
 from berth_operator.autoscaling.capacity import (
     SloTargets,
     Tuning,
@@ -80,11 +82,9 @@ class Targets:
                 raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
 
     def bounds(self) -> tuple[int, int]:
-        """(lowest, highest) replica count allowed; the GPU budget caps both."""
-        highest = self.max_replicas
-        if self.max_gpus is not None and self.gpus_per_replica > 0:
-            highest = min(highest, self.max_gpus // self.gpus_per_replica)
-        return min(self.min_replicas, highest), highest
+        """(lowest, highest) replica count allowed; the GPU budget caps both (the spec's own rule,
+        `api.autoscaling.replica_bounds`)."""
+        return replica_bounds(self.min_replicas, self.max_replicas, self.gpus_per_replica, self.max_gpus)
 
 
 @dataclass(frozen=True)

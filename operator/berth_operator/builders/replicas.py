@@ -5,15 +5,6 @@ from __future__ import annotations
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
 
 
-def replica_bounds(spec: InferenceDeploymentSpec) -> tuple[int, int]:
-    """(min, max) replicas autoscaling may choose: the spec's bounds, tightened by the GPU budget."""
-    autoscaling = spec.autoscaling
-    most = autoscaling.max_replicas
-    if autoscaling.max_gpus is not None and spec.resources.gpu.count > 0:
-        most = min(most, autoscaling.max_gpus // spec.resources.gpu.count)
-    return autoscaling.min_replicas, max(most, autoscaling.min_replicas)
-
-
 def effective_replicas(spec: InferenceDeploymentSpec, status: InferenceDeploymentStatus | None) -> int:
     """Replicas to run now.
 
@@ -26,5 +17,5 @@ def effective_replicas(spec: InferenceDeploymentSpec, status: InferenceDeploymen
     decided = status.autoscaling.desired_replicas if status and status.autoscaling else None
     if decided is not None and not spec.autoscaling.dry_run:
         wanted = decided
-    least, most = replica_bounds(spec)
+    least, most = spec.replica_bounds()
     return min(max(wanted, least), most)

@@ -14,7 +14,7 @@ from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import build_config_map
 from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION, selector_string
 from berth_operator.builders.pdb import build_pod_disruption_budget
-from berth_operator.builders.replicas import effective_replicas, replica_bounds
+from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.service import build_service, endpoint_url
 
 ContextFactory = Callable[..., BuildContext]
@@ -120,4 +120,4 @@ def test_effective_replicas(
 
 def test_gpu_budget_bounds_replicas_by_gpus_per_replica() -> None:
     spec = _spec({"enabled": True, "minReplicas": 1, "maxReplicas": 8, "maxGpus": 5}, gpus=2)
-    assert replica_bounds(spec) == (1, 2)
+    assert spec.replica_bounds() == (1, 2)
