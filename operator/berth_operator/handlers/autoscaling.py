@@ -32,9 +32,8 @@ from berth_operator.autoscaling.signals import (
 )
 from berth_operator.autoscaling.state import history_from_status
 from berth_operator.builders.status import SpecVerdict
-from berth_operator.handlers.checks import parse_spec
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.status_sync import parse_status
+from berth_operator.handlers.observed import ObservedResource, observe
 from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, KubeApiError, apply_status, record_event
 from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT
 
@@ -42,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MIN_STALENESS_SECONDS = 60.0
 """Metrics count as stale when the newest sample is older than max(60 s, 3 intervals)."""
+FALLBACK_INTERVAL_SECONDS = 15.0
+"""Seconds between evaluations while the spec cannot say (not read yet, gone, or refused)."""
 
 
 def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
@@ -65,7 +66,7 @@ def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
     )
 
 
-async def observe(
+async def observe_signals(
     context: OperatorContext, namespace: str, name: str, spec: InferenceDeploymentSpec
 ) -> Observation:
     url = spec.autoscaling.prometheus.url or context.settings.prometheus_url
@@ -89,9 +90,14 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
     owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
     if owner is None:
         return None
-    spec = parse_spec(owner.get("spec", {}))
-    if isinstance(spec, SpecVerdict) or not spec.autoscaling.enabled:
+    return await evaluate_observed(context, observe(owner, context.settings))
+
+
+async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Decision | None:
+    """`evaluate` for a resource already read and observed."""
+    if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.enabled:
         return None
+    spec, namespace, name, owner = view.build.spec, view.namespace, view.name, view.body
     deployment = await context.api.get(DEPLOYMENT, namespace, name)
     if deployment is None:
         return None  # not created yet: the first reconcile will
@@ -99,8 +105,8 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
         desired=int(deployment.get("spec", {}).get("replicas", 1)),
         ready=int((deployment.get("status") or {}).get("readyReplicas") or 0),
     )
-    previous = parse_status(owner.get("status"))
-    observation = await observe(context, namespace, name, spec)
+    previous = view.status
+    observation = await observe_signals(context, namespace, name, spec)
     now = context.clock()
     targets = targets_from_spec(spec)
     decision = decide(observation, targets, current, history_from_status(previous), now.timestamp())
@@ -133,18 +139,19 @@ class StopSignal(Protocol):
 
 
 async def run_every_interval(
-    evaluate_once: Callable[[], Awaitable[object]], interval_seconds: Callable[[], float], stopped: StopSignal
+    evaluate_once: Callable[[], Awaitable[float]], interval_seconds: float, stopped: StopSignal
 ) -> int:
-    """Evaluate, then wait one interval (read afresh each time, so a spec change applies at once),
-    until stopped. An API error fails one evaluation, never the loop. Returns evaluations run."""
+    """Evaluate, then wait the interval the evaluation returned (read afresh from the spec each time,
+    so a change applies at once; `interval_seconds` until one says), until stopped. An API error
+    fails one evaluation, never the loop, which keeps the last interval. Returns evaluations run."""
     evaluations = 0
     while not stopped:
         try:
-            await evaluate_once()
+            interval_seconds = await evaluate_once()
         except KubeApiError as error:
             logger.warning("autoscaling evaluation failed, retrying next interval: %s", error)
         evaluations += 1
-        await stopped.wait(interval_seconds())
+        await stopped.wait(interval_seconds)
     return evaluations
 
 
@@ -162,7 +169,6 @@ def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
     cancellation_timeout=10.0,
 )
 async def autoscaler(
-    body: kopf.Body,
     namespace: str | None,
     name: str | None,
     stopped: kopf.DaemonStopped,
@@ -173,15 +179,19 @@ async def autoscaler(
     if not isinstance(context, OperatorContext) or namespace is None or name is None:
         raise kopf.PermanentError("the autoscaler needs the operator's context (python -m berth_operator)")
 
-    def interval_seconds() -> float:
-        spec = parse_spec(body.get("spec", {}))  # the daemon's body is a live view of the resource
-        return float(spec.autoscaling.interval_seconds) if not isinstance(spec, SpecVerdict) else 15.0
-
-    async def evaluate_once() -> None:
+    async def evaluate_once() -> float:
+        """One evaluation of the resource as read now; returns the seconds until the next."""
+        view = None
         try:
-            await evaluate(context, namespace, name)
+            owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
+            if owner is not None:
+                view = observe(owner, context.settings)
+                await evaluate_observed(context, view)
         except KubeApiError as error:
             context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
             raise
+        if view is None or isinstance(view.build, SpecVerdict):
+            return FALLBACK_INTERVAL_SECONDS
+        return float(view.build.spec.autoscaling.interval_seconds)
 
-    await run_every_interval(evaluate_once, interval_seconds, stopped)
+    await run_every_interval(evaluate_once, FALLBACK_INTERVAL_SECONDS, stopped)

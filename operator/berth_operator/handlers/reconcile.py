@@ -17,18 +17,17 @@ from typing import Any, NoReturn
 
 import kopf
 
-from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api.status import CONDITION_ACCEPTED
-from berth_operator.builders import BuildContext, Owner, build_children
+from berth_operator.builders import BuildContext, build_children
 from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import config_map_name
 from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
-from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.status import SpecVerdict
-from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets, parse_spec
+from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.status_sync import parse_status, sync_status
+from berth_operator.handlers.observed import ObservedResource, observe
+from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import ApplyResult, KubeApiError, apply_child, record_event
 from berth_operator.kube.children import ChildConflict, apply_checked, check_children
 from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
@@ -53,59 +52,32 @@ def is_refusal(error: KubeApiError) -> bool:
     return 400 <= error.status < 500 and error.status not in _TRANSIENT_CLIENT_ERRORS
 
 
-def plain(value: Any) -> Any:
-    """Kopf's read-only body views as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return value
-
-
-def _build_context(
-    context: OperatorContext, body: dict[str, Any], spec: InferenceDeploymentSpec
-) -> BuildContext:
-    metadata = body["metadata"]
-    return BuildContext(
-        owner=Owner(metadata["name"], metadata["namespace"], metadata.get("uid", "")),
-        spec=spec,
-        replicas=effective_replicas(spec, parse_status(body.get("status"))),
-        default_runtime_image=context.settings.runtime_image,
-    )
-
-
 def _describe(results: list[ApplyResult]) -> str:
     return ", ".join(f"{result.outcome} {result.kind} {result.name}" for result in results)
 
 
-async def _reject(context: OperatorContext, body: dict[str, Any], verdict: SpecVerdict) -> None:
-    metadata = body["metadata"]
+async def _report(context: OperatorContext, view: ObservedResource, verdict: SpecVerdict) -> None:
     await sync_status(
-        context,
-        metadata["namespace"],
-        metadata["name"],
-        verdict=verdict,
-        generation=metadata.get("generation"),
+        context, view.namespace, view.name, view=view, verdict=verdict, generation=view.generation
     )
 
 
 async def _refuse_and_retry(
-    context: OperatorContext, body: dict[str, Any], verdict: SpecVerdict, retry: int
+    context: OperatorContext, view: ObservedResource, verdict: SpecVerdict, retry: int
 ) -> NoReturn:
-    await _reject(context, body, verdict)
+    await _report(context, view, verdict)
     raise kopf.TemporaryError(verdict.message, delay=retry_delay(retry))
 
 
 async def _apply_all(
-    context: OperatorContext, body: dict[str, Any], build: BuildContext, retry: int
+    context: OperatorContext, view: ObservedResource, build: BuildContext, retry: int
 ) -> list[ApplyResult]:
     """Check every child is ours, then apply each; a conflict or a refusal is reported and retried."""
     try:
         observed = await check_children(context.api, build_children(build))
     except ChildConflict as conflict:
-        await _refuse_and_retry(
-            context, body, SpecVerdict(False, REASON_CHILD_CONFLICT, str(conflict)), retry
-        )
+        verdict = SpecVerdict(False, REASON_CHILD_CONFLICT, str(conflict))
+        await _refuse_and_retry(context, view, verdict, retry)
     results = []
     for child in observed:
         try:
@@ -118,7 +90,7 @@ async def _apply_all(
                 f"the API server refused {kind} {metadata['namespace']}/{metadata['name']}: "
                 f"{error.message or error.reason}"
             )
-            await _refuse_and_retry(context, body, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
+            await _refuse_and_retry(context, view, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
     return results
 
 
@@ -132,45 +104,37 @@ async def reconcile(
     child's name is held by an object that is not ours, or while the API server refuses a child;
     `retry` (Kopf's count of earlier attempts) makes the delay grow.
     """
-    body = plain(raw_body)
-    metadata = body["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
+    view = observe(raw_body, context.settings)
+    namespace, name = view.namespace, view.name
     context.track(namespace, name)
 
     invalid_name = check_name(name)
     if invalid_name is not None:
-        await _reject(context, body, invalid_name)
+        await _report(context, view, invalid_name)
         raise kopf.PermanentError(invalid_name.message)
-    spec = parse_spec(body.get("spec", {}))
-    if isinstance(spec, SpecVerdict):
-        await _reject(context, body, spec)
-        raise kopf.PermanentError(spec.message)
-    unsupported = check_gpu_product(spec, context.settings)
+    if isinstance(view.build, SpecVerdict):
+        await _report(context, view, view.build)
+        raise kopf.PermanentError(view.build.message)
+    build = view.build
+    unsupported = check_gpu_product(build.spec, context.settings)
     if unsupported is not None:
-        await _reject(context, body, unsupported)
+        await _report(context, view, unsupported)
         raise kopf.PermanentError(unsupported.message)
-    missing = await check_secrets(context.api, namespace, spec)
+    missing = await check_secrets(context.api, namespace, build.spec)
     if missing is not None:
-        await _reject(context, body, missing)
+        await _report(context, view, missing)
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
-    build = _build_context(context, body, spec)
-    results = await _apply_all(context, body, build, retry)
+    results = await _apply_all(context, view, build, retry)
     changed = [result for result in results if result.outcome != "unchanged"]
     for result in changed:
         context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
     revision = revision_hash(build)
     if changed:
         message = f"revision {revision}: {_describe(changed)}"
-        if await record_event(context.api, body, "Normal", REASON_APPLIED, message, context.clock()):
+        if await record_event(context.api, view.body, "Normal", REASON_APPLIED, message, context.clock()):
             context.metrics.writes.labels(kind="Event", verb="create").inc()
-    await sync_status(
-        context,
-        namespace,
-        name,
-        verdict=SpecVerdict(True, REASON_APPLIED, f"revision {revision} applied"),
-        generation=metadata.get("generation"),
-    )
+    await _report(context, view, SpecVerdict(True, REASON_APPLIED, f"revision {revision} applied"))
     return results
 
 
@@ -195,18 +159,16 @@ async def follow_replica_decision(
     Only for accepted specs with autoscaling enabled; the Deployment is compared before writing,
     so an event that changed nothing relevant writes nothing.
     """
-    body = plain(raw_body)
-    status = parse_status(body.get("status"))
-    accepted = status.condition(CONDITION_ACCEPTED)
-    spec = parse_spec(body.get("spec", {}))
+    view = observe(raw_body, context.settings)
+    accepted = view.status.condition(CONDITION_ACCEPTED)
     if (
-        isinstance(spec, SpecVerdict)
-        or not spec.autoscaling.enabled
+        isinstance(view.build, SpecVerdict)
+        or not view.build.spec.autoscaling.enabled
         or accepted is None
         or accepted.status != "True"
     ):
         return None
-    build = _build_context(context, body, spec)
+    build = view.build
     deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
     try:
         result = await apply_child(context.api, deployment, context.ownership)

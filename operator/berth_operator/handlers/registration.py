@@ -19,7 +19,8 @@ from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from berth_operator.builders.pod_problems import START_FAILURE_EVENT_REASONS
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, plain, reconcile, repair, retry_delay
+from berth_operator.handlers.observed import plain
+from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair, retry_delay
 from berth_operator.handlers.status_sync import follow, follow_pod
 from berth_operator.kube import KubeApiError
 

@@ -1,7 +1,8 @@
 """Brings an InferenceDeployment's status in line with its Deployment, pods and Service endpoints.
 
 Called after every reconcile and on every event of an owned Deployment, pod or EndpointSlice, and of
-a kubelet Warning Event about a pod. Reads fresh state, derives the operator-owned status (pure, in
+a kubelet Warning Event about a pod. Reads fresh state (the resource as a reconcile observed it is
+handed in, not parsed again), derives the operator-owned status (pure, in
 builders.status), and writes only when it differs -- then emits Events for the transitions. One sync
 per resource at a time (a per-resource lock). Pod Events are read only for pods that have not
 started a container yet (what held them back shows nowhere else), so a healthy resource costs no
@@ -12,11 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.api.status import CONDITION_ACCEPTED
-from berth_operator.builders import BuildContext, Owner
+from berth_operator.builders import BuildContext
 from berth_operator.builders.labels import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -35,8 +33,8 @@ from berth_operator.builders.status import (
     owned_status,
     transition_events,
 )
-from berth_operator.handlers.checks import parse_spec
 from berth_operator.handlers.context import OperatorContext
+from berth_operator.handlers.observed import ObservedResource, observe, parse_status
 from berth_operator.kube import KubeApi, apply_status, record_event
 from berth_operator.kube.kinds import DEPLOYMENT, ENDPOINT_SLICE, EVENT, INFERENCE_DEPLOYMENT, POD
 
@@ -56,32 +54,33 @@ async def start_failure_events(
     return events
 
 
-def parse_status(raw: Any) -> InferenceDeploymentStatus:
-    """The status as read; a status the models cannot read is treated as empty (and rewritten)."""
-    try:
-        return InferenceDeploymentStatus.model_validate(raw or {})
-    except ValidationError:
-        return InferenceDeploymentStatus()
-
-
 async def sync_status(
     context: OperatorContext,
     namespace: str,
     name: str,
     *,
+    view: ObservedResource | None = None,
     verdict: SpecVerdict | None = None,
     generation: int | None = None,
 ) -> bool:
     """Derive and write the status; True when something was written.
 
-    `verdict` and `generation` come from a reconcile; event-driven syncs keep the last ones.
+    `view` is the resource as a reconcile observed and acted on it: its spec gives the target
+    revision and endpoint, so no second parse. Without one (event-driven syncs) the resource read
+    here is observed instead. The status compared with, and the replicas desired, always come from
+    the resource as read now, under the lock. `verdict` and `generation` come from a reconcile;
+    event-driven syncs keep the last ones.
     """
     async with context.lock(namespace, name):
         owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
         if owner is None:
             return False
         previous_wire: dict[str, Any] = owner.get("status") or {}
-        previous = parse_status(previous_wire)
+        if view is None:
+            view = observe(owner, context.settings)
+            previous = view.status
+        else:
+            previous = parse_status(previous_wire)
         if verdict is None:
             accepted = previous.condition(CONDITION_ACCEPTED)
             if accepted is None:
@@ -89,15 +88,9 @@ async def sync_status(
             verdict = SpecVerdict(accepted.status == "True", accepted.reason, accepted.message)
 
         target_revision, desired, endpoint = None, 0, None
-        spec = parse_spec(owner.get("spec", {}))
-        if not isinstance(spec, SpecVerdict):
-            build = BuildContext(
-                owner=Owner(name, namespace, owner["metadata"].get("uid", "")),
-                spec=spec,
-                replicas=effective_replicas(spec, previous),
-                default_runtime_image=context.settings.runtime_image,
-            )
-            target_revision, desired, endpoint = revision_hash(build), build.replicas, endpoint_url(build)
+        if isinstance(view.build, BuildContext):
+            target_revision, endpoint = revision_hash(view.build), endpoint_url(view.build)
+            desired = effective_replicas(view.build.spec, previous)
 
         deployment = await context.api.get(DEPLOYMENT, namespace, name)
         pods = await context.api.list(POD, namespace, selector_string(name))

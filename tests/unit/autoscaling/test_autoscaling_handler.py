@@ -279,10 +279,11 @@ async def test_the_loop_evaluates_once_per_interval_and_follows_interval_changes
     interval = {"seconds": 10.0}
     stop = Stop()
 
-    async def evaluate_once() -> None:
+    async def evaluate_once() -> float:
         times.append(loop.time() - started)
+        return interval["seconds"]
 
-    task = asyncio.create_task(run_every_interval(evaluate_once, lambda: interval["seconds"], stop))
+    task = asyncio.create_task(run_every_interval(evaluate_once, 15.0, stop))
     await asyncio.sleep(35)
     interval["seconds"] = 30.0
     await asyncio.sleep(60)
@@ -298,13 +299,14 @@ async def test_an_api_error_fails_one_evaluation_not_the_loop() -> None:
     calls = 0
     stop = Stop()
 
-    async def flaky() -> None:
+    async def flaky() -> float:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise KubeApiError(500, "InternalError", "etcd timeout")
+        return 10.0
 
-    task = asyncio.create_task(run_every_interval(flaky, lambda: 10.0, stop))
+    task = asyncio.create_task(run_every_interval(flaky, 10.0, stop))
     await asyncio.sleep(25)
     stop.event.set()
     assert await task == 3
