@@ -37,9 +37,6 @@ class Tuning:
     unexplained_breach_seconds: float = 30.0
     """A breach with requests queueing that lasts this long, with no replica starting, adds one
     replica even when the learned capacity says the replicas suffice (the model is wrong then)."""
-    apply_grace_seconds: float = 30.0
-    """How long after a change the Deployment may still show the count from before it without that
-    counting as a hand edit (the operator applies the decision to the Deployment asynchronously)."""
     ceiling_smoothing: float = 0.5
     """Weight of a new saturation observation against the ceiling learned before (one noisy
     window must not halve what many windows have shown)."""

@@ -7,13 +7,9 @@ same function. The rules, in the order they apply:
 1. Bounds: the answer always lies in [minReplicas, min(maxReplicas, maxGpus // gpus per replica)];
    the GPU budget wins over minReplicas when the two disagree (`api.autoscaling.replica_bounds`, the
    same definition the Deployment's count is clamped by).
-2. Hand edits: if the Deployment's replicas differ from what the autoscaler last set, someone
-   changed them -- unless they still show the count from before the autoscaler's last change, made
-   less than `apply_grace_seconds` ago (that change is on its way to the Deployment). Rule: the
-   hand-set count is adopted as the new current count and reported, and the scale-down
-   stabilization window restarts from that moment; from then on the rules below apply to it. So
-   extra capacity added by hand is kept for at least one window, and a count set too low for the
-   load is corrected at once by the scale-up rule -- the SLO wins.
+2. The count is the resource's: `current.desired` is the count the InferenceDeployment drives its
+   Deployment to, never the Deployment's own, which someone may have changed by hand for the moment
+   before the operator sets it back. A hand edit therefore never becomes a decision.
 3. Missing or stale metrics: hold the current count (only bounds move it) and say why.
 4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
    learned per-replica capacity — not one replica per period. Replicas not yet Ready count as
@@ -89,7 +85,8 @@ class Targets:
 
 @dataclass(frozen=True)
 class ReplicaCounts:
-    """The Deployment as observed: replicas it is set to, and how many of them are Ready."""
+    """The replicas the resource runs now: the count it drives its Deployment to (status, not the
+    Deployment's own field), and how many of the Deployment's replicas are Ready."""
 
     desired: int
     ready: int
@@ -116,7 +113,6 @@ class Decision:
     """True when the Deployment's replicas must be set to `replicas` (never in dry run)."""
     metrics_available: bool
     slo_met: bool | None
-    manual_change: str | None
     history: ScalingHistory
     recorded: bool = False
     """True when this decision added an entry to the history (a change, or a new would-be change)."""
@@ -133,48 +129,13 @@ def decide(
     """Decide the replica count for one evaluation. See the module docstring for the rules."""
     window = max(targets.scale_down_stabilization_seconds, targets.scale_up_stabilization_seconds)
     history = history.pruned(now, window)
-    manual_change = None
-    if _change_not_applied_yet(history, current, now, tuning):
-        # The Deployment still shows the count before our last change: it is on its way, not a hand edit.
-        current = replace(current, desired=history.last_applied_replicas or current.desired)
-    elif not targets.dry_run and history.last_applied_replicas not in (None, current.desired):
-        manual_change = (
-            f"Deployment replicas were changed by hand from {history.last_applied_replicas} to "
-            f"{current.desired}; adopting {current.desired} and restarting the stabilization window"
-        )
-        history = replace(history, last_scale_time=now, recommendations=())
-        history = history.with_decision(
-            DecisionRecord(now, history.last_applied_replicas or 0, current.desired, manual_change)
-        )
-
     if isinstance(observation, MetricsUnavailable):
         target, reason = _hold_without_metrics(observation, targets, current.desired)
-        return _finish(target, reason, None, targets, current, history, now, manual_change, False)
+        return _finish(target, reason, None, targets, current, history, now, False)
 
     verdict = _evaluate(observation, targets, current, history, now, tuning)
     return _finish(
-        verdict.replicas,
-        verdict.reason,
-        not verdict.breaches,
-        targets,
-        current,
-        verdict.history,
-        now,
-        manual_change,
-        True,
-    )
-
-
-def _change_not_applied_yet(
-    history: ScalingHistory, current: ReplicaCounts, now: float, tuning: Tuning
-) -> bool:
-    last = history.decisions[-1] if history.decisions else None
-    return (
-        last is not None
-        and not last.dry_run
-        and last.to_replicas == history.last_applied_replicas
-        and last.from_replicas == current.desired != last.to_replicas
-        and now - last.time <= tuning.apply_grace_seconds
+        verdict.replicas, verdict.reason, not verdict.breaches, targets, current, verdict.history, now, True
     )
 
 
@@ -314,7 +275,6 @@ def _finish(
     current: ReplicaCounts,
     history: ScalingHistory,
     now: float,
-    manual_change: str | None,
     metrics_available: bool,
 ) -> Decision:
     replicas = current.desired
@@ -329,8 +289,6 @@ def _finish(
         recorded = not (targets.dry_run and repeated)
         if recorded:
             history = history.with_decision(DecisionRecord(now, replicas, target, reason, targets.dry_run))
-    if manual_change is not None:
-        reason = f"{manual_change}. {reason}"
     if targets.dry_run:
         history = replace(history, last_applied_replicas=replicas)
     else:
@@ -344,7 +302,6 @@ def _finish(
         apply=action is not Action.HOLD and not targets.dry_run,
         metrics_available=metrics_available,
         slo_met=slo_met,
-        manual_change=manual_change,
         history=history,
         recorded=recorded,
     )

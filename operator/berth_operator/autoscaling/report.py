@@ -96,11 +96,9 @@ def autoscaler_status(
 
 
 def autoscaler_events(decision: Decision, previous: InferenceDeploymentStatus) -> list[AutoscalerEvent]:
-    """One Event per scale (or would-be scale in dry run, once), per hand edit, and per change of
-    metrics availability."""
+    """One Event per scale (or would-be scale in dry run, once) and per change of metrics
+    availability."""
     events = []
-    if decision.manual_change is not None:
-        events.append(AutoscalerEvent("Warning", "ManualScaleDetected", decision.manual_change))
     if decision.apply:
         reason = "ScaledUp" if decision.action is Action.SCALE_UP else "ScaledDown"
         events.append(AutoscalerEvent("Normal", reason, decision.reason))

@@ -1,6 +1,6 @@
 """Replica counts for a load, and the words that explain them.
 
-Split from `policy` so the decision module holds the rules (bounds, hand edits, stabilization,
+Split from `policy` so the decision module holds the rules (bounds, missing metrics, stabilization,
 dry run) while this one holds the arithmetic they rest on: how many replicas a token rate needs at
 a utilization of the learned capacity, the fewest survivors a scale-down may leave, and the reason
 text that shows those numbers. Pure functions, no I/O.

@@ -1,7 +1,7 @@
 """The autoscaler's memory, kept in `status.autoscaling` so that an operator restart (or a second
 operator taking over) continues where the last one stopped. Where it lives in status:
 
-- the replica count it last set (to tell a hand edit from its own): `desiredReplicas`;
+- the replica count it last set (what the Deployment is driven to): `desiredReplicas`;
 - when it last scaled (the stabilization window): the newest non-dry-run entry of `history`;
 - since when an SLO has been breached: the `SLOMet` condition's `lastTransitionTime`;
 - the per-replica capacity it learned: `capacity`;

@@ -101,8 +101,9 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     deployment = await context.api.get(DEPLOYMENT, namespace, name)
     if deployment is None:
         return None  # not created yet: the first reconcile will
+    # The resource's count, not the Deployment's: a hand edit there is set back, never adopted.
     current = ReplicaCounts(
-        desired=int(deployment.get("spec", {}).get("replicas", 1)),
+        desired=view.build.replicas,
         ready=int((deployment.get("status") or {}).get("readyReplicas") or 0),
     )
     previous = view.status
@@ -125,7 +126,7 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     context.metrics.autoscaling_desired_replicas.labels(namespace=namespace, name=name).set(
         decision.history.last_applied_replicas or current.desired
     )
-    if decision.apply or decision.manual_change is not None:
+    if decision.apply:
         logger.info("%s/%s: %s", namespace, name, decision.reason)
     return decision
 

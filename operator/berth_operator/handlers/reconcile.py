@@ -23,16 +23,18 @@ from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import config_map_name
 from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
+from berth_operator.builders.replicas import replicas_reverted_message
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
 from berth_operator.handlers.status_sync import sync_status
-from berth_operator.kube import ApplyResult, KubeApiError, apply_child, record_event
-from berth_operator.kube.children import ChildConflict, apply_checked, check_children
+from berth_operator.kube import ApplyResult, KubeApiError, record_event
+from berth_operator.kube.children import ChildConflict, ObservedChild, apply_checked, check_children
 from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 REASON_APPLIED = "Applied"
+REASON_REPLICAS_REVERTED = "ReplicasReverted"
 REASON_CHILD_CONFLICT = "ChildConflict"
 REASON_APPLY_FAILED = "ApplyFailed"
 RETRY_BASE_SECONDS = 15.0
@@ -69,6 +71,24 @@ async def _refuse_and_retry(
     raise kopf.TemporaryError(verdict.message, delay=retry_delay(retry))
 
 
+async def apply_observed(
+    context: OperatorContext, view: ObservedResource, build: BuildContext, child: ObservedChild
+) -> ApplyResult:
+    """Apply one child checked to be ours, if it differs from what `build` makes of it, and count the
+    write. The one place where a Deployment scaled by hand is set back to the resource's count: one
+    Normal Event says what was reverted and how to scale instead."""
+    result = await apply_checked(context.api, child, context.ownership)
+    if result.outcome != "unchanged":
+        context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
+    if result.replaced_replicas is not None:
+        message = replicas_reverted_message(build, result.replaced_replicas)
+        if await record_event(
+            context.api, view.body, "Normal", REASON_REPLICAS_REVERTED, message, context.clock()
+        ):
+            context.metrics.writes.labels(kind="Event", verb="create").inc()
+    return result
+
+
 async def _apply_all(
     context: OperatorContext, view: ObservedResource, build: BuildContext, retry: int
 ) -> list[ApplyResult]:
@@ -81,7 +101,7 @@ async def _apply_all(
     results = []
     for child in observed:
         try:
-            results.append(await apply_checked(context.api, child, context.ownership))
+            results.append(await apply_observed(context, view, build, child))
         except KubeApiError as error:
             if not is_refusal(error):
                 raise
@@ -126,9 +146,8 @@ async def reconcile(
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
     results = await _apply_all(context, view, build, retry)
-    changed = [result for result in results if result.outcome != "unchanged"]
-    for result in changed:
-        context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
+    # A Deployment only set back to its count has its own Event (ReplicasReverted).
+    changed = [r for r in results if r.outcome != "unchanged" and r.replaced_replicas is None]
     revision = revision_hash(build)
     if changed:
         message = f"revision {revision}: {_describe(changed)}"
@@ -171,11 +190,10 @@ async def follow_replica_decision(
     build = view.build
     deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
     try:
-        result = await apply_child(context.api, deployment, context.ownership)
+        [child] = await check_children(context.api, [deployment])
     except ChildConflict:
         return None  # reconcile reports it (Accepted=False) and retries
-
+    result = await apply_observed(context, view, build, child)
     if result.outcome != "unchanged":
-        context.metrics.writes.labels(kind=result.kind, verb="apply").inc()
         await sync_status(context, build.owner.namespace, build.owner.name)
     return result

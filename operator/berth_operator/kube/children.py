@@ -12,6 +12,11 @@ Then the comparison: a child is rewritten when it is missing, when its berth.dev
 annotation differs from the desired manifest's (the builders stamp it), when someone else changed a
 field berth applied (see ownership.py), or -- for a Deployment -- when its replica count was changed
 behind the operator's back. Otherwise nothing is sent: an unchanged reconcile makes no writes.
+
+The replica count is the InferenceDeployment's, like every other field berth applies: a Deployment
+scaled by hand (`kubectl scale deployment`, an edit, another autoscaler) is set back to it, as an
+HPA does to a Deployment it manages, and the result says which count it replaced so that the
+caller can tell people how to scale instead.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class ApplyResult:
     kind: str
     name: str
     outcome: Outcome
+    replaced_replicas: int | None = None
+    """For a Deployment someone else had scaled: the count berth found there and set back to its
+    own; None otherwise."""
 
 
 class ChildConflict(Exception):
@@ -102,13 +110,22 @@ async def check_children(api: KubeApi, desired: list[dict[str, Any]]) -> list[Ob
     return observed
 
 
+def replicas_set_by_others(desired: dict[str, Any], live: dict[str, Any]) -> int | None:
+    """The replica count of a live Deployment that someone other than berth set; None when there is
+    none (another kind, the count berth applied, or berth itself changing the count).
+
+    berth's own last apply is the live applied-hash, which covers the replicas berth wrote: with the
+    hash unchanged, a different count is someone else's (the API server defaults a missing one to 1).
+    """
+    if desired["kind"] != "Deployment" or applied_hash(live) != applied_hash(desired):
+        return None
+    replicas = live.get("spec", {}).get("replicas", 1)
+    return None if replicas == desired["spec"]["replicas"] else int(replicas)
+
+
 def is_up_to_date(desired: dict[str, Any], live: dict[str, Any]) -> bool:
     """Whether the live object already carries everything the desired manifest says."""
-    if applied_hash(live) != applied_hash(desired):
-        return False
-    if desired["kind"] == "Deployment":
-        return bool(live.get("spec", {}).get("replicas") == desired["spec"]["replicas"])
-    return True
+    return applied_hash(live) == applied_hash(desired) and replicas_set_by_others(desired, live) is None
 
 
 async def apply_checked(api: KubeApi, child: ObservedChild, ownership: FieldOwnership) -> ApplyResult:
@@ -119,8 +136,9 @@ async def apply_checked(api: KubeApi, child: ObservedChild, ownership: FieldOwne
     if live is not None and is_up_to_date(desired, live) and not ownership.drifted(live):
         ownership.remember(live)
         return ApplyResult(desired["kind"], name, "unchanged")
+    replaced = replicas_set_by_others(desired, live) if live is not None else None
     ownership.remember(await api.apply(desired))
-    return ApplyResult(desired["kind"], name, "created" if live is None else "updated")
+    return ApplyResult(desired["kind"], name, "created" if live is None else "updated", replaced)
 
 
 async def apply_child(api: KubeApi, desired: dict[str, Any], ownership: FieldOwnership) -> ApplyResult:

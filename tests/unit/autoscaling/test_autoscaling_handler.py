@@ -102,6 +102,7 @@ def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1
             "spec": {
                 "model": {"name": "chat-model", "source": "hf://org/chat", "revision": "abc"},
                 "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+                "replicas": replicas,
                 "autoscaling": spec_autoscaling,
             },
         }
@@ -221,21 +222,20 @@ async def test_dry_run_reports_the_would_be_change_once_and_keeps_desired_replic
     assert deployment is not None and deployment["spec"]["replicas"] == 1
 
 
-async def test_a_hand_edit_is_detected_reported_and_adopted(
+async def test_a_hand_edit_of_the_deployment_is_never_adopted(
     api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
 ) -> None:
     store(api, stub.url)
     answer(stub, HEALTHY)
     await evaluate(context, "ml", "chat")
-    assert autoscaling_status(api)["desiredReplicas"] == 1
     set_deployment(api, 4)  # kubectl scale deployment chat --replicas=4
     clock.advance(10)
     decision = await evaluate(context, "ml", "chat")
-    assert decision is not None and decision.manual_change is not None
-    assert ("Warning", "ManualScaleDetected") in events(api)
-    status = autoscaling_status(api)
-    assert status["desiredReplicas"] == 4
-    assert "changed by hand from 1 to 4" in status["lastDecision"]["reason"]
+    assert decision is not None and decision.replicas == 1 and not decision.apply
+    assert "holding 1" in decision.reason
+    assert autoscaling_status(api)["desiredReplicas"] == 1
+    assert len(autoscaling_status(api)["history"]) == 0
+    assert ("Warning", "ManualScaleDetected") not in events(api)
 
 
 async def test_nothing_is_written_when_autoscaling_is_off_or_there_is_no_deployment(

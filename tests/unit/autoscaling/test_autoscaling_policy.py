@@ -184,7 +184,6 @@ def test_dry_run_decides_and_reports_but_never_applies_or_claims_replicas() -> N
     assert decision.replicas == 5
     assert decision.action is Action.SCALE_UP
     assert decision.apply is False
-    assert decision.manual_change is None  # in dry run the replicas are not the autoscaler's
     assert decision.reason.startswith("dry run: would scale 2 -> 5:")
     assert decision.history.last_applied_replicas == 2
     assert decision.history.last_scale_time is None

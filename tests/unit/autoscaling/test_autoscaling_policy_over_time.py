@@ -1,12 +1,11 @@
 """The autoscaling policy over (simulated) time: the rules that need history -- stabilization
-windows, the survivor check against flapping, hand edits, a change still on its way, and the
-bounded history. Single decisions are in test_autoscaling_policy.py."""
+windows, the survivor check against flapping, and the bounded history. Single decisions are in
+test_autoscaling_policy.py."""
 
 from __future__ import annotations
 
 import itertools
 
-import pytest
 from autoscaling_factories import NOW, REQUEST_TOKENS, learned, serving, signals, steady, targets
 
 from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, decide
@@ -83,26 +82,6 @@ def test_scale_up_stabilization_takes_the_lowest_recommendation_of_its_window() 
     assert counts[8] == 4  # 3000 tok/s at 80% of 1000 each
 
 
-def test_hand_edit_up_is_kept_for_one_window_then_scaled_down() -> None:
-    history = learned(ceiling=1000.0, last_applied_replicas=2)
-    first = decide(signals(), targets(), steady(6), history, NOW)
-    assert first.manual_change is not None
-    assert "changed by hand from 2 to 6" in first.manual_change
-    assert first.replicas == 6 and not first.apply
-    assert first.history.last_applied_replicas == 6
-    counts, _ = run(targets(), [500.0] * 40, 6, first.history)
-    assert counts[:29] == [6] * 29
-    assert counts[-1] == 1
-
-
-def test_hand_edit_below_the_need_is_corrected_at_once() -> None:
-    history = learned(ceiling=1000.0, last_applied_replicas=4)
-    decision = decide(UNDERSIZED_FOR_ONE, targets(), steady(1), history, NOW)
-    assert decision.manual_change is not None
-    assert decision.replicas == 4
-    assert decision.apply
-
-
 def test_decision_history_is_bounded() -> None:
     history = learned(ceiling=1000.0)
     replicas = 1
@@ -130,16 +109,3 @@ def test_breach_since_is_remembered_and_cleared() -> None:
     assert "breached for 30s" in second.reason
     cleared = decide(signals(), targets(), steady(2), second.history, NOW + 40)
     assert cleared.history.breach_since is None
-
-
-@pytest.mark.parametrize(("seconds_since_change", "hand_edit"), [(5.0, False), (60.0, True)])
-def test_a_deployment_not_yet_at_the_last_decision_is_not_mistaken_for_a_hand_edit(
-    seconds_since_change: float, hand_edit: bool
-) -> None:
-    history = learned(ceiling=1000.0, last_applied_replicas=1)
-    first = decide(UNDERSIZED_FOR_ONE, targets(), steady(1), history, NOW)
-    assert first.replicas == 4 and first.apply
-    # The operator has not applied 4 to the Deployment yet: it still says 1.
-    later = decide(signals(), targets(), steady(1), first.history, NOW + seconds_since_change)
-    assert (later.manual_change is not None) == hand_edit
-    assert later.replicas == (1 if hand_edit else 4)

@@ -12,9 +12,10 @@ from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatu
 from berth_operator.builders import BuildContext, build_children
 from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import build_config_map
+from berth_operator.builders.context import Owner
 from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION, selector_string
 from berth_operator.builders.pdb import build_pod_disruption_budget
-from berth_operator.builders.replicas import effective_replicas
+from berth_operator.builders.replicas import effective_replicas, replicas_reverted_message
 from berth_operator.builders.service import build_service, endpoint_url
 
 ContextFactory = Callable[..., BuildContext]
@@ -121,3 +122,29 @@ def test_effective_replicas(
 def test_gpu_budget_bounds_replicas_by_gpus_per_replica() -> None:
     spec = _spec({"enabled": True, "minReplicas": 1, "maxReplicas": 8, "maxGpus": 5}, gpus=2)
     assert spec.replica_bounds() == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "how"),
+    [
+        ({"enabled": False}, "Scale it instead: kubectl scale inferencedeployment chat --replicas=N"),
+        (
+            {"enabled": True, "maxReplicas": 3},
+            "the autoscaler sets it within [1, 3]; change spec.autoscaling.minReplicas, maxReplicas",
+        ),
+        (
+            {"enabled": True, "maxReplicas": 3, "dryRun": True},
+            "Scale it instead (within [1, 3] while autoscaling.dryRun is on): kubectl scale",
+        ),
+    ],
+)
+def test_a_reverted_hand_scale_says_what_was_reverted_and_how_to_scale(
+    autoscaling: dict[str, Any], how: str
+) -> None:
+    build = BuildContext(Owner("chat", "ml", "uid"), _spec(autoscaling), 2, "image")
+    message = replicas_reverted_message(build, 7)
+    assert message.startswith(
+        "Deployment chat was scaled to 7 replicas outside berth and is set back to 2: "
+        "InferenceDeployment chat sets the count."
+    )
+    assert how in message

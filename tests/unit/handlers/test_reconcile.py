@@ -300,16 +300,51 @@ async def test_replica_decisions_are_ignored_without_autoscaling(
     assert await follow_replica_decision(context, owner) is None
 
 
-async def test_manual_scale_of_the_deployment_is_corrected(
-    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+AUTOSCALED = {
+    "model": {"name": "m", "source": "hf://org/m"},
+    "replicas": 2,
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "slo": {"timeToFirstTokenP95Milliseconds": 500},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "how"),
+    [
+        (None, 1, "Scale it instead: kubectl scale inferencedeployment chat --replicas=N"),
+        (AUTOSCALED, 2, "With autoscaling on, the autoscaler sets it within [2, 4]"),
+    ],
+)
+async def test_a_hand_scaled_deployment_is_set_back_with_one_event_saying_how_to_scale(
+    context: OperatorContext,
+    api: InMemoryKubeApi,
+    inference_deployment: InferenceDeploymentFactory,
+    spec: dict[str, Any] | None,
+    count: int,
+    how: str,
 ) -> None:
-    await reconcile(context, inference_deployment())
+    await reconcile(context, inference_deployment(spec))
+    events_before = len(_events(api))
     deployment = api.stored(DEPLOYMENT, "ml", "chat") or {}
-    deployment["spec"]["replicas"] = 5
+    deployment["spec"]["replicas"] = 5  # kubectl scale deployment chat --replicas=5
     api.put(deployment)
     results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
-    assert {r.kind: r.outcome for r in results}["Deployment"] == "updated"
-    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 1
+    deployment_result = next(r for r in results if r.kind == "Deployment")
+    assert (deployment_result.outcome, deployment_result.replaced_replicas) == ("updated", 5)
+    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == count
+    new_events = [
+        (obj["type"], obj["reason"], obj["message"])
+        for (_, kind, _, _), obj in api.objects.items()
+        if kind == "Event"
+    ][events_before:]
+    assert [(kind, reason) for kind, reason, _ in new_events] == [("Normal", "ReplicasReverted")]
+    message = new_events[0][2]
+    assert f"scaled to 5 replicas outside berth and is set back to {count}" in message
+    assert how in message
 
 
 async def test_a_name_that_cannot_name_a_service_is_refused(

@@ -92,3 +92,47 @@ async def test_free_names_and_own_children_are_applied() -> None:
     ]
     stored = api.stored(CONFIG_MAP, "ml", "chat-runtime")
     assert stored is not None and stored["data"] == {"a": "2"}
+
+
+def _deployment(replicas: int) -> dict[str, Any]:
+    return stamp_applied_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "chat", "namespace": "ml", "ownerReferences": [OWNER]},
+            "spec": {"replicas": replicas},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("applied", "desired", "live_replicas", "replaced"),
+    [
+        (1, 1, 4, 4),  # scaled by hand: set back, and said so
+        (1, 3, 1, None),  # berth changing its own count is no revert
+        (1, 3, 4, None),  # nor when it changes the count over a hand edit
+    ],
+)
+async def test_a_deployment_scaled_by_hand_is_set_back_and_the_result_says_from_what(
+    applied: int, desired: int, live_replicas: int, replaced: int | None
+) -> None:
+    api = InMemoryKubeApi()
+    live = api.put(_deployment(applied))
+    live["spec"]["replicas"] = live_replicas  # the hash annotation is berth's, the count someone else's
+    api.put(live)
+    ownership = FieldOwnership()
+    [child] = await check_children(api, [_deployment(desired)])
+    result = await apply_checked(api, child, ownership)
+    assert result.outcome == "updated"
+    assert result.replaced_replicas == replaced
+    stored = api.objects[("apps/v1", "Deployment", "ml", "chat")]
+    assert stored["spec"]["replicas"] == desired
+
+
+async def test_a_deployment_at_berths_count_is_left_alone() -> None:
+    api = InMemoryKubeApi()
+    api.put(_deployment(2))
+    [child] = await check_children(api, [_deployment(2)])
+    result = await apply_checked(api, child, FieldOwnership())
+    assert (result.outcome, result.replaced_replicas) == ("unchanged", None)
+    assert api.writes == []
