@@ -36,8 +36,8 @@ from decode_models import (
     streamed_weight_bytes,
 )
 
+from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.engine.model_runner import allocate_kv_caches
-from berth_runtime.layers.attention import AttentionMetadata
 from berth_runtime.models.llama import LlamaForCausalLM
 
 BLOCK_SIZE = 16

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.engine.model_runner import allocate_kv_caches
-from berth_runtime.layers.attention import AttentionMetadata
 from berth_runtime.models.loader import load_model
 
 BLOCK_SIZE = 16

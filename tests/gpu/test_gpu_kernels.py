@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from berth_runtime.engine.attention_metadata import pack_prefill_rows
 from berth_runtime.kernels.activation import silu_and_mul, silu_and_mul_reference
 from berth_runtime.kernels.kv_cache_store import store_kv_cache, store_kv_cache_reference
 from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_attention_decode_reference
@@ -16,7 +17,6 @@ from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference
 from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
 from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv, rotary_and_store_kv_reference
 from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
-from berth_runtime.layers.attention import pack_prefill_rows
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
 CUDA = "cuda"

@@ -15,10 +15,10 @@ from engine_reference import generate_greedy, make_engine, make_prompts, referen
 from gguf_writer import gguf_from_hf_llama, llama_cpp_permute
 from safetensors.torch import load_file
 
-from berth_runtime.layers.rotary import RopeScaling, inverse_frequencies
 from berth_runtime.models.checkpoint import gguf_file_for, open_checkpoint
 from berth_runtime.models.gguf_weights import undo_rotary_permutation
 from berth_runtime.models.model_config import load_model_config
+from berth_runtime.models.rope import RopeScaling, inverse_frequencies
 from berth_runtime.tokenizer import Tokenizer
 
 Q = gguf.GGMLQuantizationType

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from berth_runtime.engine.attention_metadata import PrefillBatch, pack_prefill_rows
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention, paged_prefill_attention_reference
-from berth_runtime.layers.attention import PrefillBatch, pack_prefill_rows
 
 BLOCK_SIZE = 4
 

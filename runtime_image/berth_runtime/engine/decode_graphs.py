@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from berth_runtime.layers.attention import AttentionMetadata
+from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.models.llama import KVCache, LlamaForCausalLM
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillRow, pack_prefill_rows
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
-from berth_runtime.layers.attention import AttentionMetadata, PrefillRow, pack_prefill_rows
 from berth_runtime.models.llama import KVCache, LlamaForCausalLM
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.kernels import (
     activation,
     kv_cache_store,
@@ -27,7 +28,6 @@ from berth_runtime.layers import activation as reference_activation
 from berth_runtime.layers import attention as reference_attention
 from berth_runtime.layers import norm as reference_norm
 from berth_runtime.layers import rotary as reference_rotary
-from berth_runtime.layers.attention import AttentionMetadata
 
 
 def _on_kernel_device(tensor: torch.Tensor, kernel: object) -> bool:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 from torch.nn.attention.varlen import varlen_attn
 
+from berth_runtime.engine.attention_metadata import PrefillBatch
 from berth_runtime.kernels._launch import (
     FLOAT_ACTIVATION_DTYPES,
     check_dtype,
@@ -29,7 +30,6 @@ from berth_runtime.kernels._launch import (
     check_shape,
 )
 from berth_runtime.kernels.paged_attention import gather_sequence_kv
-from berth_runtime.layers.attention import PrefillBatch
 
 _VARLEN_DTYPES = (torch.bfloat16, torch.float16)
 # torch >= 2.12 asks for GQA explicitly; earlier flash varlen takes fewer KV heads as they are

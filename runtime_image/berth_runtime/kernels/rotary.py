@@ -132,7 +132,7 @@ def apply_rotary_embedding(
     """Rotates ``query`` [tokens, q_heads, head_dim] and ``key`` [tokens, kv_heads, head_dim] IN PLACE.
 
     ``positions``: [tokens] int32/int64; ``cos_table``/``sin_table``: [max_positions, rotary_dim]
-    float32 with both halves equal (``berth_runtime.layers.rotary.cos_sin_table``'s layout). The first
+    float32 with both halves equal (``berth_runtime.models.rope.cos_sin_table``'s layout). The first
     ``rotary_dim`` dimensions of each head are rotated (all of them for Llama). Positions must lie in
     ``[0, max_positions)``; the kernel does not bounds-check them. Returns ``(query, key)`` so it can
     stand in for ``layers.rotary.apply_rotary``.

@@ -16,8 +16,8 @@ from typing import Any
 import gguf
 import numpy as np
 
-from berth_runtime.layers.rotary import RopeScaling
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError
+from berth_runtime.models.rope import RopeScaling
 
 GGUF_SUFFIX = ".gguf"
 GGUF_MAGIC = b"GGUF"

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.kernels import layer_ops
 from berth_runtime.layers.activation import silu_and_mul
-from berth_runtime.layers.attention import AttentionMetadata, paged_attention, store_kv
+from berth_runtime.layers.attention import paged_attention, store_kv
 from berth_runtime.layers.norm import add_rms_norm, rms_norm
-from berth_runtime.layers.rotary import apply_rotary, cos_sin_table, inverse_frequencies
+from berth_runtime.layers.rotary import apply_rotary
 from berth_runtime.models.model_config import ModelConfig
+from berth_runtime.models.rope import cos_sin_table, inverse_frequencies
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 """(key_cache, value_cache) of one layer, each [num_blocks, block_size, kv_heads, head_dim]."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth_runtime.layers.rotary import SUPPORTED_ROPE_TYPES, RopeScaling
+from berth_runtime.models.rope import SUPPORTED_ROPE_TYPES, RopeScaling
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
