@@ -146,7 +146,7 @@ def test_a_ttft_breach_scales_up_within_one_interval_and_recovery_scales_down_af
     assert crossed, "Prometheus never saw the breach the operator acted on"
     assert decided_at - crossed[0] <= INTERVAL_SECONDS + 2  # +1 s: decision times are whole seconds
 
-    desired = int(_autoscaling(crds, namespace)["desiredReplicas"])
+    desired = int(_resource(crds, namespace)["status"]["desiredReplicas"])
     assert desired >= 2
     wait_for(lambda: _deployment_replicas(crds, namespace) == desired, TIMEOUT, f"Deployment at {desired}")
     assert any(reason == "ScaledUp" for _, reason, _ in _events(crds, namespace))
@@ -209,5 +209,5 @@ def test_dry_run_changes_nothing_but_status(
         lambda: _autoscaling(crds, namespace)["lastEvaluationTime"] != seen, TIMEOUT, "a later evaluation"
     )
     assert _deployment_replicas(crds, namespace) == 1
-    assert _autoscaling(crds, namespace)["desiredReplicas"] == 1
+    assert _resource(crds, namespace)["status"]["desiredReplicas"] == 1
     assert any(reason == "DryRunScale" for _, reason, _ in _events(crds, namespace))

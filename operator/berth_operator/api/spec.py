@@ -50,8 +50,7 @@ class InferenceDeploymentSpec(ApiModel):
         le=1000,
         description=(
             "Replica count (the scale subresource's spec.replicas). With autoscaling enabled it is "
-            "only the initial count; the autoscaler's decision (status.autoscaling.desiredReplicas) "
-            "takes over."
+            "only the initial count; the autoscaler's decision (status.desiredReplicas) takes over."
         ),
     )
     autoscaling: AutoscalingSpec = Field(

@@ -118,9 +118,6 @@ class AutoscalingStatus(StatusModel):
     """What the autoscaler saw and decided."""
 
     signals: AutoscalingSignals | None = Field(default=None, description="Last observed metrics.")
-    desired_replicas: int | None = Field(
-        default=None, ge=0, description="Replicas the autoscaler wants; the operator applies them."
-    )
     last_evaluation_time: datetime | None = Field(
         default=None, description="When the autoscaler last evaluated (RFC 3339)."
     )
@@ -178,7 +175,12 @@ class InferenceDeploymentStatus(StatusModel):
         default=None, ge=0, description="Runtime pods that run the target revision."
     )
     desired_replicas: int | None = Field(
-        default=None, ge=0, description="Replicas the operator is driving towards."
+        default=None,
+        ge=0,
+        description=(
+            "Replicas the operator drives the Deployment to: spec.replicas, or with autoscaling the "
+            "autoscaler's latest decision (kept here, so it survives an operator restart)."
+        ),
     )
     ready: str | None = Field(
         default=None, max_length=32, description="Ready replicas out of desired, as `ready/desired`."

@@ -22,8 +22,8 @@ same function. The rules, in the order they apply:
    the highest recommendation in that window is below the current count — where a recommendation
    is the fewest replicas whose survivors (load x N / (N - k)) stay within `scale_down_utilization`
    of capacity. The gap between the two utilizations is what stops 2 <-> 1 flapping.
-6. dryRun: decide and report the same way, but `apply` is False and the history never claims the
-   replicas as the autoscaler's own; a would-be change is recorded once, not every interval.
+6. dryRun: decide and report the same way, but `apply` is False and the stabilization window is
+   not restarted; a would-be change is recorded once, not every interval.
 """
 
 from __future__ import annotations
@@ -289,12 +289,8 @@ def _finish(
         recorded = not (targets.dry_run and repeated)
         if recorded:
             history = history.with_decision(DecisionRecord(now, replicas, target, reason, targets.dry_run))
-    if targets.dry_run:
-        history = replace(history, last_applied_replicas=replicas)
-    else:
-        history = replace(history, last_applied_replicas=target)
-        if action is not Action.HOLD:
-            history = replace(history, last_scale_time=now)
+    if action is not Action.HOLD and not targets.dry_run:
+        history = replace(history, last_scale_time=now)
     return Decision(
         replicas=target,
         reason=reason,

@@ -1,7 +1,6 @@
 """The autoscaler's memory, kept in `status.autoscaling` so that an operator restart (or a second
 operator taking over) continues where the last one stopped. Where it lives in status:
 
-- the replica count it last set (what the Deployment is driven to): `desiredReplicas`;
 - when it last scaled (the stabilization window): the newest non-dry-run entry of `history`;
 - since when an SLO has been breached: the `SLOMet` condition's `lastTransitionTime`;
 - the per-replica capacity it learned: `capacity`;
@@ -12,6 +11,10 @@ Everything is bounded: recommendations outside the longest stabilization window 
 past `RECOMMENDATION_LIMIT`, the oldest are merged pairwise (keeping the higher scale-down and the
 lower scale-up, which only ever makes the windows more cautious); at most
 `DECISION_HISTORY_LIMIT` decisions are kept. Times are epoch seconds here, RFC 3339 in status.
+
+The replica count itself is not here: a decision that applies is recorded as the operator's
+`status.desiredReplicas`, the one count the Deployment is built from, which the next evaluation
+starts from.
 """
 
 from __future__ import annotations
@@ -63,7 +66,6 @@ class Recommendation:
 class ScalingHistory:
     """The state one decision hands to the next. Empty for a resource never scaled before."""
 
-    last_applied_replicas: int | None = None
     last_scale_time: float | None = None
     breach_since: float | None = None
     capacity_ceiling: float | None = None
@@ -119,7 +121,6 @@ def history_from_status(status: InferenceDeploymentStatus) -> ScalingHistory:
     slo_met = status.condition(CONDITION_SLO_MET)
     capacity = autoscaling.capacity
     return ScalingHistory(
-        last_applied_replicas=autoscaling.desired_replicas,
         last_scale_time=max(applied) if applied else None,
         breach_since=(
             slo_met.last_transition_time.timestamp()
@@ -142,7 +143,6 @@ def history_to_status(history: ScalingHistory) -> AutoscalingStatus:
     """The status fields that carry `history` (signals and the evaluation time are added by the caller)."""
     decisions = [decision_to_status(d) for d in history.decisions]
     return AutoscalingStatus(
-        desired_replicas=history.last_applied_replicas,
         last_decision=decisions[-1] if decisions else None,
         history=decisions,
         capacity=(

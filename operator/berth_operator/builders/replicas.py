@@ -11,13 +11,13 @@ from berth_operator.builders.context import BuildContext
 def effective_replicas(spec: InferenceDeploymentSpec, status: InferenceDeploymentStatus | None) -> int:
     """Replicas to run now.
 
-    Without autoscaling: spec.replicas. With it: the autoscaler's status.autoscaling.desiredReplicas
-    once it has decided (never in dry-run), else spec.replicas; either clamped to the bounds.
+    Without autoscaling: spec.replicas. With it: status.desiredReplicas, where the operator records
+    the autoscaler's decisions (never in dry-run), else spec.replicas; either clamped to the bounds.
     """
     if not spec.autoscaling.enabled:
         return spec.replicas
     wanted = spec.replicas
-    decided = status.autoscaling.desired_replicas if status and status.autoscaling else None
+    decided = status.desired_replicas if status else None
     if decided is not None and not spec.autoscaling.dry_run:
         wanted = decided
     least, most = spec.replica_bounds()

@@ -1,25 +1,29 @@
 """The autoscaler's Kopf glue: one daemon per InferenceDeployment with autoscaling enabled.
 
-Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read the resource and its
-Deployment, query Prometheus, call the pure policy, and write the outcome through `kube` -- the
-autoscaler's share of the status (status.autoscaling, conditions SLOMet and MetricsUnavailable)
-under its own field manager, and the Events. The Deployment's replicas then follow
-`status.autoscaling.desiredReplicas` (the operator's `follow-autoscaler` handler applies them), so
-only one writer ever sets them. A daemon rather than a Kopf timer because the interval is per
-resource and may change with the spec; Kopf stops it when autoscaling is disabled or the resource
-goes away.
+Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read and observe the resource,
+query Prometheus, read its Deployment (checked to be its own), call the pure policy, and act where
+the decision is made. A decision that changes the count is recorded first as the operator's
+`status.desiredReplicas` -- the one count the Deployment is built from, which survives a restart --
+and the Deployment is then applied through the reconcile's own ownership-checked path
+(`reconcile.apply_observed`, which also sets a hand-scaled Deployment back, with its Event). Then
+the autoscaler's share of the status (status.autoscaling, conditions SLOMet and MetricsUnavailable)
+goes out under its own field manager, and the Events. A daemon rather than a Kopf timer because the
+interval is per resource and may change with the spec; Kopf stops it when autoscaling is disabled
+or the resource goes away.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import kopf
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
+from berth_operator.api.status import CONDITION_ACCEPTED
 from berth_operator.autoscaling.capacity import SloTargets
 from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
@@ -31,11 +35,18 @@ from berth_operator.autoscaling.signals import (
     collect_signals,
 )
 from berth_operator.autoscaling.state import history_from_status
+from berth_operator.builders import BuildContext
+from berth_operator.builders.children import stamp_applied_hash
+from berth_operator.builders.configmap import config_map_name
+from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
+from berth_operator.handlers.reconcile import apply_observed
+from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, KubeApiError, apply_status, record_event
-from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT
+from berth_operator.kube.children import ChildConflict, ObservedChild, check_children
+from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 logger = logging.getLogger(__name__)
 
@@ -93,30 +104,61 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
     return await evaluate_observed(context, observe(owner, context.settings))
 
 
+def _accepted_as_it_is(view: ObservedResource) -> bool:
+    """Whether the reconcile has accepted this very generation of the spec: only then may the
+    autoscaler apply a Deployment built from it (a refused or not yet checked spec never is)."""
+    accepted = view.status.condition(CONDITION_ACCEPTED)
+    return (
+        accepted is not None and accepted.status == "True" and accepted.observed_generation == view.generation
+    )
+
+
+async def _own_deployment(context: OperatorContext, build: BuildContext) -> ObservedChild | None:
+    """The live Deployment beside the one `build` makes, checked to be this resource's; None when it
+    does not exist yet or belongs to someone else (the reconcile reports that as ChildConflict)."""
+    desired = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
+    try:
+        [child] = await check_children(context.api, [desired])
+    except ChildConflict:
+        return None
+    return child if child.live is not None else None
+
+
 async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Decision | None:
     """`evaluate` for a resource already read and observed."""
     if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.enabled:
         return None
-    spec, namespace, name, owner = view.build.spec, view.namespace, view.name, view.body
-    deployment = await context.api.get(DEPLOYMENT, namespace, name)
-    if deployment is None:
-        return None  # not created yet: the first reconcile will
+    if not _accepted_as_it_is(view):
+        return None  # the reconcile has yet to accept this spec: nothing to scale yet
+    build, namespace, name = view.build, view.namespace, view.name
+    spec = build.spec
+    observation = await observe_signals(context, namespace, name, spec)
+    deployment = await _own_deployment(context, build)
+    if deployment is None or deployment.live is None:
+        return None  # not created yet (the first reconcile will), or not ours
     # The resource's count, not the Deployment's: a hand edit there is set back, never adopted.
     current = ReplicaCounts(
-        desired=view.build.replicas,
-        ready=int((deployment.get("status") or {}).get("readyReplicas") or 0),
+        desired=build.replicas,
+        ready=int((deployment.live.get("status") or {}).get("readyReplicas") or 0),
     )
     previous = view.status
-    observation = await observe_signals(context, namespace, name, spec)
     now = context.clock()
     targets = targets_from_spec(spec)
     decision = decide(observation, targets, current, history_from_status(previous), now.timestamp())
+
+    if decision.apply:
+        # The record first, so that a reconcile from here on builds the Deployment at the new count.
+        await sync_status(context, namespace, name, view=view, desired_replicas=decision.replicas)
+        build = replace(build, replicas=decision.replicas)
+        deployment = await _own_deployment(context, build)
+    if deployment is not None:
+        await apply_observed(context, view, build, deployment)
 
     status = autoscaler_status(decision, observation, targets.slo, previous, now)
     await apply_status(context.api, namespace, name, status, field_manager=AUTOSCALER_FIELD_MANAGER)
     context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
     for event in autoscaler_events(decision, previous):
-        await record_event(context.api, owner, event.type, event.reason, event.message, now)
+        await record_event(context.api, view.body, event.type, event.reason, event.message, now)
         context.metrics.writes.labels(kind="Event", verb="create").inc()
     context.metrics.autoscaling_decisions.labels(
         action=str(decision.action),
@@ -124,7 +166,7 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
         dry_run=str(targets.dry_run).lower(),
     ).inc()
     context.metrics.autoscaling_desired_replicas.labels(namespace=namespace, name=name).set(
-        decision.history.last_applied_replicas or current.desired
+        decision.replicas if decision.apply else current.desired
     )
     if decision.apply:
         logger.info("%s/%s: %s", namespace, name, decision.reason)

@@ -17,11 +17,7 @@ from typing import Any, NoReturn
 
 import kopf
 
-from berth_operator.api.status import CONDITION_ACCEPTED
 from berth_operator.builders import BuildContext, build_children
-from berth_operator.builders.children import stamp_applied_hash
-from berth_operator.builders.configmap import config_map_name
-from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import replicas_reverted_message
 from berth_operator.builders.status import SpecVerdict
@@ -168,32 +164,3 @@ async def repair(context: OperatorContext, namespace: str, name: str) -> list[Ap
         return await reconcile(context, owner)
     except (kopf.PermanentError, kopf.TemporaryError):
         return []
-
-
-async def follow_replica_decision(
-    context: OperatorContext, raw_body: Mapping[str, Any]
-) -> ApplyResult | None:
-    """Re-apply the Deployment when the autoscaler's decision changed the replicas to run.
-
-    Only for accepted specs with autoscaling enabled; the Deployment is compared before writing,
-    so an event that changed nothing relevant writes nothing.
-    """
-    view = observe(raw_body, context.settings)
-    accepted = view.status.condition(CONDITION_ACCEPTED)
-    if (
-        isinstance(view.build, SpecVerdict)
-        or not view.build.spec.autoscaling.enabled
-        or accepted is None
-        or accepted.status != "True"
-    ):
-        return None
-    build = view.build
-    deployment = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
-    try:
-        [child] = await check_children(context.api, [deployment])
-    except ChildConflict:
-        return None  # reconcile reports it (Accepted=False) and retries
-    result = await apply_observed(context, view, build, child)
-    if result.outcome != "unchanged":
-        await sync_status(context, build.owner.namespace, build.owner.name)
-    return result

@@ -20,7 +20,7 @@ from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_B
 from berth_operator.builders.pod_problems import START_FAILURE_EVENT_REASONS
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import plain
-from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair, retry_delay
+from berth_operator.handlers.reconcile import reconcile, repair, retry_delay
 from berth_operator.handlers.status_sync import follow, follow_pod
 from berth_operator.kube import KubeApiError
 
@@ -115,14 +115,6 @@ async def apply_children(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: 
 async def forget(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Children go with their owner (garbage collection); only the operator's memory is cleaned."""
     _context(memo).forget(namespace or "", name)
-
-
-@kopf.on.event(*RESOURCE, id="follow-autoscaler")
-async def follow_autoscaler(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    if type not in ("ADDED", "MODIFIED"):
-        return
-    context = _context(memo)
-    await _measured(context, "follow-autoscaler", follow_replica_decision(context, body))
 
 
 def owner_name(body: kopf.Body) -> str | None:

@@ -62,6 +62,7 @@ async def sync_status(
     view: ObservedResource | None = None,
     verdict: SpecVerdict | None = None,
     generation: int | None = None,
+    desired_replicas: int | None = None,
 ) -> bool:
     """Derive and write the status; True when something was written.
 
@@ -69,7 +70,8 @@ async def sync_status(
     revision and endpoint, so no second parse. Without one (event-driven syncs) the resource read
     here is observed instead. The status compared with, and the replicas desired, always come from
     the resource as read now, under the lock. `verdict` and `generation` come from a reconcile;
-    event-driven syncs keep the last ones.
+    event-driven syncs keep the last ones. `desired_replicas` is an autoscaling decision to record:
+    status.desiredReplicas is where it is kept, the count the Deployment is built from from then on.
     """
     async with context.lock(namespace, name):
         owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
@@ -87,10 +89,13 @@ async def sync_status(
                 return False  # never reconciled: the first reconcile writes the first status
             verdict = SpecVerdict(accepted.status == "True", accepted.reason, accepted.message)
 
-        target_revision, desired, endpoint = None, 0, None
+        # A refused spec leaves the Deployment as it is, and so the count it is driven to.
+        target_revision, desired, endpoint = None, previous.desired_replicas or 0, None
         if isinstance(view.build, BuildContext):
             target_revision, endpoint = revision_hash(view.build), endpoint_url(view.build)
             desired = effective_replicas(view.build.spec, previous)
+        if desired_replicas is not None:
+            desired = desired_replicas
 
         deployment = await context.api.get(DEPLOYMENT, namespace, name)
         pods = await context.api.list(POD, namespace, selector_string(name))

@@ -16,9 +16,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_stub import PrometheusStub, answer_signals, serve_prometheus_stub
 
 from berth_operator.autoscaling.signals import SeriesSelector, signal_queries
+from berth_operator.builders import BuildContext
+from berth_operator.builders.children import stamp_applied_hash
+from berth_operator.builders.configmap import config_map_name
+from berth_operator.builders.deployment import build_deployment
 from berth_operator.handlers.autoscaling import evaluate, run_every_interval
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, InMemoryKubeApi
+from berth_operator.handlers.observed import observe
+from berth_operator.handlers.reconcile import reconcile
+from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, FIELD_MANAGER, InMemoryKubeApi
 from berth_operator.kube.kinds import DEPLOYMENT, EVENT, INFERENCE_DEPLOYMENT
 from berth_operator.metrics import OperatorMetrics
 from berth_operator.settings import OperatorSettings
@@ -82,7 +88,18 @@ def context(api: InMemoryKubeApi, clock: Clock) -> OperatorContext:
     )
 
 
+ACCEPTED = {
+    "type": "Accepted",
+    "status": "True",
+    "reason": "Applied",
+    "message": "revision abc applied",
+    "lastTransitionTime": "2027-01-15T07:00:00Z",
+    "observedGeneration": 1,
+}
+
+
 def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1, **autoscaling: Any) -> None:
+    """The resource as the operator's reconcile left it (spec accepted, its Deployment applied)."""
     spec_autoscaling: dict[str, Any] = {
         "enabled": True,
         "minReplicas": 1,
@@ -94,7 +111,7 @@ def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1
     }
     if prometheus_url is not None:
         spec_autoscaling["prometheus"] = {"url": prometheus_url}
-    api.put(
+    owner = api.put(
         {
             "apiVersion": "berth.dev/v1alpha1",
             "kind": "InferenceDeployment",
@@ -105,21 +122,34 @@ def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1
                 "replicas": replicas,
                 "autoscaling": spec_autoscaling,
             },
+            "status": {"observedGeneration": 1, "conditions": [ACCEPTED]},
         }
     )
-    set_deployment(api, replicas)
+    build = observe(owner, OperatorSettings()).build
+    assert isinstance(build, BuildContext)
+    deployment = stamp_applied_hash(build_deployment(build, config_map_name("chat")))
+    api.put({**deployment, "status": {"readyReplicas": replicas}})
 
 
 def set_deployment(api: InMemoryKubeApi, replicas: int, ready: int | None = None) -> None:
-    api.put(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "chat", "namespace": "ml"},
-            "spec": {"replicas": replicas},
-            "status": {"readyReplicas": replicas if ready is None else ready},
-        }
-    )
+    """The Deployment at `replicas` (as `kubectl scale deployment` would set it), `ready` of them Ready."""
+    deployment = api.stored(DEPLOYMENT, "ml", "chat")
+    assert deployment is not None
+    deployment["spec"]["replicas"] = replicas
+    deployment["status"] = {"readyReplicas": replicas if ready is None else ready}
+    api.put(deployment)
+
+
+def deployment_replicas(api: InMemoryKubeApi) -> int:
+    deployment = api.stored(DEPLOYMENT, "ml", "chat")
+    assert deployment is not None
+    return int(deployment["spec"]["replicas"])
+
+
+def resource_status(api: InMemoryKubeApi) -> dict[str, Any]:
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    return dict(stored["status"])
 
 
 def answer(stub: PrometheusStub, values: dict[str, float | str]) -> None:
@@ -146,15 +176,17 @@ def events(api: InMemoryKubeApi) -> list[tuple[str, str]]:
     ]
 
 
-async def test_a_breach_raises_desired_replicas_with_reason_condition_and_event(
+async def test_a_breach_is_recorded_then_applied_with_reason_condition_and_event(
     api: InMemoryKubeApi, context: OperatorContext, stub: PrometheusStub
 ) -> None:
     store(api, stub.url)
     answer(stub, BREACHED)
     decision = await evaluate(context, "ml", "chat")
     assert decision is not None and decision.apply
+    assert resource_status(api)["desiredReplicas"] == 2  # the record, under the operator's manager
+    assert deployment_replicas(api) == 2  # applied where the decision is made
     status = autoscaling_status(api)
-    assert status["desiredReplicas"] == 2
+    assert "desiredReplicas" not in status
     assert status["lastDecision"]["from"] == 1 and status["lastDecision"]["to"] == 2
     assert "TTFT p95 900ms > 500ms" in status["lastDecision"]["reason"]
     assert status["signals"]["ttftP95Milliseconds"] == 900.0
@@ -163,8 +195,13 @@ async def test_a_breach_raises_desired_replicas_with_reason_condition_and_event(
     assert condition(api, "SLOMet")["status"] == "False"
     assert condition(api, "MetricsUnavailable")["status"] == "False"
     assert ("Normal", "ScaledUp") in events(api)
-    status_writes = [w for w in api.writes if w.subresource == "status"]
-    assert {w.field_manager for w in status_writes} == {AUTOSCALER_FIELD_MANAGER}
+    assert ("Normal", "ReplicasReverted") not in events(api)
+    writes = [(w.kind, w.subresource, w.field_manager) for w in api.writes if w.verb == "apply"]
+    assert writes == [
+        ("InferenceDeployment", "status", FIELD_MANAGER),  # the record first
+        ("Deployment", None, FIELD_MANAGER),
+        ("InferenceDeployment", "status", AUTOSCALER_FIELD_MANAGER),
+    ]
 
 
 async def test_prometheus_down_holds_reports_once_and_recovers(
@@ -183,7 +220,7 @@ async def test_prometheus_down_holds_reports_once_and_recovers(
     assert "holding 3 replicas" in unavailable["message"]
     assert condition(api, "SLOMet")["status"] == "Unknown"
     assert events(api).count(("Warning", "MetricsUnavailable")) == 1
-    assert autoscaling_status(api)["desiredReplicas"] == 3
+    assert deployment_replicas(api) == 3
 
     stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
     assert stored is not None
@@ -213,16 +250,15 @@ async def test_dry_run_reports_the_would_be_change_once_and_keeps_desired_replic
         clock.advance(10)
         assert decision is not None and not decision.apply
     status = autoscaling_status(api)
-    assert status["desiredReplicas"] == 1
     assert status["lastDecision"]["dryRun"] is True
     assert status["lastDecision"]["reason"].startswith("dry run: would scale 1 -> 2")
     assert len(status["history"]) == 1
     assert events(api).count(("Normal", "DryRunScale")) == 1
-    deployment = api.stored(DEPLOYMENT, "ml", "chat")
-    assert deployment is not None and deployment["spec"]["replicas"] == 1
+    assert deployment_replicas(api) == 1
+    assert "desiredReplicas" not in resource_status(api)  # nothing recorded: the count stays spec.replicas
 
 
-async def test_a_hand_edit_of_the_deployment_is_never_adopted(
+async def test_a_hand_edit_of_the_deployment_is_set_back_never_adopted(
     api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
 ) -> None:
     store(api, stub.url)
@@ -233,9 +269,56 @@ async def test_a_hand_edit_of_the_deployment_is_never_adopted(
     decision = await evaluate(context, "ml", "chat")
     assert decision is not None and decision.replicas == 1 and not decision.apply
     assert "holding 1" in decision.reason
-    assert autoscaling_status(api)["desiredReplicas"] == 1
-    assert len(autoscaling_status(api)["history"]) == 0
-    assert ("Warning", "ManualScaleDetected") not in events(api)
+    assert deployment_replicas(api) == 1
+    assert events(api).count(("Normal", "ReplicasReverted")) == 1
+    assert autoscaling_status(api)["history"] == []
+
+
+async def test_the_decision_survives_an_operator_restart(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    store(api, stub.url)
+    answer(stub, BREACHED)
+    await evaluate(context, "ml", "chat")
+    assert deployment_replicas(api) == 2
+    restarted = OperatorContext(
+        api=api, settings=context.settings, metrics=OperatorMetrics(CollectorRegistry()), clock=clock
+    )
+    await reconcile(restarted, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})  # Kopf's resume
+    assert deployment_replicas(api) == 2
+    answer(stub, HEALTHY)
+    clock.advance(10)
+    decision = await evaluate(restarted, "ml", "chat")
+    assert decision is not None and decision.replicas == 2 and "holding 2" in decision.reason
+
+
+async def test_an_evaluation_waits_for_the_reconcile_to_accept_the_spec(
+    api: InMemoryKubeApi, context: OperatorContext, stub: PrometheusStub
+) -> None:
+    store(api, stub.url)
+    answer(stub, BREACHED)
+    stored = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
+    assert stored is not None
+    stored["metadata"]["generation"] = 2  # a spec edit the reconcile has not checked yet
+    api.put(stored)
+    writes = len(api.writes)
+    assert await evaluate(context, "ml", "chat") is None
+    assert len(api.writes) == writes
+
+
+async def test_a_deployment_that_is_not_the_resources_is_never_written(
+    api: InMemoryKubeApi, context: OperatorContext, stub: PrometheusStub
+) -> None:
+    store(api, stub.url)
+    answer(stub, BREACHED)
+    foreign = api.stored(DEPLOYMENT, "ml", "chat")
+    assert foreign is not None
+    foreign["metadata"]["ownerReferences"] = []
+    api.put(foreign)
+    before = api.stored(DEPLOYMENT, "ml", "chat")
+    assert await evaluate(context, "ml", "chat") is None
+    assert api.stored(DEPLOYMENT, "ml", "chat") == before
+    assert not [w for w in api.writes if w.kind == "Deployment"]
 
 
 async def test_nothing_is_written_when_autoscaling_is_off_or_there_is_no_deployment(

@@ -145,7 +145,7 @@ def test_reason_carries_the_numbers() -> None:
 
 
 def test_missing_metrics_are_reported_and_do_not_learn() -> None:
-    history = learned(ceiling=1000.0, last_applied_replicas=3)
+    history = learned(ceiling=1000.0)
     decision = decide(MetricsUnavailable("newest sample is 95s old"), targets(), steady(3), history, NOW)
     assert decision.metrics_available is False
     assert decision.slo_met is None
@@ -179,19 +179,18 @@ def test_targets_bounds_without_a_gpu_budget() -> None:
 
 
 def test_dry_run_decides_and_reports_but_never_applies_or_claims_replicas() -> None:
-    history = learned(ceiling=1000.0, last_applied_replicas=7)
+    history = learned(ceiling=1000.0)
     decision = decide(GROWING_ON_TWO, targets(dry_run=True), steady(2), history, NOW)
     assert decision.replicas == 5
     assert decision.action is Action.SCALE_UP
     assert decision.apply is False
     assert decision.reason.startswith("dry run: would scale 2 -> 5:")
-    assert decision.history.last_applied_replicas == 2
     assert decision.history.last_scale_time is None
 
 
 def test_capacity_is_learned_from_a_saturated_breach() -> None:
     observation = serving(1800.0, replicas=2, ttft_p95_seconds=1.5, waiting_requests=20.0)
-    decision = decide(observation, targets(), steady(2), ScalingHistory(last_applied_replicas=2), NOW)
+    decision = decide(observation, targets(), steady(2), ScalingHistory(), NOW)
     assert decision.history.capacity_ceiling == pytest.approx(900.0)
     # 1800 tok/s arriving + 20 x 400 tok queued / 60 s = 1933 tok/s, at 80% of 900 each -> 3
     assert decision.replicas == 3
@@ -203,7 +202,7 @@ def test_a_queueing_breach_the_model_cannot_explain_adds_one_after_a_while(
 ) -> None:
     # The learned capacity says 2 replicas are plenty, yet requests queue and TTFT is over target.
     observation = serving(300.0, replicas=2, ttft_p95_seconds=0.9, waiting_requests=5.0)
-    history = learned(ceiling=1000.0, last_applied_replicas=2, breach_since=NOW - breached_for)
+    history = learned(ceiling=1000.0, breach_since=NOW - breached_for)
     decision = decide(observation, targets(), steady(2), history, NOW)
     assert decision.replicas == expected, decision.reason
 
@@ -214,7 +213,7 @@ def test_a_queue_that_grew_since_the_last_evaluation_sizes_the_scale_up(
 ) -> None:
     # 120 requests queued in the last 10 s, while the 60 s window's growth is still flat.
     observation = serving(1000.0, ttft_p95_seconds=2.0, waiting_requests=120.0)
-    history = learned(ceiling=1000.0, last_applied_replicas=1, last_waiting=last_waiting)
+    history = learned(ceiling=1000.0, last_waiting=last_waiting)
     decision = decide(observation, targets(max_replicas=16, max_gpus=16), steady(1), history, NOW)
     # (2.5 + 12) req/s x 400 tok + 120 x 400 tok / 60 s = 6600 tok/s at 80% of 1000 -> 9; without the
     # last evaluation's count only 1000 + 800 tok/s -> 3.

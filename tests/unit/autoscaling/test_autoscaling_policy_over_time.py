@@ -46,7 +46,7 @@ def run(
 
 
 def test_scale_down_waits_for_the_stabilization_window() -> None:
-    counts, decisions = run(targets(), [1200.0] * 40, 4, learned(ceiling=1000.0, last_applied_replicas=4))
+    counts, decisions = run(targets(), [1200.0] * 40, 4, learned(ceiling=1000.0))
     # 1200 tok/s over 2 survivors is 600 each (<= 60% of 1000): allowed, but only after 300 s observed.
     assert counts[:30] == [4] * 30
     assert counts[30:] == [2] * 10
@@ -55,7 +55,7 @@ def test_scale_down_waits_for_the_stabilization_window() -> None:
 
 def test_survivor_check_keeps_replicas_whose_removal_would_overload_the_rest() -> None:
     # 1100 tok/s on 2 replicas: one survivor would carry 1100 > 60% of 1000, so 2 stay for good.
-    counts, _ = run(targets(), [1100.0] * 100, 2, learned(ceiling=1000.0, last_applied_replicas=2))
+    counts, _ = run(targets(), [1100.0] * 100, 2, learned(ceiling=1000.0))
     assert set(counts) == {2}
 
 
@@ -63,21 +63,21 @@ def test_load_oscillating_around_one_replica_does_not_flap_two_one() -> None:
     # Load swinging around one replica's planned capacity (800 tok/s), slower than the stabilization
     # window: up to 2 once, and never back to 1, since 700 tok/s on one survivor is above 60% of 1000.
     loads = ([900.0] * 40 + [700.0] * 40) * 3
-    counts, _ = run(targets(), loads, 1, learned(ceiling=1000.0, last_applied_replicas=1))
+    counts, _ = run(targets(), loads, 1, learned(ceiling=1000.0))
     trajectory = [1, *counts]
     changes = [after for before, after in itertools.pairwise(trajectory) if before != after]
     assert changes == [2]
 
 
 def test_zero_load_scales_to_min_after_the_window() -> None:
-    counts, _ = run(targets(min_replicas=1), [0.0] * 40, 3, learned(ceiling=1000.0, last_applied_replicas=3))
+    counts, _ = run(targets(min_replicas=1), [0.0] * 40, 3, learned(ceiling=1000.0))
     assert counts[-1] == 1
     assert counts[:30] == [3] * 30
 
 
 def test_scale_up_stabilization_takes_the_lowest_recommendation_of_its_window() -> None:
     spec = targets(scale_up_stabilization_seconds=30.0)
-    counts, _ = run(spec, [300.0] * 5 + [3000.0] * 6, 1, learned(ceiling=1000.0, last_applied_replicas=1))
+    counts, _ = run(spec, [300.0] * 5 + [3000.0] * 6, 1, learned(ceiling=1000.0))
     assert counts[5:8] == [1, 1, 1]  # the 30 s window still holds the low recommendations
     assert counts[8] == 4  # 3000 tok/s at 80% of 1000 each
 
@@ -95,7 +95,7 @@ def test_decision_history_is_bounded() -> None:
 
 
 def test_recommendations_stay_within_the_window() -> None:
-    _, decisions = run(targets(), [500.0] * 200, 1, learned(ceiling=1000.0, last_applied_replicas=1))
+    _, decisions = run(targets(), [500.0] * 200, 1, learned(ceiling=1000.0))
     kept = decisions[-1].history.recommendations
     assert len(kept) <= 300 / 10 + 2
     assert kept[-1].time - kept[0].time <= 310

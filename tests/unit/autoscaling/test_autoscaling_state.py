@@ -29,7 +29,6 @@ def through_status(history: ScalingHistory, extra: dict[str, object] | None = No
 
 def test_round_trip_through_status_keeps_what_the_policy_needs() -> None:
     history = ScalingHistory(
-        last_applied_replicas=3,
         last_scale_time=NOW - 40,
         capacity_ceiling=1234.5,
         capacity_floor=800.0,
@@ -44,7 +43,6 @@ def test_round_trip_through_status_keeps_what_the_policy_needs() -> None:
 
 def test_wire_form_is_what_the_crd_describes() -> None:
     history = ScalingHistory(
-        last_applied_replicas=3,
         capacity_ceiling=1234.5,
         recommendations=(Recommendation(NOW, 3, 4),),
         decisions=(DecisionRecord(NOW, 2, 3, "scaled 2 -> 3: TTFT p95 640ms > 500ms"),),
@@ -57,7 +55,6 @@ def test_wire_form_is_what_the_crd_describes() -> None:
         "reason": "scaled 2 -> 3: TTFT p95 640ms > 500ms",
     }
     assert wire == {
-        "desiredReplicas": 3,
         "lastDecision": decision,
         "history": [decision],
         "capacity": {"ceilingTokensPerSecond": 1234.5},

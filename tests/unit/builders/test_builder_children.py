@@ -98,13 +98,13 @@ def _spec(autoscaling: dict[str, Any], replicas: int = 2, gpus: int = 1) -> Infe
 
 
 def _status(desired: int | None) -> InferenceDeploymentStatus:
-    return InferenceDeploymentStatus.model_validate({"autoscaling": {"desiredReplicas": desired}})
+    return InferenceDeploymentStatus.model_validate({"desiredReplicas": desired})
 
 
 @pytest.mark.parametrize(
     ("autoscaling", "replicas", "desired", "expected"),
     [
-        ({"enabled": False}, 2, 7, 2),  # manual: the autoscaler's number is ignored
+        ({"enabled": False}, 2, 7, 2),  # manual: spec.replicas, whatever status recorded
         ({"enabled": True, "minReplicas": 1, "maxReplicas": 8}, 2, None, 2),  # no decision yet
         ({"enabled": True, "minReplicas": 1, "maxReplicas": 8}, 2, 5, 5),
         ({"enabled": True, "minReplicas": 1, "maxReplicas": 4}, 2, 9, 4),  # clamped to max

@@ -312,7 +312,7 @@ def test_events_mark_meaningful_transitions() -> None:
 def test_owned_status_ignores_other_writers() -> None:
     full = {
         "phase": "Ready",
-        "autoscaling": {"desiredReplicas": 3},
+        "autoscaling": {"lastEvaluationTime": "2026-01-01T00:00:00Z"},
         "conditions": [
             {"type": "Ready", "status": "True", "reason": "AllReplicasReady"},
             {"type": "SLOMet", "status": "True", "reason": "WithinTargets"},

@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from berth_operator.handlers.context import OperatorContext
-from berth_operator.handlers.reconcile import follow_replica_decision, reconcile, repair
+from berth_operator.handlers.reconcile import reconcile, repair
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import InMemoryKubeApi
 from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, SECRET, SERVICE
@@ -258,46 +258,15 @@ async def test_status_keeps_the_autoscalers_conditions_and_fields(
         "reason": "WithinTargets",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    inference_deployment(status={"conditions": [slo], "autoscaling": {"desiredReplicas": 1}})
+    autoscaling = {
+        "lastEvaluationTime": "2026-01-01T00:00:00Z",
+        "capacity": {"ceilingTokensPerSecond": 900.0},
+    }
+    inference_deployment(status={"conditions": [slo], "autoscaling": autoscaling})
     await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
     assert _conditions(api)["SLOMet"] == ("True", "WithinTargets")
-    assert _status(api)["autoscaling"] == {"desiredReplicas": 1}
+    assert _status(api)["autoscaling"] == autoscaling
     assert await sync_status(context, "ml", "chat") is False
-
-
-async def test_autoscaler_decision_scales_the_deployment_once(
-    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
-) -> None:
-    spec = {
-        "model": {"name": "m", "source": "hf://org/m"},
-        "autoscaling": {
-            "enabled": True,
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "slo": {"timeToFirstTokenP95Milliseconds": 500},
-        },
-    }
-    await reconcile(context, inference_deployment(spec))
-    owner = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}
-    owner["status"]["autoscaling"] = {"desiredReplicas": 3}
-    api.put(owner)
-    result = await follow_replica_decision(context, owner)
-    assert result is not None and result.outcome == "updated"
-    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 3
-    assert _status(api)["desiredReplicas"] == 3
-    writes = len(api.writes)
-    again = await follow_replica_decision(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
-    assert again is not None and again.outcome == "unchanged"
-    assert len(api.writes) == writes
-
-
-async def test_replica_decisions_are_ignored_without_autoscaling(
-    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
-) -> None:
-    await reconcile(context, inference_deployment())
-    owner = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}
-    owner["status"]["autoscaling"] = {"desiredReplicas": 3}
-    assert await follow_replica_decision(context, owner) is None
 
 
 AUTOSCALED = {

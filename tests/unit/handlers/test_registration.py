@@ -26,7 +26,6 @@ def test_handlers_are_registered_with_explicit_ids() -> None:
         registry._changing
     )
     assert {
-        "follow-autoscaler",
         "follow-deployment",
         "follow-pods",
         "guard-service",
@@ -36,6 +35,8 @@ def test_handlers_are_registered_with_explicit_ids() -> None:
         "follow-pod-warnings",
     } <= _ids(registry._watching)
     assert "resync" in _ids(registry._spawning)
+    # The autoscaler applies its decisions itself: no handler reads them back from status.
+    assert "follow-autoscaler" not in _ids(registry._watching)
 
 
 def test_only_optional_deletion_handlers_so_no_finalizer_blocks_deletion() -> None:
