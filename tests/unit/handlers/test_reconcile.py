@@ -112,6 +112,19 @@ async def test_spec_the_schema_missed_is_refused_with_a_condition_not_a_crash(
     assert api.stored(DEPLOYMENT, "ml", "chat") is None
 
 
+async def test_a_refused_spec_keeps_the_recorded_replica_count(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    # The Deployment is left as it is while the spec is refused, and so is the count it is driven to:
+    # an autoscaling decision recorded in status.desiredReplicas is where a fixed spec resumes from.
+    refused = {**AUTOSCALED, "runtime": {"speculative": {"method": "ngram"}}}
+    with pytest.raises(kopf.PermanentError, match="numTokens"):
+        await reconcile(context, inference_deployment(refused, status={"desiredReplicas": 3}))
+    assert _status(api)["desiredReplicas"] == 3
+    await reconcile(context, inference_deployment(AUTOSCALED, status=_status(api)))
+    assert (api.stored(DEPLOYMENT, "ml", "chat") or {})["spec"]["replicas"] == 3
+
+
 async def test_gpu_product_outside_the_allow_list_is_refused(
     api: InMemoryKubeApi, context: OperatorContext, inference_deployment: InferenceDeploymentFactory
 ) -> None:
