@@ -57,7 +57,6 @@ def captured_step_ms(model: LlamaForCausalLM, batch: int) -> float:
     lens = torch.full((batch,), CONTEXT, dtype=torch.int64, device=device)
     metadata = AttentionMetadata(
         slot_mapping=slots,
-        prefill_rows=[],
         decode_start=0,
         decode_block_tables=tables,
         decode_context_lens=lens,

@@ -34,7 +34,6 @@ def test_decode_step_replays_from_a_cuda_graph(tiny_llama_checkpoint: Path) -> N
     lens = torch.zeros(batch, dtype=torch.int64, device=device)
     metadata = AttentionMetadata(
         slot_mapping=slots,
-        prefill_rows=[],
         decode_start=0,
         decode_block_tables=tables,
         decode_context_lens=lens,

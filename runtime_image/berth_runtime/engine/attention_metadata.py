@@ -19,22 +19,10 @@ import torch
 
 
 @dataclass
-class PrefillRow:
-    """One multi-token row of the step (host ints, so no device sync is needed to slice)."""
-
-    query_start: int
-    query_len: int
-    context_len: int
-    """Tokens in the cache once this row's tokens are stored (cached prefix + query_len)."""
-    block_ids: torch.Tensor
-    """[ceil(context_len / block_size)] block ids on the device."""
-
-
-@dataclass
 class PrefillBatch:
-    """The step's multi-token rows packed for one variable-length attention call (the kernel path):
-    every row's context, cached prefix and its own tokens, as flat cache slots row after row, with
-    the cumulative query and context offsets a varlen kernel takes (and their host copies)."""
+    """The step's multi-token rows packed for attention: every row's context, cached prefix and its
+    own tokens, as flat cache slots row after row, with the cumulative query and context offsets a
+    varlen kernel takes on the device, and their host copies (to slice a row without a sync)."""
 
     kv_slots: torch.Tensor
     """[sum of context lengths] int64 flat cache slot of each context token, row after row."""
@@ -82,13 +70,13 @@ class AttentionMetadata:
 
     slot_mapping: torch.Tensor
     """[tokens] flat cache slot (block_id * block_size + offset) of each token's key/value."""
-    prefill_rows: list[PrefillRow]
     decode_start: int
-    """Index of the first single-token row; tokens from here to the end are decodes."""
+    """Index of the first single-token row: tokens before it belong to the prefill rows, tokens from
+    here to the end are decodes."""
     decode_block_tables: torch.Tensor
     """[decodes, max_blocks] block ids (padding is masked out)."""
     decode_context_lens: torch.Tensor
     """[decodes] tokens in the cache for each decode, its own included."""
     decode_max_context_len: int
     prefill_batch: PrefillBatch | None = None
-    """``prefill_rows`` packed for the kernel path's one varlen call; None without prefill rows."""
+    """The multi-token rows (tokens ``[:decode_start]``); None when the step has none."""

@@ -64,7 +64,6 @@ class DecodeGraphs:
     def _metadata(self, bucket: int) -> AttentionMetadata:
         return AttentionMetadata(
             slot_mapping=self.slots[:bucket],
-            prefill_rows=[],
             decode_start=0,
             decode_block_tables=self.block_tables[:bucket],
             decode_context_lens=self.context_lens[:bucket],

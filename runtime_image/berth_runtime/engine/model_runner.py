@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillRow, pack_prefill_rows
+from berth_runtime.engine.attention_metadata import AttentionMetadata, pack_prefill_rows
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
@@ -124,26 +124,12 @@ class ModelRunner:
                     logits_per_seq=[1] * len(seqs),
                 )
 
-        prefill_rows = []
-        query_start = 0
-        num_prefill = 0
-        while num_prefill < num_rows and query_lens[num_prefill] > 1:
-            context_len = starts[num_prefill] + query_lens[num_prefill]
-            prefill_rows.append(
-                PrefillRow(
-                    query_start=query_start,
-                    query_len=query_lens[num_prefill],
-                    context_len=context_len,
-                    block_ids=tables[num_prefill, : -(-context_len // block_size)],
-                )
-            )
-            query_start += query_lens[num_prefill]
-            num_prefill += 1
+        num_prefill = next((index for index, length in enumerate(query_lens) if length == 1), num_rows)
         prefill_batch = None
         if num_prefill:
             prefill_batch = pack_prefill_rows(
                 np.array(query_lens[:num_prefill], dtype=np.int64),
-                np.array([row.context_len for row in prefill_rows], dtype=np.int64),
+                np.array(starts[:num_prefill], dtype=np.int64) + query_lens[:num_prefill],
                 block_tables[:num_prefill, :-1],
                 block_size,
                 self._to_device,
@@ -151,8 +137,7 @@ class ModelRunner:
         decode_max_context_len = max(starts[num_prefill:], default=-1) + 1
         metadata = AttentionMetadata(
             slot_mapping=per_token[2],
-            prefill_rows=prefill_rows,
-            decode_start=query_start,
+            decode_start=sum(query_lens[:num_prefill]),
             decode_block_tables=tables[num_prefill:, : -(-decode_max_context_len // block_size)],
             decode_context_lens=tables[num_prefill:, -1],
             decode_max_context_len=decode_max_context_len,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as functional
 
-from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillRow
+from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillBatch
 
 
 def store_kv(
@@ -37,12 +37,12 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     """query: [tokens, heads, head_dim] -> [tokens, heads, head_dim] (causal, over the cache)."""
-    if not metadata.prefill_rows:  # decodes only: the common step, without an extra copy
+    if metadata.prefill_batch is None:  # decodes only: the common step, without an extra copy
         return _attend_decodes(query, key_cache, value_cache, metadata, scale)
     output = torch.empty_like(query)
-    for row in metadata.prefill_rows:
-        rows = slice(row.query_start, row.query_start + row.query_len)
-        output[rows] = _attend_prefill(query[rows], key_cache, value_cache, row, scale)
+    output[: metadata.decode_start] = _attend_prefill(
+        query[: metadata.decode_start], key_cache, value_cache, metadata.prefill_batch, scale
+    )
     if metadata.decode_start < query.shape[0]:
         output[metadata.decode_start :] = _attend_decodes(
             query[metadata.decode_start :], key_cache, value_cache, metadata, scale
@@ -50,32 +50,42 @@ def paged_attention(
     return output
 
 
-def _gather(cache: torch.Tensor, block_ids: torch.Tensor, context_len: int) -> torch.Tensor:
-    """-> [kv_heads, context_len, head_dim]"""
-    gathered = cache.index_select(0, block_ids).flatten(0, 1)[
-        :context_len
-    ]  # [context_len, kv_heads, head_dim]
-    return gathered.transpose(0, 1)
-
-
 def _attend_prefill(
     query: torch.Tensor,
     key_cache: torch.Tensor,
     value_cache: torch.Tensor,
-    row: PrefillRow,
+    batch: PrefillBatch,
     scale: float,
 ) -> torch.Tensor:
-    keys = _gather(key_cache, row.block_ids, row.context_len)
-    values = _gather(value_cache, row.block_ids, row.context_len)
+    """Each row on its own over its context; query: [prefill tokens, heads, head_dim]."""
+    kv_heads, head_dim = key_cache.shape[2], key_cache.shape[3]
+    # [sum of context lengths, kv_heads, head_dim], row after row
+    keys = key_cache.view(-1, kv_heads, head_dim).index_select(0, batch.kv_slots)
+    values = value_cache.view(-1, kv_heads, head_dim).index_select(0, batch.kv_slots)
+    output = torch.empty_like(query)
+    for row in range(len(batch.query_offsets) - 1):
+        rows = slice(batch.query_offsets[row], batch.query_offsets[row + 1])
+        context = slice(batch.context_offsets[row], batch.context_offsets[row + 1])
+        output[rows] = _attend_prefill_row(
+            query[rows], keys[context].transpose(0, 1), values[context].transpose(0, 1), scale
+        )
+    return output
+
+
+def _attend_prefill_row(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """query: [query_len, heads, head_dim]; keys, values: [kv_heads, context_len, head_dim]."""
+    query_len, context_len = query.shape[0], keys.shape[1]
     heads_first = query.transpose(0, 1)  # [heads, query_len, head_dim]
-    if row.context_len == row.query_len:
+    if context_len == query_len:
         out = functional.scaled_dot_product_attention(
             heads_first, keys, values, is_causal=True, scale=scale, enable_gqa=True
         )
     else:
         # The chunk's queries sit at positions context_len - query_len .. context_len - 1.
-        query_positions = torch.arange(row.context_len - row.query_len, row.context_len, device=query.device)
-        key_positions = torch.arange(row.context_len, device=query.device)
+        query_positions = torch.arange(context_len - query_len, context_len, device=query.device)
+        key_positions = torch.arange(context_len, device=query.device)
         mask = key_positions.unsqueeze(0) <= query_positions.unsqueeze(1)  # [query_len, context_len]
         out = functional.scaled_dot_product_attention(
             heads_first, keys, values, attn_mask=mask, scale=scale, enable_gqa=True
