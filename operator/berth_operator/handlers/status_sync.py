@@ -1,12 +1,12 @@
 """Brings an InferenceDeployment's status in line with its Deployment, pods and Service endpoints.
 
-Called after every reconcile and on every event of an owned Deployment, pod or EndpointSlice, and of
-a kubelet Warning Event about a pod. Reads fresh state (the resource as a reconcile observed it is
-handed in, not parsed again), derives the operator-owned status (pure, in
-builders.status), and writes only when it differs -- then emits Events for the transitions. One sync
-per resource at a time (a per-resource lock). Pod Events are read only for pods that have not
-started a container yet (what held them back shows nowhere else), so a healthy resource costs no
-Event reads.
+Called after every reconcile, by the autoscaler to record a decision (status.desiredReplicas), and
+on every event of an owned Deployment, pod or EndpointSlice, and of a kubelet Warning Event about a
+pod. Reads fresh state (the resource as its caller observed it is handed in, not parsed again),
+derives the operator-owned status (pure, in builders.status), and writes only when it differs --
+then emits Events for the transitions. One sync per resource at a time (a per-resource lock). Pod
+Events are read only for pods that have not started a container yet (what held them back shows
+nowhere else), so a healthy resource costs no Event reads.
 """
 
 from __future__ import annotations
