@@ -1,4 +1,4 @@
-"""The Triton kernels, compiled for the GPU, against their torch references at production shapes
+"""The Triton kernels, compiled for the GPU, against the torch reference at production shapes
 (Llama-3 8B: 32 query / 8 KV heads, head_dim 128, hidden 4096, FFN 14336; block size 16), plus a
 CUDA-graph capture and replay of paged decode."""
 
@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from berth_runtime.engine.attention_metadata import pack_prefill_rows
-from berth_runtime.kernels.activation import silu_and_mul, silu_and_mul_reference
-from berth_runtime.kernels.kv_cache_store import store_kv_cache, store_kv_cache_reference
-from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_attention_decode_reference
-from berth_runtime.kernels.prefill_attention import paged_prefill_attention, paged_prefill_attention_reference
-from berth_runtime.kernels.rms_norm import add_rms_norm, add_rms_norm_reference
-from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
-from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv, rotary_and_store_kv_reference
-from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
+from berth_runtime.kernels import torch_reference
+from berth_runtime.kernels.activation import silu_and_mul
+from berth_runtime.kernels.kv_cache_store import store_kv_cache
+from berth_runtime.kernels.paged_attention import paged_attention_decode
+from berth_runtime.kernels.prefill_attention import paged_prefill_attention
+from berth_runtime.kernels.rms_norm import add_rms_norm
+from berth_runtime.kernels.rotary import apply_rotary_embedding
+from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
+from berth_runtime.kernels.weight_only_linear import weight_only_linear
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
 CUDA = "cuda"
@@ -27,16 +28,18 @@ def test_add_rms_norm_hidden_4096() -> None:
     x = torch.randn(64, 4096, device=CUDA, dtype=BF16)
     residual = torch.randn(64, 4096, device=CUDA, dtype=BF16)
     weight = torch.randn(4096, device=CUDA, dtype=BF16)
-    kernel_residual, reference_residual = residual.clone(), residual.clone()
+    kernel_residual = residual.clone()
     normed = add_rms_norm(x, kernel_residual, weight, 1e-5)
-    expected = add_rms_norm_reference(x, reference_residual, weight, 1e-5)
-    assert torch.equal(kernel_residual, reference_residual)
+    expected, expected_residual = torch_reference.add_rms_norm(x, residual, weight, 1e-5)
+    assert torch.equal(kernel_residual, expected_residual)
     torch.testing.assert_close(normed, expected, rtol=2**-7, atol=1e-2)
 
 
 def test_silu_and_mul_ffn_14336() -> None:
     gate_up = 3 * torch.randn(8, 2 * 14336, device=CUDA, dtype=BF16)
-    torch.testing.assert_close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), rtol=2**-6, atol=1e-3)
+    torch.testing.assert_close(
+        silu_and_mul(gate_up), torch_reference.silu_and_mul(gate_up), rtol=2**-6, atol=1e-3
+    )
 
 
 def test_rotary_head_dim_128() -> None:
@@ -46,7 +49,7 @@ def test_rotary_head_dim_128() -> None:
     qkv = torch.randn(300, 48 * 128, device=CUDA, dtype=BF16)
     query, key = qkv[:, : 32 * 128].view(300, 32, 128), qkv[:, 32 * 128 : 40 * 128].view(300, 8, 128)
     positions = torch.randint(0, 8192, (300,), device=CUDA)
-    expected_query, expected_key = apply_rotary_embedding_reference(query, key, positions, cos, sin)
+    expected_query, expected_key = torch_reference.apply_rotary(query, key, positions, cos, sin)
     apply_rotary_embedding(query, key, positions, cos, sin)
     torch.testing.assert_close(query, expected_query, rtol=2**-7, atol=1e-2)
     torch.testing.assert_close(key, expected_key, rtol=2**-7, atol=1e-2)
@@ -64,12 +67,21 @@ def test_fused_rotary_and_kv_store_head_dim_128() -> None:
     slots[::9] = -1
     key_cache = torch.zeros(128, 16, 8, 128, device=CUDA, dtype=BF16)
     value_cache = torch.zeros_like(key_cache)
-    expected_query, expected_keys, expected_values = query.clone(), key_cache.clone(), value_cache.clone()
-    rotary_and_store_kv_reference(
-        expected_query, key, value, positions, cos, sin, expected_keys, expected_values, slots
+    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
+    stored = slots >= 0  # the reference takes no padding rows: it rotates and stores the others
+    expected_query = torch_reference.rotary_and_store_kv(
+        query[stored],
+        key[stored],
+        value[stored],
+        positions[stored],
+        cos,
+        sin,
+        expected_keys,
+        expected_values,
+        slots[stored],
     )
     rotary_and_store_kv(query, key, value, positions, cos, sin, key_cache, value_cache, slots)
-    torch.testing.assert_close(query, expected_query, rtol=2**-7, atol=1e-2)
+    torch.testing.assert_close(query[stored], expected_query, rtol=2**-7, atol=1e-2)
     torch.testing.assert_close(key_cache, expected_keys, rtol=2**-7, atol=1e-2)
     assert torch.equal(value_cache, expected_values)
 
@@ -82,7 +94,8 @@ def test_kv_store_block_16() -> None:
     slots = torch.randperm(256 * 16, device=CUDA)[:200]
     slots[::17] = -1
     expected_keys, expected_values = key_cache.clone(), value_cache.clone()
-    store_kv_cache_reference(key, value, expected_keys, expected_values, slots)
+    stored = slots >= 0  # the reference takes no padding rows: it stores the others
+    torch_reference.store_kv(key[stored], value[stored], expected_keys, expected_values, slots[stored])
     store_kv_cache(key, value, key_cache, value_cache, slots)
     assert torch.equal(key_cache, expected_keys) and torch.equal(value_cache, expected_values)
 
@@ -104,7 +117,7 @@ def test_paged_decode_gqa_32_8(context_lens: list[int]) -> None:
     query, key_cache, value_cache, tables, lens = _paged_case(context_lens)
     scale = 128**-0.5
     actual = paged_attention_decode(query, key_cache, value_cache, tables, lens, scale)
-    expected = paged_attention_decode_reference(query, key_cache, value_cache, tables, lens, scale)
+    expected = torch_reference.decode_attention(query, key_cache, value_cache, tables, lens, scale)
     torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
 
 
@@ -123,7 +136,7 @@ def test_paged_decode_replays_from_a_cuda_graph() -> None:
         lens.copy_(torch.tensor(new_lens, dtype=torch.int32))
         query.copy_(torch.randn_like(query))
         graph.replay()
-        expected = paged_attention_decode_reference(query, key_cache, value_cache, tables, lens, scale)
+        expected = torch_reference.decode_attention(query, key_cache, value_cache, tables, lens, scale)
         torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
 
 
@@ -139,20 +152,21 @@ def test_prefill_rows_packed_in_one_call(dtype: torch.dtype) -> None:
     tables = np.zeros((len(rows), 128), dtype=np.int64)
     for index, (_, _, block_ids) in enumerate(rows):
         tables[index, : len(block_ids)] = block_ids.cpu().numpy()
+
+    def to_cuda(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(CUDA)
+
     batch = pack_prefill_rows(
-        np.array([row[0] for row in rows]),
-        np.array([row[1] for row in rows]),
-        tables,
-        16,
-        lambda array: torch.from_numpy(array).to(CUDA),
+        np.array([row[0] for row in rows]), np.array([row[1] for row in rows]), tables, 16, to_cuda
     )
     queries = [torch.randn(query_len, 32, 128, device=CUDA, dtype=dtype) for query_len, _, _ in rows]
     actual = paged_prefill_attention(torch.cat(queries), key_cache, value_cache, batch, 128**-0.5)
     start = 0
-    for query, (query_len, context_len, block_ids) in zip(queries, rows, strict=True):
-        expected = paged_prefill_attention_reference(
-            query, key_cache, value_cache, block_ids, context_len, 128**-0.5
+    for index, (query, (query_len, context_len, _)) in enumerate(zip(queries, rows, strict=True)):
+        alone = pack_prefill_rows(
+            np.array([query_len]), np.array([context_len]), tables[index : index + 1], 16, to_cuda
         )
+        expected = torch_reference.prefill_attention(query, key_cache, value_cache, alone, 128**-0.5)
         torch.testing.assert_close(actual[start : start + query_len], expected, rtol=2e-2, atol=2e-2)
         start += query_len
 
@@ -169,5 +183,5 @@ def test_weight_only_linear_llama_8b_shapes(
     qweight, scale = (quantize_int8 if method == "int8" else quantize_fp8)(weight)
     x = torch.randn(rows, in_features, device=CUDA, dtype=BF16)
     actual = weight_only_linear(x, qweight, scale)
-    expected = weight_only_linear_reference(x, qweight, scale)
+    expected = torch_reference.weight_only_linear(x, qweight, scale)
     torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)

@@ -1,5 +1,6 @@
-"""Decode attention over the paged cache equals float32 softmax attention over the gathered context:
-GQA groups, shuffled block tables, variable lengths, split (flash-decoding) partitions, padding rows."""
+"""Decode attention over the paged cache equals the torch reference (masked SDPA over the gathered
+context): GQA groups, shuffled block tables, variable lengths, split (flash-decoding) partitions; and
+padding rows, which only the kernel takes, give zeros."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 from berth_runtime.kernels import paged_attention as module
+from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
-from berth_runtime.kernels.paged_attention import paged_attention_decode, paged_attention_decode_reference
+from berth_runtime.kernels.paged_attention import paged_attention_decode
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def _tolerance(dtype: torch.dtype) -> dict[str, float]:
 def test_decode_matches_reference_with_gqa_and_variable_lengths(device: str, dtype: torch.dtype) -> None:
     query, key_cache, value_cache, block_tables, lens = _case(device, dtype, [1, 7, 20, 33])
     actual = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, scale=0.25)
-    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.25)
+    expected = torch_reference.decode_attention(query, key_cache, value_cache, block_tables, lens, scale=0.25)
     torch.testing.assert_close(actual, expected, **_tolerance(dtype))
 
 
@@ -62,7 +64,7 @@ def test_split_partitions_merge_to_the_same_result(
     monkeypatch.setattr(module, "PARTITION_TOKENS", partition_tokens)  # some partitions empty for short rows
     query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [2, 9, 33], num_heads=8)
     actual = paged_attention_decode(query, key_cache, value_cache, block_tables, lens, scale=0.3)
-    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.3)
+    expected = torch_reference.decode_attention(query, key_cache, value_cache, block_tables, lens, scale=0.3)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -73,7 +75,7 @@ def test_a_graph_sized_max_context_len_changes_nothing(device: str, monkeypatch:
     actual = paged_attention_decode(
         query, key_cache, value_cache, block_tables, lens, 0.3, max_context_len=64
     )
-    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, scale=0.3)
+    expected = torch_reference.decode_attention(query, key_cache, value_cache, block_tables, lens, scale=0.3)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -115,5 +117,5 @@ def test_block_tables_and_lengths_may_be_strided_views(device: str) -> None:
     packed = torch.cat([block_tables, lens[:, None]], dim=1).to(torch.int64)
     tables_view, lens_view = packed[:, :-1], packed[:, -1]
     actual = paged_attention_decode(query, key_cache, value_cache, tables_view, lens_view, 0.3)
-    expected = paged_attention_decode_reference(query, key_cache, value_cache, block_tables, lens, 0.3)
+    expected = torch_reference.decode_attention(query, key_cache, value_cache, block_tables, lens, 0.3)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)

@@ -1,6 +1,6 @@
 """Prefill attention over the paged cache, all rows of a step packed in one call: causal for a whole
 prompt, and for a chunk whose earlier tokens are already cached (the query rows sit at the end of
-the context); each row equal to the masked per-row reference."""
+the context); each row equal to the torch reference run on that row alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from berth_runtime.engine.attention_metadata import PrefillBatch, pack_prefill_rows
-from berth_runtime.kernels.prefill_attention import paged_prefill_attention, paged_prefill_attention_reference
+from berth_runtime.kernels import torch_reference
+from berth_runtime.kernels.prefill_attention import paged_prefill_attention
 
 BLOCK_SIZE = 4
 
@@ -28,6 +29,18 @@ def packed(rows: list[tuple[int, int, torch.Tensor]], device: str | torch.device
     )
 
 
+def reference_row(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_ids: torch.Tensor,
+    context_len: int,
+) -> torch.Tensor:
+    """The torch reference on one row, packed on its own (scale 0.25)."""
+    batch = packed([(query.shape[0], context_len, block_ids)])
+    return torch_reference.prefill_attention(query, key_cache, value_cache, batch, 0.25)
+
+
 def _cache(num_blocks: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     shape = (num_blocks, BLOCK_SIZE, 2, 16)
@@ -41,7 +54,7 @@ def _query(query_len: int, seed: int, dtype: torch.dtype = torch.float32) -> tor
 
 
 @pytest.mark.parametrize(("query_len", "context_len"), [(9, 9), (5, 14), (1, 6)])
-def test_one_row_matches_the_masked_reference(query_len: int, context_len: int) -> None:
+def test_one_row_matches_the_reference(query_len: int, context_len: int) -> None:
     key_cache, value_cache = _cache(8, torch.float32, query_len)
     block_ids = torch.randperm(8, generator=torch.Generator().manual_seed(context_len))[
         : -(-context_len // 4)
@@ -50,7 +63,7 @@ def test_one_row_matches_the_masked_reference(query_len: int, context_len: int) 
     actual = paged_prefill_attention(
         query, key_cache, value_cache, packed([(query_len, context_len, block_ids)]), 0.25
     )
-    expected = paged_prefill_attention_reference(query, key_cache, value_cache, block_ids, context_len, 0.25)
+    expected = reference_row(query, key_cache, value_cache, block_ids, context_len)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -67,9 +80,7 @@ def test_packed_rows_each_attend_to_their_own_context() -> None:
     actual = paged_prefill_attention(torch.cat(queries), key_cache, value_cache, packed(rows), 0.25)
     start = 0
     for query, (query_len, context_len, block_ids) in zip(queries, rows, strict=True):
-        expected = paged_prefill_attention_reference(
-            query, key_cache, value_cache, block_ids, context_len, 0.25
-        )
+        expected = reference_row(query, key_cache, value_cache, block_ids, context_len)
         torch.testing.assert_close(actual[start : start + query_len], expected, rtol=1e-5, atol=1e-5)
         start += query_len
 

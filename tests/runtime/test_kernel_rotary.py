@@ -1,4 +1,5 @@
-"""The rotary kernel rotates q and k in place exactly like Hugging Face's ``apply_rotary_pos_emb``."""
+"""The rotary kernel rotates q and k in place exactly like the torch reference (Hugging Face's
+``apply_rotary_pos_emb``), partial rotation included."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 from berth_runtime.kernels import rotary as module
+from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
-from berth_runtime.kernels.rotary import apply_rotary_embedding, apply_rotary_embedding_reference
+from berth_runtime.kernels.rotary import apply_rotary_embedding
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_rotation_matches_reference_for_gqa_heads(device: str, dtype: torch.dtyp
     # query and key are strided views into one fused projection, as in the model
     query = qkv[:, : 6 * 16].view(4, 6, 16)
     key = qkv[:, 6 * 16 : 8 * 16].view(4, 2, 16)
-    expected_query, expected_key = apply_rotary_embedding_reference(query, key, positions, cos, sin)
+    expected_query, expected_key = torch_reference.apply_rotary(query, key, positions, cos, sin)
     returned_query, returned_key = apply_rotary_embedding(query, key, positions, cos, sin)
     assert returned_query is query and returned_key is key
     _assert_same(query, expected_query)
@@ -65,7 +67,7 @@ def test_partial_rotary_leaves_the_tail_untouched(device: str) -> None:
     query = torch.randn(3, 2, 16, device=device)
     key = torch.randn(3, 1, 16, device=device)
     positions = torch.tensor([1, 5, 9], device=device)
-    expected_query, expected_key = apply_rotary_embedding_reference(query, key, positions, cos, sin)
+    expected_query, expected_key = torch_reference.apply_rotary(query, key, positions, cos, sin)
     tail = query[..., 8:].clone()
     apply_rotary_embedding(query, key, positions, cos, sin)
     _assert_same(query, expected_query)

@@ -1,4 +1,5 @@
-"""Fused rotary + KV store equals rotating with Hugging Face's arithmetic and then storing."""
+"""Fused rotary + KV store equals the torch reference: rotating with Hugging Face's arithmetic, then
+storing; a padding row (slot -1) stores nothing."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 from berth_runtime.kernels import rotary_kv_store as module
+from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
-from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv, rotary_and_store_kv_reference
+from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
 
 
 @pytest.fixture
@@ -39,17 +41,26 @@ def test_fused_matches_rotate_then_store(device: str, dtype: torch.dtype) -> Non
     slots = torch.tensor([4, 0, -1, 11, 9], device=device)
     key_cache = torch.randn(4, 4, kv_heads, head_dim, generator=generator).to(device, dtype)
     value_cache = torch.randn(4, 4, kv_heads, head_dim, generator=generator).to(device, dtype)
-    expected_query, expected_keys, expected_values = query.clone(), key_cache.clone(), value_cache.clone()
-    rotary_and_store_kv_reference(
-        expected_query, key, value, positions, cos, sin, expected_keys, expected_values, slots
+    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
+    stored = slots >= 0  # the reference takes no padding rows: it rotates and stores the others
+    expected_query = torch_reference.rotary_and_store_kv(
+        query[stored],
+        key[stored],
+        value[stored],
+        positions[stored],
+        cos,
+        sin,
+        expected_keys,
+        expected_values,
+        slots[stored],
     )
     original_key = key.clone()
     rotary_and_store_kv(query, key, value, positions, cos, sin, key_cache, value_cache, slots)
     if dtype == torch.float32:
-        torch.testing.assert_close(query, expected_query, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(query[stored], expected_query, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(key_cache, expected_keys, rtol=1e-5, atol=1e-5)
     else:
-        assert torch.equal(query, expected_query)
+        assert torch.equal(query[stored], expected_query)
         assert torch.equal(key_cache, expected_keys)
     assert torch.equal(value_cache, expected_values)
     assert torch.equal(key, original_key)  # the rotated keys went to the cache only

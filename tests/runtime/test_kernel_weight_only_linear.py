@@ -1,14 +1,15 @@
-"""The weight-only kernel computes ``(x @ q.T) * scale + bias`` for int8 and fp8 (e4m3) weights, for
-decode-sized and prefill-sized batches."""
+"""The weight-only kernel computes ``(x @ q.T) * scale + bias`` (the torch reference) for int8 and fp8
+(e4m3) weights, for decode-sized and prefill-sized batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels import weight_only_linear as module
 from berth_runtime.kernels._launch import runs_interpreted
-from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
+from berth_runtime.kernels.weight_only_linear import weight_only_linear
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_matches_reference(device: str, weight_dtype: torch.dtype, rows: int) ->
     scale = (torch.rand(48, generator=generator) * 1e-2).to(device)
     bias = torch.randn(48, generator=generator).to(device, torch.bfloat16)
     actual = weight_only_linear(x, qweight, scale, bias)
-    expected = weight_only_linear_reference(x, qweight, scale, bias)
+    expected = torch_reference.weight_only_linear(x, qweight, scale, bias)
     assert actual.dtype == torch.bfloat16 and actual.shape == (rows, 48)
     torch.testing.assert_close(actual, expected, rtol=2e-2, atol=2e-2)
 
@@ -99,7 +100,7 @@ def test_every_tile_shape_computes_the_same_product(
     bias = torch.randn(40, generator=generator).to(device, torch.bfloat16)
     actual = weight_only_linear(x, qweight, scale, bias, tile_sizes=tiles)
     torch.testing.assert_close(
-        actual, weight_only_linear_reference(x, qweight, scale, bias), rtol=2e-2, atol=2e-2
+        actual, torch_reference.weight_only_linear(x, qweight, scale, bias), rtol=2e-2, atol=2e-2
     )
 
 

@@ -9,8 +9,8 @@ max_model_len / block_size and `decode_max_context_len` is max_model_len, which 
 kernel's partition count. Capture happens at start-up after a warm-up step per bucket (Triton
 compiles on first call, outside the capture); prefill and speculative multi-token rows run eager.
 
-Only the kernel layer ops take padding rows (the torch references would write slot -1 = the last
-slot), so this runs with `model.use_kernel_ops`. With `capture=False` the same static-buffer step
+Only the kernel layer ops take padding rows (the torch reference takes no negative slot and no
+empty context), so this runs with `model.use_kernel_ops`. With `capture=False` the same static-buffer step
 runs eagerly: the CPU tests drive it through the Triton interpreter.
 """
 

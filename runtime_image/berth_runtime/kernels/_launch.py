@@ -44,7 +44,7 @@ def check_launchable(kernel: object, op: str, tensors: dict[str, torch.Tensor]) 
     raise ValueError(
         f"{op}: tensors are on {device}; the Triton kernel runs on a CUDA device, or on the CPU only "
         "when TRITON_INTERPRET=1 was set before berth_runtime.kernels was imported; "
-        "use the module's *_reference function on other devices"
+        "use berth_runtime.kernels.torch_reference on other devices"
     )
 
 

@@ -9,7 +9,6 @@ then the product rounded), so outputs match the reference model bit for bit.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -70,8 +69,3 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
         num_warps=4,
     )
     return output
-
-
-def silu_and_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:
-    gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up

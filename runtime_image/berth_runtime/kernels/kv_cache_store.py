@@ -130,18 +130,3 @@ def store_kv_cache(
         BLOCK_DIM=triton.next_power_of_2(head_dim),
         num_warps=4,
     )
-
-
-def store_kv_cache_reference(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    _check("store_kv_cache_reference", key, value, key_cache, value_cache, slot_mapping)
-    keep = slot_mapping >= 0
-    slots = slot_mapping[keep].long()
-    num_blocks, block_size = key_cache.shape[:2]
-    key_cache.view(num_blocks * block_size, *key_cache.shape[2:])[slots] = key[keep]
-    value_cache.view(num_blocks * block_size, *value_cache.shape[2:])[slots] = value[keep]

@@ -29,7 +29,6 @@ from berth_runtime.kernels._launch import (
     check_same_dtype,
     check_shape,
 )
-from berth_runtime.kernels.paged_attention import gather_sequence_kv
 
 _VARLEN_DTYPES = (torch.bfloat16, torch.float16)
 # torch >= 2.12 asks for GQA explicitly; earlier flash varlen takes fewer KV heads as they are
@@ -100,24 +99,3 @@ def _attend_row(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, s
         enable_gqa=query.shape[1] != keys.shape[1],
     )
     return attended[0].transpose(0, 1)
-
-
-def paged_prefill_attention_reference(
-    query: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    block_ids: torch.Tensor,
-    context_len: int,
-    scale: float,
-) -> torch.Tensor:
-    """Float32 softmax attention with an explicit position mask, token by token."""
-    query_len, num_heads, _ = query.shape
-    keys, values = gather_sequence_kv(key_cache, value_cache, block_ids, context_len)
-    group = num_heads // key_cache.shape[2]
-    keys = keys.float().repeat_interleave(group, dim=1)  # [context_len, heads, head_dim]
-    values = values.float().repeat_interleave(group, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", query.float(), keys) * scale
-    query_positions = torch.arange(context_len - query_len, context_len)[:, None]
-    visible = torch.arange(context_len)[None, :] <= query_positions  # [query_len, context_len]
-    scores = scores.masked_fill(~visible.to(scores.device), float("-inf"))
-    return torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1), values).to(query.dtype)

@@ -138,18 +138,3 @@ def add_rms_norm(
     """
     _check("add_rms_norm", x, weight, residual, residual_out)
     return _launch(x, weight, eps, residual, residual if residual_out is None else residual_out)
-
-
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """What Hugging Face's ``LlamaRMSNorm`` computes."""
-    x32 = x.to(torch.float32)
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
-
-
-def add_rms_norm_reference(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
-) -> torch.Tensor:
-    """``residual += x`` in place, then ``rms_norm_reference(residual)``: the eager two-step form."""
-    residual.add_(x)
-    return rms_norm_reference(residual, weight, eps)

@@ -135,7 +135,7 @@ def apply_rotary_embedding(
     float32 with both halves equal (``berth_runtime.models.rope.cos_sin_table``'s layout). The first
     ``rotary_dim`` dimensions of each head are rotated (all of them for Llama). Positions must lie in
     ``[0, max_positions)``; the kernel does not bounds-check them. Returns ``(query, key)`` so it can
-    stand in for ``layers.rotary.apply_rotary``.
+    stand in for ``torch_reference.apply_rotary``.
     """
     op = "apply_rotary_embedding"
     check_dtype(op, "query", query, FLOAT_ACTIVATION_DTYPES)
@@ -191,24 +191,3 @@ def apply_rotary_embedding(
         num_warps=4,
     )
     return query, key
-
-
-def _rotate_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    rotary_dim = cos.shape[-1]
-    rotated, passthrough = x[..., :rotary_dim], x[..., rotary_dim:]
-    first, second = rotated.chunk(2, dim=-1)
-    rotate_half = torch.cat((-second, first), dim=-1)
-    return torch.cat((rotated * cos + rotate_half * sin, passthrough), dim=-1)
-
-
-def apply_rotary_embedding_reference(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    positions: torch.Tensor,
-    cos_table: torch.Tensor,
-    sin_table: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Out of place, the arithmetic of Hugging Face's ``apply_rotary_pos_emb`` (tables cast to q's dtype)."""
-    cos = cos_table[positions.long()].to(query.dtype).unsqueeze(1)  # [tokens, 1, rotary_dim]
-    sin = sin_table[positions.long()].to(query.dtype).unsqueeze(1)
-    return _rotate_reference(query, cos, sin), _rotate_reference(key, cos, sin)

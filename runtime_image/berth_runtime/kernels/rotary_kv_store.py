@@ -25,8 +25,7 @@ from berth_runtime.kernels._launch import (
     check_same_dtype,
     check_shape,
 )
-from berth_runtime.kernels.kv_cache_store import store_kv_cache_reference
-from berth_runtime.kernels.rotary import apply_rotary_embedding_reference, load_cos_sin, rotate_heads
+from berth_runtime.kernels.rotary import load_cos_sin, rotate_heads
 
 
 @triton.jit
@@ -205,34 +204,4 @@ def rotary_and_store_kv(
         BLOCK_KV_HEADS=triton.next_power_of_2(num_kv_heads),
         num_warps=4,
     )
-    return query
-
-
-def rotary_and_store_kv_reference(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    positions: torch.Tensor,
-    cos_table: torch.Tensor,
-    sin_table: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> torch.Tensor:
-    """The unfused pair: rotate (Hugging Face arithmetic), then store; returns the rotated query."""
-    _check(
-        "rotary_and_store_kv_reference",
-        query,
-        key,
-        value,
-        positions,
-        cos_table,
-        sin_table,
-        key_cache,
-        value_cache,
-        slot_mapping,
-    )
-    rotated_query, rotated_key = apply_rotary_embedding_reference(query, key, positions, cos_table, sin_table)
-    store_kv_cache_reference(rotated_key, value, key_cache, value_cache, slot_mapping)
-    query.copy_(rotated_query)
     return query

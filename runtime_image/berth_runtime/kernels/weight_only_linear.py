@@ -179,14 +179,3 @@ def weight_only_linear(
         num_stages=4,
     )
     return output
-
-
-def weight_only_linear_reference(
-    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The same product in float32 on any device: ``(x @ q.T) * scale + bias``, rounded to ``x``'s dtype."""
-    _check("weight_only_linear_reference", x, qweight, scale, bias)
-    result = (x.to(torch.float32) @ qweight.to(torch.float32).t()) * scale
-    if bias is not None:
-        result = result + bias.to(torch.float32)
-    return result.to(x.dtype)

@@ -6,9 +6,8 @@ each); the loader concatenates the checkpoint's separate tensors.
 
 Every numeric step is one call through a `LayerOps` table: on a CUDA device the Triton kernels of
 `berth_runtime.kernels.layer_ops` (RoPE fused with the KV-cache write), elsewhere the torch
-references of `berth_runtime.layers`, looked up by name in this module at call time (so a test or
-benchmark may swap one). `LlamaForCausalLM.use_kernel_ops` picks the table; `load_model` sets it
-from the device.
+reference, `berth_runtime.kernels.torch_reference`. `LlamaForCausalLM.use_kernel_ops` picks the
+table; `load_model` sets it from the device.
 """
 
 from __future__ import annotations
@@ -20,11 +19,7 @@ import torch
 from torch import nn
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata
-from berth_runtime.kernels import layer_ops
-from berth_runtime.layers.activation import silu_and_mul
-from berth_runtime.layers.attention import paged_attention, store_kv
-from berth_runtime.layers.norm import add_rms_norm, rms_norm
-from berth_runtime.layers.rotary import apply_rotary
+from berth_runtime.kernels import layer_ops, torch_reference
 from berth_runtime.models.model_config import ModelConfig
 from berth_runtime.models.rope import cos_sin_table, inverse_frequencies
 
@@ -34,6 +29,8 @@ KVCache = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class LayerOps:
+    """The model's numeric steps, one callable each, with the torch reference's signatures."""
+
     rms_norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
     add_rms_norm: Callable[
         [torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]
@@ -47,32 +44,14 @@ class LayerOps:
     ]
 
 
-def _reference_rotary_and_store_kv(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    positions: torch.Tensor,
-    cos_table: torch.Tensor,
-    sin_table: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> torch.Tensor:
-    query, key = apply_rotary(query, key, positions, cos_table, sin_table)
-    store_kv(key, value, key_cache, value_cache, slot_mapping)
-    return query
-
-
-def reference_ops() -> LayerOps:
-    """The `berth_runtime.layers` functions as this module's globals name them right now."""
-    return LayerOps(
-        rms_norm=rms_norm,
-        add_rms_norm=add_rms_norm,
-        silu_and_mul=silu_and_mul,
-        rotary_and_store_kv=_reference_rotary_and_store_kv,
-        paged_attention=paged_attention,
-    )
-
+REFERENCE_OPS = LayerOps(
+    rms_norm=torch_reference.rms_norm,
+    add_rms_norm=torch_reference.add_rms_norm,
+    silu_and_mul=torch_reference.silu_and_mul,
+    rotary_and_store_kv=torch_reference.rotary_and_store_kv,
+    paged_attention=torch_reference.paged_attention,
+)
+"""The torch reference, on any device (the CPU build's path)."""
 
 KERNEL_OPS = LayerOps(
     rms_norm=layer_ops.rms_norm_op,
@@ -150,7 +129,7 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype))
         self.max_positions = max_positions
         self.use_kernel_ops = False
-        """Run the Triton kernel ops (on CUDA) instead of the torch reference layers."""
+        """Run the Triton kernel ops (on CUDA) instead of the torch reference."""
         self.cos_table = torch.empty(0)
         self.sin_table = torch.empty(0)
 
@@ -170,7 +149,7 @@ class LlamaForCausalLM(nn.Module):
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """tokens, positions: [tokens] -> hidden: [tokens, hidden_size] (final norm applied)."""
-        ops = KERNEL_OPS if self.use_kernel_ops else reference_ops()
+        ops = KERNEL_OPS if self.use_kernel_ops else REFERENCE_OPS
         hidden = self.embed_tokens(tokens)
         residual: torch.Tensor | None = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):

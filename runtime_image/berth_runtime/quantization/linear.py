@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from berth_runtime.kernels.weight_only_linear import weight_only_linear, weight_only_linear_reference
+from berth_runtime.kernels import torch_reference
+from berth_runtime.kernels.weight_only_linear import weight_only_linear
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
 
 _QUANTIZERS = {"int8": quantize_int8, "fp8": quantize_fp8}
@@ -45,7 +46,7 @@ class WeightOnlyLinear(nn.Module):
         if rows.device.type == "cuda":
             out = weight_only_linear(rows, self.qweight, self.scale, self.bias)
         else:
-            out = weight_only_linear_reference(rows, self.qweight, self.scale, self.bias)
+            out = torch_reference.weight_only_linear(rows, self.qweight, self.scale, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

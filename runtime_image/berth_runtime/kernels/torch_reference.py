@@ -1,0 +1,230 @@
+"""The torch reference of every numeric step of the model: the one definition of what each kernel in
+this package must compute, and the path the model runs where no kernel can (the CPU build).
+
+One function per op, in plain PyTorch, rounding where Hugging Face's Llama rounds (RMSNorm
+normalised in float32 then rounded before the weight; cos/sin rounded to the activation dtype), so
+the CPU build's greedy tokens equal `transformers`' (tests/runtime/test_model_parity.py) and the
+elementwise kernels equal these functions bit for bit. The kernel tests compare every kernel with its
+function here (docs/kernels.md pairs them); `layer_ops` falls back to them for tensors no kernel can
+take.
+
+What these do not take: padding rows (a negative slot, a context of length 0), which only the
+kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
+
+KV cache layout per layer: key_cache, value_cache: [num_blocks, block_size, kv_heads, head_dim];
+token t's key and value live at flat slot `slot_mapping[t] = block * block_size + offset`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as functional
+
+from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillBatch
+
+
+def rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """hidden: [tokens, hidden_size] -> same shape; statistics in fp32 as Hugging Face computes them."""
+    input_dtype = hidden.dtype
+    hidden_fp32 = hidden.to(torch.float32)
+    variance = hidden_fp32.pow(2).mean(-1, keepdim=True)
+    normed = hidden_fp32 * torch.rsqrt(variance + eps)
+    return weight * normed.to(input_dtype)
+
+
+def add_rms_norm(
+    hidden: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (rms_norm(hidden + residual), hidden + residual): the new normed input and residual."""
+    summed = hidden + residual
+    return rms_norm(summed, weight, eps), summed
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up: [tokens, 2 * intermediate] (gate first, then up) -> [tokens, intermediate]."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return functional.silu(gate) * up
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [tokens, heads, head_dim]; cos, sin: [tokens, 1, rotary_dim]; the first rotary_dim dims rotate."""
+    rotary_dim = cos.shape[-1]
+    if rotary_dim < x.shape[-1]:  # partial rotary: the dimensions past rotary_dim pass through
+        return torch.cat((_rotate(x[..., :rotary_dim], cos, sin), x[..., rotary_dim:]), dim=-1)
+    return x * cos + _rotate_half(x) * sin
+
+
+def apply_rotary(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate-half RoPE, out of place: query: [tokens, heads, head_dim], key: [tokens, kv_heads,
+    head_dim], positions: [tokens]; tables [max_positions, rotary_dim] float32, both halves equal
+    (`berth_runtime.models.rope.cos_sin_table`), cast to the activation dtype as Hugging Face does."""
+    cos = cos_table[positions].to(query.dtype).unsqueeze(1)  # [tokens, 1, rotary_dim]
+    sin = sin_table[positions].to(query.dtype).unsqueeze(1)
+    return _rotate(query, cos, sin), _rotate(key, cos, sin)
+
+
+def store_kv(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """key, value: [tokens, kv_heads, head_dim] written at their slots (int64, each >= 0)."""
+    kv_heads, head_dim = key.shape[1], key.shape[2]
+    key_cache.view(-1, kv_heads, head_dim).index_copy_(0, slot_mapping, key)
+    value_cache.view(-1, kv_heads, head_dim).index_copy_(0, slot_mapping, value)
+
+
+def rotary_and_store_kv(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """`apply_rotary`, then `store_kv` of the rotated keys and the values; returns the rotated query."""
+    query, key = apply_rotary(query, key, positions, cos_table, sin_table)
+    store_kv(key, value, key_cache, value_cache, slot_mapping)
+    return query
+
+
+def paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """A step's attention: query [tokens, heads, head_dim] -> same shape, causal over the cache (its
+    own keys and values already stored), the prefill rows first, then the decodes."""
+    if metadata.prefill_batch is None:  # decodes only: the common step, without an extra copy
+        return decode_attention(
+            query,
+            key_cache,
+            value_cache,
+            metadata.decode_block_tables,
+            metadata.decode_context_lens,
+            scale,
+            metadata.decode_max_context_len,
+        )
+    output = torch.empty_like(query)
+    output[: metadata.decode_start] = prefill_attention(
+        query[: metadata.decode_start], key_cache, value_cache, metadata.prefill_batch, scale
+    )
+    if metadata.decode_start < query.shape[0]:
+        output[metadata.decode_start :] = decode_attention(
+            query[metadata.decode_start :],
+            key_cache,
+            value_cache,
+            metadata.decode_block_tables,
+            metadata.decode_context_lens,
+            scale,
+            metadata.decode_max_context_len,
+        )
+    return output
+
+
+def prefill_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    batch: PrefillBatch,
+    scale: float,
+) -> torch.Tensor:
+    """Each multi-token row attended on its own over its context: query [prefill tokens, heads,
+    head_dim], the rows packed as `batch` says, each row's tokens the last of its context (a whole
+    prompt, or a chunk over a cached prefix). Returns the same shape."""
+    kv_heads, head_dim = key_cache.shape[2], key_cache.shape[3]
+    # [sum of context lengths, kv_heads, head_dim], row after row
+    keys = key_cache.view(-1, kv_heads, head_dim).index_select(0, batch.kv_slots)
+    values = value_cache.view(-1, kv_heads, head_dim).index_select(0, batch.kv_slots)
+    output = torch.empty_like(query)
+    for row in range(len(batch.query_offsets) - 1):
+        rows = slice(batch.query_offsets[row], batch.query_offsets[row + 1])
+        context = slice(batch.context_offsets[row], batch.context_offsets[row + 1])
+        output[rows] = _attend_prefill_row(
+            query[rows], keys[context].transpose(0, 1), values[context].transpose(0, 1), scale
+        )
+    return output
+
+
+def _attend_prefill_row(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """query: [query_len, heads, head_dim]; keys, values: [kv_heads, context_len, head_dim]."""
+    query_len, context_len = query.shape[0], keys.shape[1]
+    heads_first = query.transpose(0, 1)  # [heads, query_len, head_dim]
+    if context_len == query_len:
+        out = functional.scaled_dot_product_attention(
+            heads_first, keys, values, is_causal=True, scale=scale, enable_gqa=True
+        )
+    else:
+        # The chunk's queries sit at positions context_len - query_len .. context_len - 1.
+        query_positions = torch.arange(context_len - query_len, context_len, device=query.device)
+        key_positions = torch.arange(context_len, device=query.device)
+        mask = key_positions.unsqueeze(0) <= query_positions.unsqueeze(1)  # [query_len, context_len]
+        out = functional.scaled_dot_product_attention(
+            heads_first, keys, values, attn_mask=mask, scale=scale, enable_gqa=True
+        )
+    return out.transpose(0, 1)
+
+
+def decode_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    max_context_len: int | None = None,
+) -> torch.Tensor:
+    """One query token per sequence over its cached context (its own token included): query
+    [decodes, heads, head_dim] -> same shape. block_tables: [decodes, max_blocks] block ids (entries
+    past a context are masked out); context_lens: [decodes], each >= 1; max_context_len: their
+    maximum as a host int (read from context_lens when None)."""
+    decodes = query.shape[0]
+    max_len = int(context_lens.max()) if max_context_len is None else max_context_len
+    # [decodes, max_blocks * block_size, kv_heads, head_dim] -> [decodes, kv_heads, max_len, head_dim];
+    # index_select over the flattened table is several times faster than advanced indexing on CPU.
+    keys = key_cache.index_select(0, block_tables.flatten()).view(decodes, -1, *key_cache.shape[2:])
+    values = value_cache.index_select(0, block_tables.flatten()).view(decodes, -1, *value_cache.shape[2:])
+    keys = keys[:, :max_len].transpose(1, 2)
+    values = values[:, :max_len].transpose(1, 2)
+    positions = torch.arange(max_len, device=query.device)
+    mask = positions.unsqueeze(0) < context_lens.unsqueeze(1)  # [decodes, max_len]
+    out = functional.scaled_dot_product_attention(
+        query.view(decodes, -1, 1, query.shape[-1]),  # [decodes, heads, 1, head_dim]
+        keys,
+        values,
+        attn_mask=mask.view(decodes, 1, 1, max_len),
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out.view(decodes, -1, query.shape[-1])
+
+
+def weight_only_linear(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x: [rows, in] times int8 / fp8 qweight [out, in] with per-output-channel float32 scale [out],
+    in float32 on any device: ``(x @ q.T) * scale + bias``, rounded to ``x``'s dtype."""
+    result = (x.to(torch.float32) @ qweight.to(torch.float32).t()) * scale
+    if bias is not None:
+        result = result + bias.to(torch.float32)
+    return result.to(x.dtype)
