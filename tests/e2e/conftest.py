@@ -89,3 +89,13 @@ def bed_operator(
 def smollm2_reference() -> Reference:
     """transformers reading the same GGUF file, in float32: the reference for greedy answers."""
     return load_reference(smollm2_gguf_file())
+
+
+@pytest.fixture
+def bed_api(bed: ClusterAccess) -> object:
+    """A Kubernetes API client for the local bed (the `kubernetes` package): for reads a test repeats
+    every fraction of a second, where a kubectl process per read would take CPU from the model; wrap it
+    in the API group's class (`kubernetes.client.CoreV1Api(bed_api)`)."""
+    from kubernetes import config  # type: ignore[import-untyped]
+
+    return config.new_client_from_config(config_file=str(bed.kubeconfig))
