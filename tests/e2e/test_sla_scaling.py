@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from kubernetes import client, config  # type: ignore[import-untyped]
+from kubernetes import client  # type: ignore[import-untyped]
 
 from berth_operator.autoscaling.signals import SeriesSelector, signal_queries
 from tests.cluster import launcher
@@ -121,8 +121,7 @@ class Prometheus:
 class Cluster:
     """Cheap reads of the resource and its children through the API (no kubectl process per poll)."""
 
-    def __init__(self, kubeconfig: str, namespace: str) -> None:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
+    def __init__(self, api_client: object, namespace: str) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
@@ -205,12 +204,16 @@ def _describe(records: list[RequestRecord]) -> str:
 
 
 def test_a_ttft_breach_scales_out_to_a_second_pod_that_serves_and_scale_in_cuts_no_stream(
-    local_bed: launcher.RunningCluster, bed: ClusterAccess, bed_namespace: str, bed_operator: OperatorProcess
+    local_bed: launcher.RunningCluster,
+    bed: ClusterAccess,
+    bed_namespace: str,
+    bed_operator: OperatorProcess,
+    bed_api: object,
 ) -> None:
     namespace = bed_namespace
     assert local_bed.prometheus_url, "the local bed runs no Prometheus"
     prometheus = Prometheus(local_bed.prometheus_url)
-    cluster = Cluster(str(bed.kubeconfig), namespace)
+    cluster = Cluster(bed_api, namespace)
     manifest = local_model(NAME)
     model = manifest["spec"]["model"]["name"]
     assert manifest["spec"]["runtime"]["maxBatchSize"] == BATCH_SLOTS
