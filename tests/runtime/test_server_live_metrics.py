@@ -51,6 +51,20 @@ def test_metrics_exist_with_the_model_label_on_both_ports(server: LiveServer, oa
         assert 'model_name="tiny"' in text
 
 
+def test_both_ports_keep_vllm_names_whatever_format_the_scraper_asks_for(server: LiveServer) -> None:
+    # What Prometheus sends: an OpenMetrics exposition with underscore escaping would store
+    # vllm:num_requests_running as vllm_num_requests_running, and no vLLM-named query would match.
+    accept = (
+        "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+        "text/plain;version=0.0.4;q=0.4,*/*;q=0.1"
+    )
+    for url in (server.url, f"http://127.0.0.1:{server.metrics_port}"):  # type: ignore[attr-defined]
+        response = httpx.get(f"{url}/metrics", headers={"Accept": accept})
+        assert response.headers["content-type"].startswith("text/plain"), url
+        assert "vllm:num_requests_running{" in response.text, url
+        assert "vllm_num_requests_running" not in response.text, url
+
+
 def test_metric_values_move_as_requests_complete(server: LiveServer, oai: openai.OpenAI) -> None:
     long_prompt = " ".join(["Prefix caching reuses blocks whose tokens were already computed."] * 6)
     oai.completions.create(model="tiny", prompt=long_prompt, max_tokens=2, temperature=0)

@@ -14,7 +14,6 @@ import logging
 from types import FrameType
 
 import uvicorn
-from prometheus_client import start_http_server
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.server.app import create_app
@@ -22,6 +21,7 @@ from berth_runtime.server.context import ServingContext
 from berth_runtime.server.gate import read_api_key
 from berth_runtime.server.lifecycle import ServerState
 from berth_runtime.server.metrics import ServerMetrics
+from berth_runtime.server.metrics_port import serve_metrics
 from berth_runtime.server.statistics import ModelStatistics
 
 logger = logging.getLogger("berth_runtime.server")
@@ -101,7 +101,7 @@ def serve(config: RuntimeConfig) -> int:
     state.request_exit = request_exit
     if config.metrics_port:
         try:
-            start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+            serve_metrics(config.host, config.metrics_port, metrics.registry)
         except OSError as error:
             logger.error(
                 "cannot serve /metrics on %s:%d (--metrics-port): %s", config.host, config.metrics_port, error
