@@ -1,6 +1,7 @@
-"""Runs one engine step on the device: flattens the scheduled rows into batched inputs (tokens,
-positions, KV slot mapping, block tables), runs the model and returns the logits of the rows that
-sample a token this step.
+"""Runs one engine step on the device, in three parts as nano-vllm's runner does: `prepare` flattens
+the scheduled rows into batched inputs (tokens, positions, KV slot mapping, block tables), `forward`
+runs the model on them (a captured decode graph when one fits, else eagerly with the step's
+attention metadata), and `sampling_logits` returns the logits of the rows that sample a token.
 
 Inputs are built with vectorised numpy on the host and sent in a few transfers; nothing here reads
 back from the device (the sampler's token transfer is the step's only sync).
@@ -18,6 +19,32 @@ from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.models.llama import KVCache, LlamaForCausalLM
+
+
+@dataclass
+class StepInputs:
+    """A step's scheduled rows flattened: the multi-token rows (prefill chunks, rows with speculative
+    drafts) first, then the single-token rows (decodes). Host arrays, and their device copies."""
+
+    rows: list[ScheduledRow]
+    """In step order."""
+    query_lens: np.ndarray
+    """[rows] int64 tokens each row computes this step."""
+    starts: np.ndarray
+    """[rows] int64 tokens of each row already in the cache before the step."""
+    block_tables: np.ndarray
+    """[rows, max_blocks + 1] int64 each row's block ids, then (last column) its context length
+    after the step."""
+    per_token: torch.Tensor
+    """[3, tokens] int64 on the device: token ids, positions, cache slots."""
+    tables: torch.Tensor
+    """``block_tables`` on the device."""
+    sampling: list[int]
+    """Indices of the rows whose whole context is computed after this step (they sample a token)."""
+
+    @property
+    def decode_only(self) -> bool:
+        return self.per_token.shape[1] == len(self.rows)
 
 
 @dataclass
@@ -69,19 +96,23 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, rows: list[ScheduledRow]) -> StepResult:
-        # Multi-token rows (prefill chunks) first, then single-token rows (decodes) as one batch.
+        inputs = self.prepare(rows)
+        hidden = self.forward(inputs)
+        return self.sampling_logits(inputs, hidden)
+
+    def prepare(self, rows: list[ScheduledRow]) -> StepInputs:
+        """The rows' tokens, positions and slots, and their block tables, in two transfers."""
         ordered = sorted(rows, key=lambda row: row.num_new_tokens == 1)
         num_rows = len(ordered)
-        block_size = self.block_size
-        query_lens = [row.num_new_tokens for row in ordered]
-        starts = [row.seq.num_computed_tokens for row in ordered]
+        query_lens = np.array([row.num_new_tokens for row in ordered], dtype=np.int64)
+        starts = np.array([row.seq.num_computed_tokens for row in ordered], dtype=np.int64)
         max_blocks = max(len(row.seq.block_table) for row in ordered)
         block_tables = np.zeros((num_rows, max_blocks + 1), dtype=np.int64)  # last column: context len
         tokens: list[int] = []
-        sampling: list[int] = []  # rows whose whole context is computed after this step
+        sampling: list[int] = []
         for index, row in enumerate(ordered):
-            seq, start = row.seq, starts[index]
-            end = start + query_lens[index]
+            seq, start = row.seq, int(starts[index])
+            end = start + row.num_new_tokens
             if seq.draft_token_ids:
                 tokens += (seq.token_ids + seq.draft_token_ids)[start:end]
             else:
@@ -92,70 +123,79 @@ class ModelRunner:
             block_tables[index, -1] = end
         num_tokens = len(tokens)
 
-        starts_array = np.array(starts, dtype=np.int64)
         if num_tokens == num_rows:  # decodes only: one token per row
             row_of_token = np.arange(num_rows)
-            positions = starts_array
+            positions = starts
         else:
-            lens_array = np.array(query_lens, dtype=np.int64)
-            row_of_token = np.repeat(np.arange(num_rows), lens_array)
-            row_first_token = np.cumsum(lens_array) - lens_array
-            positions = starts_array[row_of_token] + np.arange(num_tokens) - row_first_token[row_of_token]
+            row_of_token = np.repeat(np.arange(num_rows), query_lens)
+            row_first_token = np.cumsum(query_lens) - query_lens
+            positions = starts[row_of_token] + np.arange(num_tokens) - row_first_token[row_of_token]
+        block_size = self.block_size
         slots = block_tables[row_of_token, positions // block_size] * block_size + positions % block_size
-        per_token_host = np.empty((3, num_tokens), dtype=np.int64)
-        per_token_host[0] = tokens
-        per_token_host[1] = positions
-        per_token_host[2] = slots
+        per_token = np.empty((3, num_tokens), dtype=np.int64)
+        per_token[0] = tokens
+        per_token[1] = positions
+        per_token[2] = slots
+        return StepInputs(
+            rows=ordered,
+            query_lens=query_lens,
+            starts=starts,
+            block_tables=block_tables,
+            per_token=self._to_device(per_token),
+            tables=self._to_device(block_tables),
+            sampling=sampling,
+        )
 
-        # Two transfers: the per-token arrays; the block tables with context lengths.
-        per_token = self._to_device(per_token_host)
-        tables = self._to_device(block_tables)
-
-        if num_tokens == num_rows and self.decode_graphs is not None:
-            bucket = self.decode_graphs.bucket_for(num_rows, max_blocks)
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        """hidden: [tokens, hidden_size] for every token of the step. A decode-only step replays the
+        smallest decode graph it fits; any other step runs eagerly."""
+        if inputs.decode_only and self.decode_graphs is not None:
+            max_blocks = inputs.block_tables.shape[1] - 1
+            bucket = self.decode_graphs.bucket_for(len(inputs.rows), max_blocks)
             if bucket is not None:
-                hidden = self.decode_graphs.run(bucket, per_token, tables)
-                if len(sampling) < num_rows:  # a one-token prefill chunk samples nothing yet
-                    hidden = hidden[self._to_device(np.array(sampling, dtype=np.int64))]
-                seqs = [ordered[index].seq for index in sampling]
-                return StepResult(
-                    logits=self.model.compute_logits(hidden),
-                    sampling_seqs=seqs,
-                    logits_per_seq=[1] * len(seqs),
-                )
+                return self.decode_graphs.run(bucket, inputs.per_token, inputs.tables)
+        metadata = self._attention_metadata(inputs)
+        return self.model(inputs.per_token[0], inputs.per_token[1], self.kv_caches, metadata)
 
-        num_prefill = next((index for index, length in enumerate(query_lens) if length == 1), num_rows)
+    def _attention_metadata(self, inputs: StepInputs) -> AttentionMetadata:
+        """The eager step's attention metadata; the multi-token rows are packed only when there are any."""
+        num_prefill = int(np.count_nonzero(inputs.query_lens > 1))
         prefill_batch = None
         if num_prefill:
+            query_lens = inputs.query_lens[:num_prefill]
             prefill_batch = pack_prefill_rows(
-                np.array(query_lens[:num_prefill], dtype=np.int64),
-                np.array(starts[:num_prefill], dtype=np.int64) + query_lens[:num_prefill],
-                block_tables[:num_prefill, :-1],
-                block_size,
+                query_lens,
+                inputs.starts[:num_prefill] + query_lens,
+                inputs.block_tables[:num_prefill, :-1],
+                self.block_size,
                 self._to_device,
             )
-        decode_max_context_len = max(starts[num_prefill:], default=-1) + 1
-        metadata = AttentionMetadata(
-            slot_mapping=per_token[2],
-            decode_start=sum(query_lens[:num_prefill]),
-            decode_block_tables=tables[num_prefill:, : -(-decode_max_context_len // block_size)],
-            decode_context_lens=tables[num_prefill:, -1],
+        decode_max_context_len = int(inputs.starts[num_prefill:].max(initial=-1)) + 1
+        decode_blocks = -(-decode_max_context_len // self.block_size)
+        return AttentionMetadata(
+            slot_mapping=inputs.per_token[2],
+            decode_start=int(inputs.query_lens[:num_prefill].sum()),
+            decode_block_tables=inputs.tables[num_prefill:, :decode_blocks],
+            decode_context_lens=inputs.tables[num_prefill:, -1],
             decode_max_context_len=decode_max_context_len,
             prefill_batch=prefill_batch,
         )
-        # The last token of each sampling row predicts the next token; a row with drafts also
-        # needs the logits after its last real token and after each draft.
-        last_token_of_row = np.cumsum(query_lens) - 1
-        sampling_seqs = [ordered[index].seq for index in sampling]
+
+    def sampling_logits(self, inputs: StepInputs, hidden: torch.Tensor) -> StepResult:
+        """The logits the engine's sampler draws from: each sampling row's last token predicts its next
+        token; a row with drafts also needs the logits after its last real token and after each draft.
+        The hidden states are gathered only when some token samples nothing."""
+        sampling_seqs = [inputs.rows[index].seq for index in inputs.sampling]
         logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
+        last_token_of_row = np.cumsum(inputs.query_lens) - 1
         if any(count > 1 for count in logits_per_seq):
             counts = np.array(logits_per_seq, dtype=np.int64)
-            ends = np.repeat(last_token_of_row[sampling] + 1, counts)
+            ends = np.repeat(last_token_of_row[inputs.sampling] + 1, counts)
             offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             logits_rows = ends - np.repeat(counts, counts) + offsets
         else:
-            logits_rows = last_token_of_row[sampling]
-        logits_index = self._to_device(logits_rows)
-        hidden = self.model(per_token[0], per_token[1], self.kv_caches, metadata)
-        logits = self.model.compute_logits(hidden[logits_index])
+            logits_rows = last_token_of_row[inputs.sampling]
+        if len(logits_rows) < hidden.shape[0]:  # rows are increasing: as many as tokens means all of them
+            hidden = hidden[self._to_device(logits_rows)]
+        logits = self.model.compute_logits(hidden)
         return StepResult(logits=logits, sampling_seqs=sampling_seqs, logits_per_seq=logits_per_seq)
