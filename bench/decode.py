@@ -88,7 +88,7 @@ def make_engine(
     num_blocks = max_batch * blocks_per_seq + 8
     kv_caches = allocate_kv_caches(model, num_blocks, BLOCK_SIZE, torch.bfloat16, device)
     block_manager = BlockManager(num_blocks, BLOCK_SIZE, enable_prefix_caching=False)
-    scheduler = Scheduler(block_manager, max_batch_size=max(64, max_batch), max_num_batched_tokens=8192)
+    scheduler = Scheduler(block_manager, max_num_seqs=max(64, max_batch), max_num_batched_tokens=8192)
     runner = ModelRunner(model, kv_caches, BLOCK_SIZE, device)
     if graphs:
         runner.decode_graphs = CountedDecodeGraphs(

@@ -144,7 +144,7 @@ def main() -> None:
             model=str(model_dir),
             dtype="float32",
             device=args.device,
-            max_batch_size=max(batches),
+            max_num_seqs=max(batches),
             max_model_len=1024,
         )
         engine = build_engine(config).engine

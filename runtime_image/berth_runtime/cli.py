@@ -9,6 +9,10 @@ Abbreviated flags are refused on every parser: argparse would otherwise read a u
 `--por=9000` as `--port`, and the operator, which only refuses exact duplicates of the flags it
 renders, could not see that a managed flag had been overridden. `option_strings` lists the exact
 flags each command accepts, so the operator's contract test can compare against the parser itself.
+
+Flags follow vLLM's names, so a vLLM command line reads the same here. A renamed flag keeps its
+old name as a second option string of the same action (`--max-batch-size` for `--max-num-seqs`):
+both parse, neither may be abbreviated, and `option_strings` lists both.
 """
 
 from __future__ import annotations
@@ -78,7 +82,13 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     add("--device", choices=DEVICES, help="default: cuda if available, else cpu")
     add("--quantization", choices=QUANTIZATIONS, default="none", help="weight-only quantization")
     add("--max-model-len", type=int, help="context limit, prompt + output (default: the model's)")
-    add("--max-batch-size", type=int, default=64, help="most running sequences per step")
+    add(
+        "--max-num-seqs",
+        "--max-batch-size",  # the flag's name before it took vLLM's; still accepted
+        type=int,
+        default=64,
+        help="most running sequences per step (--max-batch-size: the same, its former name)",
+    )
     add("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget (chunked prefill)")
     add("--block-size", type=int, default=16, help="KV cache block size in tokens")
     memory = serve.add_mutually_exclusive_group()
@@ -132,7 +142,7 @@ def config_from_args(arguments: argparse.Namespace) -> RuntimeConfig:
         device=arguments.device,
         quantization=arguments.quantization,
         max_model_len=arguments.max_model_len,
-        max_batch_size=arguments.max_batch_size,
+        max_num_seqs=arguments.max_num_seqs,
         max_num_batched_tokens=arguments.max_num_batched_tokens,
         block_size=arguments.block_size,
         kv_cache_blocks=arguments.kv_cache_blocks,

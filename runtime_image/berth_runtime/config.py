@@ -56,8 +56,9 @@ class RuntimeConfig:
     quantization: str = "none"
     max_model_len: int | None = None
     """Context limit in tokens (prompt + output); None means the model's max_position_embeddings."""
-    max_batch_size: int = 64
-    """Most sequences running in one engine step."""
+    max_num_seqs: int = 64
+    """Most sequences running in one engine step (`--max-num-seqs`, or its former name
+    `--max-batch-size`)."""
     max_num_batched_tokens: int = 2048
     """Per-step token budget; longer prompts are prefilled in chunks of at most this many tokens."""
     block_size: int = 16
@@ -142,9 +143,9 @@ class RuntimeConfig:
                 "an integer >= 1 (or unset for the model's max_position_embeddings)",
             )
         _require(
-            _is_int(self.max_batch_size) and self.max_batch_size >= 1,
-            "max_batch_size",
-            self.max_batch_size,
+            _is_int(self.max_num_seqs) and self.max_num_seqs >= 1,
+            "max_num_seqs",
+            self.max_num_seqs,
             "an integer >= 1",
         )
         _require(

@@ -18,11 +18,15 @@ README = REPOSITORY / "runtime_image" / "README.md"
 
 
 def serve_actions() -> dict[str, argparse.Action]:
+    """Every long flag of `serve` -> its action (a renamed flag's two names -> the same action)."""
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     serve = subparsers.choices["serve"]
     return {
-        a.option_strings[0]: a for a in serve._actions if a.option_strings and a.option_strings[0] != "-h"
+        flag: action
+        for action in serve._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
     }
 
 
@@ -74,8 +78,9 @@ def test_readme_defaults_are_what_the_runtime_uses(tmp_path: Path) -> None:
         "device": None,
         "model": None,
     }
+    actions = serve_actions()
     for flag, (_, default_column) in readme_table().items():
-        field = flag.removeprefix("--").replace("-", "_")
+        field = actions[flag].dest
         actual = effective.get(field, getattr(config, field))
         assert actual == documented_default(flag, default_column), flag
 
@@ -101,7 +106,7 @@ def test_the_operators_rendered_command_parses_to_the_spec(tmp_path: Path) -> No
     assert arguments.port == spec.serving.port
     assert arguments.dtype == spec.model.dtype
     assert arguments.max_model_len == spec.model.max_model_len
-    assert arguments.max_batch_size == spec.runtime.max_batch_size
+    assert arguments.max_num_seqs == spec.runtime.max_batch_size
     assert arguments.block_size == spec.runtime.kv_cache.block_size
     assert arguments.enable_prefix_caching is spec.runtime.kv_cache.prefix_caching
     assert arguments.gpu_memory_utilization == spec.runtime.kv_cache.gpu_memory_utilization
@@ -114,7 +119,7 @@ def test_every_flag_reaches_the_config(tmp_path: Path) -> None:
     arguments = build_parser().parse_args(
         ["serve", "--model", str(tmp_path / "m"), "--served-model-name", "chat", "--host", "127.0.0.1",
          "--port", "9000", "--metrics-port", "9100", "--dtype", "float16", "--device", "cpu",
-         "--max-model-len", "4096", "--max-batch-size", "8", "--max-num-batched-tokens", "512",
+         "--max-model-len", "4096", "--max-num-seqs", "8", "--max-num-batched-tokens", "512",
          "--block-size", "32", "--kv-cache-blocks", "100", "--enable-prefix-caching", "--max-queue", "5",
          "--drain-timeout", "2.5", "--warmup-prompts", "3", "--api-key-file", str(key_file), "--seed", "7",
          "--log-level", "DEBUG"]
@@ -122,10 +127,17 @@ def test_every_flag_reaches_the_config(tmp_path: Path) -> None:
     config = config_from_args(arguments)
     assert config == RuntimeConfig(
         model=str(tmp_path / "m"), served_model_name="chat", host="127.0.0.1", port=9000, metrics_port=9100,
-        dtype="float16", device="cpu", max_model_len=4096, max_batch_size=8, max_num_batched_tokens=512,
+        dtype="float16", device="cpu", max_model_len=4096, max_num_seqs=8, max_num_batched_tokens=512,
         block_size=32, kv_cache_blocks=100, enable_prefix_caching=True, max_queue=5, drain_timeout=2.5,
         warmup_prompts=3, api_key_file=str(key_file), seed=7, log_level="debug",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ["--max-num-seqs", "--max-batch-size"])
+def test_the_batch_limit_parses_under_its_vllm_name_and_its_former_one(flag: str, tmp_path: Path) -> None:
+    arguments = build_parser().parse_args(["serve", "--model", str(tmp_path), f"{flag}=5"])
+    assert config_from_args(arguments).max_num_seqs == 5
+    assert {"--max-num-seqs", "--max-batch-size"} <= option_strings("serve")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +147,8 @@ def test_every_flag_reaches_the_config(tmp_path: Path) -> None:
         (["--port", "http"], "argument --port: invalid int value: 'http'"),
         (["--kv-cache-blocks", "10", "--gpu-memory-utilization", "0.5"], "not allowed with argument"),
         (["--tensor-parallel-size", "2"], "tensor_parallel_size=2 is not supported by this build"),
-        (["--max-batch-size", "0"], "invalid max_batch_size=0"),
+        (["--max-num-seqs", "0"], "invalid max_num_seqs=0"),
+        (["--max-batch-size", "0"], "invalid max_num_seqs=0"),
         (["--warmup-prompts", "0"], "invalid warmup_prompts=0"),
         (["--gpu-memory-utilization", "1.5"], "invalid gpu_memory_utilization=1.5"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),

@@ -32,7 +32,7 @@ def test_config_is_frozen() -> None:
         ({"port": 0}, "port=0"),
         ({"metrics_port": 8000}, "metrics_port=8000"),
         ({"max_model_len": 0}, "max_model_len=0"),
-        ({"max_batch_size": 0}, "max_batch_size=0"),
+        ({"max_num_seqs": 0}, "max_num_seqs=0"),
         ({"max_num_batched_tokens": 0}, "max_num_batched_tokens=0"),
         ({"block_size": 0}, "block_size=0"),
         ({"kv_cache_blocks": -1}, "kv_cache_blocks=-1"),

@@ -19,7 +19,7 @@ MAX_NEW = 6
 SETTINGS: dict[str, object] = {
     "kv_cache_blocks": 96,
     "max_model_len": 64,
-    "max_batch_size": 6,
+    "max_num_seqs": 6,
     "max_num_batched_tokens": 24,
     "enable_prefix_caching": True,
 }

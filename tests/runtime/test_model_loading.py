@@ -147,7 +147,7 @@ def test_model_tokenizer_eos_ids_come_from_every_source(tiny_llama_dir: Path) ->
 
 
 def test_model_cpu_kv_cache_defaults_to_a_full_batch_of_full_contexts(tiny_llama_dir: Path) -> None:
-    built = build_engine(engine_config(tiny_llama_dir, max_batch_size=3, max_model_len=64))
+    built = build_engine(engine_config(tiny_llama_dir, max_num_seqs=3, max_model_len=64))
     assert built.num_kv_blocks == 3 * 64 // 4
     assert built.max_model_len == 64
     assert (

@@ -119,7 +119,7 @@ def test_scheduler_bookkeeping_stays_consistent_under_random_load() -> None:
     no step exceeds its budgets, and every request finishes."""
     rng = random.Random(0)
     manager = BlockManager(num_blocks=14, block_size=4, enable_prefix_caching=True)
-    scheduler = Scheduler(manager, max_batch_size=5, max_num_batched_tokens=12)
+    scheduler = Scheduler(manager, max_num_seqs=5, max_num_batched_tokens=12)
     prefixes = [[rng.randrange(100) for _ in range(rng.randrange(1, 12))] for _ in range(3)]
     targets: dict[str, int] = {}
     finished: set[str] = set()

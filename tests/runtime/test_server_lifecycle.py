@@ -39,7 +39,7 @@ def one_slot_server(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFacto
     live = LiveServer(
         tiny_llama_dir,
         tmp_path_factory.mktemp("queue") / "server.log",
-        "--max-batch-size", "1", "--max-queue", "1",
+        "--max-num-seqs", "1", "--max-queue", "1",
     )  # fmt: skip
     try:
         live.wait_ready()

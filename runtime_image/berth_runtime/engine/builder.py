@@ -93,7 +93,7 @@ def resolve_num_kv_blocks(
         budget = total * config.effective_gpu_memory_utilization - _profile_peak_bytes(model, config, dtype)
         blocks = int(budget // per_block)
     else:
-        blocks = min(CPU_KV_CACHE_BYTES // per_block, config.max_batch_size * needed)
+        blocks = min(CPU_KV_CACHE_BYTES // per_block, config.max_num_seqs * needed)
         blocks = max(blocks, needed)
     if blocks < needed:
         raise ValueError(
@@ -113,7 +113,7 @@ def _captured_decode_graphs(
 ) -> DecodeGraphs | None:
     """CUDA graphs for decode at every batch bucket; None (decode runs eagerly) if capture fails."""
     graphs = DecodeGraphs(
-        model, kv_caches, config.block_size, max_model_len, config.max_batch_size, device, capture=True
+        model, kv_caches, config.block_size, max_model_len, config.max_num_seqs, device, capture=True
     )
     try:
         graphs.capture_all()
@@ -149,7 +149,7 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
         config.block_size,
     )
     block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
-    scheduler = Scheduler(block_manager, config.max_batch_size, config.max_num_batched_tokens)
+    scheduler = Scheduler(block_manager, config.max_num_seqs, config.max_num_batched_tokens)
     runner = ModelRunner(model, kv_caches, config.block_size, device)
     if device.type == "cuda" and model.use_kernel_ops:
         runner.decode_graphs = _captured_decode_graphs(config, model, kv_caches, max_model_len, device)
