@@ -96,6 +96,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, rows: list[ScheduledRow]) -> StepResult:
+        """One engine step of the scheduled `rows`: the logits of those that sample a token."""
         inputs = self.prepare(rows)
         hidden = self.forward(inputs)
         return self.sampling_logits(inputs, hidden)
@@ -155,7 +156,8 @@ class ModelRunner:
             if bucket is not None:
                 return self.decode_graphs.run(bucket, inputs.per_token, inputs.tables)
         metadata = self._attention_metadata(inputs)
-        return self.model(inputs.per_token[0], inputs.per_token[1], self.kv_caches, metadata)
+        hidden: torch.Tensor = self.model(inputs.per_token[0], inputs.per_token[1], self.kv_caches, metadata)
+        return hidden
 
     def _attention_metadata(self, inputs: StepInputs) -> AttentionMetadata:
         """The eager step's attention metadata; the multi-token rows are packed only when there are any."""
