@@ -35,26 +35,7 @@ from tests.integration.idep_reads import INSTANCE_LABEL, wait_idep_ready
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, wait_for
 
-
-class MetricNamesEscaped(AssertionError):
-    """Prometheus stores the runtime's series under escaped names (vllm_..., not vllm:...), so none of
-    the autoscaler's queries finds a series and it holds with MetricsUnavailable."""
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.integration,
-    pytest.mark.xfail(
-        raises=MetricNamesEscaped,
-        strict=True,
-        reason=(
-            "runtime defect: --metrics-port is served by prometheus_client.start_http_server "
-            "(runtime_image/berth_runtime/server/runner.py), which answers Prometheus' OpenMetrics 1.0.0 "
-            "Accept header with escaping=underscores and, by prometheus/client_python#1177 (0.26.0), "
-            "writes vllm:num_requests_running as vllm_num_requests_running; the autoscaler selects vllm:*"
-        ),
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 NAME = "sla"
 MAX_TOKENS = 32
@@ -172,7 +153,8 @@ def _decision(cluster: Cluster, direction: int) -> dict[str, Any] | None:
 
 def _expect_series_the_autoscaler_selects(prometheus: Prometheus, namespace: str) -> None:
     """Waits for the scraped pod's vllm:num_requests_running, the series every autoscaler query
-    counts on; fails at once, saying why, when Prometheus holds it under an escaped name instead."""
+    counts on; fails at once, saying why, when Prometheus holds it under an escaped name instead (as
+    it did while the metrics port let prometheus_client escape vllm:* to vllm_*)."""
     selector = SeriesSelector(namespace, NAME).matchers()
 
     def scraped() -> bool:
@@ -180,7 +162,7 @@ def _expect_series_the_autoscaler_selects(prometheus: Prometheus, namespace: str
             return True
         escaped = prometheus.vector(f"vllm_num_requests_running{selector}")
         if escaped:
-            raise MetricNamesEscaped(
+            raise AssertionError(
                 f"Prometheus has vllm_num_requests_running{selector} for pods {sorted(escaped)} "
                 "but no vllm:num_requests_running: the metrics port's exposition escaped the names"
             )
