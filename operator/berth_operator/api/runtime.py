@@ -20,7 +20,8 @@ MANAGED_RUNTIME_FLAGS = (
     "--device",
     "--quantization",
     "--max-model-len",
-    "--max-batch-size",
+    "--max-num-seqs",
+    "--max-batch-size",  # the runtime's older name for --max-num-seqs, still accepted
     "--max-num-batched-tokens",
     "--block-size",
     "--kv-cache-blocks",

@@ -58,7 +58,7 @@ def serve_command(spec: InferenceDeploymentSpec) -> list[str]:
     if model.max_model_len is not None:
         args += ["--max-model-len", str(model.max_model_len)]
     args += [
-        "--max-batch-size", str(runtime.max_batch_size),
+        "--max-num-seqs", str(runtime.max_batch_size),
         "--max-num-batched-tokens", str(runtime.max_num_batched_tokens),
         "--max-queue", str(runtime.max_queue),
         "--block-size", str(runtime.kv_cache.block_size),

@@ -36,7 +36,7 @@ def test_minimal_spec_renders_every_controlled_flag(make_context: ContextFactory
         "--device": "cuda",
         "--dtype": "bfloat16",
         "--quantization": "none",
-        "--max-batch-size": "64",
+        "--max-num-seqs": "64",
         "--max-num-batched-tokens": "2048",
         "--max-queue": "256",
         "--block-size": "16",

@@ -56,6 +56,7 @@ def test_runtime_parses_what_the_operator_renders(
     assert config.enable_prefix_caching == spec.runtime.kv_cache.prefix_caching
     assert config.speculative_method == spec.runtime.speculative.method
     assert config.max_queue == spec.runtime.max_queue
+    assert config.max_num_seqs == spec.runtime.max_batch_size
     assert config.warmup_prompts == spec.runtime.warmup.prompts
     assert config.drain_timeout == spec.serving.drain_timeout_seconds
     assert config.gpu_memory_utilization == spec.runtime.kv_cache.gpu_memory_utilization
