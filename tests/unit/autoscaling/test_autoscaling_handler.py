@@ -1,16 +1,14 @@
-"""The autoscaler's Kopf glue against the in-memory API and a real local HTTP Prometheus stand-in:
-what it writes (its share of status, under its own field manager), which Events, and the loop's
-timing on a fake clock."""
+"""The autoscaler's evaluation against the in-memory API and a real local HTTP Prometheus stand-in:
+what it writes (its share of status, under its own field manager) and which Events. The loop that
+runs it, and its registration, are in test_autoscaling_loop.py."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kopf
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_stub import PrometheusStub, answer_signals, serve_prometheus_stub
@@ -20,7 +18,7 @@ from berth_operator.builders import BuildContext
 from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import config_map_name
 from berth_operator.builders.deployment import build_deployment
-from berth_operator.handlers.autoscaling import evaluate, run_every_interval
+from berth_operator.handlers.autoscaling import evaluate
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import observe
 from berth_operator.handlers.reconcile import reconcile
@@ -333,73 +331,6 @@ async def test_nothing_is_written_when_autoscaling_is_off_or_there_is_no_deploym
     assert await evaluate(context, "ml", "chat") is None
     assert await evaluate(context, "ml", "absent") is None
     assert not [w for w in api.writes if w.subresource == "status"]
-
-
-class Stop:
-    """Kopf's `stopped` flag, as the loop uses it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-    async def _wait(self, timeout: float | None) -> None:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._wait(timeout)
-
-
-@pytest.mark.looptime
-async def test_the_loop_evaluates_once_per_interval_and_follows_interval_changes() -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    times: list[float] = []
-    interval = {"seconds": 10.0}
-    stop = Stop()
-
-    async def evaluate_once() -> float:
-        times.append(loop.time() - started)
-        return interval["seconds"]
-
-    task = asyncio.create_task(run_every_interval(evaluate_once, 15.0, stop))
-    await asyncio.sleep(35)
-    interval["seconds"] = 30.0
-    await asyncio.sleep(60)
-    stop.event.set()
-    assert await task == len(times)
-    assert times == [0.0, 10.0, 20.0, 30.0, 40.0, 70.0]
-
-
-@pytest.mark.looptime
-async def test_an_api_error_fails_one_evaluation_not_the_loop() -> None:
-    from berth_operator.kube import KubeApiError
-
-    calls = 0
-    stop = Stop()
-
-    async def flaky() -> float:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KubeApiError(500, "InternalError", "etcd timeout")
-        return 10.0
-
-    task = asyncio.create_task(run_every_interval(flaky, 10.0, stop))
-    await asyncio.sleep(25)
-    stop.event.set()
-    assert await task == 3
-
-
-def test_the_daemon_is_registered_with_a_stable_id() -> None:
-    import berth_operator.handlers.registration  # noqa: F401
-
-    daemons = kopf.get_default_registry()._spawning.get_all_handlers()
-    assert "autoscaler" in {handler.id for handler in daemons}
 
 
 async def test_slo_met_dates_the_breach_across_evaluations(
