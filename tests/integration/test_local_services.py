@@ -31,7 +31,7 @@ from berth_operator.autoscaling.signals import SeriesSelector
 from tests.cluster import processes
 from tests.cluster.prometheus import JOB_NAME, start_prometheus, stop_prometheus
 from tests.cluster.service_proxy import ANNOTATION, SERVICES_FILE, start_service_proxy
-from tests.integration.conftest import H100
+from tests.integration.idep_reads import idep_manifest
 from tests.integration.live_metrics import prometheus_binary
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
@@ -306,19 +306,6 @@ def _refused(address: str) -> bool:
     return False
 
 
-def _idep(name: str, replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "berth.dev/v1alpha1",
-        "kind": "InferenceDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": name, "source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"},
-            "resources": {"gpu": {"count": 1, "product": H100}},
-            "replicas": replicas,
-        },
-    }
-
-
 def _service_applied_events(cluster: ClusterAccess, namespace: str, name: str) -> int:
     events = cluster.get("events", namespace=namespace)
     return sum(
@@ -333,7 +320,7 @@ def _service_applied_events(cluster: ClusterAccess, namespace: str, name: str) -
 def test_the_operator_leaves_the_proxys_annotation_alone(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess, service_proxy: _Proxy
 ) -> None:
-    crds.apply(_idep("annotated"), namespace=namespace)
+    crds.apply(idep_manifest("annotated"), namespace=namespace)
     wait_for(
         lambda: (
             (
@@ -408,7 +395,7 @@ def test_the_operator_leaves_the_proxys_annotation_alone(
 def test_prometheus_discovers_the_runtime_pods_with_the_labels_the_autoscaler_selects(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    crds.apply(_idep("scraped", replicas=2), namespace=namespace)
+    crds.apply(idep_manifest("scraped", replicas=2), namespace=namespace)
     pid, url = start_prometheus(crds.kubeconfig, tmp_path / "prometheus", namespaces=[namespace])
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     try:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.simulation import KWOK_NODE_ANNOTATION, POD_READY_DELAY_ANNOTATION, node_manifests
-from tests.integration.conftest import H100, TEST_SIMULATION
-from tests.integration.idep_reads import idep_status, runtime_pods, wait_idep_ready
+from tests.integration.conftest import TEST_SIMULATION
+from tests.integration.idep_reads import idep_manifest, idep_status, runtime_pods, wait_idep_ready
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
 
@@ -37,20 +37,6 @@ FAILED_CREATE_SECONDS = 20.0
 FAILED_MOUNT_SECONDS = 10.0
 # After status has caught up with the lost node, how long the test keeps comparing it with the slices.
 AGREEMENT_WINDOW_SECONDS = 10.0
-
-
-def _idep(name: str, replicas: int = 1, **sections: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "berth.dev/v1alpha1",
-        "kind": "InferenceDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": name, "source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"},
-            "resources": {"gpu": {"count": 1, "product": H100}},
-            "replicas": replicas,
-            **sections,
-        },
-    }
 
 
 def _ready_endpoints(cluster: ClusterAccess, namespace: str, service: str) -> int:
@@ -133,7 +119,7 @@ class Sample:
 def test_a_lost_node_leaves_status_as_soon_as_the_service_stops_routing_to_it(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
-    crds.apply(_idep("fleet", replicas=3), namespace=namespace)
+    crds.apply(idep_manifest("fleet", replicas=3), namespace=namespace)
     wait_idep_ready(crds, namespace, "fleet", replicas=3)
     wait_for(lambda: _ready_endpoints(crds, namespace, "fleet") == 3, 30, "3 ready endpoints")
     lost_pod = runtime_pods(crds, namespace, "fleet")[0]
@@ -189,7 +175,7 @@ def test_a_lost_node_leaves_status_as_soon_as_the_service_stops_routing_to_it(
 def test_pods_the_api_server_refuses_show_as_degraded_with_its_message(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess
 ) -> None:
-    crds.apply(_idep("orphan", runtime={"serviceAccountName": "does-not-exist"}), namespace=namespace)
+    crds.apply(idep_manifest("orphan", runtime={"serviceAccountName": "does-not-exist"}), namespace=namespace)
 
     def failed_create() -> dict[str, Any] | None:
         status = idep_status(crds, namespace, "orphan")
@@ -292,7 +278,7 @@ def test_a_volume_the_kubelet_cannot_mount_shows_as_degraded_with_the_kubelets_m
         "create", "secret", "generic", "chat-key", "--from-literal=token=s3cret", namespace=namespace
     )
     api_key = {"apiKeySecretRef": {"name": "chat-key", "key": "token"}}
-    crds.apply(_idep("mounty", serving=api_key), namespace=namespace)
+    crds.apply(idep_manifest("mounty", serving=api_key), namespace=namespace)
     wait_idep_ready(crds, namespace, "mounty", replicas=1)
     # The Secret goes after the spec was accepted; the next pod to start cannot mount it.
     crds.kubectl("delete", "secret", "chat-key", namespace=namespace)
