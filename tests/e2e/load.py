@@ -6,8 +6,11 @@ stream ended with its full token count, which requests failed and how. Each requ
 exactly `max_tokens` tokens (`ignore_eos`, a vLLM extension the runtime honours) and the final usage
 chunk (`stream_options.include_usage`), so a stream cut short (by scale-in, a rollout or a crash) is
 told apart from one that ended normally: it lacks `finish_reason == "length"` or the token count.
-Each prompt starts with its request number, so no two prompts share a first block (no prefix-cache
-shortcut makes a prefill cheaper than a real client's would be).
+Each prompt carries its request number, so no two are the same (examples/local-chat.yaml runs
+without prefix caching anyway: every prefill is a full one).
+
+Each request opens its own connection (see `LoadGenerator._client`), so the Service balances requests,
+not long-lived connections.
 """
 
 from __future__ import annotations
