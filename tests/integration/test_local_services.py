@@ -1,11 +1,11 @@
-"""The local control plane's stand-ins for cluster services, against a real API server: a berth
-Service answers on 127.0.0.1 through the service proxy, and Prometheus discovers the runtime pods
-through the API server with the labels the autoscaler selects on.
+"""The local control plane's service proxy, against a real API server: a berth Service answers on
+127.0.0.1 through the proxy and follows its EndpointSlices, and the operator leaves the proxy's
+annotation on the Service alone. (Prometheus, the other stand-in for a cluster service, is in
+test_local_services_prometheus.py.)
 
-KWOK's pods do not serve, so the proxy's endpoints are HTTP servers this test runs, named in
-EndpointSlices written by hand for a Service without a selector (as an external endpoint would
-be). The API server refuses loopback addresses in an EndpointSlice, so they listen on this host's
-own non-loopback address, on one port per endpoint (one slice each).
+KWOK's pods do not serve, so the proxy's endpoints are servers this test runs (endpoint_standins.py),
+named in EndpointSlices written by hand for a Service without a selector (as an external endpoint
+would be), one slice each.
 """
 
 from __future__ import annotations
@@ -14,124 +14,42 @@ import http.client
 import itertools
 import json
 import socket
-import socketserver
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from berth_operator.autoscaling.signals import SeriesSelector
 from tests.cluster import processes
-from tests.cluster.prometheus import JOB_NAME, start_prometheus, stop_prometheus
 from tests.cluster.service_proxy import ANNOTATION, SERVICES_FILE, start_service_proxy
+from tests.integration.endpoint_standins import (
+    CHUNK_GAP_SECONDS,
+    CHUNKS,
+    CountingEndpoint,
+    Endpoint,
+    HttpEndpoint,
+    host_address,
+)
 from tests.integration.idep_reads import idep_manifest
-from tests.integration.live_metrics import prometheus_binary
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, condition, wait_for
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 60.0
-CHUNKS = 5
-CHUNK_GAP_SECONDS = 0.3
 FOLLOW_SECONDS = 1.0
 """How soon after a slice is written the proxy must route by it."""
 
 
-def _host_address() -> str | None:
-    """This host's outward IPv4 address (no packet is sent), or None without one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))
-        except OSError:
-            return None
-        address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") else address
-
-
-class _HttpEndpoint(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str, name: str) -> None:
-        super().__init__((host, 0), _Handler)
-        self.name = name
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """/who answers the endpoint's name; /stream sends CHUNKS server-sent events, one per gap."""
-
-    protocol_version = "HTTP/1.1"
-    server: _HttpEndpoint
-
-    def do_GET(self) -> None:
-        if self.path == "/stream":
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for n in range(CHUNKS):
-                event = f"data: {n}\n\n".encode()
-                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-                self.wfile.flush()
-                time.sleep(CHUNK_GAP_SECONDS)
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        body = self.server.name.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _CountingEndpoint(socketserver.ThreadingTCPServer):
-    """Reads until the client's FIN, then answers how many bytes came and closes."""
-
-    daemon_threads = True
-
-    def __init__(self, host: str, name: str) -> None:
-        super().__init__((host, 0), _CountingHandler)
-        self.name = name
-
-
-class _CountingHandler(socketserver.StreamRequestHandler):
-    server: _CountingEndpoint
-
-    def handle(self) -> None:
-        received = len(self.rfile.read())
-        self.wfile.write(f"{self.server.name} got {received} bytes".encode())
-
-
-@dataclass
-class _Endpoint:
-    """One stand-in pod: an HTTP port and a raw TCP port on the host's address."""
-
-    name: str
-    http: _HttpEndpoint
-    raw: _CountingEndpoint
-
-    def slice_ports(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "http", "port": self.http.server_address[1], "protocol": "TCP"},
-            {"name": "raw", "port": self.raw.server_address[1], "protocol": "TCP"},
-        ]
-
-
 @pytest.fixture
-def endpoints() -> Iterator[dict[str, _Endpoint]]:
-    host = _host_address()
+def endpoints() -> Iterator[dict[str, Endpoint]]:
+    host = host_address()
     if host is None:
         pytest.skip("no non-loopback IPv4 address: EndpointSlices refuse 127.0.0.0/8")
-    made = {name: _Endpoint(name, _HttpEndpoint(host, name), _CountingEndpoint(host, name)) for name in "ab"}
+    made = {name: Endpoint(name, HttpEndpoint(host, name), CountingEndpoint(host, name)) for name in "ab"}
     for endpoint in made.values():
         for server in (endpoint.http, endpoint.raw):
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -176,7 +94,7 @@ def _service(name: str) -> dict[str, Any]:
     }
 
 
-def _slice(service: str, endpoint: _Endpoint, **conditions: bool) -> dict[str, Any]:
+def _slice(service: str, endpoint: Endpoint, **conditions: bool) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -240,7 +158,7 @@ def _seconds_until_only(address: str, wanted: set[str], since: float) -> float:
 
 
 def test_a_berth_service_answers_on_its_ready_endpoints_and_follows_their_slices(
-    cluster: ClusterAccess, namespace: str, endpoints: dict[str, _Endpoint], service_proxy: _Proxy
+    cluster: ClusterAccess, namespace: str, endpoints: dict[str, Endpoint], service_proxy: _Proxy
 ) -> None:
     a, b = endpoints["a"], endpoints["b"]
     cluster.apply(_service("chat"), namespace=namespace)
@@ -387,70 +305,3 @@ def test_the_operator_leaves_the_proxys_annotation_alone(
     assert {"berth-operator", "berth-service-proxy"} <= managers
     accepted = condition(crds.get("inferencedeployment", "annotated", namespace=namespace), "Accepted")
     assert accepted is not None and accepted["status"] == "True", accepted
-
-
-@pytest.mark.skipif(
-    prometheus_binary() is None, reason="prometheus is not installed (scripts/test.sh installs it)"
-)
-def test_prometheus_discovers_the_runtime_pods_with_the_labels_the_autoscaler_selects(
-    crds: ClusterAccess, namespace: str, operator: OperatorProcess, tmp_path: Path
-) -> None:
-    crds.apply(idep_manifest("scraped", replicas=2), namespace=namespace)
-    pid, url = start_prometheus(crds.kubeconfig, tmp_path / "prometheus", namespaces=[namespace])
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    try:
-        selector = SeriesSelector(namespace=namespace, instance="scraped")
-
-        def pods() -> dict[str, int]:
-            """Running pods with an IP, by name, with their metrics port."""
-            found = crds.get("pods", namespace=namespace, **{"app.kubernetes.io/instance": "scraped"})
-            return {
-                pod["metadata"]["name"]: next(
-                    port["containerPort"]
-                    for container in pod["spec"]["containers"]
-                    for port in container.get("ports", [])
-                    if port["name"] == "metrics"
-                )
-                for pod in found
-                if pod["status"].get("podIP") and not pod["metadata"].get("deletionTimestamp")
-            }
-
-        def targets_match(expected_count: int) -> list[dict[str, Any]] | None:
-            running = pods()
-            active = _get(f"{url}/api/v1/targets?state=active")["data"]["activeTargets"]
-            ours = [t for t in active if t["labels"].get(selector.namespace_label) == namespace]
-            expected = {(name, f":{port}/metrics") for name, port in running.items()}
-            seen = {(t["labels"].get("pod"), t["scrapeUrl"][t["scrapeUrl"].rindex(":") :]) for t in ours}
-            if len(running) == expected_count and seen == expected:
-                return ours
-            return None
-
-        ours = wait_for(
-            lambda: targets_match(2), TIMEOUT, "a scrape target per runtime pod, metrics port only"
-        )
-        for target in ours:
-            assert target["labels"][selector.instance_label] == "scraped"
-            assert target["labels"]["job"] == JOB_NAME
-        # The series carry exactly what the autoscaler's matchers select (up=0: KWOK pods do not serve).
-        wait_for(
-            lambda: len(_query(url, f"up{selector.matchers()}")) == 2,
-            TIMEOUT,
-            "up series under the autoscaler's matchers",
-        )
-
-        crds.kubectl("scale", "inferencedeployment", "scraped", "--replicas=1", namespace=namespace)
-        wait_for(lambda: targets_match(1), TIMEOUT, "the removed pod's target to go")
-    finally:
-        stop_prometheus(pid, tmp_path / "prometheus")
-    # One PID stands for the discovery and Prometheus, its child: stopping it stops both.
-    assert len(children) == 1, children
-    assert not processes.is_alive(pid) and not processes.is_alive(int(children[0]))
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
-def _query(url: str, promql: str) -> list[dict[str, Any]]:
-    return list(_get(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")["data"]["result"])
