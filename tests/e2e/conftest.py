@@ -9,7 +9,6 @@ The cluster is this session's own (no KWOK nodes), so its CPU goes to the model.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.cluster.build import ensure_binaries
 from tests.cluster.local_node.node import POD_NETWORK_ANNOTATION
 from tests.cluster.simulation import Simulation
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess, condition, wait_for
+from tests.integration.support import ClusterAccess, condition, fresh_namespace, wait_for
 from tests.smollm2_reference import Reference, load_reference, smollm2_gguf_file
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -63,11 +62,8 @@ def bed(local_bed: launcher.RunningCluster) -> ClusterAccess:
 
 @pytest.fixture
 def bed_namespace(bed: ClusterAccess, request: pytest.FixtureRequest) -> Iterator[str]:
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{uuid.uuid4().hex[:5]}"
-    bed.kubectl("create", "namespace", name)
-    yield name
-    bed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(bed, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture

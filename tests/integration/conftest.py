@@ -12,9 +12,7 @@ operator's log when the test fails.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +23,7 @@ from tests.cluster import launcher
 from tests.cluster.build import ensure_binaries
 from tests.cluster.simulation import GpuPool, Simulation
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess, condition, wait_for
+from tests.integration.support import ClusterAccess, condition, fresh_namespace, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -107,18 +105,8 @@ def crds(cluster: ClusterAccess) -> ClusterAccess:
 @pytest.fixture
 def namespace(cluster: ClusterAccess, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        lambda: cluster.kubectl(
-            "get", "serviceaccount", "default", "--ignore-not-found", "-o", "name", namespace=name
-        ),
-        60,
-        f"the default service account in {name}",
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Small helpers the integration tests share: kubectl, JSON reads, and bounded waits.
+"""Small helpers the integration tests share: kubectl, JSON reads, bounded waits, and a namespace of
+its own for each test (the end-to-end tests' too).
 
 Why: every integration test drives a real cluster the way a user does (kubectl) and then waits,
 within a bound, for controllers to converge. Keeping those few moves here keeps the tests about
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,3 +111,24 @@ def condition(obj: dict[str, Any] | None, condition_type: str) -> dict[str, Any]
         if entry.get("type") == condition_type:
             return dict(entry)
     return None
+
+
+@contextmanager
+def fresh_namespace(cluster: ClusterAccess, test_name: str) -> Iterator[str]:
+    """A namespace for one test, named after it (a slug of ``test_name`` and a random suffix), usable
+    once its default ServiceAccount exists (pods are refused before); deleted, without waiting, on
+    exit."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        wait_for(
+            lambda: cluster.kubectl(
+                "get", "serviceaccount", "default", "--ignore-not-found", "-o", "name", namespace=name
+            ),
+            60,
+            f"the default service account in {name}",
+        )
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
