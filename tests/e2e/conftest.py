@@ -20,11 +20,9 @@ from tests.cluster.build import ensure_binaries
 from tests.cluster.local_node.node import POD_NETWORK_ANNOTATION
 from tests.cluster.simulation import Simulation
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess, condition, fresh_namespace, wait_for
+from tests.integration.support import ClusterAccess, apply_crds, fresh_namespace
 from tests.smollm2_reference import Reference, load_reference, smollm2_gguf_file
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
-CRD_NAME = "inferencedeployments.berth.dev"
 E2E_SIMULATION = Simulation(gpu_pools=(), cpu_nodes=0, local_nodes=1, local_node_backoff_seconds=1.0)
 
 
@@ -51,12 +49,7 @@ def bed(local_bed: launcher.RunningCluster) -> ClusterAccess:
                 "addresses cannot be EndpointSlice endpoints, so no Service would answer. The local bed "
                 "needs CAP_NET_ADMIN (run as root) to route a private /24 to this host."
             )
-    access.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-    wait_for(
-        lambda: (condition(access.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
-        60,
-        f"CRD {CRD_NAME} Established",
-    )
+    apply_crds(access)
     return access
 
 

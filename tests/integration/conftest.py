@@ -23,11 +23,8 @@ from tests.cluster import launcher
 from tests.cluster.build import ensure_binaries
 from tests.cluster.simulation import GpuPool, Simulation
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess, condition, fresh_namespace, wait_for
+from tests.integration.support import ClusterAccess, apply_crds, fresh_namespace
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT / "crds"
-CRD_NAME = "inferencedeployments.berth.dev"
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-80GB"
 # Two GPU products, so tests can prove pods land only on the product asked for.
@@ -91,14 +88,7 @@ def cluster() -> Iterator[ClusterAccess]:
 @pytest.fixture(scope="session")
 def crds(cluster: ClusterAccess) -> ClusterAccess:
     """The cluster with berth's CRDs applied from crds/ and Established."""
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-    # Not `kubectl wait`: on a CRD whose status is not written yet it fails at once ("conditions
-    # accessor error") instead of waiting, which a busy machine turns into a flaky session.
-    wait_for(
-        lambda: (condition(cluster.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
-        60,
-        f"CRD {CRD_NAME} Established",
-    )
+    apply_crds(cluster)
     return cluster
 
 

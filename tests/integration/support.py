@@ -132,3 +132,22 @@ def fresh_namespace(cluster: ClusterAccess, test_name: str) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+CRD_NAME = "inferencedeployments.berth.dev"
+
+
+def apply_crds(cluster: ClusterAccess) -> None:
+    """Applies berth's CRDs from crds/ and waits until the API server serves them (Established).
+
+    Not `kubectl wait`: on a CRD whose status is not written yet it fails at once ("conditions
+    accessor error") instead of waiting, which a busy machine turns into a flaky session.
+    """
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    wait_for(
+        lambda: (condition(cluster.get("crd", CRD_NAME), "Established") or {}).get("status") == "True",
+        60,
+        f"CRD {CRD_NAME} Established",
+    )

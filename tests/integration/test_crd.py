@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import CRD_DIR, REPO_ROOT
-from tests.integration.support import ClusterAccess, KubectlError
+from tests.integration.support import CRD_DIR, REPO_ROOT, ClusterAccess, KubectlError, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +53,10 @@ def _crd_schema() -> dict[str, Any]:
 
 
 def test_explain_shows_the_autoscaling_descriptions(crds: ClusterAccess) -> None:
-    explained = crds.kubectl("explain", "inferencedeployment.spec.autoscaling")
+    # The API server publishes a new CRD's OpenAPI a moment after Established; explain reads that.
+    explained = wait_for(
+        lambda: crds.kubectl("explain", "inferencedeployment.spec.autoscaling"), 30, "the CRD's OpenAPI"
+    )
     flat = " ".join(explained.split())
     autoscaling = _crd_schema()["properties"]["spec"]["properties"]["autoscaling"]
     assert " ".join(autoscaling["description"].split()) in flat

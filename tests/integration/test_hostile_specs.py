@@ -7,14 +7,12 @@ The cases are the table in hostile_specs.py.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import CRD_NAME
 from tests.integration.hostile_specs import REFUSED, REPORTED, Refused
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.support import ClusterAccess, KubectlError, condition, wait_for
@@ -94,4 +92,3 @@ def test_what_only_the_operator_can_find_out_is_in_status_with_an_event(
     # Reported, then retried with a growing delay: not a loop of tracebacks in the operator's log.
     log = operator.log()
     assert "Traceback" not in log, log[-3000:]
-    assert json.loads(crds.kubectl("get", "crd", CRD_NAME, "-o", "json"))["metadata"]["name"] == CRD_NAME

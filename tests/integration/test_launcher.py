@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.cluster import launcher, processes
-from tests.integration.conftest import REPO_ROOT
+from tests.integration.support import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
