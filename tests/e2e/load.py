@@ -119,6 +119,8 @@ class LoadGenerator:
     request_timeout_seconds: float = 120.0
     prompt: str = PROMPT
     limit: int = 10_000
+    pause_seconds: float = 0.0
+    """Each worker waits this long after each request before its next (a client's think time)."""
     ramp_seconds: float = 0.0
     """Worker k sends its first request k x ramp_seconds / concurrency after the start, so requests
     do not all arrive (and prefill) at once, as clients that do not act in step."""
@@ -188,6 +190,8 @@ class LoadGenerator:
                 record = self.one(client, index)
                 with self._lock:
                     self.records.append(record)
+                if self.pause_seconds and self._stop.wait(self.pause_seconds):
+                    return
         finally:
             client.close()
 

@@ -46,6 +46,10 @@ PER_REPLICA_CONCURRENCY = LOAD_CONCURRENCY // 2
 RAMP_SECONDS = 6.0
 """Clients start spread over this many seconds, so they do not all prefill in the same step."""
 CALIBRATION_REQUESTS = 18
+TRICKLE_PAUSE_SECONDS = 2.0
+"""One stream at a time with this pause between: about half a stream's token rate, so the survivor of
+the scale-in runs well below the policy's 60% of learned capacity (a stream without pause is about
+that much on this machine's busier moments, and held the scale-in back)."""
 PHASE_REQUESTS = 36
 INTERVAL_SECONDS = 5
 WINDOW_SECONDS = 15
@@ -305,7 +309,7 @@ def test_a_ttft_breach_scales_out_to_a_second_pod_that_serves_and_scale_in_cuts_
     )
 
     # 4. Scale-in after the window, under a trickle of streams that must all complete.
-    trickle = load(1)
+    trickle = LoadGenerator(url, model, 1, MAX_TOKENS, pause_seconds=TRICKLE_PAUSE_SECONDS)
     trickle.start()
     try:
         down = wait_for(
