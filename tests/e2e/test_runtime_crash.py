@@ -34,20 +34,7 @@ class CrashNotReported(AssertionError):
     """From the kill to the recovery, status said only that a replica was not ready, not that it crashed."""
 
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.integration,
-    pytest.mark.xfail(
-        raises=CrashNotReported,
-        strict=True,
-        reason=(
-            "operator defect: builders/pod_problems.py reports a container only while it waits in a failing "
-            "reason (CrashLoopBackOff, ...); after a first crash the kubelet restarts it at once, so the "
-            "restarted, not-ready replica (lastState exit code 137) shows as Progressing, Ready=False "
-            "ReplicasNotReady '1/2 replicas ready', Degraded=False NoFailures"
-        ),
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 NAME = "crash"
 REPLICAS = 2

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 UNSCHEDULABLE = "Unschedulable"
+CONTAINER_RESTARTED = "ContainerRestarted"
 # Waiting reasons that will not resolve by waiting.
 FAILING_WAIT_REASONS = frozenset(
     {
@@ -62,11 +63,24 @@ def _termination(status: dict[str, Any]) -> str:
     return f"{detail}: {bounded(message)}" if message else detail
 
 
+def _restarted_after_crash(pod: str, status: dict[str, Any], kind: str) -> PodProblem | None:
+    """A container that ended and was restarted and is not ready again yet: the kubelet restarts a
+    first crash at once, so it never waits in CrashLoopBackOff -- without this the replica would
+    show only as "not ready", not as the crash it is."""
+    crashed = status.get("lastState", {}).get("terminated")
+    if status.get("ready") or not status.get("restartCount") or not crashed:
+        return None
+    if crashed.get("exitCode") == 0 and crashed.get("reason") == "Completed":
+        return None
+    message = f"restarted (restart {status['restartCount']}) and not ready yet{_termination(status)}"
+    return PodProblem(pod, CONTAINER_RESTARTED, f"pod {pod} {kind} {status.get('name')}: {message}")
+
+
 def _container_problem(pod: str, status: dict[str, Any], init: bool) -> PodProblem | None:
+    kind = "init container" if init else "container"
     waiting = status.get("state", {}).get("waiting")
     if not waiting or waiting.get("reason") not in FAILING_WAIT_REASONS:
-        return None
-    kind = "init container" if init else "container"
+        return None if init else _restarted_after_crash(pod, status, kind)
     message = bounded(waiting.get("message") or waiting["reason"])
     return PodProblem(
         pod=pod,

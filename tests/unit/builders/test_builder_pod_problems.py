@@ -205,3 +205,24 @@ def test_an_event_message_is_bounded() -> None:
     problem = pod_problem(CREATING, [_event("FailedCreatePodSandBox", "cni: " + "x" * 1000)])
     assert problem is not None
     assert len(problem.message) == len("pod chat-1: ") + MESSAGE_LIMIT
+
+
+def _restarted(ready: bool, restarts: int, exit_code: int, reason: str) -> dict[str, Any]:
+    return {
+        "name": "runtime",
+        "ready": ready,
+        "restartCount": restarts,
+        "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}},
+        "lastState": {"terminated": {"exitCode": exit_code, "reason": reason, "message": "CUDA error"}},
+    }
+
+
+def test_a_container_restarted_after_a_crash_is_a_problem_until_it_is_ready_again() -> None:
+    # The kubelet restarts a first crash at once: running, not ready, the crash in lastState.
+    problem = pod_problem(_pod(containers=[_restarted(False, 1, 137, "Error")], phase="Running"))
+    assert problem is not None
+    assert problem.reason == "ContainerRestarted"
+    assert "restart 1" in problem.message and "last exit code 137 (Error): CUDA error" in problem.message
+    assert pod_problem(_pod(containers=[_restarted(True, 1, 137, "Error")], phase="Running")) is None
+    completed = _restarted(False, 1, 0, "Completed")
+    assert pod_problem(_pod(containers=[completed], phase="Running")) is None
