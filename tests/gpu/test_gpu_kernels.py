@@ -19,6 +19,7 @@ from berth_runtime.kernels.rotary import apply_rotary_embedding
 from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
 from berth_runtime.kernels.weight_only_linear import weight_only_linear
 from berth_runtime.quantization.quantize import quantize_fp8, quantize_int8
+from tests.kernel_expectations import expected_rotary_and_store
 
 CUDA = "cuda"
 BF16 = torch.bfloat16
@@ -67,19 +68,11 @@ def test_fused_rotary_and_kv_store_head_dim_128() -> None:
     slots[::9] = -1
     key_cache = torch.zeros(128, 16, 8, 128, device=CUDA, dtype=BF16)
     value_cache = torch.zeros_like(key_cache)
-    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
-    stored = slots >= 0  # the reference takes no padding rows: it rotates and stores the others
-    expected_query = torch_reference.rotary_and_store_kv(
-        query[stored],
-        key[stored],
-        value[stored],
-        positions[stored],
-        cos,
-        sin,
-        expected_keys,
-        expected_values,
-        slots[stored],
+    expected = expected_rotary_and_store(
+        query, key, value, positions, cos, sin, key_cache, value_cache, slots
     )
+    stored, expected_query = expected.stored, expected.query
+    expected_keys, expected_values = expected.key_cache, expected.value_cache
     rotary_and_store_kv(query, key, value, positions, cos, sin, key_cache, value_cache, slots)
     torch.testing.assert_close(query[stored], expected_query, rtol=2**-7, atol=1e-2)
     torch.testing.assert_close(key_cache, expected_keys, rtol=2**-7, atol=1e-2)

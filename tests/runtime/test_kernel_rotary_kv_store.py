@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from berth_runtime.kernels import rotary_kv_store as module
-from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
+from tests.kernel_expectations import expected_rotary_and_store
 
 
 @pytest.fixture
@@ -41,19 +41,11 @@ def test_fused_matches_rotate_then_store(device: str, dtype: torch.dtype) -> Non
     slots = torch.tensor([4, 0, -1, 11, 9], device=device)
     key_cache = torch.randn(4, 4, kv_heads, head_dim, generator=generator).to(device, dtype)
     value_cache = torch.randn(4, 4, kv_heads, head_dim, generator=generator).to(device, dtype)
-    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
-    stored = slots >= 0  # the reference takes no padding rows: it rotates and stores the others
-    expected_query = torch_reference.rotary_and_store_kv(
-        query[stored],
-        key[stored],
-        value[stored],
-        positions[stored],
-        cos,
-        sin,
-        expected_keys,
-        expected_values,
-        slots[stored],
+    expected = expected_rotary_and_store(
+        query, key, value, positions, cos, sin, key_cache, value_cache, slots
     )
+    stored, expected_query = expected.stored, expected.query
+    expected_keys, expected_values = expected.key_cache, expected.value_cache
     original_key = key.clone()
     rotary_and_store_kv(query, key, value, positions, cos, sin, key_cache, value_cache, slots)
     if dtype == torch.float32:
