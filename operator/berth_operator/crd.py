@@ -46,6 +46,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.autoscaling.signals.ttftP95Milliseconds",
         "description": "95th percentile time to first token, milliseconds.",
     },
+    {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.summary",
+        "description": "Rollout phase, canary step and last verdict.",
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Summary state."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

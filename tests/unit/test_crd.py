@@ -121,6 +121,7 @@ def test_subresources_names_and_printer_columns() -> None:
         "Ready",
         "Desired",
         "TTFT-p95",
+        "Rollout",
         "Phase",
         "Age",
     ]

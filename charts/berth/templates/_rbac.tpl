@@ -22,10 +22,14 @@ Role in each watched namespace otherwise.
 - apiGroups: ["berth.dev"]
   resources: ["inferencedeployments/finalizers"]
   verbs: ["update"]
-# The runtime Deployment: server-side apply (create on first apply), status reads, Kopf watches.
+# The runtime Deployments (primary and canary): server-side apply (create on first apply), status reads, Kopf watches.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# A rollback restores the stable revision's pod template from the ReplicaSet that keeps it.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["get", "list"]
 # The runtime Service, ConfigMap and PodDisruptionBudget: server-side apply; Kopf watches them so an
 # edit or deletion behind the operator's back is repaired at once.
 - apiGroups: [""]

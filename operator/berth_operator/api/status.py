@@ -137,17 +137,115 @@ class AutoscalingStatus(StatusModel):
     )
 
 
-class RolloutStatus(StatusModel):
-    """Progress of a canary rollout."""
+RolloutPhase = Literal["Stable", "Rolling", "Canary", "Promoting", "RolledBack"]
+AnalysisVerdict = Literal["Pass", "Fail", "Inconclusive"]
+RolloutOutcome = Literal["Completed", "Promoted", "RolledBack", "Aborted", "Superseded"]
 
-    current_step: int | None = Field(default=None, ge=0, description="Index of the canary step in progress.")
-    step_start_time: datetime | None = Field(
-        default=None, description="When the current step started (RFC 3339)."
+
+class RevisionFigures(StatusModel):
+    """What one revision served in an analysis window, from Prometheus."""
+
+    requests: float = Field(ge=0, description="Requests answered in the window.")
+    error_rate: float = Field(ge=0, le=1, description="Share of them that failed (non-2xx or aborted).")
+    ttft_p95_milliseconds: float | None = Field(
+        default=None, ge=0, description="95th percentile time to first token, milliseconds."
+    )
+    itl_p95_milliseconds: float | None = Field(
+        default=None, ge=0, description="95th percentile inter-token latency, milliseconds."
+    )
+
+
+class AnalysisReport(StatusModel):
+    """The last canary analysis: the verdict and the numbers behind it."""
+
+    time: datetime = Field(description="When the analysis ran (RFC 3339).")
+    step: int = Field(ge=0, description="Index of the canary step it judged.")
+    window_seconds: int = Field(ge=0, description="The window the figures cover, seconds.")
+    verdict: AnalysisVerdict = Field(
+        description="Pass, Fail, or Inconclusive (too few requests or no metrics)."
+    )
+    message: str = Field(default="", max_length=4096, description="The verdict in words, with the numbers.")
+    canary: RevisionFigures | None = Field(default=None, description="The new revision's figures.")
+    stable: RevisionFigures | None = Field(default=None, description="The stable revision's figures.")
+
+
+class RolloutRecord(StatusModel):
+    """How one finished rollout ended."""
+
+    revision: str = Field(max_length=64, description="The revision rolled out.")
+    strategy: str = Field(max_length=16, description="Rolling or Canary.")
+    outcome: RolloutOutcome = Field(
+        description="Completed (rolling), Promoted (canary), RolledBack, Aborted (by hand) or Superseded."
+    )
+    time: datetime = Field(description="When it ended (RFC 3339).")
+    message: str = Field(default="", max_length=1024, description="Why it ended so.")
+
+
+class RolloutStatus(StatusModel):
+    """Where the rollout of the target revision stands (written by the operator's rollout planner)."""
+
+    strategy: str | None = Field(default=None, max_length=16, description="Rolling or Canary.")
+    phase: RolloutPhase = Field(
+        default="Stable",
+        description=(
+            "Stable: every replica runs stableRevision. Rolling: a rolling update to the target. "
+            "Canary: the target runs beside the stable revision through the steps. Promoting: the "
+            "target replaces the stable replicas after the last step. RolledBack: the target failed "
+            "and the stable revision serves; it stays so until the spec names another revision."
+        ),
+    )
+    stable_revision: str | None = Field(
+        default=None, max_length=64, description="The last revision that was ready on every replica."
     )
     canary_revision: str | None = Field(
-        default=None, max_length=64, description="Revision under canary analysis."
+        default=None, max_length=64, description="The revision being rolled out (Canary, Promoting)."
+    )
+    failed_revision: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A revision that failed and is not tried again until the spec changes.",
+    )
+    current_step: int | None = Field(default=None, ge=0, description="Index of the canary step in progress.")
+    step_count: int | None = Field(default=None, ge=0, description="Canary steps in the spec.")
+    phase_start_time: datetime | None = Field(
+        default=None,
+        description="When the current phase or step began: its progress deadline counts from here.",
+    )
+    step_start_time: datetime | None = Field(
+        default=None,
+        description="When the step's new-revision replicas were all ready: its pause counts from here.",
+    )
+    canary_replicas: int | None = Field(default=None, ge=0, description="New-revision replicas asked for.")
+    canary_ready_replicas: int | None = Field(default=None, ge=0, description="New-revision replicas ready.")
+    canary_share_percent: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description=(
+            "Share of traffic the new revision takes: its ready replicas out of all ready replicas of "
+            "the Service (traffic follows endpoints), in percent."
+        ),
+    )
+    replacing_without_surge: bool | None = Field(
+        default=None,
+        description=(
+            "True while a surge pod found no free GPU: the roll goes on one replica at a time by "
+            "replacing (never below the PodDisruptionBudget)."
+        ),
+    )
+    halted: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Why the rollout holds after a failure (autoRollback off); cleared by a spec change.",
+    )
+    analysis: AnalysisReport | None = Field(default=None, description="The last canary analysis.")
+    summary: str | None = Field(
+        default=None, max_length=64, description="One line for `kubectl get`: phase, step and verdict."
     )
     message: str | None = Field(default=None, max_length=4096, description="Rollout progress in words.")
+    history: list[RolloutRecord] = Field(
+        default_factory=list, max_length=5, description="The last rollouts, newest last (at most 5)."
+    )
 
 
 class InferenceDeploymentStatus(StatusModel):
@@ -201,7 +299,10 @@ class InferenceDeploymentStatus(StatusModel):
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="Autoscaler observations and decisions."
     )
-    rollout: RolloutStatus | None = Field(default=None, description="Canary rollout progress.")
+    rollout: RolloutStatus | None = Field(
+        default=None,
+        description="How the target revision is being rolled out, and how the last rollouts ended.",
+    )
 
     def condition(self, condition_type: str) -> Condition | None:
         """The condition of this type, if present."""

@@ -10,7 +10,12 @@ from typing import Any
 
 from berth_operator.builders.configmap import build_config_map, config_map_name
 from berth_operator.builders.context import BuildContext
-from berth_operator.builders.deployment import build_deployment
+from berth_operator.builders.deployment import (
+    PinnedTemplate,
+    WorkloadShape,
+    build_canary_deployment,
+    build_deployment,
+)
 from berth_operator.builders.labels import APPLIED_HASH_ANNOTATION, stable_hash
 from berth_operator.builders.pdb import build_pod_disruption_budget
 from berth_operator.builders.service import build_service
@@ -31,13 +36,16 @@ def stamp_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "metadata": {**metadata, "annotations": stamped_annotations}}
 
 
-def build_children(context: BuildContext) -> list[dict[str, Any]]:
-    """ConfigMap, Deployment, Service and PodDisruptionBudget, in the order they should be applied."""
+def build_children(
+    context: BuildContext, shape: WorkloadShape | None = None, pinned: PinnedTemplate | None = None
+) -> list[dict[str, Any]]:
+    """ConfigMap, primary Deployment, canary Deployment (when the shape has one), Service and
+    PodDisruptionBudget, in the order they should be applied. Without a shape: the spec's revision on
+    the primary at the resource's count, no canary."""
     config_map = build_config_map(context)
-    children = [
-        config_map,
-        build_deployment(context, config_map_name(context.owner.name)),
-        build_service(context),
-        build_pod_disruption_budget(context),
-    ]
+    runtime_config = config_map_name(context.owner.name)
+    children = [config_map, build_deployment(context, runtime_config, shape, pinned)]
+    if shape is not None and shape.canary_replicas is not None:
+        children.append(build_canary_deployment(context, runtime_config, shape.canary_replicas))
+    children += [build_service(context), build_pod_disruption_budget(context)]
     return [stamp_applied_hash(child) for child in children]

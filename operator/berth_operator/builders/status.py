@@ -35,6 +35,10 @@ from berth_operator.builders.pod_problems import (
 from berth_operator.builders.serving import serving_pods
 
 REASON_FAILED_CREATE = "FailedCreate"
+REASON_ROLLED_BACK = "RolledBack"
+REASON_ROLLOUT_FAILED = "RolloutFailed"
+ROLLOUT_FAILURE_REASONS = (REASON_ROLLED_BACK, REASON_ROLLOUT_FAILED)
+"""Told by the rollout planner's own Events (with the numbers): the conditions add none."""
 OWNED_CONDITIONS = (CONDITION_ACCEPTED, CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
 OWNED_FIELDS = (
     "observedGeneration",
@@ -100,12 +104,18 @@ class _Counts:
     available: int
 
 
-def _counts(deployment: dict[str, Any] | None, serving: list[dict[str, Any]]) -> _Counts:
-    status = (deployment or {}).get("status", {})
+def _counts(inputs: StatusInputs, serving: list[dict[str, Any]]) -> _Counts:
+    status = (inputs.deployment or {}).get("status", {})
+    on_target = [
+        pod
+        for pod in inputs.pods
+        if not pod.get("metadata", {}).get("deletionTimestamp")
+        and pod.get("metadata", {}).get("labels", {}).get(REVISION_LABEL) == inputs.target_revision
+    ]
     return _Counts(
         replicas=status.get("replicas", 0),
         ready=len(serving),
-        updated=status.get("updatedReplicas", 0),
+        updated=len(on_target),
         available=status.get("availableReplicas", 0),
     )
 
@@ -120,8 +130,15 @@ def _replica_failure(deployment: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _deadline_exceeded(deployment: dict[str, Any] | None) -> str | None:
-    for condition in (deployment or {}).get("status", {}).get("conditions", []):
+def deadline_exceeded(deployment: dict[str, Any] | None) -> str | None:
+    """The Deployment's ProgressDeadlineExceeded message, once it reports it for its current spec
+    (a condition left from an earlier template does not count)."""
+    if deployment is None:
+        return None
+    status = deployment.get("status", {})
+    if status.get("observedGeneration", 0) < deployment.get("metadata", {}).get("generation", 0):
+        return None
+    for condition in status.get("conditions", []):
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             return str(condition.get("message") or "the rollout made no progress before its deadline")
     return None
@@ -134,10 +151,11 @@ def _rollout_complete(inputs: StatusInputs, counts: _Counts) -> bool:
     observed = deployment.get("status", {}).get("observedGeneration", 0)
     on_target = deployment.get("metadata", {}).get("labels", {}).get(REVISION_LABEL) == inputs.target_revision
     desired = inputs.desired_replicas
+    updated = deployment.get("status", {}).get("updatedReplicas", 0)
     return (
         observed >= deployment.get("metadata", {}).get("generation", 0)
         and on_target
-        and counts.updated >= desired
+        and updated >= desired
         and counts.replicas == desired
         and counts.available >= desired
     )
@@ -215,7 +233,7 @@ def _conditions_and_phase(
     failing = [problem for problem in problems if not problem.is_scheduling]
     replica_failure = _replica_failure(inputs.deployment)
     not_routed = _not_routed(inputs, serving)
-    deadline = _deadline_exceeded(inputs.deployment)
+    deadline = deadline_exceeded(inputs.deployment)
     complete = _rollout_complete(inputs, counts)
     summary = f"{ready}/{desired} replicas ready"
 
@@ -238,7 +256,22 @@ def _conditions_and_phase(
     else:
         ready_condition = _condition(inputs, CONDITION_READY, False, "ReplicasNotReady", summary)
 
-    if deadline is not None:
+    rollout = inputs.previous.rollout
+    rolled_back = (
+        rollout is not None
+        and rollout.phase == "RolledBack"
+        and rollout.failed_revision is not None
+        and rollout.failed_revision == inputs.target_revision
+    )
+    if rollout is not None and rollout.halted:
+        progressing = _condition(inputs, CONDITION_PROGRESSING, False, REASON_ROLLOUT_FAILED, rollout.halted)
+    elif rollout is not None and rollout.phase in ("Canary", "Promoting"):
+        message = rollout.message or f"{rollout.phase} of revision {rollout.canary_revision}"
+        progressing = _condition(inputs, CONDITION_PROGRESSING, True, rollout.phase, message)
+    elif rolled_back and rollout is not None:
+        message = rollout.message or f"revision {inputs.target_revision} was rolled back"
+        progressing = _condition(inputs, CONDITION_PROGRESSING, False, REASON_ROLLED_BACK, message)
+    elif deadline is not None:
         progressing = _condition(inputs, CONDITION_PROGRESSING, False, "ProgressDeadlineExceeded", deadline)
     elif complete:
         message = f"revision {inputs.target_revision} runs on all {desired} replicas"
@@ -255,6 +288,8 @@ def _conditions_and_phase(
         degraded = _condition(inputs, CONDITION_DEGRADED, True, REASON_FAILED_CREATE, replica_failure)
     elif failing:
         degraded = _condition(inputs, CONDITION_DEGRADED, True, failing[0].reason, _summarise(failing))
+    elif progressing.reason in ROLLOUT_FAILURE_REASONS:
+        degraded = _condition(inputs, CONDITION_DEGRADED, True, progressing.reason, progressing.message)
     elif deadline is not None:
         degraded = _condition(inputs, CONDITION_DEGRADED, True, "ProgressDeadlineExceeded", deadline)
     else:
@@ -275,7 +310,7 @@ def _conditions_and_phase(
 def derive_status(inputs: StatusInputs) -> dict[str, Any]:
     """The operator-owned status fields, in wire form (camelCase, unset fields left out)."""
     serving = serving_pods(inputs.endpoint_slices, inputs.pods)
-    counts = _counts(inputs.deployment, serving)
+    counts = _counts(inputs, serving)
     conditions, phase = _conditions_and_phase(inputs, counts, serving)
     status = InferenceDeploymentStatus(
         observed_generation=inputs.observed_generation,
@@ -325,6 +360,8 @@ def transition_events(previous: InferenceDeploymentStatus, current: dict[str, An
             events.append(StatusEvent("Warning", "Unschedulable", message))
         elif kind == CONDITION_READY and before is not None and before.status == "True":
             events.append(StatusEvent("Warning", "NotReady", message))
+        elif reason in ROLLOUT_FAILURE_REASONS:
+            continue
         elif kind == CONDITION_DEGRADED and status == "True":
             events.append(StatusEvent("Warning", reason, message))
         elif kind == CONDITION_DEGRADED and before is not None and before.status == "True" and was_accepted:

@@ -1,11 +1,12 @@
 """The autoscaler's Kopf glue: one daemon per InferenceDeployment with autoscaling enabled.
 
 Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read and observe the resource,
-query Prometheus, read its Deployment (checked to be its own), call the pure policy, and act where
+query Prometheus, read its Deployments (checked to be its own), call the pure policy, and act where
 the decision is made. A decision that changes the count is recorded first as the operator's
-`status.desiredReplicas` -- the one count the Deployment is built from, which survives a restart --
-and the Deployment is then applied through the reconcile's own ownership-checked path
-(`reconcile.apply_observed`, which also sets a hand-scaled Deployment back, with its Event). Then
+`status.desiredReplicas` -- the one count the Deployments are built from, which survives a restart --
+and the Deployments are then converged through the reconcile's own path (`reconcile.converge`: the
+rollout plan splits the count between the stable and the canary revision during a canary, and a
+hand-scaled Deployment is set back, with its Event). Then
 the autoscaler's share of the status (status.autoscaling, conditions SLOMet and MetricsUnavailable)
 goes out under its own field manager, and the Events. A daemon rather than a Kopf timer because the
 interval is per resource and may change with the spec; Kopf stops it when autoscaling is disabled
@@ -14,6 +15,7 @@ or the resource goes away.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -23,7 +25,6 @@ import kopf
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
-from berth_operator.api.status import CONDITION_ACCEPTED
 from berth_operator.autoscaling.capacity import SloTargets
 from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
@@ -38,14 +39,14 @@ from berth_operator.autoscaling.state import history_from_status
 from berth_operator.builders import BuildContext
 from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import config_map_name
-from berth_operator.builders.deployment import build_deployment
+from berth_operator.builders.deployment import build_canary_deployment, build_deployment
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
-from berth_operator.handlers.reconcile import apply_observed
+from berth_operator.handlers.reconcile import converge
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, KubeApiError, apply_status, record_event
-from berth_operator.kube.children import ChildConflict, ObservedChild, check_children
+from berth_operator.kube.children import ChildConflict, check_children
 from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 logger = logging.getLogger(__name__)
@@ -104,43 +105,36 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
     return await evaluate_observed(context, observe(owner, context.settings))
 
 
-def _accepted_as_it_is(view: ObservedResource) -> bool:
-    """Whether the reconcile has accepted this very generation of the spec: only then may the
-    autoscaler apply a Deployment built from it (a refused or not yet checked spec never is)."""
-    accepted = view.status.condition(CONDITION_ACCEPTED)
-    return (
-        accepted is not None and accepted.status == "True" and accepted.observed_generation == view.generation
-    )
-
-
-async def _own_deployment(context: OperatorContext, build: BuildContext) -> ObservedChild | None:
-    """The live Deployment beside the one `build` makes, checked to be this resource's; None when it
-    does not exist yet or belongs to someone else (the reconcile reports that as ChildConflict)."""
-    desired = stamp_applied_hash(build_deployment(build, config_map_name(build.owner.name)))
+async def _ready_replicas(context: OperatorContext, build: BuildContext) -> int | None:
+    """Ready replicas of the resource's Deployments (the primary, and the canary during a canary),
+    each checked to be this resource's; None when the primary does not exist yet or belongs to
+    someone else (the reconcile reports that as ChildConflict)."""
+    config_map = config_map_name(build.owner.name)
+    primary = stamp_applied_hash(build_deployment(build, config_map))
+    canary = stamp_applied_hash(build_canary_deployment(build, config_map, 0))
     try:
-        [child] = await check_children(context.api, [desired])
+        children = await check_children(context.api, [primary, canary])
     except ChildConflict:
         return None
-    return child if child.live is not None else None
+    if children[0].live is None:
+        return None
+    return sum(int((child.live or {}).get("status", {}).get("readyReplicas") or 0) for child in children)
 
 
 async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Decision | None:
     """`evaluate` for a resource already read and observed."""
     if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.enabled:
         return None
-    if not _accepted_as_it_is(view):
+    if not view.accepted_as_it_is:
         return None  # the reconcile has yet to accept this spec: nothing to scale yet
     build, namespace, name = view.build, view.namespace, view.name
     spec = build.spec
     observation = await observe_signals(context, namespace, name, spec)
-    deployment = await _own_deployment(context, build)
-    if deployment is None or deployment.live is None:
+    ready = await _ready_replicas(context, build)
+    if ready is None:
         return None  # not created yet (the first reconcile will), or not ours
     # The resource's count, not the Deployment's: a hand edit there is set back, never adopted.
-    current = ReplicaCounts(
-        desired=build.replicas,
-        ready=int((deployment.live.get("status") or {}).get("readyReplicas") or 0),
-    )
+    current = ReplicaCounts(desired=build.replicas, ready=ready)
     previous = view.status
     now = context.clock()
     targets = targets_from_spec(spec)
@@ -150,9 +144,9 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
         # The record first, so that a reconcile from here on builds the Deployment at the new count.
         await sync_status(context, namespace, name, view=view, desired_replicas=decision.replicas)
         build = replace(build, replicas=decision.replicas)
-        deployment = await _own_deployment(context, build)
-    if deployment is not None:
-        await apply_observed(context, view, build, deployment)
+    # A child held by another object, or refused: the reconcile reports it and retries.
+    with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+        await converge(context, view, build, workloads_only=True)
 
     status = autoscaler_status(decision, observation, targets.slo, previous, now)
     await apply_status(context.api, namespace, name, status, field_manager=AUTOSCALER_FIELD_MANAGER)

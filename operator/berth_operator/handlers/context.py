@@ -29,12 +29,19 @@ class OperatorContext:
     clock: Callable[[], datetime] = utc_now
     ownership: FieldOwnership = field(default_factory=FieldOwnership)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _rollout_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _managed: set[tuple[str, str]] = field(default_factory=set)
     _resync_requested: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises status syncs of one InferenceDeployment (events of its pods arrive concurrently)."""
         return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def rollout_lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """Serialises the rollout planning and the workload writes of one InferenceDeployment (the
+        reconcile, the rollout timer and the autoscaler all converge its Deployments), so no two
+        plans start from the same state. Never held while taking `lock`'s turn the other way round."""
+        return self._rollout_locks.setdefault((namespace, name), asyncio.Lock())
 
     def claim_sync(self, namespace: str, name: str) -> bool:
         """True when the caller should run the event-driven status sync; False when one is already
@@ -63,4 +70,5 @@ class OperatorContext:
     def forget(self, namespace: str, name: str) -> None:
         self._managed.discard((namespace, name))
         self._locks.pop((namespace, name), None)
+        self._rollout_locks.pop((namespace, name), None)
         self.metrics.managed_resources.set(len(self._managed))

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from berth_operator.api import InferenceDeploymentStatus
+from berth_operator.api.status import CONDITION_ACCEPTED
 from berth_operator.builders import BuildContext, Owner
 from berth_operator.builders.replicas import effective_replicas
 from berth_operator.builders.status import SpecVerdict
@@ -52,6 +53,18 @@ class ObservedResource:
     build: BuildContext | SpecVerdict
     """What the children are built from -- the parsed spec, the replicas to run, the operator's
     defaults -- or, for a spec the models refuse, why."""
+
+    @property
+    def accepted_as_it_is(self) -> bool:
+        """Whether the reconcile has accepted this very generation of the spec: only then may a timer
+        (the autoscaler, the rollout) apply Deployments built from it (a refused or not yet checked
+        spec never is)."""
+        accepted = self.status.condition(CONDITION_ACCEPTED)
+        return (
+            accepted is not None
+            and accepted.status == "True"
+            and accepted.observed_generation == self.generation
+        )
 
     @property
     def namespace(self) -> str:

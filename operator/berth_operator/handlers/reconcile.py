@@ -24,6 +24,7 @@ from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
+from berth_operator.handlers.rollout import RolloutPlan, plan_rollout
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import ApplyResult, KubeApiError, record_event
 from berth_operator.kube.children import ChildConflict, ObservedChild, apply_checked, check_children
@@ -86,11 +87,20 @@ async def apply_observed(
 
 
 async def _apply_all(
-    context: OperatorContext, view: ObservedResource, build: BuildContext, retry: int
+    context: OperatorContext,
+    view: ObservedResource,
+    build: BuildContext,
+    retry: int,
+    plan: RolloutPlan,
+    workloads_only: bool = False,
 ) -> list[ApplyResult]:
-    """Check every child is ours, then apply each; a conflict or a refusal is reported and retried."""
+    """Check every child is ours (or, `workloads_only`, every Deployment), then apply each; a conflict
+    or a refusal is reported and retried."""
+    children = build_children(build, plan.shape, plan.pinned)
+    if workloads_only:
+        children = [child for child in children if child["kind"] == "Deployment"]
     try:
-        observed = await check_children(context.api, build_children(build))
+        observed = await check_children(context.api, children)
     except ChildConflict as conflict:
         verdict = SpecVerdict(False, REASON_CHILD_CONFLICT, str(conflict))
         await _refuse_and_retry(context, view, verdict, retry)
@@ -108,6 +118,23 @@ async def _apply_all(
             )
             await _refuse_and_retry(context, view, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
     return results
+
+
+async def converge(
+    context: OperatorContext,
+    view: ObservedResource,
+    build: BuildContext,
+    retry: int = 0,
+    *,
+    analyse: bool = False,
+    workloads_only: bool = False,
+) -> list[ApplyResult]:
+    """Plan the rollout and apply the children it shapes: the one way the Deployments are written --
+    by the reconcile (every child), the rollout timer (with `analyse`) and the autoscaler (its new
+    count in `build`; `workloads_only`, the Deployments)."""
+    async with context.rollout_lock(view.namespace, view.name):
+        plan = await plan_rollout(context, view, build, analyse_due=analyse)
+        return await _apply_all(context, view, build, retry, plan, workloads_only)
 
 
 async def reconcile(
@@ -141,7 +168,7 @@ async def reconcile(
         await _report(context, view, missing)
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
-    results = await _apply_all(context, view, build, retry)
+    results = await converge(context, view, build, retry)
     # A Deployment only set back to its count has its own Event (ReplicasReverted).
     changed = [r for r in results if r.outcome != "unchanged" and r.replaced_replicas is None]
     revision = revision_hash(build)

@@ -9,10 +9,12 @@ is the same list as data). Namespaced, in every watched namespace:
 
 | apiGroup | resource | verbs | why |
 |---|---|---|---|
-| berth.dev | inferencedeployments | get, list, watch, patch | Kopf watches, annotates (berth.dev/*) |
+| berth.dev | inferencedeployments | get, list, watch, patch | Kopf watches, annotates (berth.dev/*); |
+| | | | a carried-out berth.dev/rollout-action annotation is removed |
 | berth.dev | inferencedeployments/status | patch | server-side apply of status |
 | berth.dev | inferencedeployments/finalizers | update | ownerReferences with blockOwnerDeletion |
-| apps | deployments | get, list, watch, create, patch | apply; status reads; Kopf watches |
+| apps | deployments | get, list, watch, create, patch | apply (primary, canary); status reads; Kopf watches |
+| apps | replicasets | get, list | a rollback restores the stable revision's template from its ReplicaSet |
 | "" | services, configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | "" | pods | list, watch | Kopf watches runtime pods; status reads them |
@@ -30,7 +32,8 @@ message.
 Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
 watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
 through PATCH, which the API server authorizes as `create` too. The operator never deletes children
-(garbage collection follows the ownerReferences) and never uses the deployments/scale subresource.
+(garbage collection follows the ownerReferences; an idle canary Deployment is kept at 0 replicas)
+and never uses the deployments/scale subresource.
 """
 
 from typing import Final
@@ -49,6 +52,7 @@ REQUIRED_PERMISSIONS: Final = (
     ("berth.dev", "inferencedeployments/status", ("patch",)),
     ("berth.dev", "inferencedeployments/finalizers", ("update",)),
     ("apps", "deployments", ("get", "list", "watch", "create", "patch")),
+    ("apps", "replicasets", ("get", "list")),
     ("", "services", ("get", "list", "watch", "create", "patch")),
     ("", "configmaps", ("get", "list", "watch", "create", "patch")),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),

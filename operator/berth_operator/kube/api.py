@@ -30,3 +30,9 @@ class KubeApi(Protocol):
 
     async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object (used for Events, which are never applied)."""
+
+    async def merge_patch(
+        self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch (RFC 7386: null removes a key) of fields berth does not own by apply --
+        a one-shot request annotation a person set, removed once carried out."""

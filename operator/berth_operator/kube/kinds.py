@@ -26,6 +26,7 @@ class ResourceKind:
 
 INFERENCE_DEPLOYMENT = ResourceKind(identity.API_VERSION, identity.KIND, identity.PLURAL)
 DEPLOYMENT = ResourceKind("apps/v1", "Deployment", "deployments")
+REPLICA_SET = ResourceKind("apps/v1", "ReplicaSet", "replicasets")
 SERVICE = ResourceKind("v1", "Service", "services")
 CONFIG_MAP = ResourceKind("v1", "ConfigMap", "configmaps")
 POD_DISRUPTION_BUDGET = ResourceKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
@@ -39,6 +40,7 @@ KINDS_BY_TYPE = {
     for kind in (
         INFERENCE_DEPLOYMENT,
         DEPLOYMENT,
+        REPLICA_SET,
         SERVICE,
         CONFIG_MAP,
         POD_DISRUPTION_BUDGET,

@@ -41,6 +41,19 @@ def _merge(stored: Any, applied: Any) -> Any:
     return copy.deepcopy(applied)
 
 
+def _merge_patch(stored: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(stored) if isinstance(stored, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge_patch(merged.get(key), value)
+    return merged
+
+
 def _is_condition_list(items: list[Any]) -> bool:
     # Stands in for the list-map semantics of status.conditions (x-kubernetes-list-map-keys: [type]).
     return bool(items) and all(
@@ -141,6 +154,16 @@ class InMemoryKubeApi:
             if existing is not None and existing.get("spec") != updated.get("spec"):
                 updated["metadata"]["generation"] = existing["metadata"].get("generation", 1) + 1
         return self.put(updated)
+
+    async def merge_patch(
+        self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._check_allowed(kind)
+        existing = self.stored(kind, namespace, name)
+        if existing is None:
+            raise NotFound(404, "NotFound", f"{kind.plural} {name} not found")
+        self.writes.append(Write("patch", kind.kind, name))
+        return self.put(_merge_patch(existing, patch))
 
     async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self._check_allowed(kind)

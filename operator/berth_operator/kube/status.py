@@ -3,7 +3,8 @@
 Applying to the status subresource under field manager berth-operator means the operator owns its
 own fields and conditions (status.conditions is a list map keyed by type), while the autoscaler,
 applying under its own manager, owns status.autoscaling and its SLOMet/MetricsUnavailable
-conditions. Neither overwrites the other, and no read-modify-write race exists between them.
+conditions; the rollout planner, under berth-rollout, owns status.rollout.
+None overwrites another, and no read-modify-write race exists between them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from berth_operator.api import resource as identity
 from berth_operator.kube.api import FIELD_MANAGER, KubeApi
 
 AUTOSCALER_FIELD_MANAGER = "berth-autoscaler"
+ROLLOUT_FIELD_MANAGER = "berth-rollout"
 
 
 async def apply_status(

@@ -114,3 +114,9 @@ class ClientKubeApi:
 
     async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._in_worker("POST", kind.collection_path(namespace), None, body)
+
+    async def merge_patch(
+        self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        path = kind.object_path(namespace, name)
+        return await self._in_worker("PATCH", path, None, patch, "application/merge-patch+json")

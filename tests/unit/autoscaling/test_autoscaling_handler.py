@@ -24,6 +24,7 @@ from berth_operator.handlers.observed import observe
 from berth_operator.handlers.reconcile import reconcile
 from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, FIELD_MANAGER, InMemoryKubeApi
 from berth_operator.kube.kinds import DEPLOYMENT, EVENT, INFERENCE_DEPLOYMENT
+from berth_operator.kube.status import ROLLOUT_FIELD_MANAGER
 from berth_operator.metrics import OperatorMetrics
 from berth_operator.settings import OperatorSettings
 
@@ -197,6 +198,8 @@ async def test_a_breach_is_recorded_then_applied_with_reason_condition_and_event
     writes = [(w.kind, w.subresource, w.field_manager) for w in api.writes if w.verb == "apply"]
     assert writes == [
         ("InferenceDeployment", "status", FIELD_MANAGER),  # the record first
+        # The Deployment goes through the rollout plan, whose first record this is (no reconcile ran).
+        ("InferenceDeployment", "status", ROLLOUT_FIELD_MANAGER),
         ("Deployment", None, FIELD_MANAGER),
         ("InferenceDeployment", "status", AUTOSCALER_FIELD_MANAGER),
     ]

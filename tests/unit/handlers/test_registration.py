@@ -110,7 +110,7 @@ async def test_successful_reconcile_counts_writes_and_managed_resources(
         registry.get_sample_value(
             "berth_operator_api_writes_total", {"kind": "InferenceDeployment", "verb": "status"}
         )
-        == 1
+        == 2  # the operator's status and the rollout plan's first record
     )
     await registration.forget(name="chat", namespace="ml", memo=kopf.Memo(berth=context))
     assert registry.get_sample_value("berth_operator_managed_resources") == 0
