@@ -4,8 +4,10 @@ processes the live autoscaling tests start and stop by PID.
 Why: the autoscaler must be proven against the real PromQL engine -- rate windows, histogram
 quantiles, staleness -- not against canned answers. Prometheus listens on 127.0.0.1 on a free port,
 scrapes every second, and attaches to each exporter the labels Prometheus' Kubernetes discovery
-would give a runtime pod (`namespace`, `app_kubernetes_io_instance`, `pod`), which is what the
-operator selects by. Stopping and restarting it (same port, same data) is part of the tests.
+and the chart's PodMonitor relabelings would give a runtime pod (`namespace`,
+`app_kubernetes_io_instance`, `pod`, and `berth_dev_revision` for an exporter given the pod label
+`berth.dev/revision`), which is what the operator selects by. Stopping and restarting it (same
+port, same data) is part of the tests.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from berth_operator.rollout.analysis import REVISION_SERIES_LABEL
 from tests.cluster.processes import free_port
 from tests.integration.load_exporter import LoadProfile, write_profile
 
@@ -46,12 +50,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Exporter:
-    """One stand-in replica: its port, its load profile file and its process."""
+    """One stand-in replica: its port, its load profile file, its process, and the value of its pod
+    label `berth.dev/revision` (None: the pod has no such label)."""
 
     pod: str
     port: int
     profile_path: Path
     process: subprocess.Popen[bytes] | None = None
+    revision: str | None = None
+
+    def target_labels(self, namespace: str, instance: str) -> dict[str, str]:
+        """The labels Prometheus attaches to this pod's series (the chart's relabelings)."""
+        labels = {"namespace": namespace, "app_kubernetes_io_instance": instance, "pod": self.pod}
+        if self.revision is not None:
+            labels[REVISION_SERIES_LABEL] = self.revision
+        return labels
 
     def start(self, log_dir: Path) -> None:
         with open(log_dir / f"{self.pod}.log", "ab") as log:
@@ -79,16 +92,27 @@ class Exporter:
 
 
 class LiveMetrics:
-    """Prometheus plus exporters for the pods of one InferenceDeployment `instance` in `namespace`."""
+    """Prometheus plus exporters for the pods of one InferenceDeployment `instance` in `namespace`:
+    `replicas` of them without a revision label, or one per entry of `revisions`, labelled with it."""
 
-    def __init__(self, work_dir: Path, namespace: str, instance: str, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        namespace: str,
+        instance: str,
+        replicas: int | None = None,
+        revisions: Sequence[str | None] | None = None,
+    ) -> None:
+        if revisions is not None and replicas is not None and replicas != len(revisions):
+            raise ValueError(f"replicas={replicas} contradicts {len(revisions)} revisions; give one of them")
+        pod_revisions = list(revisions) if revisions is not None else [None] * (replicas or 1)
         self.work_dir = work_dir
         self.namespace = namespace
         self.instance = instance
         self.port = free_port()
         self.exporters = [
-            Exporter(f"{instance}-exporter-{n}", free_port(), work_dir / f"load-{n}.json")
-            for n in range(replicas)
+            Exporter(f"{instance}-exporter-{n}", free_port(), work_dir / f"load-{n}.json", revision=revision)
+            for n, revision in enumerate(pod_revisions)
         ]
         self._prometheus: subprocess.Popen[bytes] | None = None
 
@@ -100,11 +124,7 @@ class LiveMetrics:
         targets = [
             {
                 "targets": [f"127.0.0.1:{exporter.port}"],
-                "labels": {
-                    "namespace": self.namespace,
-                    "app_kubernetes_io_instance": self.instance,
-                    "pod": exporter.pod,
-                },
+                "labels": exporter.target_labels(self.namespace, self.instance),
             }
             for exporter in self.exporters
         ]
@@ -165,6 +185,13 @@ class LiveMetrics:
     def set_load(self, profile: LoadProfile) -> None:
         for exporter in self.exporters:
             exporter.set_load(profile)
+
+    def exporter(self, revision: str) -> Exporter:
+        """The exporter labelled with `revision`."""
+        for exporter in self.exporters:
+            if exporter.revision == revision:
+                return exporter
+        raise KeyError(f"no exporter with revision {revision!r}")
 
     def stop(self) -> None:
         self.stop_prometheus()

@@ -6,8 +6,10 @@ synthetic traffic instead of a model, since no GPU or model is here.
 
 Ten times a second it reads the load profile (a JSON file the test rewrites to change the load)
 and records the requests that finished in that tenth of a second: their time to first token,
-inter-token latencies, prompt and generated tokens; the running/waiting gauges and KV usage come
-from the profile as the engine's stats would.
+inter-token latencies, prompt and generated tokens, and their HTTP status; the running/waiting
+gauges and KV usage come from the profile as the engine's stats would. A share of the requests
+(`error_share`) fails, alternately as a 500 response and as a stream aborted after its 200 header,
+which is how the runtime records the two (berth:http_requests_total, vllm:request_success_total).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class LoadProfile:
     running: int = 2
     waiting: int = 0
     kv_cache_usage: float = 0.1
+    error_share: float = 0.0
+    """Share of the requests that fail, in [0, 1]: alternately a 500 and an aborted stream."""
 
 
 def write_profile(path: Path, profile: LoadProfile) -> None:
@@ -90,17 +94,40 @@ def run(port: int, profile_path: Path, model_name: str, stop: threading.Event) -
     )
     serve_metrics(port, metrics.registry)
     owed = 0.0  # fractional requests carried to the next tick
+    failures_owed = 0.0  # fractional failed requests carried to the next request
+    failures = 0
     while not stop.wait(TICK_SECONDS):
         profile = read_profile(profile_path, profile)
         owed += profile.requests_per_second * TICK_SECONDS
         while owed >= 1.0:
             owed -= 1.0
-            metrics.time_to_first_token.observe(profile.ttft_seconds)
-            for _ in range(profile.output_tokens - 1):
-                metrics.inter_token_latency.observe(profile.itl_seconds)
-            metrics.prompt_tokens.inc(profile.prompt_tokens)
-            metrics.generation_tokens.inc(profile.output_tokens)
-            metrics.request_finished("stop")
+            failures_owed += profile.error_share
+            if failures_owed >= 1.0:
+                failures_owed -= 1.0
+                failures += 1
+                record_failure(metrics, aborted=failures % 2 == 0)
+            else:
+                record_success(metrics, profile)
+
+
+def record_success(metrics: ServerMetrics, profile: LoadProfile) -> None:
+    metrics.time_to_first_token.observe(profile.ttft_seconds)
+    for _ in range(profile.output_tokens - 1):
+        metrics.inter_token_latency.observe(profile.itl_seconds)
+    metrics.prompt_tokens.inc(profile.prompt_tokens)
+    metrics.generation_tokens.inc(profile.output_tokens)
+    metrics.request_finished("stop")
+    metrics.http_request_done("openai", 200)
+
+
+def record_failure(metrics: ServerMetrics, aborted: bool) -> None:
+    """A 500 before any output (the engine refused the request), or a stream that began with 200
+    and was aborted (the engine failed mid-way, or the client went away)."""
+    if aborted:
+        metrics.request_finished("abort")
+        metrics.http_request_done("openai", 200)
+    else:
+        metrics.http_request_done("openai", 500)
 
 
 def main() -> None:
