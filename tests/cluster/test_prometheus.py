@@ -69,9 +69,9 @@ def _ports(pod: dict[str, Any]) -> dict[str, int]:
 def test_the_job_relabels_with_the_charts_own_relabelings() -> None:
     _, chart_relabelings = chart_pod_monitor()
     (job,) = prometheus_config(Path("/targets.json"))["scrape_configs"]
-    assert [rule["action"] for rule in chart_relabelings] == ["replace"] * 3
+    assert [rule["action"] for rule in chart_relabelings] == ["replace"] * 4
     # The chart's rules come last, unchanged but for Prometheus' spelling of the keys.
-    assert job["relabel_configs"][-3:] == [
+    assert job["relabel_configs"][-4:] == [
         {"action": "replace", "source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {
             "action": "replace",
@@ -79,8 +79,13 @@ def test_the_job_relabels_with_the_charts_own_relabelings() -> None:
             "target_label": "app_kubernetes_io_instance",
         },
         {"action": "replace", "source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {
+            "action": "replace",
+            "source_labels": ["__meta_kubernetes_pod_label_berth_dev_revision"],
+            "target_label": "berth_dev_revision",
+        },
     ]
-    assert job["relabel_configs"][-3:] == [relabel_config(rule) for rule in chart_relabelings]
+    assert job["relabel_configs"][-4:] == [relabel_config(rule) for rule in chart_relabelings]
     selector = SeriesSelector(namespace="any", instance="any")
     targets = {rule["target_label"] for rule in job["relabel_configs"] if "target_label" in rule}
     assert {selector.namespace_label, selector.instance_label} <= targets
@@ -190,6 +195,7 @@ def test_prometheus_keeps_only_the_runtime_metrics_port_with_the_labels_the_auto
             selector.namespace_label: OWNER.namespace,
             selector.instance_label: OWNER.name,
             "pod": "chat-llama-5d8f-abcde",
+            "berth_dev_revision": running["metadata"]["labels"]["berth.dev/revision"],
         }
     ]
 
