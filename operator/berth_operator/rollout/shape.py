@@ -74,6 +74,9 @@ def workload_shape(rollout: RolloutSpec, state: RolloutStatus, observed: Rollout
         return WorkloadShape(target, primary, wound, replacing, paused=False)
     if state.phase == "RolledBack":
         primary, wound = _winding_down(rollout, observed, stable)
+        if wound is not None:
+            # Only the failed revision's ready replicas are worth keeping while the stable side returns.
+            wound = min(wound, observed.canary_ready)
         return WorkloadShape(stable, primary, wound, replacing, paused=False)
     if state.phase == "Rolling":
         primary, wound = _winding_down(rollout, observed, target)

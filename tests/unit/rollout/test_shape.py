@@ -106,9 +106,11 @@ def test_a_rollback_restores_the_stable_side_before_the_canary_goes() -> None:
     assert workload_shape(CANARY, rolled_back, seen) == WorkloadShape(STABLE, 4, 2, False, False)
     back = replace(seen, primary_ready={STABLE: 4})
     assert workload_shape(CANARY, rolled_back, back).canary_replicas == 0
-    # A canary that never got ready costs nothing to remove.
+    # Canary replicas that are not ready cost nothing to remove.
     crashed = replace(seen, canary_ready=0, primary_ready={STABLE: 3})
-    assert workload_shape(CANARY, rolled_back, crashed).canary_replicas == 1
+    assert workload_shape(CANARY, rolled_back, crashed).canary_replicas == 0
+    half = replace(seen, canary_ready=1, primary_ready={STABLE: 2})
+    assert workload_shape(CANARY, rolled_back, half).canary_replicas == 1
 
 
 def test_a_rollback_with_no_gpu_free_removes_one_canary_replica_at_a_time() -> None:
