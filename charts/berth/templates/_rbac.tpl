@@ -31,10 +31,18 @@ Role in each watched namespace otherwise.
   resources: ["replicasets"]
   verbs: ["get", "list"]
 # The runtime Service, ConfigMap and PodDisruptionBudget: server-side apply; Kopf watches them so an
-# edit or deletion behind the operator's back is repaired at once.
+# edit or deletion behind the operator's back is repaired at once. With spec.serving.httpRoute, two
+# more Services (NAME-stable, NAME-canary), deleted with the route when the spec drops it.
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# spec.serving.httpRoute: the Gateway API HTTPRoute (weighted during a canary), deleted when dropped.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -2,10 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from berth_operator.api.base import ApiModel, CrossFieldRule
-from berth_operator.api.common import SecretKeySelector
+from berth_operator.api.common import DNS_SUBDOMAIN_PATTERN, SecretKeySelector
+
+GATEWAY_HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""Gateway API's Hostname: a DNS name, optionally with one leading wildcard label."""
+
+
+class GatewayParentReference(ApiModel):
+    """A Gateway (or a listener of one) the route attaches to: Gateway API's ParentReference, for the
+    kind Gateway."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Gateway.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the Gateway. Unset: the InferenceDeployment's.",
+    )
+    section_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The Gateway listener to attach to. Unset: every listener that allows the route.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="The Gateway port to attach to.")
+
+
+class HttpRouteSpec(ApiModel):
+    """A Gateway API HTTPRoute berth manages for this resource: all traffic to the Service, and during a
+    canary weighted between the stable and the new revision (docs/rollouts.md)."""
+
+    parent_refs: list[GatewayParentReference] = Field(
+        min_length=1, max_length=32, description="Gateways the route attaches to."
+    )
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=GATEWAY_HOSTNAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Host names the route matches (Gateway API hostnames). Empty: the listeners' own.",
+    )
 
 
 class ServingSpec(ApiModel):
@@ -35,6 +74,14 @@ class ServingSpec(ApiModel):
         ge=0,
         le=3600,
         description="On shutdown, seconds in-flight requests and streams get to finish.",
+    )
+    http_route: HttpRouteSpec | None = Field(
+        default=None,
+        description=(
+            "Route clients through a Gateway API Gateway (needs the gateway.networking.k8s.io/v1 CRDs): "
+            "berth creates an HTTPRoute named like the resource, with weighted backends during a canary. "
+            "Changing it never restarts a pod; removing it deletes the route."
+        ),
     )
     pre_stop_delay_seconds: int = Field(
         default=5,

@@ -53,11 +53,13 @@ def stable_hash(value: Any, length: int = 10) -> str:
 
 def revision_hash(context: BuildContext) -> str:
     """Hash of everything that shapes a replica: model, runtime (with its resolved image),
-    resources, scheduling and serving. Replicas, autoscaling and rollout settings are excluded:
-    changing them never restarts a pod."""
+    resources, scheduling and serving. Replicas, autoscaling, rollout settings and the HTTPRoute are
+    excluded: changing them never restarts a pod."""
     spec = context.spec.to_wire()
     shaping = {
         section: spec[section] for section in ("model", "runtime", "resources", "scheduling", "serving")
     }
     shaping["runtime"] = {**shaping["runtime"], "image": context.runtime_image}
+    # The route is outside the pod: attaching one to a Gateway restarts nothing.
+    shaping["serving"] = {key: value for key, value in shaping["serving"].items() if key != "httpRoute"}
     return stable_hash(shaping)

@@ -20,6 +20,7 @@ import kopf
 from berth_operator.builders import BuildContext, build_children
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import replicas_reverted_message
+from berth_operator.builders.route import route_child_names
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets
 from berth_operator.handlers.context import OperatorContext
@@ -27,8 +28,15 @@ from berth_operator.handlers.observed import ObservedResource, observe
 from berth_operator.handlers.rollout import RolloutPlan, plan_rollout
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import ApplyResult, KubeApiError, record_event
-from berth_operator.kube.children import ChildConflict, ObservedChild, apply_checked, check_children
-from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
+from berth_operator.kube.children import (
+    ChildConflict,
+    ObservedChild,
+    apply_checked,
+    check_children,
+    foreign_reason,
+)
+from berth_operator.kube.kinds import HTTP_ROUTE, INFERENCE_DEPLOYMENT, SERVICE
+from berth_operator.rollout.traffic import traffic_split
 
 REASON_APPLIED = "Applied"
 REASON_REPLICAS_REVERTED = "ReplicasReverted"
@@ -96,7 +104,8 @@ async def _apply_all(
 ) -> list[ApplyResult]:
     """Check every child is ours (or, `workloads_only`, every Deployment), then apply each; a conflict
     or a refusal is reported and retried."""
-    children = build_children(build, plan.shape, plan.pinned)
+    split = traffic_split(build.spec.rollout, plan.state, build.replicas)
+    children = build_children(build, plan.shape, plan.pinned, split)
     if workloads_only:
         children = [child for child in children if child["kind"] == "Deployment"]
     try:
@@ -116,8 +125,35 @@ async def _apply_all(
                 f"the API server refused {kind} {metadata['namespace']}/{metadata['name']}: "
                 f"{error.message or error.reason}"
             )
+            if kind == "HTTPRoute" and error.status == 404:
+                message = (
+                    "spec.serving.httpRoute needs the Gateway API (gateway.networking.k8s.io/v1 HTTPRoute), "
+                    "which this cluster does not serve: install its CRDs, or remove spec.serving.httpRoute"
+                )
             await _refuse_and_retry(context, view, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
+    if not workloads_only and build.spec.serving.http_route is None:
+        await _remove_route(context, view, build)
     return results
+
+
+async def _remove_route(context: OperatorContext, view: ObservedResource, build: BuildContext) -> None:
+    """The HTTPRoute and its Services go when the spec no longer asks for a route (only berth's own,
+    checked by owner reference; a cluster without the Gateway API has none to read)."""
+    desired_owner = {
+        "kind": "Service",
+        "metadata": {"name": "", "ownerReferences": [build.owner.reference()]},
+    }
+    for kind_name, name in route_child_names(view.name):
+        kind = HTTP_ROUTE if kind_name == "HTTPRoute" else SERVICE
+        try:
+            live = await context.api.get(kind, view.namespace, name)
+        except KubeApiError as error:
+            if error.status == 404:
+                continue  # the Gateway API is not installed: no route can exist
+            raise
+        if live is not None and foreign_reason(desired_owner, live) is None:
+            await context.api.delete(kind, view.namespace, name)
+            context.metrics.writes.labels(kind=kind_name, verb="delete").inc()
 
 
 async def converge(

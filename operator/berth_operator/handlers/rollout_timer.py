@@ -2,7 +2,7 @@
 
 Steps are held for their pause, analysis runs every `analysis.intervalSeconds`, a progress deadline
 passes: none of these is an event Kopf would deliver. So every few seconds while a rollout is under
-way (once a minute otherwise) the daemon converges the resource's Deployments through the one path
+way (once a minute otherwise) the daemon converges the resource's children (Deployments, route weights) through the one path
 all writers share (`reconcile.converge`, with analysis), then brings the status in line. It acts
 only on a spec the reconcile has accepted as it is now.
 """
@@ -38,7 +38,7 @@ async def tick(context: OperatorContext, namespace: str, name: str) -> float:
     if not isinstance(view.build, BuildContext) or not view.accepted_as_it_is:
         return ACTIVE_TICK_SECONDS
     try:
-        await converge(context, view, view.build, analyse=True, workloads_only=True)
+        await converge(context, view, view.build, analyse=True)
     except (kopf.TemporaryError, kopf.PermanentError):
         return ACTIVE_TICK_SECONDS  # a child held by another object, or refused: the reconcile reports it
     await sync_status(context, namespace, name)

@@ -15,7 +15,10 @@ is the same list as data). Namespaced, in every watched namespace:
 | berth.dev | inferencedeployments/finalizers | update | ownerReferences with blockOwnerDeletion |
 | apps | deployments | get, list, watch, create, patch | apply (primary, canary); status reads; Kopf watches |
 | apps | replicasets | get, list | a rollback restores the stable revision's template from its ReplicaSet |
-| "" | services, configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
+| "" | services | get, list, watch, create, patch, delete | apply; Kopf watches (edits, deletions); |
+| | | | the route's two Services go when spec.serving.httpRoute does |
+| "" | configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
+| gateway.networking.k8s.io | httproutes | get, create, patch, delete | spec.serving.httpRoute |
 | policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | "" | pods | list, watch | Kopf watches runtime pods; status reads them |
 | discovery.k8s.io | endpointslices | list, watch | ready counts: what the Service routes to; Kopf watches |
@@ -31,9 +34,10 @@ message.
 
 Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
 watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
-through PATCH, which the API server authorizes as `create` too. The operator never deletes children
-(garbage collection follows the ownerReferences; an idle canary Deployment is kept at 0 replicas)
-and never uses the deployments/scale subresource.
+through PATCH, which the API server authorizes as `create` too. The operator deletes only the
+HTTPRoute and its two Services once spec.serving.httpRoute is removed; every other child goes with its
+owner (garbage collection; an idle canary Deployment is kept at 0 replicas). It never uses the
+deployments/scale subresource.
 """
 
 from typing import Final
@@ -53,7 +57,8 @@ REQUIRED_PERMISSIONS: Final = (
     ("berth.dev", "inferencedeployments/finalizers", ("update",)),
     ("apps", "deployments", ("get", "list", "watch", "create", "patch")),
     ("apps", "replicasets", ("get", "list")),
-    ("", "services", ("get", "list", "watch", "create", "patch")),
+    ("gateway.networking.k8s.io", "httproutes", ("get", "create", "patch", "delete")),
+    ("", "services", ("get", "list", "watch", "create", "patch", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create", "patch")),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
     ("", "pods", ("list", "watch")),

@@ -31,6 +31,10 @@ class KubeApi(Protocol):
     async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object (used for Events, which are never applied)."""
 
+    async def delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        """Delete an object; one already gone is not an error. Only for a child the spec no longer asks
+        for (the HTTPRoute and its Services): the others go with their owner (garbage collection)."""
+
     async def merge_patch(
         self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

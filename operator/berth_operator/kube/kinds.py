@@ -34,6 +34,7 @@ POD = ResourceKind("v1", "Pod", "pods")
 SECRET = ResourceKind("v1", "Secret", "secrets")
 EVENT = ResourceKind("v1", "Event", "events")
 ENDPOINT_SLICE = ResourceKind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices")
+HTTP_ROUTE = ResourceKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
 
 KINDS_BY_TYPE = {
     (kind.api_version, kind.kind): kind
@@ -48,6 +49,7 @@ KINDS_BY_TYPE = {
         SECRET,
         EVENT,
         ENDPOINT_SLICE,
+        HTTP_ROUTE,
     )
 }
 

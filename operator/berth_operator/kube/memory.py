@@ -102,7 +102,7 @@ class InMemoryKubeApi:
         self.objects[self._key(stored)] = stored
         return copy.deepcopy(stored)
 
-    def delete(self, manifest: dict[str, Any]) -> None:
+    def remove(self, manifest: dict[str, Any]) -> None:
         self.objects.pop(self._key(manifest), None)
 
     def stored(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -154,6 +154,11 @@ class InMemoryKubeApi:
             if existing is not None and existing.get("spec") != updated.get("spec"):
                 updated["metadata"]["generation"] = existing["metadata"].get("generation", 1) + 1
         return self.put(updated)
+
+    async def delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        self._check_allowed(kind)
+        self.writes.append(Write("delete", kind.kind, name))
+        self.objects.pop((kind.api_version, kind.kind, namespace, name), None)
 
     async def merge_patch(
         self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]

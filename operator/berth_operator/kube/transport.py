@@ -115,6 +115,12 @@ class ClientKubeApi:
     async def create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._in_worker("POST", kind.collection_path(namespace), None, body)
 
+    async def delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        try:
+            await self._in_worker("DELETE", kind.object_path(namespace, name))
+        except NotFound:
+            return
+
     async def merge_patch(
         self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

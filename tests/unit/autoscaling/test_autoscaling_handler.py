@@ -328,7 +328,7 @@ async def test_nothing_is_written_when_autoscaling_is_off_or_there_is_no_deploym
     store(api, stub.url, enabled=False)
     assert await evaluate(context, "ml", "chat") is None
     store(api, stub.url)
-    api.delete(
+    api.remove(
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": "ml"}}
     )
     assert await evaluate(context, "ml", "chat") is None

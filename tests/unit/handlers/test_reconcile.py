@@ -121,7 +121,7 @@ async def test_repair_recreates_a_deleted_child_and_tolerates_refusals(
     context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
 ) -> None:
     await reconcile(context, inference_deployment())
-    api.delete(api.stored(DEPLOYMENT, "ml", "chat") or {})
+    api.remove(api.stored(DEPLOYMENT, "ml", "chat") or {})
     results = await repair(context, "ml", "chat")
     assert {r.kind: r.outcome for r in results}["Deployment"] == "created"
     assert api.stored(DEPLOYMENT, "ml", "chat") is not None

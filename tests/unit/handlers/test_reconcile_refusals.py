@@ -108,7 +108,7 @@ async def test_a_name_that_cannot_name_a_service_is_refused(
     body = inference_deployment()
     renamed = copy.deepcopy(body)
     renamed["metadata"]["name"] = "chat.v2"
-    api.delete(body)
+    api.remove(body)
     api.put(renamed)
     with pytest.raises(kopf.PermanentError, match="RFC 1035"):
         await reconcile(context, renamed)
@@ -143,7 +143,7 @@ async def test_a_child_name_held_by_a_foreign_object_is_reported_and_nothing_is_
     assert [w.kind for w in api.writes if w.verb == "apply" and w.subresource is None] == []
     assert api.stored(SERVICE, "ml", "chat") == theirs
 
-    api.delete(theirs)  # the object in the way goes: the next retry applies everything
+    api.remove(theirs)  # the object in the way goes: the next retry applies everything
     results = await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {}, retry=3)
     assert {r.outcome for r in results} == {"created"}
     assert conditions(api)["Accepted"] == ("True", "Applied")

@@ -128,7 +128,7 @@ async def test_a_child_deleted_behind_the_operators_back_is_recreated_and_an_unt
     await registration.guard_child(body=kopf.Body(service), type="MODIFIED", namespace="ml", memo=memo)
     assert len(api.writes) == writes_before, "an event for an untouched child must not write"
 
-    api.delete(service)
+    api.remove(service)
     await registration.guard_child(body=kopf.Body(service), type="DELETED", namespace="ml", memo=memo)
     assert api.stored(SERVICE, "ml", "chat") is not None
     reapplied = [write.kind for write in api.writes[writes_before:] if write.subresource is None]

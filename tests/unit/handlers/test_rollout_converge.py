@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import kopf
+import pytest
 from reconcile_support import InferenceDeploymentFactory, events, resource_status
 
 from berth_operator.api.rollout import ROLLOUT_ACTION_ANNOTATION
@@ -19,7 +21,8 @@ from berth_operator.builders.labels import REVISION_LABEL
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.reconcile import reconcile
 from berth_operator.kube import InMemoryKubeApi
-from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT
+from berth_operator.kube.errors import NotFound
+from berth_operator.kube.kinds import DEPLOYMENT, HTTP_ROUTE, INFERENCE_DEPLOYMENT, SERVICE
 from berth_operator.kube.status import ROLLOUT_FIELD_MANAGER
 
 CANARY_SPEC: dict[str, Any] = {
@@ -192,3 +195,63 @@ async def test_a_failed_rolling_update_restores_the_stable_template_from_its_rep
         conditions["Progressing"]["status"] == "False" and conditions["Progressing"]["reason"] == "RolledBack"
     )
     assert conditions["Degraded"]["reason"] == "RolledBack"
+
+
+ROUTED_SPEC: dict[str, Any] = {**CANARY_SPEC, "serving": {"httpRoute": {"parentRefs": [{"name": "public"}]}}}
+
+
+async def test_a_route_is_weighted_during_a_canary_and_removed_with_the_spec(
+    context: OperatorContext, api: InMemoryKubeApi, inference_deployment: InferenceDeploymentFactory
+) -> None:
+    await reconcile(context, inference_deployment(ROUTED_SPEC))
+    route = api.stored(HTTP_ROUTE, "ml", "chat")
+    assert route is not None
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "chat", "port": 8000, "weight": 1}]
+    rolled_out(api)
+    await reconcile(context, change_spec(api, revision="def"))
+    canary = deployment(api, "chat-canary")
+    ready_pod(api, "chat-canary-a", {**canary["spec"]["template"]["metadata"]["labels"]})
+    await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})  # the step's replica ready
+    await reconcile(context, api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})  # the route follows
+    backends = (api.stored(HTTP_ROUTE, "ml", "chat") or {})["spec"]["rules"][0]["backendRefs"]
+    assert backends == [
+        {"name": "chat-stable", "port": 8000, "weight": 50},  # 1 of 2 replicas on the new revision
+        {"name": "chat-canary", "port": 8000, "weight": 50},
+    ]
+
+    dropped = copy.deepcopy(api.stored(INFERENCE_DEPLOYMENT, "ml", "chat") or {})
+    del dropped["spec"]["serving"]
+    dropped["metadata"]["generation"] += 1
+    await reconcile(context, api.put(dropped))
+    assert api.stored(HTTP_ROUTE, "ml", "chat") is None
+    assert (
+        api.stored(SERVICE, "ml", "chat-stable") is None and api.stored(SERVICE, "ml", "chat-canary") is None
+    )
+    assert api.stored(SERVICE, "ml", "chat") is not None
+
+
+class WithoutGatewayApi(InMemoryKubeApi):
+    """A cluster that does not serve gateway.networking.k8s.io."""
+
+    async def apply(self, manifest: dict[str, Any], **options: Any) -> dict[str, Any]:
+        if manifest["kind"] == "HTTPRoute":
+            raise NotFound(404, "NotFound", "the server could not find the requested resource")
+        return await super().apply(manifest, **options)
+
+
+async def test_a_route_without_the_gateway_api_is_refused_naming_the_field(context: OperatorContext) -> None:
+    api = WithoutGatewayApi()
+    context.api = api
+    body = api.put(
+        {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": "chat", "namespace": "ml", "uid": "uid-chat", "generation": 1},
+            "spec": ROUTED_SPEC,
+        }
+    )
+    with pytest.raises(kopf.TemporaryError):
+        await reconcile(context, body)
+    accepted = {c["type"]: c for c in resource_status(api)["conditions"]}["Accepted"]
+    assert accepted["status"] == "False" and accepted["reason"] == "ApplyFailed"
+    assert "spec.serving.httpRoute needs the Gateway API" in accepted["message"]
