@@ -2,9 +2,9 @@
 
 Steps are held for their pause, analysis runs every `analysis.intervalSeconds`, a progress deadline
 passes: none of these is an event Kopf would deliver. So every few seconds while a rollout is under
-way (once a minute otherwise) the daemon converges the resource's children (Deployments, route weights) through the one path
-all writers share (`reconcile.converge`, with analysis), then brings the status in line. It acts
-only on a spec the reconcile has accepted as it is now.
+way (once a minute otherwise) the daemon converges the resource's children (the Deployments, the
+route's weights) through the one path all writers share (`reconcile.converge`, with analysis), then
+brings the status in line. It acts only on a spec the reconcile has accepted as it is now.
 """
 
 from __future__ import annotations
