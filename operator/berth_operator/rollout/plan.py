@@ -350,6 +350,12 @@ def advance(
     elif (not in_progress or target != state.canary_revision) and target != state.failed_revision:
         planner.supersede(f"the spec moved on to revision {target}")
         planner.start(target)
+    if planner.state.phase == "Canary" and spec.strategy != "Canary":
+        message = f"strategy changed to {spec.strategy}: revision {planner.state.canary_revision} rolls out directly"
+        planner.update(
+            phase="Rolling", current_step=None, step_count=None, step_start_time=None, message=message
+        )
+        planner.emit("Normal", "RolloutStarted", message)
     action_done = observed.action is not None
     if observed.action is not None:
         planner.act(observed.action)

@@ -299,3 +299,10 @@ def test_analysis_is_due_after_an_interval_and_as_the_pause_ends(
     last = None if last_ago is None else report("Pass", at=NOW - timedelta(seconds=last_ago))
     state = canary_at(0, started, analysis=last)
     assert analysis_window(spec, state, NOW) == window
+
+
+def test_a_canary_whose_spec_turns_to_rolling_rolls_out_directly() -> None:
+    step = advance(RolloutSpec(), canary_at(0, NOW), observed())
+    assert step.state.phase == "Rolling" and step.state.canary_revision == TARGET
+    assert step.state.current_step is None
+    assert "strategy changed to Rolling" in (step.state.message or "")
