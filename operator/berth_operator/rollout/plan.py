@@ -351,7 +351,8 @@ def advance(
         planner.supersede(f"the spec moved on to revision {target}")
         planner.start(target)
     if planner.state.phase == "Canary" and spec.strategy != "Canary":
-        message = f"strategy changed to {spec.strategy}: revision {planner.state.canary_revision} rolls out directly"
+        revision = planner.state.canary_revision
+        message = f"strategy changed to {spec.strategy}: revision {revision} rolls out directly"
         planner.update(
             phase="Rolling", current_step=None, step_count=None, step_start_time=None, message=message
         )
