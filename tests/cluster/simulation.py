@@ -5,7 +5,9 @@ Kubelet) plays the kubelet for Node objects we register: the nodes carry the lab
 ``nvidia.com/gpu`` capacity that NVIDIA's device plugin and GPU feature discovery would publish,
 so the real scheduler places pods as it would on a GPU cluster. The stages in ``stages/`` move
 scheduled pods through Running -> Ready (after a readiness delay that stands in for model loading)
-and let a test make a pod crash-loop by annotating it ``kwok.berth.dev/fail``.
+and let a test make a pod crash-loop by annotating it ``kwok.berth.dev/fail``, or every pod of a pod
+template by setting the environment variable ``KWOK_BERTH_FAIL`` in one of its containers (an
+InferenceDeployment's ``spec.runtime.env`` reaches its pods; annotations of the test's choosing do not).
 
 Local nodes (``local_nodes``) are the other kind: their pods really run, as processes on this host,
 under the agent in tests/cluster/local_node (why, and what it stands in for, is in its docstring).
@@ -30,6 +32,8 @@ GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 POD_FAIL_ANNOTATION = "kwok.berth.dev/fail"
 POD_FAIL_MESSAGE_ANNOTATION = "kwok.berth.dev/fail-message"
+POD_FAIL_ENV = "KWOK_BERTH_FAIL"
+"""Set in a container of a pod, the pod crash-loops with the variable's value as termination message."""
 POD_READY_DELAY_ANNOTATION = "kwok.berth.dev/ready-delay"
 
 # GPU memory in MiB as GPU feature discovery reports it, for products a user is likely to name.
