@@ -161,16 +161,40 @@ class LiveMetrics:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self._wait_scraping(self._prometheus)
+
+    def _wait_scraping(self, prometheus: subprocess.Popen[bytes]) -> None:
+        """Return once Prometheus is ready and has scraped every exporter; raise after the bound."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if self._prometheus.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._prometheus.returncode}:\n{self.log()}")
+            if prometheus.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {prometheus.returncode}:\n{self.log()}")
             if self._ready() and self._scraping():
                 return
             time.sleep(0.2)
         raise RuntimeError(
             f"prometheus was not scraping the exporters in {READY_TIMEOUT_SECONDS:.0f} s:\n{self.log()}"
         )
+
+    def add_exporter(self, revision: str | None, load: LoadProfile) -> Exporter:
+        """One more stand-in replica, labelled with `revision`, started with `load`; returns once the
+        running Prometheus (reloaded with SIGHUP) scrapes it. For a revision known only once a rollout
+        has begun: the operator computes it from the spec."""
+        number = len(self.exporters)
+        exporter = Exporter(
+            f"{self.instance}-exporter-{number}",
+            free_port(),
+            self.work_dir / f"load-{number}.json",
+            revision=revision,
+        )
+        exporter.set_load(load)
+        exporter.start(self.work_dir)
+        self.exporters.append(exporter)
+        if self._prometheus is not None:
+            (self.work_dir / "prometheus.yml").write_text(self._config())
+            self._prometheus.send_signal(signal.SIGHUP)
+            self._wait_scraping(self._prometheus)
+        return exporter
 
     def _scraping(self) -> bool:
         """Every exporter scraped at least once (the first scrape waits for discovery, up to ~5 s)."""
