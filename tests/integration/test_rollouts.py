@@ -403,7 +403,11 @@ def test_a_crash_looping_rolling_update_is_reverted_after_the_progress_deadline(
     assert CRASH_MESSAGE in reported["message"]
     primary = snapshot(crds, namespace, NAME).primary
     assert template_revision(primary) == stable
-    assert not crds.get("pods", namespace=namespace, **{"berth.dev/revision": target})
+    wait_for(
+        lambda: not crds.get("pods", namespace=namespace, **{"berth.dev/revision": target}),
+        30,
+        f"no pod of revision {target} left",
+    )
     # maxUnavailable 0: the crashing surge pod never cost a ready replica.
     assert min(fewest_ready(seen)) >= replicas, fewest_ready(seen)
 
