@@ -1,4 +1,5 @@
-"""Reads, samples and simulated GPU nodes the rollout tests (test_rollouts.py) share.
+"""The InferenceDeployment, reads, waits, samples and simulated GPU nodes the rollout tests
+(test_rollouts.py, test_rollouts_replacement.py) share.
 
 Why: a rollout is judged by what happens on the way, not only where it ends -- which replica counts
 the canary Deployment went through, whether the Service ever had fewer ready endpoints than the
@@ -22,10 +23,16 @@ from berth_operator.api.rollout import ROLLOUT_ACTION_ANNOTATION
 from berth_operator.builders.deployment import CANARY_TRACK, TRACK_LABEL, canary_deployment_name
 from berth_operator.builders.labels import REVISION_LABEL
 from tests.cluster.simulation import KWOK_NODE_ANNOTATION, GpuPool, Simulation, node_manifests
-from tests.integration.support import ClusterAccess, KubectlError, wait_for
+from tests.integration.idep_reads import idep_manifest, wait_idep_ready
+from tests.integration.support import ClusterAccess, KubectlError, condition, wait_for
 
 T = TypeVar("T")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+NAME = "chat"
+"""The InferenceDeployment every rollout test makes (each in its own namespace)."""
+TIMEOUT = 90.0
+ANALYSIS_INTERVAL_SECONDS = 5
+TTFT_SLO_MILLISECONDS = 500
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class Snapshot:
     @property
     def canary_replicas(self) -> int | None:
         return None if self.canary is None else int(self.canary["spec"]["replicas"])
+
+    @property
+    def primary_replicas(self) -> int | None:
+        return None if self.primary is None else int(self.primary["spec"]["replicas"])
 
 
 def snapshot(cluster: ClusterAccess, namespace: str, name: str) -> Snapshot:
@@ -230,3 +241,94 @@ def wait_no_pods_on(cluster: ClusterAccess, node_name: str, timeout_seconds: flo
         timeout_seconds,
         f"no pods left on node {node_name}",
     )
+
+
+def canary_manifest(
+    replicas: int, steps: list[dict[str, int]], prometheus_url: str | None = None
+) -> dict[str, Any]:
+    """A Canary InferenceDeployment analysed every 5 s on at least 5 requests, its TTFT ceiling the
+    SLO's (autoscaling itself off); without `prometheus_url` it has no Prometheus to ask."""
+    autoscaling: dict[str, Any] = {"slo": {"timeToFirstTokenP95Milliseconds": TTFT_SLO_MILLISECONDS}}
+    if prometheus_url is not None:
+        autoscaling["prometheus"] = {"url": prometheus_url}
+    rollout = {
+        "strategy": "Canary",
+        "steps": steps,
+        "analysis": {"intervalSeconds": ANALYSIS_INTERVAL_SECONDS, "minRequests": 5},
+    }
+    return idep_manifest(NAME, replicas=replicas, rollout=rollout, autoscaling=autoscaling)
+
+
+def start_stable(cluster: ClusterAccess, namespace: str, manifest: dict[str, Any]) -> str:
+    """Applies `manifest`, waits until every replica is ready, and returns the stable revision."""
+    cluster.apply(manifest, namespace=namespace)
+    wait_idep_ready(cluster, namespace, NAME, manifest["spec"]["replicas"])
+    rollout = wait_rollout(
+        cluster,
+        namespace,
+        NAME,
+        lambda rollout: rollout.get("phase") == "Stable" and bool(rollout.get("stableRevision")),
+        TIMEOUT,
+        "status.rollout Stable with a stable revision",
+    )
+    return str(rollout["stableRevision"])
+
+
+def wait_started(cluster: ClusterAccess, namespace: str, phase: str) -> str:
+    """Waits until the rollout of a new revision is in `phase`; returns the revision it rolls out."""
+    rollout = wait_rollout(
+        cluster,
+        namespace,
+        NAME,
+        lambda rollout: rollout.get("phase") == phase and bool(rollout.get("canaryRevision")),
+        TIMEOUT,
+        f"a rollout in phase {phase}",
+    )
+    return str(rollout["canaryRevision"])
+
+
+def wait_step_analysing(cluster: ClusterAccess, namespace: str) -> dict[str, Any]:
+    """Waits until the canary's first step has its replicas ready (its pause and analysis begin)."""
+    return wait_rollout(
+        cluster,
+        namespace,
+        NAME,
+        lambda rollout: rollout.get("phase") == "Canary" and bool(rollout.get("stepStartTime")),
+        TIMEOUT,
+        "the canary step's replicas ready (stepStartTime set)",
+    )
+
+
+def wait_only_primary_on(cluster: ClusterAccess, namespace: str, revision: str, replicas: int) -> None:
+    """Waits until exactly `replicas` pods are ready, all of the primary Deployment on `revision`."""
+    wait_for(
+        lambda: ready_pods_by_revision(cluster, namespace, NAME) == {("primary", revision): replicas},
+        TIMEOUT,
+        f"{replicas} ready primary pods on revision {revision} and no other",
+    )
+
+
+def ask(cluster: ClusterAccess, namespace: str, action: str) -> None:
+    """Asks the operator for a rollout action, as a user does: kubectl annotate."""
+    cluster.kubectl(
+        "annotate", "--overwrite", "idep", NAME, f"{ROLLOUT_ACTION_ANNOTATION}={action}", namespace=namespace
+    )
+
+
+def wait_progressing(cluster: ClusterAccess, namespace: str, reason: str) -> dict[str, Any]:
+    """Waits until the Progressing condition has `reason` (status lags the rollout by a sync);
+    returns the condition."""
+
+    def check() -> dict[str, Any] | None:
+        resource = cluster.get("inferencedeployment", NAME, namespace=namespace)
+        found = condition(resource, "Progressing")
+        return found if found is not None and found.get("reason") == reason else None
+
+    return wait_for(check, 30, f"Progressing with reason {reason}")
+
+
+def fewest_ready(samples: list[Snapshot]) -> tuple[int, int]:
+    """The fewest ready endpoints and the fewest status.readyReplicas the samples saw."""
+    endpoints = min(sample.ready_endpoints for sample in samples)
+    ready = min(sample.ready_replicas for sample in samples if sample.ready_replicas is not None)
+    return endpoints, ready
