@@ -218,7 +218,13 @@ class _Planner:
             message = (
                 f"revision {self.state.canary_revision} promoted by hand (berth.dev/rollout-action: promote)"
             )
-            self.update(phase="Promoting", phase_start_time=self.now, halted=None, message=message)
+            self.update(
+                phase="Promoting",
+                phase_start_time=self.now,
+                halted=None,
+                replacing_without_surge=None,
+                message=message,
+            )
             self.emit("Normal", "Promoting", message)
         else:
             self.emit("Warning", "RolloutActionIgnored", f"{action}: no canary is in progress ({phase})")
@@ -286,12 +292,22 @@ class _Planner:
     def next_step(self, step_index: int, why: str) -> None:
         if step_index + 1 >= len(self.spec.steps):
             message = f"revision {self.state.canary_revision} passed every step ({why}); promoting"
-            self.update(phase="Promoting", phase_start_time=self.now, step_start_time=None, message=message)
+            self.update(
+                phase="Promoting",
+                phase_start_time=self.now,
+                step_start_time=None,
+                replacing_without_surge=None,
+                message=message,
+            )
             self.emit("Normal", "Promoting", message)
             return
         message = f"step {step_index + 1}/{len(self.spec.steps)} passed ({why}); step {step_index + 2} starts"
         self.update(
-            current_step=step_index + 1, phase_start_time=self.now, step_start_time=None, message=message
+            current_step=step_index + 1,
+            phase_start_time=self.now,
+            step_start_time=None,
+            replacing_without_surge=None,  # a new step looks for free GPUs afresh
+            message=message,
         )
         self.emit("Normal", "CanaryStep", message)
 

@@ -71,6 +71,10 @@ def workload_shape(rollout: RolloutSpec, state: RolloutStatus, observed: Rollout
             primary = holding
             return WorkloadShape(target, primary, observed.canary_replicas, replacing, paused=False)
         primary, wound = _winding_down(rollout, observed, target)
+        if wound is not None:
+            # The promoted side grows by at most maxSurge (at least 1) beyond what the canary gives up,
+            # as a rolling update would: never the canary's whole size in extra GPUs at once.
+            primary = min(primary, observed.desired_replicas - wound + max(rollout.max_surge, 1))
         return WorkloadShape(target, primary, wound, replacing, paused=False)
     if state.phase == "RolledBack":
         primary, wound = _winding_down(rollout, observed, stable)

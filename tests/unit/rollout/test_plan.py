@@ -306,3 +306,12 @@ def test_a_canary_whose_spec_turns_to_rolling_rolls_out_directly() -> None:
     assert step.state.phase == "Rolling" and step.state.canary_revision == TARGET
     assert step.state.current_step is None
     assert "strategy changed to Rolling" in (step.state.message or "")
+
+
+def test_a_new_step_and_promotion_look_for_free_gpus_afresh() -> None:
+    starved = canary_at(0, NOW - timedelta(seconds=60), replacing_without_surge=True)
+    step = advance(canary_spec(), starved, observed(canary_ready=1), report("Pass"))
+    assert step.state.current_step == 1 and step.state.replacing_without_surge is None
+    last = canary_at(1, NOW - timedelta(seconds=60), replacing_without_surge=True)
+    promoted = advance(canary_spec(), last, observed(canary_ready=2), report("Pass", step=1))
+    assert promoted.state.phase == "Promoting" and promoted.state.replacing_without_surge is None

@@ -93,9 +93,11 @@ def test_promotion_rolls_the_primary_at_its_size_then_takes_the_canary_back() ->
         canary_replicas=2,
         canary_ready=2,
     )
-    assert workload_shape(CANARY, promoting, grown) == WorkloadShape(TARGET, 4, 2, False, False)
+    # The primary runs the target on its two replicas: it grows by maxSurge (1) at a time, and the
+    # canary goes as the primary's new replicas are ready.
+    assert workload_shape(CANARY, promoting, grown) == WorkloadShape(TARGET, 3, 2, False, False)
     three = replace(grown, primary_ready={TARGET: 3})
-    assert workload_shape(CANARY, promoting, three).canary_replicas == 1
+    assert workload_shape(CANARY, promoting, three) == WorkloadShape(TARGET, 4, 1, False, False)
     done = replace(grown, primary_ready={TARGET: 4})
     assert workload_shape(CANARY, promoting, done).canary_replicas == 0
 
