@@ -16,6 +16,7 @@ from berth_operator.api.serving import GatewayParentReference
 from berth_operator.builders.context import BuildContext
 from berth_operator.builders.deployment import CANARY_TRACK, TRACK_LABEL
 from berth_operator.builders.labels import REVISION_LABEL, common_labels, selector_labels
+from berth_operator.builders.service import http_port, service_manifest
 
 GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 
@@ -46,35 +47,14 @@ def route_child_names(owner_name: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _service(context: BuildContext, name: str, selector: dict[str, str]) -> dict[str, Any]:
-    owner = context.owner.name
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": context.owner.namespace,
-            "labels": common_labels(owner),
-            "ownerReferences": [context.owner.reference()],
-        },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [
-                {"name": "http", "port": context.spec.serving.port, "targetPort": "http", "protocol": "TCP"}
-            ],
-        },
-    }
-
-
 def build_revision_services(context: BuildContext, stable_revision: str) -> list[dict[str, Any]]:
     """`NAME-stable` (the stable revision's pods) and `NAME-canary` (the canary Deployment's pods)."""
-    owner = context.owner.name
+    owner, ports = context.owner.name, [http_port(context)]
+    stable = {**selector_labels(owner), REVISION_LABEL: stable_revision}
+    canary = {**selector_labels(owner), TRACK_LABEL: CANARY_TRACK}
     return [
-        _service(
-            context, stable_service_name(owner), {**selector_labels(owner), REVISION_LABEL: stable_revision}
-        ),
-        _service(context, canary_service_name(owner), {**selector_labels(owner), TRACK_LABEL: CANARY_TRACK}),
+        service_manifest(context, stable_service_name(owner), stable, ports),
+        service_manifest(context, canary_service_name(owner), canary, ports),
     ]
 
 

@@ -26,6 +26,7 @@ from berth_operator.api.status import (
     RolloutRecord,
     RolloutStatus,
 )
+from berth_operator.builders.status import StatusEvent
 from berth_operator.rollout.observation import RolloutObservation
 
 HISTORY_LENGTH = 5
@@ -33,18 +34,11 @@ MAX_ANALYSIS_WINDOW_SECONDS = 86400
 
 
 @dataclass(frozen=True)
-class RolloutEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Advance:
     """The next rollout state, the Events to emit, and whether a manual action was consumed."""
 
     state: RolloutStatus
-    events: list[RolloutEvent] = field(default_factory=list)
+    events: list[StatusEvent] = field(default_factory=list)
     action_done: bool = False
 
 
@@ -109,13 +103,13 @@ class _Planner:
     def __init__(self, spec: RolloutSpec, previous: RolloutStatus, observed: RolloutObservation) -> None:
         self.spec, self.observed, self.now = spec, observed, observed.now
         self.state = previous
-        self.events: list[RolloutEvent] = []
+        self.events: list[StatusEvent] = []
 
     def update(self, **changes: object) -> None:
         self.state = self.state.model_copy(update=changes)
 
     def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(RolloutEvent(kind, reason, message))
+        self.events.append(StatusEvent(kind, reason, message))
 
     @property
     def deadline_passed(self) -> bool:
@@ -180,19 +174,13 @@ class _Planner:
         and say why."""
         target, stable = self.state.canary_revision, self.state.stable_revision
         if not (self.spec.auto_rollback or forced):
-            halted = f"revision {target} failed: {cause}; autoRollback is off, so the rollout holds here"
-            if halted != self.state.halted:
-                self.update(halted=halted, message=halted)
-                self.emit("Warning", "RolloutFailed", halted)
+            self.halt(f"revision {target} failed: {cause}; autoRollback is off, so the rollout holds here")
             return
         if not self.observed.stable_template_found:
-            halted = (
+            self.halt(
                 f"revision {target} failed: {cause}; it cannot be rolled back: no ReplicaSet keeps the pod "
                 f"template of stable revision {stable} any more"
             )
-            if halted != self.state.halted:
-                self.update(halted=halted, message=halted)
-                self.emit("Warning", "RolloutFailed", halted)
             return
         message = f"revision {target} rolled back to {stable}: {cause}"
         self.update(
@@ -206,6 +194,12 @@ class _Planner:
         )
         self.emit("Warning", outcome, message)
 
+    def halt(self, why: str) -> None:
+        """Hold the rollout where it is after a failure, saying why once."""
+        if why != self.state.halted:
+            self.update(halted=why, message=why)
+            self.emit("Warning", "RolloutFailed", why)
+
     def supersede(self, why: str) -> None:
         if self.state.phase in ("Rolling", "Canary", "Promoting") and self.state.canary_revision:
             self.update(history=_record(self.state, "Superseded", why, self.now))
@@ -215,17 +209,9 @@ class _Planner:
         if action == "abort" and phase in ("Rolling", "Canary", "Promoting"):
             self.fail("aborted by hand (annotation berth.dev/rollout-action: abort)", "Aborted", forced=True)
         elif action == "promote" and phase == "Canary":
-            message = (
+            self.promote(
                 f"revision {self.state.canary_revision} promoted by hand (berth.dev/rollout-action: promote)"
             )
-            self.update(
-                phase="Promoting",
-                phase_start_time=self.now,
-                halted=None,
-                replacing_without_surge=None,
-                message=message,
-            )
-            self.emit("Normal", "Promoting", message)
         else:
             self.emit("Warning", "RolloutActionIgnored", f"{action}: no canary is in progress ({phase})")
 
@@ -291,15 +277,7 @@ class _Planner:
 
     def next_step(self, step_index: int, why: str) -> None:
         if step_index + 1 >= len(self.spec.steps):
-            message = f"revision {self.state.canary_revision} passed every step ({why}); promoting"
-            self.update(
-                phase="Promoting",
-                phase_start_time=self.now,
-                step_start_time=None,
-                replacing_without_surge=None,
-                message=message,
-            )
-            self.emit("Normal", "Promoting", message)
+            self.promote(f"revision {self.state.canary_revision} passed every step ({why}); promoting")
             return
         message = f"step {step_index + 1}/{len(self.spec.steps)} passed ({why}); step {step_index + 2} starts"
         self.update(
@@ -310,6 +288,19 @@ class _Planner:
             message=message,
         )
         self.emit("Normal", "CanaryStep", message)
+
+    def promote(self, message: str) -> None:
+        """The new revision replaces the stable replicas (after the last step, or by hand); it looks for
+        free GPUs afresh."""
+        self.update(
+            phase="Promoting",
+            phase_start_time=self.now,
+            step_start_time=None,
+            halted=None,
+            replacing_without_surge=None,
+            message=message,
+        )
+        self.emit("Normal", "Promoting", message)
 
     def promoting(self) -> None:
         observed, target = self.observed, self.state.canary_revision

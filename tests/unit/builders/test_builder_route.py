@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from conftest import build_context
 
 from berth_operator.api.rollout import RolloutSpec
 from berth_operator.api.status import RolloutStatus
+from berth_operator.builders import BuildContext
 from berth_operator.builders.children import build_children
 from berth_operator.builders.labels import REVISION_LABEL, revision_hash
 from berth_operator.builders.route import TrafficSplit, build_http_route
 from berth_operator.rollout.traffic import traffic_split
 
+ContextFactory = Callable[..., BuildContext]
 ROUTE = {
     "serving": {
         "httpRoute": {
@@ -24,13 +26,13 @@ ROUTE = {
 }
 
 
-def test_without_a_route_spec_no_route_children() -> None:
-    kinds = [(child["kind"], child["metadata"]["name"]) for child in build_children(build_context())]
+def test_without_a_route_spec_no_route_children(make_context: ContextFactory) -> None:
+    kinds = [(child["kind"], child["metadata"]["name"]) for child in build_children(make_context())]
     assert ("HTTPRoute", "chat") not in kinds and ("Service", "chat-stable") not in kinds
 
 
-def test_outside_a_canary_the_route_sends_everything_to_the_service() -> None:
-    context = build_context(ROUTE)
+def test_outside_a_canary_the_route_sends_everything_to_the_service(make_context: ContextFactory) -> None:
+    context = make_context(ROUTE)
     route = build_http_route(context, None)
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["kind"] == "HTTPRoute"
     assert route["metadata"]["ownerReferences"][0]["uid"] == "0000-1111"
@@ -41,8 +43,8 @@ def test_outside_a_canary_the_route_sends_everything_to_the_service() -> None:
     assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "chat", "port": 8000, "weight": 1}]
 
 
-def test_during_a_canary_the_route_weights_the_two_revisions() -> None:
-    context = build_context(ROUTE)
+def test_during_a_canary_the_route_weights_the_two_revisions(make_context: ContextFactory) -> None:
+    context = make_context(ROUTE)
     route = build_http_route(context, TrafficSplit("stable0001", 25))
     assert route["spec"]["rules"][0]["backendRefs"] == [
         {"name": "chat-stable", "port": 8000, "weight": 75},
@@ -56,8 +58,8 @@ def test_during_a_canary_the_route_weights_the_two_revisions() -> None:
     assert children[("Service", "chat-canary")]["spec"]["selector"]["berth.dev/track"] == "canary"
 
 
-def test_the_route_is_outside_the_revision() -> None:
-    assert revision_hash(build_context(ROUTE)) == revision_hash(build_context())
+def test_the_route_is_outside_the_revision(make_context: ContextFactory) -> None:
+    assert revision_hash(make_context(ROUTE)) == revision_hash(make_context())
 
 
 CANARY = RolloutSpec.model_validate({"strategy": "Canary", "steps": [{"replicas": 1}, {"percent": 50}]})
