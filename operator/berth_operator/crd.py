@@ -47,6 +47,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "95th percentile time to first token, milliseconds.",
     },
     {
+        "name": "SLO-1h",
+        "type": "number",
+        "jsonPath": ".status.economics.lastHour.ttftAttainmentPercent",
+        "description": "Percent of requests within the TTFT target over the last hour.",
+    },
+    {
         "name": "Rollout",
         "type": "string",
         "jsonPath": ".status.rollout.summary",

@@ -5,7 +5,10 @@ A bad value stops the operator with a message naming the variable, the value and
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +16,8 @@ DEFAULT_RUNTIME_IMAGE = "ghcr.io/berth-dev/berth-runtime:0.1.0"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_API_CONCURRENCY = 32
 MAX_API_CONCURRENCY = 256
+MAX_GPU_HOURLY_PRICE = 1_000_000
+CURRENCY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,15}$")
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -53,6 +58,47 @@ def _seconds(environ: Mapping[str, str], variable: str, default: float) -> float
     return value
 
 
+def _gpu_hourly_prices(environ: Mapping[str, str], variable: str) -> tuple[tuple[str, float], ...]:
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return ()
+    expected = (
+        'expected a JSON object of GPU product to price per GPU-hour, e.g. {"NVIDIA-H100-80GB-HBM3": 2.49}'
+    )
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{variable}={raw!r}: not JSON ({error}); {expected}") from error
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{variable}={raw!r}: {expected}")
+    prices = []
+    for product, price in parsed.items():
+        if not product.strip():
+            raise ValueError(f"{variable}: an empty GPU product name; {expected}")
+        if (
+            isinstance(price, bool)
+            or not isinstance(price, int | float)
+            or not math.isfinite(price)
+            or not 0 <= price <= MAX_GPU_HOURLY_PRICE
+        ):
+            raise ValueError(
+                f"{variable}: price {price!r} for {product!r} must be a number "
+                f"from 0 to {MAX_GPU_HOURLY_PRICE}"
+            )
+        prices.append((product.strip(), float(price)))
+    return tuple(sorted(prices))
+
+
+def _currency(environ: Mapping[str, str], variable: str) -> str | None:
+    raw = environ.get(variable, "").strip()
+    if raw and not CURRENCY_PATTERN.match(raw):
+        raise ValueError(
+            f"{variable}={raw!r}: expected a short label such as USD, EUR or credits (a letter, then up to "
+            "15 letters, digits, '_', '.' or '-')"
+        )
+    return raw or None
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """Operator-wide settings; each field names its environment variable, unit and default."""
@@ -84,6 +130,18 @@ class OperatorSettings:
     """BERTH_API_CONCURRENCY: most Kubernetes API requests the operator has in flight at once (worker
     threads and pooled connections), 1-256. Default 32; more helps when hundreds of resources change
     at once, if the API server keeps up."""
+    gpu_hourly_prices: tuple[tuple[str, float], ...] = ()
+    """BERTH_GPU_HOURLY_PRICES: price of one GPU-hour per GPU product (nvidia.com/gpu.product), as a JSON
+    object, e.g. {"NVIDIA-H100-80GB-HBM3": 2.49}; numbers from 0 to 1,000,000, no currency assumed.
+    Used for the cost figures in status.economics when a spec sets no spec.cost.gpuHourlyPrice. Default
+    empty: no prices (cost figures are absent, and status says why)."""
+    gpu_price_currency: str | None = None
+    """BERTH_GPU_PRICE_CURRENCY: label shown beside the cost figures (e.g. USD), display only. Default:
+    none."""
+
+    def gpu_hourly_price(self, product: str) -> float | None:
+        """The operator's price of one GPU-hour of `product`; None when it has none."""
+        return dict(self.gpu_hourly_prices).get(product)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -108,4 +166,6 @@ class OperatorSettings:
             api_concurrency=_count(
                 env, "BERTH_API_CONCURRENCY", DEFAULT_API_CONCURRENCY, MAX_API_CONCURRENCY
             ),
+            gpu_hourly_prices=_gpu_hourly_prices(env, "BERTH_GPU_HOURLY_PRICES"),
+            gpu_price_currency=_currency(env, "BERTH_GPU_PRICE_CURRENCY"),
         )

@@ -121,6 +121,7 @@ def test_subresources_names_and_printer_columns() -> None:
         "Ready",
         "Desired",
         "TTFT-p95",
+        "SLO-1h",
         "Rollout",
         "Phase",
         "Age",

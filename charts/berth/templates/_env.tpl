@@ -22,6 +22,10 @@ the operator's own settings code and checks every BERTH_* variable it reads is s
   value: {{ .Values.metrics.enabled | quote }}
 - name: BERTH_METRICS_PORT
   value: {{ .Values.metrics.port | quote }}
+- name: BERTH_GPU_HOURLY_PRICES
+  value: {{ if .Values.operator.gpuHourlyPrices }}{{ toJson .Values.operator.gpuHourlyPrices | quote }}{{ else }}""{{ end }}
+- name: BERTH_GPU_PRICE_CURRENCY
+  value: {{ .Values.operator.gpuPriceCurrency | quote }}
 - name: BERTH_WATCH_NAMESPACES
   value: {{ join "," .Values.watchNamespaces | quote }}
 - name: BERTH_PEERING_NAME

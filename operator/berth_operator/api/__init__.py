@@ -7,6 +7,7 @@ parses every object through them. No Kubernetes client and no kopf here (import-
 from berth_operator.api.autoscaling import AutoscalingSpec, PrometheusSpec, SloSpec
 from berth_operator.api.base import ApiModel, CrossFieldRule, StatusModel
 from berth_operator.api.common import LocalObjectReference, SecretKeySelector
+from berth_operator.api.cost import CostSpec
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.resources import GpuSpec, ResourcesSpec, SchedulingSpec, Toleration
 from berth_operator.api.rollout import AnalysisSpec, RolloutSpec, RolloutStep
@@ -17,6 +18,8 @@ from berth_operator.api.status import (
     AutoscalingSignals,
     AutoscalingStatus,
     Condition,
+    EconomicsStatus,
+    EconomicsWindow,
     InferenceDeploymentStatus,
     LearnedCapacity,
     RevisionStatus,
@@ -32,7 +35,10 @@ __all__ = [
     "AutoscalingSpec",
     "AutoscalingStatus",
     "Condition",
+    "CostSpec",
     "CrossFieldRule",
+    "EconomicsStatus",
+    "EconomicsWindow",
     "EnvVar",
     "GpuSpec",
     "InferenceDeploymentSpec",

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from berth_operator.api.autoscaling import AutoscalingSpec, replica_bounds
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
+from berth_operator.api.cost import CostSpec
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.resources import GPU_PRODUCT_LABEL, ResourcesSpec, SchedulingSpec
 from berth_operator.api.rollout import RolloutSpec
@@ -67,6 +68,14 @@ class InferenceDeploymentSpec(ApiModel):
         default_factory=ServingSpec,
         description="Endpoint, authentication and graceful shutdown.",
         json_schema_extra=section_default(ServingSpec),
+    )
+    cost: CostSpec = Field(
+        default_factory=CostSpec,
+        description=(
+            "Price of GPU time for the cost figures in status.economics (reporting only: a change here "
+            "restarts no pod)."
+        ),
+        json_schema_extra=section_default(CostSpec),
     )
 
     def replica_bounds(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import kopf
 
 import berth_operator.handlers.autoscaling  # (registers the autoscaler daemon)
+import berth_operator.handlers.economics  # (registers the economics timer)
 import berth_operator.handlers.rollout_timer  # noqa: F401  (registers the rollout daemon)
 from berth_operator.api import resource as identity
 from berth_operator.builders.labels import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL

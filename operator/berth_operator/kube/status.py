@@ -16,6 +16,8 @@ from berth_operator.kube.api import FIELD_MANAGER, KubeApi
 
 AUTOSCALER_FIELD_MANAGER = "berth-autoscaler"
 ROLLOUT_FIELD_MANAGER = "berth-rollout"
+ECONOMICS_FIELD_MANAGER = "berth-economics"
+"""Owns status.economics (handlers/economics.py): GPU-hours, cost and SLO attainment."""
 
 
 async def apply_status(
