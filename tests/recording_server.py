@@ -1,0 +1,79 @@
+"""A tiny real HTTP(S) server on 127.0.0.1 that records each request's headers and answers
+`/api/v1/query` with `vector(1)`'s reply -- or 401 when it asks for basic auth and gets other
+credentials, or a fixed status -- for testing what the Prometheus client sends and how it checks TLS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+VECTOR_ONE = json.dumps(
+    {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}}
+)
+
+
+@dataclass
+class RecordingServer:
+    port: int = 0
+    scheme: str = "http"
+    headers: list[dict[str, str]] = field(default_factory=list)
+    basic_auth: tuple[str, str] | None = None
+    """When set, requests without exactly these credentials get 401."""
+    status: int | None = None
+    """When set, every request gets this status with `body`."""
+    body: str = ""
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@contextmanager
+def serve_recording(tls: ssl.SSLContext | None = None) -> Iterator[RecordingServer]:
+    """Serve until the block ends; with `tls`, HTTPS with that server-side context."""
+    recording = RecordingServer(scheme="https" if tls else "http")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            recording.headers.append({name.lower(): value for name, value in self.headers.items()})
+            status, body = 200, VECTOR_ONE
+            if recording.basic_auth is not None:
+                expected = base64.b64encode(":".join(recording.basic_auth).encode()).decode()
+                if self.headers.get("Authorization") != f"Basic {expected}":
+                    status, body = 401, "Unauthorized\n"
+            if recording.status is not None:
+                status, body = recording.status, recording.body
+            payload = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            return  # a client that refused our certificate hangs up; that is the point of some tests
+
+    server = Server(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    recording.port = server.server_address[1]
+    try:
+        yield recording
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
