@@ -192,9 +192,10 @@ class PrometheusClient:
             if status == 401:
                 return f"Prometheus asks for credentials and none are configured: set {names.credentials}"
             return f"Prometheus refuses queries without credentials: set {names.credentials}"
-        what = "bearer token" if isinstance(auth, BearerToken) else "username and password"
+        what = "bearer token was" if isinstance(auth, BearerToken) else "username and password were"
         if status == 401:
-            return f"the {what} from {auth.setting} was refused (wrong, or expired?)"
+            return f"the {what} refused (wrong, or expired?): check {auth.setting}"
+        what = "bearer token" if isinstance(auth, BearerToken) else "user"
         return (
             f"the {what} from {auth.setting} may not query this Prometheus: grant it read access "
             "(OpenShift: the cluster-monitoring-view role for the thanos-querier's port 9091)"

@@ -133,7 +133,10 @@ async def test_401_with_a_wrong_password_names_its_setting_not_the_password(serv
     with pytest.raises(PrometheusAccessDenied) as caught:
         await _query(PrometheusAccess(url=server.url(), auth=wrong))
     message = str(caught.value)
-    assert "username and password from spec.basicAuth (Secret 'prom') was refused" in message
+    assert (
+        "username and password were refused (wrong, or expired?): check spec.basicAuth (Secret 'prom')"
+        in message
+    )
     assert "hunter2" not in message
 
 
