@@ -12,6 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from berth_operator.api.prometheus import (
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_HEADER_VALUE_LENGTH,
+    MAX_HEADERS,
+)
+
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/berth-dev/berth-runtime:0.1.0"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_API_CONCURRENCY = 32
@@ -99,6 +106,106 @@ def _currency(environ: Mapping[str, str], variable: str) -> str | None:
     return raw or None
 
 
+def _file(environ: Mapping[str, str], variable: str) -> str | None:
+    raw = environ.get(variable, "").strip()
+    if raw and not raw.startswith("/"):
+        raise ValueError(
+            f"{variable}={raw!r}: expected an absolute path of a file in the operator's container"
+        )
+    return raw or None
+
+
+def _headers(environ: Mapping[str, str], variable: str) -> tuple[tuple[str, str], ...]:
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return ()
+    expected = (
+        f"expected a JSON object of at most {MAX_HEADERS} HTTP header names to values, "
+        'e.g. {"X-Scope-OrgID": "team-a"}'
+    )
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{variable}: not JSON ({error}); {expected}") from None
+    if not isinstance(parsed, dict) or len(parsed) > MAX_HEADERS:
+        raise ValueError(f"{variable}: {expected}")
+    for name, value in parsed.items():
+        if not re.fullmatch(HEADER_NAME_PATTERN, name):
+            raise ValueError(
+                f"{variable}: header name {name!r} must be 1-128 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit"
+            )
+        # The value is not shown: a header may carry a credential.
+        if (
+            not isinstance(value, str)
+            or len(value) > MAX_HEADER_VALUE_LENGTH
+            or not re.fullmatch(HEADER_VALUE_PATTERN, value)
+        ):
+            raise ValueError(
+                f"{variable}: the value of header {name!r} must be a string of at most "
+                f"{MAX_HEADER_VALUE_LENGTH} printable ASCII characters"
+            )
+    return tuple(sorted(parsed.items()))
+
+
+def _check_prometheus_access(settings: OperatorSettings) -> None:
+    """Contradictory or pointless Prometheus access settings stop the operator at start."""
+    if settings.prometheus_basic_auth_username is not None and ":" in settings.prometheus_basic_auth_username:
+        raise ValueError("BERTH_PROMETHEUS_BASIC_AUTH_USERNAME: a basic-auth user name cannot contain ':'")
+    if (settings.prometheus_basic_auth_username is None) != (
+        settings.prometheus_basic_auth_password_file is None
+    ):
+        raise ValueError(
+            "BERTH_PROMETHEUS_BASIC_AUTH_USERNAME and BERTH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE go together: "
+            "set both or neither"
+        )
+    credentials = settings.prometheus_bearer_token_file is not None or (
+        settings.prometheus_basic_auth_username is not None
+    )
+    if (
+        settings.prometheus_bearer_token_file is not None
+        and settings.prometheus_basic_auth_username is not None
+    ):
+        raise ValueError(
+            "BERTH_PROMETHEUS_BEARER_TOKEN_FILE and BERTH_PROMETHEUS_BASIC_AUTH_USERNAME: set one kind "
+            "of credentials"
+        )
+    if credentials and any(name.lower() == "authorization" for name, _ in settings.prometheus_headers):
+        raise ValueError(
+            "BERTH_PROMETHEUS_HEADERS may not set Authorization beside a bearer token or basic auth "
+            "(they set it)"
+        )
+    if settings.prometheus_insecure_skip_verify and settings.prometheus_ca_file is not None:
+        raise ValueError(
+            "BERTH_PROMETHEUS_INSECURE_SKIP_VERIFY=true checks no certificate, so BERTH_PROMETHEUS_CA_FILE "
+            "would be ignored: set one or the other"
+        )
+    tls = (
+        settings.prometheus_ca_file is not None
+        or settings.prometheus_insecure_skip_verify
+        or settings.prometheus_server_name is not None
+    )
+    given = [
+        variable
+        for variable, value in (
+            ("BERTH_PROMETHEUS_BEARER_TOKEN_FILE", settings.prometheus_bearer_token_file),
+            ("BERTH_PROMETHEUS_BASIC_AUTH_USERNAME", settings.prometheus_basic_auth_username),
+            ("BERTH_PROMETHEUS_CA_FILE", settings.prometheus_ca_file),
+            ("BERTH_PROMETHEUS_INSECURE_SKIP_VERIFY", settings.prometheus_insecure_skip_verify),
+            ("BERTH_PROMETHEUS_SERVER_NAME", settings.prometheus_server_name),
+            ("BERTH_PROMETHEUS_HEADERS", settings.prometheus_headers),
+        )
+        if value
+    ]
+    if given and settings.prometheus_url is None:
+        raise ValueError(f"{', '.join(given)}: for the default Prometheus, but BERTH_PROMETHEUS_URL is unset")
+    if tls and not (settings.prometheus_url or "").startswith("https://"):
+        raise ValueError(
+            f"BERTH_PROMETHEUS_CA_FILE, _INSECURE_SKIP_VERIFY and _SERVER_NAME need an https:// "
+            f"BERTH_PROMETHEUS_URL, not {settings.prometheus_url!r}"
+        )
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """Operator-wide settings; each field names its environment variable, unit and default."""
@@ -112,6 +219,29 @@ class OperatorSettings:
     """BERTH_RUNTIME_IMAGE: runtime image for specs that leave runtime.image unset."""
     prometheus_url: str | None = None
     """BERTH_PROMETHEUS_URL: Prometheus the autoscaler queries when a spec names none. Default: none."""
+    prometheus_bearer_token_file: str | None = None
+    """BERTH_PROMETHEUS_BEARER_TOKEN_FILE: file in the operator's container holding a bearer token for
+    the default Prometheus (BERTH_PROMETHEUS_URL), read again for every query so a rotated token is used
+    (OpenShift: /var/run/secrets/kubernetes.io/serviceaccount/token). Default: none. Not with basic auth."""
+    prometheus_basic_auth_username: str | None = None
+    """BERTH_PROMETHEUS_BASIC_AUTH_USERNAME: user name for HTTP basic auth to the default Prometheus,
+    with BERTH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE. Default: none."""
+    prometheus_basic_auth_password_file: str | None = None
+    """BERTH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE: file in the operator's container holding that user's
+    password, read again for every query. Default: none."""
+    prometheus_ca_file: str | None = None
+    """BERTH_PROMETHEUS_CA_FILE: PEM CA bundle that replaces the system's when checking the default
+    Prometheus' certificate (an https:// URL). Default: none, the system's CA bundle."""
+    prometheus_insecure_skip_verify: bool = False
+    """BERTH_PROMETHEUS_INSECURE_SKIP_VERIFY: do not check the default Prometheus' certificate at all.
+    Default false; not with BERTH_PROMETHEUS_CA_FILE."""
+    prometheus_server_name: str | None = None
+    """BERTH_PROMETHEUS_SERVER_NAME: host name sent (SNI) and checked in the default Prometheus'
+    certificate instead of the URL's host. Default: none, the URL's host."""
+    prometheus_headers: tuple[tuple[str, str], ...] = ()
+    """BERTH_PROMETHEUS_HEADERS: extra HTTP headers on every query to the default Prometheus, a JSON object
+    of at most 16 names to values, e.g. {"X-Scope-OrgID": "team-a"}. Default: none. No Authorization
+    header beside a bearer token or basic auth. A spec's own headers win, name by name."""
     health_port: int = 8080
     """BERTH_HEALTH_PORT: port of the liveness endpoint /healthz. Default 8080; 0 disables it."""
     metrics_enabled: bool = True
@@ -152,11 +282,19 @@ class OperatorSettings:
         prometheus_url = env.get("BERTH_PROMETHEUS_URL", "").strip() or None
         if prometheus_url is not None and not prometheus_url.startswith(("http://", "https://")):
             raise ValueError(f"BERTH_PROMETHEUS_URL={prometheus_url!r}: expected an http:// or https:// URL")
-        return cls(
+        settings = cls(
             watch_namespaces=_names(env.get("BERTH_WATCH_NAMESPACES", "")),
             gpu_products=_names(env.get("BERTH_GPU_PRODUCTS", "")),
             runtime_image=env.get("BERTH_RUNTIME_IMAGE", "").strip() or DEFAULT_RUNTIME_IMAGE,
             prometheus_url=prometheus_url,
+            prometheus_bearer_token_file=_file(env, "BERTH_PROMETHEUS_BEARER_TOKEN_FILE"),
+            prometheus_basic_auth_username=env.get("BERTH_PROMETHEUS_BASIC_AUTH_USERNAME", "").strip()
+            or None,
+            prometheus_basic_auth_password_file=_file(env, "BERTH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"),
+            prometheus_ca_file=_file(env, "BERTH_PROMETHEUS_CA_FILE"),
+            prometheus_insecure_skip_verify=_flag(env, "BERTH_PROMETHEUS_INSECURE_SKIP_VERIFY", False),
+            prometheus_server_name=env.get("BERTH_PROMETHEUS_SERVER_NAME", "").strip() or None,
+            prometheus_headers=_headers(env, "BERTH_PROMETHEUS_HEADERS"),
             health_port=_port(env, "BERTH_HEALTH_PORT", 8080),
             metrics_enabled=_flag(env, "BERTH_METRICS_ENABLED", True),
             metrics_port=_port(env, "BERTH_METRICS_PORT", 9090),
@@ -169,3 +307,5 @@ class OperatorSettings:
             gpu_hourly_prices=_gpu_hourly_prices(env, "BERTH_GPU_HOURLY_PRICES"),
             gpu_price_currency=_currency(env, "BERTH_GPU_PRICE_CURRENCY"),
         )
+        _check_prometheus_access(settings)
+        return settings

@@ -198,6 +198,58 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.scheduling.nodeSelector",
         "resources.gpu.product",
     ),
+    (
+        "cel-prometheus-one-credential",
+        {"autoscaling": {"prometheus": {"bearerTokenFile": "/t", "bearerTokenSecretRef": {"name": "t"}}}},
+        "spec.autoscaling.prometheus",
+        "at most one of bearerTokenSecretRef",
+    ),
+    (
+        "cel-prometheus-token-file-default-only",
+        {"autoscaling": {"prometheus": {"url": "https://p.example", "bearerTokenFile": "/t"}}},
+        "spec.autoscaling.prometheus.bearerTokenFile",
+        "operator's default Prometheus",
+    ),
+    (
+        "cel-prometheus-tls-needs-https",
+        {"autoscaling": {"prometheus": {"url": "http://p:9090", "tls": {"insecureSkipVerify": True}}}},
+        "spec.autoscaling.prometheus.tls",
+        "needs an https:// url",
+    ),
+    (
+        "cel-prometheus-header-names",
+        {"autoscaling": {"prometheus": {"headers": {"X Scope": "a"}}}},
+        "spec.autoscaling.prometheus.headers",
+        "each name must be",
+    ),
+    (
+        "cel-prometheus-no-authorization-header",
+        {
+            "autoscaling": {
+                "prometheus": {"bearerTokenSecretRef": {"name": "t"}, "headers": {"AUTHORIZATION": "x"}}
+            }
+        },
+        "spec.autoscaling.prometheus.headers",
+        "may not set Authorization",
+    ),
+    (
+        "cel-prometheus-basic-auth-username",
+        {"autoscaling": {"prometheus": {"basicAuth": {"passwordSecretRef": {"name": "p"}}}}},
+        "spec.autoscaling.prometheus.basicAuth",
+        "exactly one of username and usernameSecretRef",
+    ),
+    (
+        "cel-prometheus-tls-one-ca",
+        {"autoscaling": {"prometheus": {"tls": {"caFile": "/ca.crt", "caSecretRef": {"name": "ca"}}}}},
+        "spec.autoscaling.prometheus.tls",
+        "not both",
+    ),
+    (
+        "cel-prometheus-tls-insecure-without-ca",
+        {"autoscaling": {"prometheus": {"tls": {"caFile": "/ca.crt", "insecureSkipVerify": True}}}},
+        "spec.autoscaling.prometheus.tls.insecureSkipVerify",
+        "checks no certificate",
+    ),
 ]
 
 

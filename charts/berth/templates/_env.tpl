@@ -4,10 +4,34 @@ environment, berth_operator/settings.py). tests/chart/test_chart_settings.py par
 the operator's own settings code and checks every BERTH_* variable it reads is set here.
 */}}
 {{- define "berth.operatorEnv" -}}
+{{- $prometheus := .Values.operator.prometheus }}
+{{- if and $prometheus.bearerTokenFile $prometheus.basicAuth.username }}
+{{- fail "operator.prometheus: set bearerTokenFile or basicAuth, not both" }}
+{{- end }}
+{{- if ne (empty $prometheus.basicAuth.username) (empty $prometheus.basicAuth.passwordFile) }}
+{{- fail "operator.prometheus.basicAuth: username and passwordFile go together" }}
+{{- end }}
+{{- if and $prometheus.caFile $prometheus.insecureSkipVerify }}
+{{- fail "operator.prometheus: insecureSkipVerify checks no certificate, so caFile would be ignored: set one or the other" }}
+{{- end }}
 - name: BERTH_LOG_LEVEL
   value: {{ .Values.operator.logLevel | quote }}
 - name: BERTH_PROMETHEUS_URL
   value: {{ .Values.operator.prometheusUrl | quote }}
+- name: BERTH_PROMETHEUS_BEARER_TOKEN_FILE
+  value: {{ $prometheus.bearerTokenFile | quote }}
+- name: BERTH_PROMETHEUS_BASIC_AUTH_USERNAME
+  value: {{ $prometheus.basicAuth.username | quote }}
+- name: BERTH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE
+  value: {{ $prometheus.basicAuth.passwordFile | quote }}
+- name: BERTH_PROMETHEUS_CA_FILE
+  value: {{ $prometheus.caFile | quote }}
+- name: BERTH_PROMETHEUS_INSECURE_SKIP_VERIFY
+  value: {{ $prometheus.insecureSkipVerify | quote }}
+- name: BERTH_PROMETHEUS_SERVER_NAME
+  value: {{ $prometheus.serverName | quote }}
+- name: BERTH_PROMETHEUS_HEADERS
+  value: {{ if $prometheus.headers }}{{ toJson $prometheus.headers | quote }}{{ else }}""{{ end }}
 - name: BERTH_RUNTIME_IMAGE
   value: {{ .Values.operator.runtimeImage | quote }}
 - name: BERTH_GPU_PRODUCTS

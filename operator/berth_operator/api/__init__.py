@@ -4,11 +4,12 @@ The CRD in crds/ and the reference in docs/api.md are generated from these model
 parses every object through them. No Kubernetes client and no kopf here (import-linter enforces it).
 """
 
-from berth_operator.api.autoscaling import AutoscalingSpec, PrometheusSpec, SloSpec
+from berth_operator.api.autoscaling import AutoscalingSpec, SloSpec
 from berth_operator.api.base import ApiModel, CrossFieldRule, StatusModel
 from berth_operator.api.common import LocalObjectReference, SecretKeySelector
 from berth_operator.api.cost import CostSpec
 from berth_operator.api.model import ModelSpec
+from berth_operator.api.prometheus import PrometheusSpec
 from berth_operator.api.resources import GpuSpec, ResourcesSpec, SchedulingSpec, Toleration
 from berth_operator.api.rollout import AnalysisSpec, RolloutSpec, RolloutStep
 from berth_operator.api.runtime import EnvVar, KVCacheSpec, RuntimeSpec, SpeculativeSpec

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
+from berth_operator.api.prometheus import PrometheusSpec
 
 
 def replica_bounds(
@@ -39,17 +40,6 @@ class SloSpec(ApiModel):
         ge=1,
         le=60000,
         description="Target 95th percentile time between output tokens, in milliseconds.",
-    )
-
-
-class PrometheusSpec(ApiModel):
-    """Where the autoscaler reads the runtime's metrics."""
-
-    url: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=r"^https?://[^\s]+$",
-        description="Prometheus base URL (http or https). Unset: the operator's default Prometheus.",
     )
 
 
@@ -102,7 +92,10 @@ class AutoscalingSpec(ApiModel):
     )
     prometheus: PrometheusSpec = Field(
         default_factory=PrometheusSpec,
-        description="Metrics source.",
+        description=(
+            "Metrics source, and how to authenticate to it (docs/autoscaling.md, "
+            "'Prometheus behind authentication')."
+        ),
         json_schema_extra=section_default(PrometheusSpec),
     )
     dry_run: bool = Field(

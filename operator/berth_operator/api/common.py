@@ -24,6 +24,8 @@ QUANTITY_PATTERN = (
 )
 # RFC 1123 subdomain: the names of Secrets, ConfigMaps, PersistentVolumeClaims, ServiceAccounts.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A key of a Secret's data (what `kubectl create secret --from-file` accepts).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # A label value (node labels such as nvidia.com/gpu.product).
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # A label key (also a taint key): an optional DNS-subdomain prefix and '/', then a name of at most 63.
@@ -119,6 +121,6 @@ class SecretKeySelector(ApiModel):
         default="api-key",
         min_length=1,
         max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
+        pattern=SECRET_KEY_PATTERN,
         description="Key within the Secret whose value is used.",
     )

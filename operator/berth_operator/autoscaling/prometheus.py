@@ -138,7 +138,17 @@ class PrometheusClient:
             handshake = _ssl_cause(error)
             if handshake is not None:
                 raise PrometheusTlsFailed(self._shown_url, self._tls_detail(handshake)) from error
-            raise PrometheusUnavailable(self._shown_url, f"{type(error).__name__}: {error}") from error
+            detail = f"{type(error).__name__}: {str(error) or 'the connection closed without an answer'}"
+            if self.base_url.startswith("http://") and isinstance(
+                error, httpx.ReadError | httpx.RemoteProtocolError
+            ):
+                # A TLS-only server answers plain HTTP with a 400 and hangs up; the client may see only
+                # the hang-up (a reset), depending on when the rest of its request arrived.
+                detail += (
+                    "; a server that speaks only HTTPS does this to plain HTTP: if it does, use https:// in "
+                    f"{self.access.settings.url}"
+                )
+            raise PrometheusUnavailable(self._shown_url, detail) from error
         if response.status_code in (401, 403):
             raise PrometheusAccessDenied(
                 self._shown_url,

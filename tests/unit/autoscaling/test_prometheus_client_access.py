@@ -5,7 +5,9 @@ none at all), and failures that name the setting to fix without showing a creden
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +229,23 @@ def test_contradictory_tls_trust_is_refused() -> None:
         TlsTrust(setting="t", ca_file="/ca.crt", insecure_skip_verify=True)
     with pytest.raises(ValueError, match="not both"):
         TlsTrust(setting="t", ca_file="/ca.crt", ca_pem="pem")
+
+
+async def test_a_hang_up_on_plain_http_suggests_https() -> None:
+    # What a TLS-only server may look like to plain HTTP: the connection closes without an answer.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def hang_up() -> None:
+            connection, _ = listener.accept()
+            connection.close()
+
+        closer = threading.Thread(target=hang_up, daemon=True)
+        closer.start()
+        port = listener.getsockname()[1]
+        with pytest.raises(PrometheusUnavailable) as caught:
+            await _query(PrometheusAccess(url=f"http://127.0.0.1:{port}", settings=NAMES))
+        closer.join(timeout=5)
+    assert "the connection closed without an answer" in str(caught.value)
+    assert "if it does, use https:// in spec.url" in str(caught.value)
