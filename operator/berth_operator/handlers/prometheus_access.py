@@ -63,9 +63,11 @@ OPERATOR_NAMES = AccessSettings(
 
 @dataclass(frozen=True)
 class PrometheusAccessUnavailable:
-    """Why Prometheus cannot be queried at all this time: the caller holds and puts `message` in status."""
+    """Why Prometheus cannot be queried at all this time: the caller holds and puts `message` in status.
+    `no_prometheus`: neither the spec nor the operator names one (a lasting state, not a failure)."""
 
     message: str
+    no_prometheus: bool = False
 
 
 async def prometheus_access(
@@ -79,7 +81,7 @@ async def prometheus_access(
     prometheus = spec.autoscaling.prometheus
     settings = context.settings
     if prometheus.url is None and settings.prometheus_url is None:
-        return PrometheusAccessUnavailable(NO_PROMETHEUS)
+        return PrometheusAccessUnavailable(NO_PROMETHEUS, no_prometheus=True)
     secrets = _Secrets(context.api, namespace)
     try:
         credentials = await _spec_credentials(prometheus, secrets)

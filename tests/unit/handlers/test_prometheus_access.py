@@ -67,7 +67,9 @@ async def _reason(context: OperatorContext, prometheus: dict[str, Any]) -> str:
 
 
 async def test_no_prometheus_anywhere_is_a_reason_naming_both_settings(context: OperatorContext) -> None:
-    assert await _reason(context, {}) == NO_PROMETHEUS
+    assert await prometheus_access(context, NAMESPACE, _spec({})) == PrometheusAccessUnavailable(
+        NO_PROMETHEUS, no_prometheus=True
+    )
     assert "spec.autoscaling.prometheus.url" in NO_PROMETHEUS and "BERTH_PROMETHEUS_URL" in NO_PROMETHEUS
 
 
@@ -200,6 +202,10 @@ async def test_a_secret_of_another_namespace_is_not_used(
     _secret(api, "prom-token", {"token": b"t"}, namespace="other")
     reason = await _reason(context, {"url": "https://p", "bearerTokenSecretRef": {"name": "prom-token"}})
     assert "not found in namespace 'ml'" in reason
+    unavailable = await prometheus_access(
+        context, NAMESPACE, _spec({"url": "https://p", "bearerTokenSecretRef": {"name": "prom-token"}})
+    )
+    assert isinstance(unavailable, PrometheusAccessUnavailable) and not unavailable.no_prometheus
 
 
 async def test_without_permission_to_read_secrets_the_reason_names_the_chart_value(
