@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from berth_operator.autoscaling.connection import PrometheusAccess
 from berth_operator.autoscaling.errors import PrometheusError
 from berth_operator.autoscaling.prometheus import PrometheusClient
 from berth_operator.autoscaling.samples import InstantQuerier
@@ -52,14 +53,15 @@ async def collect_readings(
 
 
 async def read_economics(
-    url: str,
+    prometheus: PrometheusAccess | str,
     selector: SeriesSelector,
     at: float | None = None,
     timeout_seconds: float = QUERY_TIMEOUT_SECONDS,
 ) -> dict[Window, WindowReadings] | EconomicsUnavailable:
-    """`collect_readings` against the Prometheus at `url`."""
+    """`collect_readings` against `prometheus` (its URL and credentials), each query within
+    `timeout_seconds`."""
     try:
-        client = PrometheusClient(url, timeout_seconds=timeout_seconds)
+        client = PrometheusClient(prometheus, timeout_seconds=timeout_seconds)
     except ValueError as error:
         return EconomicsUnavailable(str(error))
     async with client:

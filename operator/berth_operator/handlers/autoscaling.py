@@ -43,6 +43,7 @@ from berth_operator.builders.deployment import build_canary_deployment, build_de
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
+from berth_operator.handlers.prometheus_access import PrometheusAccessUnavailable, prometheus_access
 from berth_operator.handlers.reconcile import converge
 from berth_operator.handlers.status_sync import sync_status
 from berth_operator.kube import AUTOSCALER_FIELD_MANAGER, KubeApiError, apply_status, record_event
@@ -81,14 +82,13 @@ def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
 async def observe_signals(
     context: OperatorContext, namespace: str, name: str, spec: InferenceDeploymentSpec
 ) -> Observation:
-    url = spec.autoscaling.prometheus.url or context.settings.prometheus_url
-    if url is None:
-        return MetricsUnavailable(
-            "no Prometheus to query: set spec.autoscaling.prometheus.url "
-            "or the operator's BERTH_PROMETHEUS_URL"
-        )
     interval = spec.autoscaling.interval_seconds
-    async with PrometheusClient(url, timeout_seconds=min(DEFAULT_TIMEOUT_SECONDS, interval)) as client:
+    access = await prometheus_access(
+        context, namespace, spec, timeout_seconds=min(DEFAULT_TIMEOUT_SECONDS, interval)
+    )
+    if isinstance(access, PrometheusAccessUnavailable):
+        return MetricsUnavailable(access.message)
+    async with PrometheusClient(access) as client:
         return await collect_signals(
             client,
             SeriesSelector(namespace=namespace, instance=name),

@@ -20,9 +20,11 @@ from berth_operator.api import resource as identity
 from berth_operator.autoscaling.signals import SeriesSelector
 from berth_operator.builders import BuildContext
 from berth_operator.economics.collect import read_economics
+from berth_operator.economics.figures import EconomicsUnavailable
 from berth_operator.economics.report import economics_status, inputs_from_spec, no_prometheus_status
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import observe
+from berth_operator.handlers.prometheus_access import PrometheusAccessUnavailable, prometheus_access
 from berth_operator.kube import KubeApiError, apply_status
 from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 from berth_operator.kube.status import ECONOMICS_FIELD_MANAGER
@@ -53,8 +55,8 @@ async def evaluate_economics(context: OperatorContext, namespace: str, name: str
     if not isinstance(view.build, BuildContext) or not view.accepted_as_it_is:
         return None
     spec = view.build.spec
-    url = spec.autoscaling.prometheus.url or context.settings.prometheus_url
-    if url is None:
+    access = await prometheus_access(context, namespace, spec)
+    if isinstance(access, PrometheusAccessUnavailable) and access.no_prometheus:
         economics = no_prometheus_status()
         current = (owner.get("status") or {}).get("economics")
         if current == economics:
@@ -62,7 +64,11 @@ async def evaluate_economics(context: OperatorContext, namespace: str, name: str
     else:
         selector = SeriesSelector(namespace=namespace, instance=name)
         now = context.clock()
-        readings = await read_economics(url, selector, at=now.timestamp())
+        readings = (
+            EconomicsUnavailable(access.message)
+            if isinstance(access, PrometheusAccessUnavailable)
+            else await read_economics(access, selector, at=now.timestamp())
+        )
         inputs = inputs_from_spec(
             spec, dict(context.settings.gpu_hourly_prices), context.settings.gpu_price_currency
         )

@@ -22,13 +22,14 @@ from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api.rollout import ROLLOUT_ACTION_ANNOTATION, ROLLOUT_ACTIONS
 from berth_operator.api.status import AnalysisReport, RevisionFigures, RolloutStatus
 from berth_operator.autoscaling.errors import PrometheusError
-from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
+from berth_operator.autoscaling.prometheus import PrometheusClient
 from berth_operator.autoscaling.signals import SeriesSelector
 from berth_operator.builders import BuildContext
 from berth_operator.builders.deployment import PinnedTemplate, WorkloadShape, canary_deployment_name
 from berth_operator.builders.labels import REVISION_LABEL, revision_hash, selector_string
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, parse_status
+from berth_operator.handlers.prometheus_access import PrometheusAccessUnavailable, prometheus_access
 from berth_operator.kube import apply_status, record_event
 from berth_operator.kube.kinds import DEPLOYMENT, INFERENCE_DEPLOYMENT, POD, REPLICA_SET
 from berth_operator.kube.status import ROLLOUT_FIELD_MANAGER
@@ -133,15 +134,12 @@ async def analyse(
             time=now, step=step, window_seconds=window_seconds, verdict="Inconclusive", message=why
         )
 
-    url = spec.autoscaling.prometheus.url or context.settings.prometheus_url
-    if url is None:
-        return inconclusive(
-            "no Prometheus to analyse with: set spec.autoscaling.prometheus.url or the operator's "
-            "BERTH_PROMETHEUS_URL (the canary holds; promote or abort it by hand)"
-        )
+    access = await prometheus_access(context, owner.namespace, spec)
+    if isinstance(access, PrometheusAccessUnavailable):
+        return inconclusive(f"{access.message} (the canary holds; promote or abort it by hand)")
     selector = SeriesSelector(namespace=owner.namespace, instance=owner.name)
     try:
-        async with PrometheusClient(url, timeout_seconds=DEFAULT_TIMEOUT_SECONDS) as client:
+        async with PrometheusClient(access) as client:
             canary, stable = await asyncio.gather(
                 query_revision(client, selector, state.canary_revision or "", window_seconds),
                 query_revision(client, selector, state.stable_revision or "", window_seconds),
