@@ -30,7 +30,9 @@ the watched namespaces only, so a missing Secret a spec references is reported b
 RBAC cannot grant "exists" without the contents, so berth does not need it: without it (403, the check
 is skipped) a missing credentials Secret shows as the fetch container's CreateContainerConfigError and
 a missing API-key Secret as the pod's FailedMount Warning Event, both in status with the kubelet's
-message.
+message. The one thing that needs it: Prometheus credentials a spec names by Secret
+(spec.autoscaling.prometheus.*SecretRef) -- without the grant the autoscaler, the canary analysis and
+the economics report that they cannot read them (naming rbac.readSecrets) and hold.
 
 Cluster-scoped, for Kopf itself: apiextensions.k8s.io customresourcedefinitions list, watch; and, when
 watching a list of namespaces, "" namespaces list, watch. Server-side apply creates a missing object
