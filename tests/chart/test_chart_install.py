@@ -94,6 +94,17 @@ class HelmOnCluster:
         return [document for document in yaml.safe_load_all(text) if document]
 
 
+def _served(cluster: ClusterAccess) -> bool:
+    """Whether the API server lists InferenceDeployments: a CRD Helm just created reaches discovery a
+    moment after it exists (and, on a loaded machine, after kubectl's one retry), so `kubectl get`
+    right after `helm install` can fail with "the server doesn't have a resource type"."""
+    try:
+        cluster.kubectl("get", "inferencedeployments", "--all-namespaces")
+    except KubectlError:
+        return False
+    return True
+
+
 def _reference(obj: dict[str, Any]) -> tuple[str, str, str | None]:
     """(kind.group, name, namespace) as kubectl takes them."""
     group = obj["apiVersion"].rpartition("/")[0]
@@ -276,7 +287,7 @@ def test_two_peered_replicas_one_works_and_the_other_takes_over(
     # A new CRD's objects are served only once the API server's watch cache for them is filled
     # (429 "storage is (re)initializing" until then); kubectl waits that out. An operator whose list
     # is retried past its pause would still be handed, and handle, what that late list returns.
-    chart_cluster.kubectl("get", "inferencedeployments", "--all-namespaces")
+    wait_for(lambda: _served(chart_cluster), 60, "the InferenceDeployment kind served (in discovery)")
     replicas = [_chart_operator(chart_cluster, helm, tmp_path / f"replica-{index}.log") for index in (0, 1)]
     first, second = replicas
     try:
