@@ -1,20 +1,28 @@
-"""A tiny time-series store that answers the autoscaler's PromQL the way Prometheus would.
+"""What each autoscaler can see of the simulated replicas: a tiny Prometheus, and a queue-proxy.
 
-Replicas are scraped every `scrape_interval` seconds; `signals(now)` evaluates the same
-aggregations as `berth_operator.autoscaling.signals.signal_queries` over the stored samples:
-`rate()` from the first and last sample in the window, `histogram_quantile` with linear
-interpolation inside a bucket, `avg_over_time`, `deriv` (least squares), `count`, and the age of
-the newest sample. A replica that is gone stops having series at once (Prometheus' staleness
-markers), and a starting replica has none until it is Ready.
+`MetricStore` scrapes every replica every `scrape_interval` seconds and `signals(now)` evaluates the
+same aggregations as `berth_operator.autoscaling.signals.signal_queries` over the stored samples,
+with one window for rates and latencies as the operator's `metricsWindowSeconds`: `rate()` from the
+first and last sample in the window, `histogram_quantile` with linear interpolation inside a bucket,
+`avg_over_time`, `deriv` (least squares), `count`, and the age of the newest sample. A replica
+that is gone stops having series at once (Prometheus' staleness markers), and a starting replica
+has none until it is Ready. `pod_gauges(now)` is what a Prometheus adapter hands the HPA: each
+Ready pod's newest running and waiting gauges.
+
+Knative's autoscaler does not read Prometheus: every pod's queue-proxy reports the requests in
+flight to it each second. `record_concurrency` keeps that per-second total (requests buffered
+while no replica is Ready included, as Knative's activator holds them), and
+`concurrency_average(now, seconds)` averages it over a window.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from autoscale_serving import ITL_BUCKETS, TTFT_BUCKETS, Replica
 
+from bench.autoscale_serving import ITL_BUCKETS, TTFT_BUCKETS, Replica
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
 
 
@@ -32,11 +40,11 @@ class Scrape:
 
 
 class MetricStore:
-    def __init__(self, latency_window_seconds: float, rate_window_seconds: float) -> None:
-        self.window_seconds = max(latency_window_seconds, rate_window_seconds)
-        self.latency_window_seconds = latency_window_seconds
-        self.rate_window_seconds = rate_window_seconds
+    def __init__(self, window_seconds: float, max_sample_age_seconds: float) -> None:
+        self.window_seconds = window_seconds
+        self.max_sample_age_seconds = max_sample_age_seconds
         self.series: dict[int, list[Scrape]] = {}
+        self.concurrency: deque[tuple[float, float]] = deque()
 
     def scrape(self, now: float, replicas: list[Replica]) -> None:
         alive = set()
@@ -64,18 +72,33 @@ class MetricStore:
             else:
                 self.series[key] = [s for s in self.series[key] if now - s.time <= self.window_seconds]
 
-    def signals(self, now: float) -> Observation:
-        latency_windows = [
-            [s for s in samples if now - s.time <= self.latency_window_seconds]
+    def record_concurrency(self, now: float, in_flight: float) -> None:
+        self.concurrency.append((now, in_flight))
+        while self.concurrency and now - self.concurrency[0][0] > 3600.0:
+            self.concurrency.popleft()
+
+    def concurrency_average(self, now: float, seconds: float) -> float:
+        values = [value for time, value in self.concurrency if now - time < seconds]
+        return float(np.mean(values)) if values else 0.0
+
+    def pod_gauges(self, now: float) -> list[float]:
+        """Running + waiting requests of each pod with a sample in the window (its newest)."""
+        return [
+            samples[-1].running + samples[-1].waiting
             for samples in self.series.values()
+            if samples and now - samples[-1].time <= self.window_seconds
         ]
+
+    def signals(self, now: float) -> Observation:
         windows = [
-            [s for s in samples if now - s.time <= self.rate_window_seconds]
-            for samples in self.series.values()
+            [s for s in samples if now - s.time <= self.window_seconds] for samples in self.series.values()
         ]
         windows = [samples for samples in windows if samples]
         if not windows:
             return MetricsUnavailable("no vllm:num_requests_running series")
+        age = now - max(samples[-1].time for samples in windows)
+        if age > self.max_sample_age_seconds:
+            return MetricsUnavailable(f"newest sample is {age:.0f}s old")
 
         def rate(name: str) -> float:
             total = 0.0
@@ -87,7 +110,7 @@ class MetricStore:
 
         def bucket_rates(name: str) -> np.ndarray:
             total = 0.0
-            for samples in latency_windows:
+            for samples in windows:
                 if len(samples) >= 2:
                     total = total + (getattr(samples[-1], name) - getattr(samples[0], name))
             return np.asarray(total)
@@ -95,8 +118,8 @@ class MetricStore:
         return Signals(
             ttft_p95_seconds=histogram_quantile(0.95, TTFT_BUCKETS, bucket_rates("ttft_buckets")),
             itl_p95_seconds=histogram_quantile(0.95, ITL_BUCKETS, bucket_rates("itl_buckets")),
-            waiting_requests=sum(samples[-1].waiting for samples in windows),
-            running_requests=sum(samples[-1].running for samples in windows),
+            waiting_requests=float(sum(samples[-1].waiting for samples in windows)),
+            running_requests=float(sum(samples[-1].running for samples in windows)),
             running_requests_average=sum(float(np.mean([s.running for s in samples])) for samples in windows),
             kv_cache_usage=float(np.mean([np.mean([s.kv_usage for s in samples]) for samples in windows])),
             prompt_tokens_per_second=rate("prompt_tokens"),
@@ -106,7 +129,7 @@ class MetricStore:
             reporting_replicas=len(windows),
             serving_replicas_average=sum(len(samples) for samples in windows)
             / max(len(samples) for samples in windows),
-            sample_age_seconds=now - max(samples[-1].time for samples in windows),
+            sample_age_seconds=age,
         )
 
 

@@ -1,20 +1,29 @@
 """A fluid, time-stepped model of LLM replicas with continuous batching, for the autoscaling simulation.
 
-Each replica runs engine steps: every step decodes one token for each running request and
-prefills up to `prefill_chunk` prompt tokens (chunked prefill), taking
-`step_base + step_per_sequence * batch + step_per_prefill_token * prefilled` seconds. The constants
-model the 8B shape on one H200 as a plain PyTorch decode step replayed from one CUDA graph was
-first measured there: 6.7 ms per step plus 24 us per running sequence (149 tok/s at batch 1, 7.8k
-tok/s at batch 64) and 45 us per prefilled token (about 2x the compute limit). berth's engine as
-measured since is faster (docs/gpu-results.md: 198 tok/s at batch 1, 8,776 at batch 64, a
-2,048-token prefill 1.31x the compute limit), so the simulated replicas err on the slow side.
-A replica admits waiting requests up to `max_batch` and its KV-cache limit. Within one time step
-the model is fluid: steps are counted fractionally, which keeps an hour of a dozen replicas to
-seconds.
+Each replica runs engine steps. A step decodes one token for every running request that is past its
+prefill and prefills up to `prefill_chunk` prompt tokens (chunked prefill); it takes
 
-Metrics are counted the way the runtime exports them (vLLM's names): prompt and generated
-tokens, finished requests, TTFT and inter-token latency histograms, running/waiting gauges and
-KV-cache usage.
+    step_base + step_per_sequence * batch + step_per_kv_token * context + step_per_prefill_token * prefilled
+
+where `context` is the KV cache the step's decode attention must read: the tokens (prompt plus
+output so far) of every decoding request. At ~900-token contexts and batch 64 those reads are a
+quarter of the step; a model without them overstates what a replica serves for long prompts.
+
+The constants are berth's own engine on one NVIDIA H200, 8B shape, bf16 (docs/gpu-results.md,
+run 3, `bench/decode.py`): decode steps of 4.96 ms at batch 1, 5.16 ms at batch 8 and 5.89 ms at
+batch 64 with prompt 128 / 128 new tokens (mean context 192), copy bandwidth 4.19 TB/s, and a
+2,048-token prefill in 49.9 ms. `measured_replica` derives them: the KV read per token is the 8B
+shape's 128 KiB (32 layers x 8 KV heads x 128 x K and V x 2 bytes) at the copy bandwidth; the
+batch-1 and batch-64 steps less their KV reads give the base and the per-sequence cost; the prefill
+step less the base, over 2,048, the cost of a prompt token. The batch-8 step is then predicted
+within 2%. The KV cache holds what 90% of the card's 141 GB leaves after 16 GB of weights.
+The runtime runs with `--max-num-seqs 64` (its default) and `--max-num-batched-tokens 512`: its
+default budget of 2,048 makes a prefill step ~50 ms, the whole 50 ms ITL target by itself.
+
+Within one time step the model is fluid: steps are counted fractionally, which keeps an hour of a
+dozen replicas to seconds. Metrics are counted the way the runtime exports them (vLLM's names):
+prompt and generated tokens, finished requests, TTFT and inter-token latency histograms,
+running/waiting gauges and KV-cache usage.
 """
 
 from __future__ import annotations
@@ -72,16 +81,53 @@ ITL_BUCKETS = np.array(
     ]
 )
 
+# docs/gpu-results.md, run 3 (docs/gpu-results/run3/decode.json): 8B shape, bf16, berth-graphs.
+MEASURED_STEP_SECONDS = {1: 4.964e-3, 8: 5.158e-3, 64: 5.889e-3}
+MEASURED_CONTEXT_TOKENS = 128 + 128 / 2  # prompt 128, 128 new tokens: the mean context of a step
+MEASURED_PREFILL_SECONDS = 49.94e-3  # one 2,048-token prompt
+MEASURED_PREFILL_TOKENS = 2048
+COPY_BANDWIDTH_BYTES_PER_SECOND = 4.19e12
+KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV heads, head dim 128, bf16
+CARD_BYTES = 143_771 * 2**20  # H200 as the run saw it
+WEIGHT_BYTES = 16.06e9  # 8.03B parameters in bf16
+
 
 @dataclass(frozen=True)
 class ReplicaModel:
-    step_base: float = 0.0067
-    step_per_sequence: float = 0.000024
-    step_per_prefill_token: float = 0.000045
+    step_base: float
+    step_per_sequence: float
+    step_per_kv_token: float
+    step_per_prefill_token: float
     prefill_chunk: int = 512
     max_batch: int = 64
-    kv_cache_tokens: int = 200_000
+    kv_cache_tokens: int = 900_000
     cold_start_seconds: float = 90.0
+
+
+def measured_replica(cold_start_seconds: float = 90.0) -> ReplicaModel:
+    """The replica model whose constants come from berth's measured H200 figures (module docstring)."""
+    per_kv_token = KV_BYTES_PER_TOKEN / COPY_BANDWIDTH_BYTES_PER_SECOND
+    batch1 = MEASURED_STEP_SECONDS[1] - per_kv_token * MEASURED_CONTEXT_TOKENS
+    batch64 = MEASURED_STEP_SECONDS[64] - per_kv_token * MEASURED_CONTEXT_TOKENS * 64
+    per_sequence = (batch64 - batch1) / 63
+    base = batch1 - per_sequence
+    return ReplicaModel(
+        step_base=base,
+        step_per_sequence=per_sequence,
+        step_per_kv_token=per_kv_token,
+        step_per_prefill_token=(MEASURED_PREFILL_SECONDS - base) / MEASURED_PREFILL_TOKENS,
+        kv_cache_tokens=int((0.9 * CARD_BYTES - WEIGHT_BYTES) / KV_BYTES_PER_TOKEN),
+        cold_start_seconds=cold_start_seconds,
+    )
+
+
+def predicted_step(model: ReplicaModel, batch: int, context_per_sequence: float) -> float:
+    """A decode step's seconds at `batch` sequences of `context_per_sequence` tokens each."""
+    return (
+        model.step_base
+        + model.step_per_sequence * batch
+        + model.step_per_kv_token * context_per_sequence * batch
+    )
 
 
 @dataclass
@@ -95,6 +141,7 @@ class ReplicaMetrics:
 
 @dataclass
 class FinishedRequest:
+    arrival: float
     ttft: float
     mean_itl: float
 
@@ -124,8 +171,11 @@ class Replica:
         return len(self.arrival)
 
     def kv_usage(self) -> float:
-        used = self.prompt - self.prefill_left + (self.output - self.decode_left)
-        return float(used.sum()) / self.model.kv_cache_tokens
+        return float(self._context().sum()) / self.model.kv_cache_tokens
+
+    def _context(self) -> np.ndarray:
+        """Tokens in each running request's KV cache: its prompt so far plus its output so far."""
+        return self.prompt - self.prefill_left + np.maximum(self.output - self.decode_left, 0.0)
 
     def _admit(self) -> None:
         reserved = float((self.prompt + self.output).sum())
@@ -152,11 +202,13 @@ class Replica:
             return
         model = self.model
         prefilling = self.prefill_left > 0
-        decoding_batch = int((~prefilling).sum())
+        decoding = ~prefilling
+        decoding_batch = int(decoding.sum())
+        kv_read = model.step_per_kv_token * float(self._context()[decoding].sum())
         pending_prefill = float(self.prefill_left.sum())
         tokens = np.zeros(len(self.arrival))  # decode tokens each request makes in this dt
         if pending_prefill > 0:
-            step_full = model.step_base + model.step_per_sequence * decoding_batch
+            step_full = model.step_base + model.step_per_sequence * decoding_batch + kv_read
             step_full += model.step_per_prefill_token * model.prefill_chunk
             prefill_time = min(dt, pending_prefill / model.prefill_chunk * step_full)
             capacity = prefill_time / step_full * model.prefill_chunk
@@ -178,7 +230,7 @@ class Replica:
             self.metrics.ttft_buckets += np.bincount(
                 np.searchsorted(TTFT_BUCKETS, ttft), minlength=len(TTFT_BUCKETS) + 1
             )
-            tokens[~prefilling] += prefill_time / step_full
+            tokens[decoding] += prefill_time / step_full
             self._observe_itl(step_full, decoding_batch * prefill_time / step_full)
         else:
             prefill_time = 0.0
@@ -186,7 +238,8 @@ class Replica:
         rest = dt - prefill_time
         if rest > 0:
             decoding_now = self.prefill_left == 0
-            step_decode = model.step_base + model.step_per_sequence * int(decoding_now.sum())
+            kv_now = model.step_per_kv_token * float(self._context()[decoding_now].sum())
+            step_decode = model.step_base + model.step_per_sequence * int(decoding_now.sum()) + kv_now
             rest_tokens = np.where(decoding_now, rest / step_decode, 0.0)
             if len(done):
                 rest_tokens[done] = (dt - done_at) / step_decode
@@ -202,7 +255,9 @@ class Replica:
                 self.arrival[complete], self.first_token[complete], self.output[complete], end, strict=True
             ):
                 finished.append(
-                    FinishedRequest(ttft=first - arrival, mean_itl=(finish - first) / max(output - 1, 1))
+                    FinishedRequest(
+                        arrival=arrival, ttft=first - arrival, mean_itl=(finish - first) / max(output - 1, 1)
+                    )
                 )
             self.metrics.request_success += int(complete.sum())
             keep = ~complete

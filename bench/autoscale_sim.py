@@ -1,43 +1,94 @@
-"""Autoscaling simulation: berth's SLO policy (the operator's own `decide`) against today's
-autoscalers, on the same traces, replicas, cold starts and Prometheus-like metrics.
+"""Autoscaling simulation: berth's SLO policy, driven through the operator's own evaluation and
+status round trip, against today's autoscalers on the same traces, replicas, cold starts and
+metrics.
 
-    python bench/autoscale_sim.py [--base-rate 6] [--cold-start 90] [--min-replicas 1] [--trace NAME]
+    python -m bench.autoscale_sim [--base-rate 10] [--cold-start 90] [--trace NAME] [--jobs 2]
 
-Prints one table: share of requests within the TTFT and ITL targets, p95 TTFT, GPU-hours, scale
-events and direction changes, per trace and autoscaler. Figures, not a pass/fail.
+Prints one table: per trace and autoscaler, the share of requests within the TTFT and ITL
+targets, p95 TTFT, GPU-hours, scale events, direction changes, scale-ins into a rising edge, and
+the peak replica count; then, per trace, whether berth met the goal (at least the best baseline's
+TTFT share, at no more GPU-hours than the baseline that attains the most). The oracle rows bound
+what any policy reading these signals can reach. Figures, not a pass/fail.
 
 The loop, every `--dt` seconds: route arrivals to the Ready replica with the fewest outstanding
-requests (a least-requests gateway), step every Ready replica, scrape every 10 s, and let each
-autoscaler decide at its own interval. A new replica holds its GPU from the moment it is created
-and serves after the cold start; a removed one stops taking requests and leaves once drained.
+requests (a least-requests gateway), step every Ready replica, scrape every 10 s, record the
+requests in flight every second (Knative's queue-proxy view), and let each autoscaler decide at
+its own interval. berth's interval and metrics window are the operator's defaults, read from the
+spec. A new replica holds its GPU from the moment it is created and serves after the cold start;
+a removed one stops taking requests and leaves once drained.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import time
 from collections import deque
-from dataclasses import dataclass, replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
-from autoscale_metrics import MetricStore
-from autoscale_scalers import BerthScaler, Scaler, all_scalers
-from autoscale_serving import FinishedRequest, Replica, ReplicaModel
-from autoscale_traces import Trace, standard_traces
 
-from berth_operator.autoscaling.capacity import SloTargets
+from bench.autoscale_baselines import HpaConcurrency, Kaito, KedaConcurrency, KnativeKpa
+from bench.autoscale_berth import BerthScaler, Step, berth_spec, steps_to_json
+from bench.autoscale_metrics import MetricStore
+from bench.autoscale_oracle import DemandSeries, Oracle, clairvoyant
+from bench.autoscale_serving import FinishedRequest, Replica, ReplicaModel, measured_replica
+from bench.autoscale_traces import Trace, standard_traces
+from berth_operator.autoscaling.evaluation import max_sample_age_seconds
 from berth_operator.autoscaling.policy import ReplicaCounts
+
+SCRAPE_SECONDS = 10.0
+WARMUP_SECONDS = 60.0
+"""No autoscaler acts before its windows have filled: the replicas at the start have served for a while."""
+
+
+class Scaler(Protocol):
+    name: str
+
+    @property
+    def interval_seconds(self) -> float: ...
+
+    def desired(self, now: float, store: MetricStore, counts: ReplicaCounts) -> int: ...
+
+
+@dataclass(frozen=True)
+class Scenario:
+    trace: Trace
+    min_replicas: int
+
+    @property
+    def label(self) -> str:
+        return self.trace.name if self.min_replicas == 1 else f"{self.trace.name} min{self.min_replicas}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_rate: float
+    cold_start: float
+    ttft_ms: int
+    itl_ms: int
+    max_replicas: int
+    target_concurrency: float
+    dt: float
 
 
 @dataclass
 class Outcome:
+    scenario: str
+    scaler: str
     ttft_met: float
     itl_met: float
     ttft_p95: float
     gpu_hours: float
     scale_events: int
     direction_changes: int
+    rising_scale_ins: int
     peak_replicas: int
+    reasons: list[str]
+    steps: list[Step]
 
 
 class Cluster:
@@ -70,28 +121,42 @@ class Cluster:
         return True
 
 
-def simulate(
-    trace: Trace,
-    scaler: Scaler,
-    model: ReplicaModel,
-    slo: SloTargets,
-    dt: float,
-    initial: int,
-    latency_window: float = 60.0,
-    rate_window: float = 30.0,
-) -> Outcome:
+def scalers_for(scenario: Scenario, settings: Settings, model: ReplicaModel) -> list[Scaler]:
+    low, high, target = scenario.min_replicas, settings.max_replicas, settings.target_concurrency
+    demand = DemandSeries(scenario.trace, model)
+    spec = berth_spec(low, high, settings.ttft_ms, settings.itl_ms)
+    return [
+        BerthScaler(spec),
+        HpaConcurrency(low, high, target),
+        KedaConcurrency(low, high, target),
+        KnativeKpa(low, high, target),
+        Kaito(low, high),
+        Oracle(demand, low, high),
+        clairvoyant(demand, low, high),
+    ]
+
+
+def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outcome:
+    model = measured_replica(settings.cold_start)
+    scaler = scalers_for(scenario, settings, model)[scaler_index]
+    trace = scenario.trace
+    spec = berth_spec(scenario.min_replicas, settings.max_replicas, settings.ttft_ms, settings.itl_ms)
+    interval = float(spec.autoscaling.interval_seconds)
+    store = MetricStore(
+        window_seconds=float(spec.autoscaling.metrics_window_seconds),
+        max_sample_age_seconds=max_sample_age_seconds(interval),
+    )
+    demand = DemandSeries(trace, model)
+    initial = max(trace.initial_replicas, scenario.min_replicas)
     cluster = Cluster(model, initial)
-    store = MetricStore(latency_window_seconds=latency_window, rate_window_seconds=rate_window)
     finished: list[FinishedRequest] = []
     pending: deque[tuple[float, int, int]] = deque()  # arrived while no replica was Ready
-    next_arrival = 0
-    gpu_seconds = 0.0
+    next_arrival, gpu_seconds, rising_scale_ins = 0, 0.0, 0
     trajectory = [initial]
-    end = trace.duration_seconds + 180.0
-    steps = int(end / dt)
-    scrape_every = round(10.0 / dt)
-    decide_every = round(scaler.interval_seconds / dt)
-    for step in range(steps):
+    dt = settings.dt
+    per_second, per_scrape = round(1.0 / dt), round(SCRAPE_SECONDS / dt)
+    per_decision = round(scaler.interval_seconds / dt)
+    for step in range(int((trace.duration_seconds + 180.0) / dt)):
         now = step * dt
         while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < now + dt:
             pending.append(
@@ -108,33 +173,92 @@ def simulate(
             if replica.ready_at <= now:
                 replica.step(now, dt, finished)
         cluster.replicas = [r for r in cluster.replicas if not (r.draining and r.outstanding == 0)]
-        gpu_seconds += len(cluster.replicas) * dt
-        if step % scrape_every == 0:
+        if now < trace.duration_seconds:
+            gpu_seconds += len(cluster.replicas) * dt
+        if step % per_second == 0:
+            in_flight = sum(r.outstanding for r in cluster.serving()) + len(pending)
+            store.record_concurrency(now, float(in_flight))
+        if step % per_scrape == 0:
             store.scrape(now, cluster.replicas)
-        if step % decide_every == 0 and step > 0:
-            target = scaler.desired(now, store.signals(now), cluster.counts(now))
-            if target != cluster.counts(now).desired:
+        if step % per_decision == 0 and now >= WARMUP_SECONDS:
+            counts = cluster.counts(now)
+            target = scaler.desired(now, store, counts)
+            if target != counts.desired:
+                if target < counts.desired and demand.rising(now):
+                    rising_scale_ins += 1
                 cluster.scale(now, target)
                 trajectory.append(target)
-    return _outcome(trace, finished, slo, gpu_seconds, trajectory)
+    berth = scaler if isinstance(scaler, BerthScaler) else None
+    return _outcome(
+        scenario,
+        scaler,
+        trace,
+        finished,
+        settings,
+        gpu_seconds,
+        trajectory,
+        rising_scale_ins,
+        berth.reasons if berth else [],
+        berth.steps if berth else [],
+    )
 
 
 def _outcome(
-    trace: Trace, finished: list[FinishedRequest], slo: SloTargets, gpu_seconds: float, trajectory: list[int]
+    scenario: Scenario,
+    scaler: Scaler,
+    trace: Trace,
+    finished: list[FinishedRequest],
+    settings: Settings,
+    gpu_seconds: float,
+    trajectory: list[int],
+    rising_scale_ins: int,
+    reasons: list[str],
+    steps: list[Step],
 ) -> Outcome:
     total = len(trace.arrivals)
     ttft = np.array([f.ttft for f in finished] + [math.inf] * (total - len(finished)))
     itl = np.array([f.mean_itl for f in finished] + [math.inf] * (total - len(finished)))
-    steps = np.diff(trajectory)
-    signs = np.sign(steps[steps != 0])
+    changes = np.diff(trajectory)
+    signs = np.sign(changes[changes != 0])
     return Outcome(
-        ttft_met=float((ttft <= (slo.ttft_p95_seconds or math.inf)).mean()),
-        itl_met=float((itl <= (slo.itl_p95_seconds or math.inf)).mean()),
+        scenario=scenario.label,
+        scaler=scaler.name,
+        ttft_met=float((ttft <= settings.ttft_ms / 1000).mean()),
+        itl_met=float((itl <= settings.itl_ms / 1000).mean()),
         ttft_p95=float(np.percentile(ttft, 95)),
         gpu_hours=gpu_seconds / 3600.0,
         scale_events=len(signs),
         direction_changes=int((np.diff(signs) != 0).sum()) if len(signs) > 1 else 0,
+        rising_scale_ins=rising_scale_ins,
         peak_replicas=max(trajectory),
+        reasons=reasons,
+        steps=steps,
+    )
+
+
+def scenarios(base_rate: float, names: list[str] | None) -> list[Scenario]:
+    chosen = []
+    for trace in standard_traces(base_rate):
+        for low in (1, 2) if trace.name == "burst 5x" else (1,):
+            scenario = Scenario(trace, low)
+            if not names or scenario.label in names or trace.name in names:
+                chosen.append(scenario)
+    return chosen
+
+
+def goal_line(rows: list[Outcome]) -> str:
+    """berth against the baselines on one scenario: the TTFT share, the GPU-hours, the edges."""
+    berth = rows[0]
+    baselines = [r for r in rows[1:] if not r.scaler.startswith(("oracle", "clairvoyant"))]
+    best = max(baselines, key=lambda r: (r.ttft_met, -r.gpu_hours))
+    fewest = min(r.direction_changes for r in baselines)
+    met = berth.ttft_met >= best.ttft_met and berth.gpu_hours <= best.gpu_hours + 1e-9
+    oracle = next(r for r in rows if r.scaler.startswith("oracle"))
+    return (
+        f"  {'MET' if met else 'not met'}: berth {berth.ttft_met:.2%} at {berth.gpu_hours:.2f} GPU-h vs best "
+        f"baseline {best.scaler} {best.ttft_met:.2%} at {best.gpu_hours:.2f}; oracle {oracle.ttft_met:.2%}; "
+        f"rising-edge scale-ins {berth.rising_scale_ins}; direction changes {berth.direction_changes} "
+        f"(baselines' fewest {fewest})"
     )
 
 
@@ -143,59 +267,99 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--base-rate", type=float, default=6.0, help="requests/s of the base load (default 6)"
+        "--base-rate", type=float, default=10.0, help="requests/s of the base load (default 10)"
     )
     parser.add_argument(
         "--cold-start", type=float, default=90.0, help="seconds from scale-up to Ready (default 90)"
     )
-    parser.add_argument("--ttft-ms", type=float, default=500.0, help="TTFT p95 target (default 500)")
-    parser.add_argument("--itl-ms", type=float, default=50.0, help="ITL p95 target (default 50)")
-    parser.add_argument("--min-replicas", type=int, default=1, help="every autoscaler's floor (default 1)")
+    parser.add_argument("--ttft-ms", type=int, default=500, help="TTFT p95 target (default 500)")
+    parser.add_argument("--itl-ms", type=int, default=50, help="ITL p95 target (default 50)")
     parser.add_argument("--max-replicas", type=int, default=16)
+    parser.add_argument(
+        "--target-concurrency",
+        type=float,
+        default=32.0,
+        help="requests in flight per replica the HPA, KEDA and Knative aim at (default 32: half the batch)",
+    )
     parser.add_argument("--dt", type=float, default=0.1, help="simulation step, seconds (default 0.1)")
-    parser.add_argument("--trace", action="append", help="run only traces with this name (repeatable)")
-    parser.add_argument("--rate-window", type=float, default=30.0, help="rate() window, seconds (default 30)")
+    parser.add_argument("--trace", action="append", help="run only this trace or scenario (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to run the runs in (default 1)")
     parser.add_argument("--reasons", action="store_true", help="print berth's scale decisions")
+    parser.add_argument(
+        "--only", action="append", help="run only autoscalers whose name starts with this (repeatable)"
+    )
+    parser.add_argument(
+        "--record",
+        metavar="PATH",
+        help="write berth's evaluations (time, signals, replica counts) of the first scenario as JSON",
+    )
     args = parser.parse_args()
-
-    model = replace(ReplicaModel(), cold_start_seconds=args.cold_start)
-    slo = SloTargets(ttft_p95_seconds=args.ttft_ms / 1000, itl_p95_seconds=args.itl_ms / 1000)
+    settings = Settings(
+        args.base_rate,
+        args.cold_start,
+        args.ttft_ms,
+        args.itl_ms,
+        args.max_replicas,
+        args.target_concurrency,
+        args.dt,
+    )
+    model = measured_replica(args.cold_start)
     print(
-        f"replica: 8B shape on one H200 (step {model.step_base * 1e3:.1f} ms + "
-        f"{model.step_per_sequence * 1e6:.0f} us/seq + "
-        f"{model.step_per_prefill_token * 1e6:.0f} us/prompt token, "
-        f"batch {model.max_batch}), cold start {model.cold_start_seconds:.0f}s, scrape 10s, "
-        f"targets TTFT p95 {args.ttft_ms:.0f}ms ITL p95 {args.itl_ms:.0f}ms, "
-        f"replicas {args.min_replicas}..{args.max_replicas}"
+        f"replica: berth's engine, 8B shape on one H200 (step {model.step_base * 1e3:.2f} ms + "
+        f"{model.step_per_sequence * 1e6:.1f} us/seq + {model.step_per_kv_token * 1e9:.1f} ns/KV token + "
+        f"{model.step_per_prefill_token * 1e6:.1f} us/prompt token, batch {model.max_batch}), cold start "
+        f"{model.cold_start_seconds:.0f}s, scrape {SCRAPE_SECONDS:.0f}s, targets TTFT p95 {args.ttft_ms}ms "
+        f"ITL p95 {args.itl_ms}ms, base {args.base_rate:g} req/s, baselines' target concurrency "
+        f"{args.target_concurrency:g}"
     )
     header = (
-        f"{'trace':<10} {'autoscaler':<24} {'TTFT ok':>8} {'ITL ok':>8} {'p95 TTFT':>9} "
-        f"{'GPU-h':>7} {'events':>7} {'dir chg':>8} {'peak':>5}"
+        f"{'trace':<16} {'autoscaler':<30} {'TTFT ok':>8} {'ITL ok':>8} {'p95 TTFT':>9} {'GPU-h':>6} "
+        f"{'events':>6} {'dir chg':>7} {'rise-in':>7} {'peak':>4}"
     )
     print(header)
     print("-" * len(header))
-    for trace in standard_traces(args.base_rate):
-        if args.trace and trace.name not in args.trace:
-            continue
-        for scaler in all_scalers(args.min_replicas, args.max_replicas, slo):
-            outcome = simulate(
-                trace,
-                scaler,
-                model,
-                slo,
-                args.dt,
-                initial=max(trace.initial_replicas, args.min_replicas),
-                rate_window=args.rate_window,
-            )
+    started = time.monotonic()
+    chosen = scenarios(args.base_rate, args.trace)
+    names = [s.name for s in scalers_for(chosen[0], settings, model)] if chosen else []
+    picked = [i for i, name in enumerate(names) if not args.only or name.startswith(tuple(args.only))]
+    if args.record and chosen:
+        berth = simulate(chosen[0], 0, settings)
+        with open(args.record, "w") as file:
+            json.dump(steps_to_json(berth.steps), file)
+        print(f"recorded {len(berth.steps)} evaluations of {chosen[0].label} to {args.record}")
+        return
+    jobs = [(scenario.label, index, settings) for scenario in chosen for index in picked]
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        outcomes = list(pool.map(_run, jobs))
+    runs = len(picked)
+    for offset in range(0, len(outcomes), runs):
+        rows = outcomes[offset : offset + runs]
+        for row in rows:
             print(
-                f"{trace.name:<10} {scaler.name:<24} {outcome.ttft_met:>8.2%} {outcome.itl_met:>8.2%} "
-                f"{outcome.ttft_p95 * 1000:>7.0f}ms {outcome.gpu_hours:>7.2f} {outcome.scale_events:>7} "
-                f"{outcome.direction_changes:>8} {outcome.peak_replicas:>5}",
-                flush=True,
+                f"{row.scenario:<16} {row.scaler:<30} {row.ttft_met:>8.2%} {row.itl_met:>8.2%} "
+                f"{_seconds(row.ttft_p95):>9} {row.gpu_hours:>6.2f} {row.scale_events:>6} "
+                f"{row.direction_changes:>7} {row.rising_scale_ins:>7} {row.peak_replicas:>4}"
             )
-            if args.reasons and isinstance(scaler, BerthScaler):
-                for reason in scaler.reasons:
+            if args.reasons:
+                for reason in row.reasons:
                     print(f"    {reason}")
+        if len(rows) == len(names):
+            print(goal_line(rows))
+    print(f"wall time {time.monotonic() - started:.0f}s")
+
+
+def _run(job: tuple[str, int, Settings]) -> Outcome:
+    """One run in a worker process: the scenario is rebuilt there by its label (traces hold rate
+    functions, which do not pickle)."""
+    label, index, settings = job
+    (scenario,) = [s for s in scenarios(settings.base_rate, None) if s.label == label]
+    return simulate(scenario, index, settings)
+
+
+def _seconds(value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    return f"{value * 1000:.0f}ms" if value < 10 else f"{value:.1f}s"
 
 
 if __name__ == "__main__":

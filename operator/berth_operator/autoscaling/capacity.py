@@ -5,7 +5,8 @@ an 8k-token prompt is not a 50-token one. The unit of load here is *token work p
 generated tokens plus `prompt_token_cost` times prompt tokens.
 
 Capacity is learned, not configured, from two kinds of evidence (both per serving replica):
-- a *floor*: the most work a replica has served while every SLO held — proven safe;
+- a *floor*: the most work a replica has served while every SLO held — proven safe, until an SLO
+  is breached at less (a mix of longer prompts can make the same work slower to first token);
 - a *ceiling*: the work a replica serves while saturated (an SLO is breached and requests queue,
   or inter-token latency is over target, scaled back to the target). A rate window that began
   before the saturation understates it; the ratio of running requests now to their window average
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from berth_operator.autoscaling.signals import Signals
+from berth_operator.autoscaling.state import GaugeSample
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,22 @@ class Tuning:
     """Weight of a new saturation observation against the ceiling learned before (one noisy
     window must not halve what many windows have shown)."""
     max_window_correction: float = 2.0
-    """Largest factor by which a saturated replica's windowed rate is corrected upwards."""
+    """Largest factor by which a windowed rate is corrected upwards to the load of now."""
+    trend_margin: float = 0.15
+    """Requests in flight now above their window average by more than this share means the demand
+    is rising (less is the noise of one gauge sample): the windowed rates are corrected to it, and
+    no replica is removed."""
+    slot_scale_up_utilization: float = 0.7
+    """Requests in flight (running, and waiting up to one batch per replica) beyond this share of
+    the batch slots scale up: a replica nears its limit before every slot is taken, and the
+    token rule needs a learned capacity this rule does not."""
+    slot_scale_down_utilization: float = 0.5
+    """Remove a replica only if the survivors' requests running stay within this share of their
+    slots."""
+    full_slots: float = 0.95
+    """Requests running over batch slots (all replicas') from which the slots count as all taken."""
+    recent_seconds: float = 120.0
+    """The last evaluation's gauges count for the short-term trend only if it is this recent."""
 
     def __post_init__(self) -> None:
         for name in ("scale_up_utilization", "scale_down_utilization"):
@@ -73,11 +90,15 @@ class SloTargets:
 
 @dataclass(frozen=True)
 class Load:
-    """Work served now, work arriving (served plus queue growth), and work already queued."""
+    """Work served (over the window), work arriving now (served, corrected to the requests in flight
+    now, plus the queue's growth), work already queued, and whether the demand is rising."""
 
     served: float
     arriving: float
     queued: float
+    rising: bool = False
+    queue_growth: float = 0.0
+    """Requests per second the queue grows by (negative: it drains)."""
 
 
 def slo_breaches(signals: Signals, slo: SloTargets) -> tuple[str, ...]:
@@ -106,26 +127,59 @@ def slo_summary(signals: Signals, slo: SloTargets) -> str:
     return "; ".join(parts)
 
 
-def measure_load(signals: Signals, tuning: Tuning, recent_waiting_growth: float = 0.0) -> Load:
-    """Served, arriving and queued work. While requests queue, the replicas are saturated and the
-    windowed rates lag a rising load: the request rate is corrected by running-now over
-    running-average, and queue growth is the larger of the window's and the last interval's."""
+def measure_load(
+    signals: Signals, tuning: Tuning, last: GaugeSample | None = None, now: float | None = None
+) -> Load:
+    """Served, arriving and queued work, and whether the demand is rising.
+
+    The windowed rates lag a change of load by half a window; the gauges do not. Every request in
+    flight advances at about the same pace, so the work served now is the window's rate scaled by
+    the requests in flight now over their window average (without a queue only beyond the noise
+    margin, and as far as the last evaluation's count agrees): this follows a rising load, a
+    saturation that began inside the window, and replicas that just became Ready. What the
+    replicas cannot take is the queue's growth: since the last evaluation if it is recent (the
+    window's slope stays high for a window after the queue stopped growing), else over the
+    window."""
     served = (
         signals.generation_tokens_per_second + tuning.prompt_token_cost * signals.prompt_tokens_per_second
     )
+    recent_growth, running_before = _since_last(signals, last, now, tuning)
+    queue_growth = signals.waiting_growth_per_second if recent_growth is None else recent_growth
+    trend = _trend(signals, running_before, tuning)
+    rising = signals.waiting_requests > 0 or queue_growth > 0 or trend > 1.0
     if signals.requests_per_second <= 0 or served <= 0:
-        return Load(served=served, arriving=served, queued=0.0)
+        return Load(served, served, 0.0, rising, queue_growth)
     work_per_request = served / signals.requests_per_second
-    requests = signals.requests_per_second
-    growth = max(signals.waiting_growth_per_second, 0.0)
-    if signals.waiting_requests > 0:
-        requests *= _window_correction(signals, tuning)
-        growth = max(growth, recent_waiting_growth)
-    return Load(
-        served=served,
-        arriving=(requests + growth) * work_per_request,
-        queued=signals.waiting_requests * work_per_request,
+    queued = signals.waiting_requests * work_per_request
+    if signals.waiting_requests <= 0:
+        return Load(served, served * trend, queued, rising, queue_growth)
+    arriving = served * _window_correction(signals, tuning) + max(queue_growth, 0.0) * work_per_request
+    return Load(served, arriving, queued, rising, queue_growth)
+
+
+def _since_last(
+    signals: Signals, last: GaugeSample | None, now: float | None, tuning: Tuning
+) -> tuple[float | None, float | None]:
+    """The queue's growth per second since the last evaluation and its requests running then; None
+    without a recent last evaluation."""
+    if last is None or now is None or not 0 < now - last.time <= tuning.recent_seconds:
+        return None, None
+    return (signals.waiting_requests - last.waiting_requests) / (now - last.time), last.running_requests
+
+
+def _trend(signals: Signals, running_before: float | None, tuning: Tuning) -> float:
+    """Requests in flight now over their window average, 1 within the noise margin. With the last
+    evaluation's count at hand, the lower of the two: a rise both gauges show, not one sample's
+    noise."""
+    if signals.running_requests_average <= 0:
+        return 1.0
+    running = (
+        signals.running_requests if running_before is None else min(signals.running_requests, running_before)
     )
+    ratio = running / signals.running_requests_average
+    if ratio <= 1 + tuning.trend_margin:
+        return 1.0
+    return min(ratio, tuning.max_window_correction)
 
 
 def learn_capacity(
@@ -135,21 +189,35 @@ def learn_capacity(
     ceiling: float | None,
     floor: float | None,
     tuning: Tuning,
+    batch_slots: int | None = None,
 ) -> tuple[float | None, float | None]:
-    """Fold this observation into (ceiling, floor); both per replica, in token work per second."""
+    """Fold this observation into (ceiling, floor); both per replica, in token work per second.
+
+    Saturation is an SLO breached while requests queue, inter-token latency over target, or --
+    with the batch slots known -- every slot taken and requests waiting, which a replica shows
+    seconds before the window's p95 crosses the target."""
     serving = signals.serving_replicas_average
     if serving <= 0 or load.served <= 0:
         return ceiling, floor
     per_replica = load.served / serving
     breaches = slo_breaches(signals, slo)
-    if not breaches:
+    slots_full = (
+        batch_slots is not None
+        and signals.waiting_requests > 0
+        and signals.running_requests >= tuning.full_slots * batch_slots * signals.reporting_replicas
+    )
+    if not breaches and not slots_full:
         floor = per_replica if floor is None else max(floor, per_replica)
         if ceiling is not None and ceiling < floor:
             ceiling = floor
         return ceiling, floor
+    if floor is not None and per_replica < floor:
+        floor = per_replica  # a breach at less than the floor: that much is not safe for this mix
     itl_over = _over(signals.itl_p95_seconds, slo.itl_p95_seconds)
     if not itl_over and signals.waiting_requests <= 0:
         return ceiling, floor
+    if signals.serving_replicas_average < signals.reporting_replicas - 0.01:
+        return ceiling, floor  # a replica joined inside the window: per-replica rates mix two states
     observed = per_replica * _window_correction(signals, tuning)
     if itl_over and signals.itl_p95_seconds and slo.itl_p95_seconds:
         observed *= slo.itl_p95_seconds / signals.itl_p95_seconds
@@ -161,6 +229,7 @@ def learn_capacity(
 
 
 def _window_correction(signals: Signals, tuning: Tuning) -> float:
+    """Requests in flight now over their window average, within [1, max_window_correction]."""
     if signals.running_requests_average <= 0:
         return 1.0
     ratio = signals.running_requests / signals.running_requests_average

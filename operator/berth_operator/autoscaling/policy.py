@@ -12,16 +12,25 @@ same function. The rules, in the order they apply:
    before the operator sets it back. A hand edit therefore never becomes a decision.
 3. Missing or stale metrics: hold the current count (only bounds move it) and say why.
 4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
-   learned per-replica capacity — not one replica per period. Replicas not yet Ready count as
-   capacity on its way: while they start, a breach alone adds nothing; only demand beyond all
-   replicas, starting ones included, scales up further. With no replica starting, a breach adds at
-   least one when capacity is not learned yet, or when requests are still queueing after
+   learned per-replica capacity — not one replica per period. Demand follows the gauges, not only
+   the window: the served rate scaled by the requests in flight now over their window average,
+   plus the queue's growth since the last evaluation (kept in status with the signals). The
+   requests in flight also size on their own against the batch slots (`runtime.maxBatchSize` per
+   replica, at `slot_scale_up_utilization`): a burst is met at the first evaluation that shows it,
+   before any capacity is learned. Replicas not yet Ready count as capacity on its way: while they
+   start, a breach alone adds nothing; only demand beyond all replicas, starting ones included,
+   scales up further. With no replica starting, a breach adds at least one when capacity is not
+   learned yet, or when requests still queue (and the queue is not draining) after
    `unexplained_breach_seconds` although the capacity model says the replicas suffice. A non-zero
    scale-up stabilization takes the lowest recommendation of its window.
-5. Scale down only when no SLO is breached, no scaling happened for the stabilization window, and
-   the highest recommendation in that window is below the current count — where a recommendation
-   is the fewest replicas whose survivors (load x N / (N - k)) stay within `scale_down_utilization`
-   of capacity. The gap between the two utilizations is what stops 2 <-> 1 flapping.
+5. Scale down only when no SLO is breached, no scale-up happened within the stabilization window,
+   the demand is not rising (no request waiting, the queue not growing, the requests in flight not
+   above their window average in this evaluation and the last) and the highest recommendation in
+   that window is below the current count — where a recommendation is the fewest replicas whose
+   survivors (load x N / (N - k)) stay within `scale_down_utilization` of capacity and whose
+   requests running stay within `slot_scale_down_utilization` of their slots. The gap between the
+   up and down utilizations is what stops 2 <-> 1 flapping; the rising-demand guard is what stops
+   a scale-in into a rising edge while the windows still see the low phase before it.
 6. dryRun: decide and report the same way, but `apply` is False and the stabilization window is
    not restarted; a would-be change is recorded once, not every interval.
 """
@@ -33,6 +42,7 @@ from enum import StrEnum
 
 from berth_operator.api.autoscaling import replica_bounds
 from berth_operator.autoscaling.capacity import (
+    Load,
     SloTargets,
     Tuning,
     learn_capacity,
@@ -41,12 +51,18 @@ from berth_operator.autoscaling.capacity import (
     slo_summary,
 )
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
-from berth_operator.autoscaling.sizing import fewest_survivors, replicas_for, sizing_words, survivor_words
-from berth_operator.autoscaling.state import DecisionRecord, Recommendation, ScalingHistory
+from berth_operator.autoscaling.sizing import (
+    fewest_survivors,
+    in_flight,
+    replicas_for,
+    sizing_words,
+    slot_words,
+    slots_for,
+    survivor_words,
+)
+from berth_operator.autoscaling.state import DecisionRecord, GaugeSample, Recommendation, ScalingHistory
 
 DEFAULT_TUNING = Tuning()
-RECENT_GROWTH_SECONDS = 120.0
-"""The queue's growth since the last evaluation counts only if that evaluation is this recent."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class Targets:
     scale_down_stabilization_seconds: float = 300.0
     scale_up_stabilization_seconds: float = 0.0
     dry_run: bool = False
+    batch_slots: int | None = None
+    """Sequences one replica runs at once (`runtime.maxBatchSize`); None: unknown, not sized by."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
@@ -73,6 +91,8 @@ class Targets:
             raise ValueError(f"resources.gpu.count: {self.gpus_per_replica!r} must be >= 0")
         if self.max_gpus is not None and self.max_gpus < 0:
             raise ValueError(f"maxGpus: {self.max_gpus!r} must be >= 0")
+        if self.batch_slots is not None and self.batch_slots < 1:
+            raise ValueError(f"runtime.maxBatchSize: {self.batch_slots!r} must be >= 1")
         for name in ("scale_down_stabilization_seconds", "scale_up_stabilization_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
@@ -172,14 +192,19 @@ def _evaluate(
 ) -> _ScalingVerdict:
     lowest, highest = targets.bounds()
     replicas = current.desired
-    recent_growth = 0.0
-    if history.last_waiting is not None and 0 < now - history.last_waiting[0] <= RECENT_GROWTH_SECONDS:
-        recent_growth = (signals.waiting_requests - history.last_waiting[1]) / (now - history.last_waiting[0])
-    history = replace(history, last_waiting=(now, signals.waiting_requests))
-    load = measure_load(signals, tuning, recent_growth)
+    load = measure_load(signals, tuning, history.last_sample, now)
+    history = replace(
+        history, last_sample=GaugeSample(now, signals.waiting_requests, signals.running_requests)
+    )
     breaches = slo_breaches(signals, targets.slo)
     ceiling, floor = learn_capacity(
-        signals, load, targets.slo, history.capacity_ceiling, history.capacity_floor, tuning
+        signals,
+        load,
+        targets.slo,
+        history.capacity_ceiling,
+        history.capacity_floor,
+        tuning,
+        targets.batch_slots,
     )
     breach_since = (history.breach_since or now) if breaches else None
     history = replace(history, capacity_ceiling=ceiling, capacity_floor=floor, breach_since=breach_since)
@@ -189,10 +214,16 @@ def _evaluate(
 
     demand = load.arriving + load.queued / tuning.backlog_drain_seconds
     need_up = replicas_for(demand, ceiling, tuning.scale_up_utilization)
+    requests = in_flight(signals, targets.batch_slots)
+    by_slots = slots_for(requests, targets.batch_slots, tuning.slot_scale_up_utilization)
+    slots_decide = by_slots > replicas and (need_up is None or by_slots > need_up)
+    if slots_decide:
+        need_up = by_slots
     persistent = (
         breach_since is not None
         and now - breach_since >= tuning.unexplained_breach_seconds
         and signals.waiting_requests > 0
+        and load.queue_growth >= 0
     )
     forced = (
         bool(breaches)
@@ -202,12 +233,18 @@ def _evaluate(
     )
     if forced:
         need_up = replicas + 1
-    need_down = fewest_survivors(load, ceiling, floor, tuning, replicas)
+    need_down = fewest_survivors(
+        load, ceiling, floor, tuning, replicas, signals.running_requests, targets.batch_slots
+    )
     if need_up is not None:
         need_down = max(need_down, need_up)
     recommendation = Recommendation(now, need_up if need_up is not None else replicas, need_down)
     history = history.with_recommendation(recommendation)
-    sizing = sizing_words(load, demand, ceiling, tuning, current.starting)
+    sizing = (
+        slot_words(requests, targets.batch_slots, tuning)
+        if slots_decide and targets.batch_slots is not None
+        else sizing_words(load, demand, ceiling, tuning, current.starting)
+    )
 
     if replicas > highest or replicas < lowest:
         target = min(max(replicas, lowest), highest)
@@ -248,10 +285,18 @@ def _evaluate(
         return _ScalingVerdict(replicas, f"holding {replicas}: {summary}; {on_the_way}", breaches, history)
 
     down_window_start = now - targets.scale_down_stabilization_seconds
-    stable = history.last_scale_time is None or history.last_scale_time <= down_window_start
+    stable = history.last_scale_up_time is None or history.last_scale_up_time <= down_window_start
     observed_whole_window = (
         bool(history.recommendations) and history.recommendations[0].time <= down_window_start
     )
+    if need_down < replicas and stable and observed_whole_window and load.rising:
+        return _ScalingVerdict(
+            replicas,
+            f"holding {replicas}: {summary}; demand is rising ({_rising_words(signals, load)}), "
+            "no replica is removed into it",
+            breaches,
+            history,
+        )
     if need_down < replicas and stable and observed_whole_window:
         candidate = max(r.scale_down for r in history.recommendations if r.time >= down_window_start)
         target = max(candidate, lowest)
@@ -265,6 +310,15 @@ def _evaluate(
                 history,
             )
     return _ScalingVerdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
+
+
+def _rising_words(signals: Signals, load: Load) -> str:
+    if signals.waiting_requests > 0:
+        return f"{signals.waiting_requests:.0f} requests waiting"
+    return (
+        f"{signals.running_requests:.0f} requests in flight, "
+        f"{signals.running_requests_average:.0f} on average over the window"
+    )
 
 
 def _finish(
@@ -289,8 +343,8 @@ def _finish(
         recorded = not (targets.dry_run and repeated)
         if recorded:
             history = history.with_decision(DecisionRecord(now, replicas, target, reason, targets.dry_run))
-    if action is not Action.HOLD and not targets.dry_run:
-        history = replace(history, last_scale_time=now)
+    if action is Action.SCALE_UP and not targets.dry_run:
+        history = replace(history, last_scale_up_time=now)
     return Decision(
         replicas=target,
         reason=reason,

@@ -2,8 +2,10 @@
 
 Split from `policy` so the decision module holds the rules (bounds, missing metrics, stabilization,
 dry run) while this one holds the arithmetic they rest on: how many replicas a token rate needs at
-a utilization of the learned capacity, the fewest survivors a scale-down may leave, and the reason
-text that shows those numbers. Pure functions, no I/O.
+a utilization of the learned capacity, how many the requests in flight need at a utilization of
+the batch slots (`maxBatchSize` per replica: a bound known before any saturation was seen, so a
+burst is met at the first evaluation that shows it), the fewest survivors a scale-down may leave,
+and the reason text that shows those numbers. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 
 from berth_operator.autoscaling.capacity import Load, Tuning
+from berth_operator.autoscaling.signals import Signals
 
 
 def replicas_for(work: float, capacity: float | None, utilization: float) -> int | None:
@@ -22,18 +25,50 @@ def replicas_for(work: float, capacity: float | None, utilization: float) -> int
     return math.ceil(work / (capacity * utilization) - 1e-9)
 
 
+def in_flight(signals: Signals, batch_slots: int | None) -> float:
+    """Requests in flight for the slot rule: running, and waiting up to one batch per reporting
+    replica (a longer queue is a backlog, which the token rule sizes by its growth)."""
+    cap = float(batch_slots or 0) * max(signals.reporting_replicas, 1)
+    return signals.running_requests + min(signals.waiting_requests, cap)
+
+
+def slots_for(requests: float, batch_slots: int | None, utilization: float) -> int:
+    """Replicas `requests` in flight need at `utilization` of each replica's batch slots; 0 when the
+    slots are unknown."""
+    if batch_slots is None or requests <= 0:
+        return 0
+    return replicas_for(requests, float(batch_slots), utilization) or 0
+
+
 def fewest_survivors(
-    load: Load, ceiling: float | None, floor: float | None, tuning: Tuning, replicas: int
+    load: Load,
+    ceiling: float | None,
+    floor: float | None,
+    tuning: Tuning,
+    replicas: int,
+    running: float = 0.0,
+    batch_slots: int | None = None,
 ) -> int:
     """The fewest replicas whose per-replica load stays safe: within `scale_down_utilization` of
-    the ceiling, or at most the proven floor while no ceiling is known. Unknown capacity: no fewer."""
+    the ceiling, or at most the proven floor while no ceiling is known (unknown capacity: no
+    fewer), and the requests running now within `scale_down_utilization` of their batch slots."""
+    slots = slots_for(running, batch_slots, tuning.slot_scale_down_utilization)
     if load.arriving <= 0:
-        return 0
+        return slots
     if ceiling is not None:
-        return replicas_for(load.arriving, ceiling, tuning.scale_down_utilization) or 0
+        return max(replicas_for(load.arriving, ceiling, tuning.scale_down_utilization) or 0, slots)
     if floor is not None:
-        return replicas_for(load.arriving, floor, 1.0) or 0
+        return max(replicas_for(load.arriving, floor, 1.0) or 0, slots)
     return replicas
+
+
+def slot_words(requests: float, batch_slots: int, tuning: Tuning) -> str:
+    """The requests in flight and the replicas they need, for a reason the batch slots decided."""
+    needed = slots_for(requests, batch_slots, tuning.slot_scale_up_utilization)
+    return (
+        f"{requests:.0f} requests in flight need {needed} replica(s) at "
+        f"{tuning.slot_scale_up_utilization:.0%} of {batch_slots} batch slots each"
+    )
 
 
 def sizing_words(load: Load, demand: float, ceiling: float | None, tuning: Tuning, starting: int) -> str:

@@ -1,10 +1,15 @@
 """The autoscaler's memory, kept in `status.autoscaling` so that an operator restart (or a second
 operator taking over) continues where the last one stopped. Where it lives in status:
 
-- when it last scaled (the stabilization window): the newest non-dry-run entry of `history`;
+- when it last scaled up (no scale-in within a stabilization window of it): the newest non-dry-run
+  entry of `history` that added replicas;
 - since when an SLO has been breached: the `SLOMet` condition's `lastTransitionTime`;
 - the per-replica capacity it learned: `capacity`;
 - recent recommendations (the windows' contents): `recommendations`;
+- the instantaneous gauges of the last evaluation with metrics (for the queue's growth and the
+  short-term trend of the requests in flight since): `signals` and `lastEvaluationTime`, which the
+  status carries anyway -- absent after an evaluation without metrics, so a gap is never taken
+  for a trend;
 - a short history of decisions for people: `history` and `lastDecision`.
 
 Everything is bounded: recommendations outside the longest stabilization window are dropped and,
@@ -63,10 +68,19 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class GaugeSample:
+    """The requests waiting and running at one evaluation (the gauges, not their window averages)."""
+
+    time: float
+    waiting_requests: float
+    running_requests: float
+
+
+@dataclass(frozen=True)
 class ScalingHistory:
     """The state one decision hands to the next. Empty for a resource never scaled before."""
 
-    last_scale_time: float | None = None
+    last_scale_up_time: float | None = None
     breach_since: float | None = None
     capacity_ceiling: float | None = None
     """Token work per second one replica sustains at saturation (learned from SLO breaches)."""
@@ -74,9 +88,9 @@ class ScalingHistory:
     """Most token work per second one replica has served while every SLO held."""
     recommendations: tuple[Recommendation, ...] = ()
     decisions: tuple[DecisionRecord, ...] = ()
-    last_waiting: tuple[float, float] | None = None
-    """(time, waiting requests) of the last evaluation with metrics, for the queue's growth since;
-    not kept in status (after a restart the window's growth alone is used once)."""
+    last_sample: GaugeSample | None = None
+    """The gauges of the last evaluation, if it had metrics: the queue's growth and the trend of
+    the requests in flight since then are the shortest window the policy sees."""
 
     def pruned(self, now: float, window_seconds: float) -> ScalingHistory:
         """Drop recommendations older than the window, but keep the newest of those: it shows the
@@ -117,11 +131,11 @@ def history_from_status(status: InferenceDeploymentStatus) -> ScalingHistory:
         DecisionRecord(d.time.timestamp(), d.from_replicas, d.to_replicas, d.reason, bool(d.dry_run))
         for d in autoscaling.history
     )[-DECISION_HISTORY_LIMIT:]
-    applied = [d.time for d in decisions if not d.dry_run]
+    added = [d.time for d in decisions if not d.dry_run and d.to_replicas > d.from_replicas]
     slo_met = status.condition(CONDITION_SLO_MET)
     capacity = autoscaling.capacity
     return ScalingHistory(
-        last_scale_time=max(applied) if applied else None,
+        last_scale_up_time=max(added) if added else None,
         breach_since=(
             slo_met.last_transition_time.timestamp()
             if slo_met is not None and slo_met.status == "False"
@@ -136,11 +150,23 @@ def history_from_status(status: InferenceDeploymentStatus) -> ScalingHistory:
             )
         ),
         decisions=decisions,
+        last_sample=_gauge_sample(autoscaling),
     )
 
 
+def _gauge_sample(autoscaling: AutoscalingStatus) -> GaugeSample | None:
+    """The last evaluation's gauges, from the signals it reported (absent: it had no metrics)."""
+    signals, evaluated = autoscaling.signals, autoscaling.last_evaluation_time
+    if signals is None or evaluated is None:
+        return None
+    if signals.waiting_requests is None or signals.running_requests is None:
+        return None
+    return GaugeSample(evaluated.timestamp(), signals.waiting_requests, signals.running_requests)
+
+
 def history_to_status(history: ScalingHistory) -> AutoscalingStatus:
-    """The status fields that carry `history` (signals and the evaluation time are added by the caller)."""
+    """The status fields that carry `history`; the caller adds the signals and the evaluation time,
+    which carry `last_sample` (as this evaluation's observation)."""
     decisions = [decision_to_status(d) for d in history.decisions]
     return AutoscalingStatus(
         last_decision=decisions[-1] if decisions else None,

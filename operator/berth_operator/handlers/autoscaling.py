@@ -1,16 +1,17 @@
 """The autoscaler's Kopf glue: one daemon per InferenceDeployment with autoscaling enabled.
 
 Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read and observe the resource,
-query Prometheus, read its Deployments (checked to be its own), call the pure policy, and act where
-the decision is made. A decision that changes the count is recorded first as the operator's
-`status.desiredReplicas` -- the one count the Deployments are built from, which survives a restart --
-and the Deployments are then converged through the reconcile's own path (`reconcile.converge`: the
-rollout plan splits the count between the stable and the canary revision during a canary, and a
-hand-scaled Deployment is set back, with its Event). Then
-the autoscaler's share of the status (status.autoscaling, conditions SLOMet and MetricsUnavailable)
-goes out under its own field manager, and the Events. A daemon rather than a Kopf timer because the
-interval is per resource and may change with the spec; Kopf stops it when autoscaling is disabled
-or the resource goes away.
+query Prometheus, read its Deployments (checked to be its own), run the pure evaluation
+(`autoscaling.evaluation`: the status as read in, the decision and the status to write out -- the
+same function the simulation in bench/ drives), and act where the decision is made. A decision
+that changes the count is recorded first as the operator's `status.desiredReplicas` -- the one
+count the Deployments are built from, which survives a restart -- and the Deployments are then
+converged through the reconcile's own path (`reconcile.converge`: the rollout plan splits the count
+between the stable and the canary revision during a canary, and a hand-scaled Deployment is set
+back, with its Event). Then the autoscaler's share of the status (status.autoscaling, conditions
+SLOMet and MetricsUnavailable) goes out under its own field manager, and the Events. A daemon
+rather than a Kopf timer because the interval is per resource and may change with the spec; Kopf
+stops it when autoscaling is disabled or the resource goes away.
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ import kopf
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
-from berth_operator.autoscaling.capacity import SloTargets
-from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, decide
+from berth_operator.autoscaling.evaluation import evaluate as evaluate_status
+from berth_operator.autoscaling.evaluation import max_sample_age_seconds, targets_from_spec
+from berth_operator.autoscaling.policy import Decision, ReplicaCounts
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
-from berth_operator.autoscaling.report import autoscaler_events, autoscaler_status
 from berth_operator.autoscaling.signals import (
     MetricsUnavailable,
     Observation,
     SeriesSelector,
     collect_signals,
 )
-from berth_operator.autoscaling.state import history_from_status
 from berth_operator.builders import BuildContext
 from berth_operator.builders.children import stamp_applied_hash
 from berth_operator.builders.configmap import config_map_name
@@ -52,31 +52,8 @@ from berth_operator.kube.kinds import INFERENCE_DEPLOYMENT
 
 logger = logging.getLogger(__name__)
 
-MIN_STALENESS_SECONDS = 60.0
-"""Metrics count as stale when the newest sample is older than max(60 s, 3 intervals)."""
 FALLBACK_INTERVAL_SECONDS = 15.0
 """Seconds between evaluations while the spec cannot say (not read yet, gone, or refused)."""
-
-
-def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
-    autoscaling = spec.autoscaling
-
-    def seconds(milliseconds: int | None) -> float | None:
-        return None if milliseconds is None else milliseconds / 1000
-
-    return Targets(
-        min_replicas=autoscaling.min_replicas,
-        max_replicas=autoscaling.max_replicas,
-        slo=SloTargets(
-            ttft_p95_seconds=seconds(autoscaling.slo.time_to_first_token_p95_milliseconds),
-            itl_p95_seconds=seconds(autoscaling.slo.inter_token_latency_p95_milliseconds),
-        ),
-        gpus_per_replica=spec.resources.gpu.count,
-        max_gpus=autoscaling.max_gpus,
-        scale_down_stabilization_seconds=autoscaling.scale_down_stabilization_seconds,
-        scale_up_stabilization_seconds=autoscaling.scale_up_stabilization_seconds,
-        dry_run=autoscaling.dry_run,
-    )
 
 
 async def observe_signals(
@@ -93,7 +70,7 @@ async def observe_signals(
             client,
             SeriesSelector(namespace=namespace, instance=name),
             rate_window_seconds=spec.autoscaling.metrics_window_seconds,
-            max_sample_age_seconds=max(MIN_STALENESS_SECONDS, 3.0 * interval),
+            max_sample_age_seconds=max_sample_age_seconds(interval),
         )
 
 
@@ -138,7 +115,8 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     previous = view.status
     now = context.clock()
     targets = targets_from_spec(spec)
-    decision = decide(observation, targets, current, history_from_status(previous), now.timestamp())
+    evaluation = evaluate_status(observation, targets, current, previous, now)
+    decision = evaluation.decision
 
     if decision.apply:
         # The record first, so that a reconcile from here on builds the Deployment at the new count.
@@ -148,10 +126,11 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
         await converge(context, view, build, workloads_only=True)
 
-    status = autoscaler_status(decision, observation, targets.slo, previous, now)
-    await apply_status(context.api, namespace, name, status, field_manager=AUTOSCALER_FIELD_MANAGER)
+    await apply_status(
+        context.api, namespace, name, evaluation.status, field_manager=AUTOSCALER_FIELD_MANAGER
+    )
     context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
-    for event in autoscaler_events(decision, previous):
+    for event in evaluation.events:
         await record_event(context.api, view.body, event.type, event.reason, event.message, now)
         context.metrics.writes.labels(kind="Event", verb="create").inc()
     context.metrics.autoscaling_decisions.labels(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,7 +79,10 @@ def serve_prometheus_stub() -> Iterator[PrometheusStub]:
         thread.join(timeout=5)
 
 
-def answer_signals(stub: PrometheusStub, queries: dict[str, str], values: dict[str, float | str]) -> None:
-    """Make the stub answer each signal query (by name, from `signal_queries`) with one value."""
+def answer_signals(
+    stub: PrometheusStub, queries: dict[str, str], values: Mapping[str, float | str | None]
+) -> None:
+    """Make the stub answer each signal query (by name, from `signal_queries`) with one value, or with
+    no series for None."""
     for name, value in values.items():
-        stub.replies[queries[name]] = vector(({}, value))
+        stub.replies[queries[name]] = vector() if value is None else vector(({}, value))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from autoscaling_factories import SLO, signals
+from autoscaling_factories import NOW, SLO, signals
 
 from berth_operator.autoscaling.capacity import (
     SloTargets,
@@ -13,6 +13,7 @@ from berth_operator.autoscaling.capacity import (
     slo_breaches,
     slo_summary,
 )
+from berth_operator.autoscaling.state import GaugeSample
 
 TUNING = Tuning()
 
@@ -135,7 +136,7 @@ def test_tuning_rejects_bad_values_naming_the_field(overrides: dict[str, float],
         Tuning(**overrides)
 
 
-def test_while_requests_queue_the_lagging_window_is_corrected_and_recent_growth_counts() -> None:
+def test_while_requests_queue_the_window_is_corrected_and_the_last_interval_s_growth_counts() -> None:
     queueing = signals(
         waiting_requests=30.0,
         running_requests=60.0,
@@ -144,14 +145,59 @@ def test_while_requests_queue_the_lagging_window_is_corrected_and_recent_growth_
         requests_per_second=2.0,
         waiting_growth_per_second=1.0,
     )
-    # (2 req/s x 60/30 running now/average + max(1, 5) req/s growing) x 400 tok
-    assert measure_load(queueing, TUNING, recent_waiting_growth=5.0).arriving == pytest.approx(3600.0)
+    ten_seconds_ago = GaugeSample(NOW - 10, waiting_requests=0.0, running_requests=30.0)
+    # 800 tok/s x 60/30 running now/average + 30 requests queued in 10 s x 400 tok
+    assert measure_load(queueing, TUNING, ten_seconds_ago, NOW).arriving == pytest.approx(2800.0)
+    # without a recent evaluation, the window's slope: 1 req/s
+    assert measure_load(queueing, TUNING).arriving == pytest.approx(2000.0)
+    stale = GaugeSample(NOW - 600, waiting_requests=0.0, running_requests=30.0)
+    assert measure_load(queueing, TUNING, stale, NOW).arriving == pytest.approx(2000.0)
+
+
+def test_a_queue_that_drains_adds_nothing_and_is_not_rising_demand_by_itself() -> None:
+    draining = signals(waiting_requests=10.0, generation_tokens_per_second=800.0, requests_per_second=2.0)
+    before = GaugeSample(NOW - 10, waiting_requests=50.0, running_requests=4.0)
+    load = measure_load(draining, TUNING, before, NOW)
+    assert load.arriving == pytest.approx(800.0)
+    assert load.queue_growth == pytest.approx(-4.0)
+    assert load.rising  # requests still wait: the replicas are full now
+
+
+@pytest.mark.parametrize(
+    ("running_now", "running_before", "expected", "rising"),
+    [
+        (60.0, 60.0, 1600.0, True),
+        (60.0, 30.0, 800.0, False),
+        (33.0, 33.0, 800.0, False),
+        (20.0, 20.0, 800.0, False),
+    ],
+    ids=["twice the window's average", "one sample's jump", "within the noise margin", "falling"],
+)
+def test_without_a_queue_the_requests_in_flight_now_lead_the_window(
+    running_now: float, running_before: float, expected: float, rising: bool
+) -> None:
     calm = signals(
-        running_requests=60.0,
+        running_requests=running_now,
         running_requests_average=30.0,
         generation_tokens_per_second=800.0,
         requests_per_second=2.0,
-        waiting_growth_per_second=1.0,
     )
-    # no queue: the window's rates are the load, whatever the gauges did since
-    assert measure_load(calm, TUNING, recent_waiting_growth=5.0).arriving == pytest.approx(1200.0)
+    load = measure_load(calm, TUNING, GaugeSample(NOW - 10, 0.0, running_before), NOW)
+    assert load.arriving == pytest.approx(expected)
+    assert load.rising is rising
+
+
+def test_full_batch_slots_with_a_queue_teach_the_ceiling_before_the_slo_is_breached() -> None:
+    # Two replicas of 64 slots, all taken, requests waiting, TTFT p95 still within target.
+    full = signals(
+        waiting_requests=20.0,
+        running_requests=128.0,
+        running_requests_average=128.0,
+        generation_tokens_per_second=6000.0,
+        requests_per_second=15.0,
+        reporting_replicas=2,
+        serving_replicas_average=2.0,
+    )
+    load = measure_load(full, TUNING)
+    assert learn_capacity(full, load, SLO, None, None, TUNING, batch_slots=64)[0] == pytest.approx(3000.0)
+    assert learn_capacity(full, load, SLO, None, None, TUNING)[0] is None  # slots unknown: a floor only

@@ -11,10 +11,10 @@ from autoscaling_factories import NOW, learned, serving, signals, steady, target
 
 from berth_operator.autoscaling.policy import Action, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation
-from berth_operator.autoscaling.state import ScalingHistory
+from berth_operator.autoscaling.state import GaugeSample, ScalingHistory
 
-GROWING_ON_TWO = serving(1600.0, replicas=2, waiting_growth_per_second=6.0)
-"""Two replicas serving 4 req/s while 6 req/s more start queueing."""
+GROWING_ON_TWO = serving(1600.0, replicas=2, waiting_requests=1.0, waiting_growth_per_second=5.5)
+"""Two replicas serving 4 req/s while 5.5 req/s more start queueing."""
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ GROWING_ON_TWO = serving(1600.0, replicas=2, waiting_growth_per_second=6.0)
             targets(),
             steady(2),
             learned(ceiling=1000.0),
-            5,  # (4 served + 6 queueing) req/s x 400 tok = 4000 tok/s, at 80% of 1000 tok/s each
+            5,  # (4 served + 5.5 queueing) req/s x 400 tok + 400 tok / 60 s = 3807 tok/s at 80% of 1000
             id="scales up at once to what token demand needs, not +1",
         ),
         pytest.param(
@@ -63,7 +63,7 @@ GROWING_ON_TWO = serving(1600.0, replicas=2, waiting_growth_per_second=6.0)
             id="demand beyond the starting replicas' capacity scales up further while they start",
         ),
         pytest.param(
-            serving(800.0, waiting_growth_per_second=20.0),
+            serving(800.0, waiting_requests=1.0, waiting_growth_per_second=20.0),
             targets(gpus_per_replica=2, max_gpus=6),
             steady(1),
             learned(ceiling=1000.0),
@@ -124,6 +124,7 @@ def test_long_prompts_need_more_replicas_than_short_ones_at_the_same_request_rat
             generation_tokens_per_second=800.0,
             prompt_tokens_per_second=4.0 * prompt_tokens,
             requests_per_second=4.0,
+            waiting_requests=1.0,
             waiting_growth_per_second=6.0,
         )
         return decide(observation, targets(), steady(1), learned(ceiling=6000.0), NOW).replicas
@@ -185,7 +186,7 @@ def test_dry_run_decides_and_reports_but_never_applies_or_claims_replicas() -> N
     assert decision.action is Action.SCALE_UP
     assert decision.apply is False
     assert decision.reason.startswith("dry run: would scale 2 -> 5:")
-    assert decision.history.last_scale_time is None
+    assert decision.history.last_scale_up_time is None
 
 
 def test_capacity_is_learned_from_a_saturated_breach() -> None:
@@ -207,15 +208,26 @@ def test_a_queueing_breach_the_model_cannot_explain_adds_one_after_a_while(
     assert decision.replicas == expected, decision.reason
 
 
-@pytest.mark.parametrize(("last_waiting", "expected"), [(None, 3), ((NOW - 10, 0.0), 9)])
+@pytest.mark.parametrize(
+    ("last_sample", "expected"), [(None, 3), (GaugeSample(NOW - 10, 0.0, 4.0), 9)], ids=["none", "10 s ago"]
+)
 def test_a_queue_that_grew_since_the_last_evaluation_sizes_the_scale_up(
-    last_waiting: tuple[float, float] | None, expected: int
+    last_sample: GaugeSample | None, expected: int
 ) -> None:
     # 120 requests queued in the last 10 s, while the 60 s window's growth is still flat.
     observation = serving(1000.0, ttft_p95_seconds=2.0, waiting_requests=120.0)
-    history = learned(ceiling=1000.0, last_waiting=last_waiting)
+    history = learned(ceiling=1000.0, last_sample=last_sample)
     decision = decide(observation, targets(max_replicas=16, max_gpus=16), steady(1), history, NOW)
     # (2.5 + 12) req/s x 400 tok + 120 x 400 tok / 60 s = 6600 tok/s at 80% of 1000 -> 9; without the
     # last evaluation's count only 1000 + 800 tok/s -> 3.
     assert decision.replicas == expected, decision.reason
-    assert decision.history.last_waiting == (NOW, 120.0)
+    assert decision.history.last_sample == GaugeSample(NOW, 120.0, 4.0)
+
+
+def test_requests_filling_the_batch_slots_scale_up_before_any_capacity_is_learned() -> None:
+    # Two replicas of 64 slots with 127 requests running, no queue yet, nothing learned.
+    burst = serving(1000.0, replicas=2, running_requests=127.0, running_requests_average=30.0)
+    decision = decide(burst, targets(batch_slots=64), steady(2), ScalingHistory(), NOW)
+    assert decision.replicas == 3, decision.reason
+    assert "127 requests in flight need 3 replica(s) at 70% of 64 batch slots each" in decision.reason
+    assert decide(burst, targets(), steady(2), ScalingHistory(), NOW).replicas == 2  # slots unknown

@@ -12,18 +12,16 @@ from berth_operator.autoscaling.policy import Decision, ReplicaCounts, Targets, 
 from berth_operator.autoscaling.signals import Observation
 from berth_operator.autoscaling.state import DECISION_HISTORY_LIMIT, ScalingHistory
 
-UNDERSIZED_FOR_ONE = serving(1000.0, waiting_growth_per_second=5.0)
-"""One replica serving 2.5 req/s while 5 req/s more start queueing: 3000 tok/s, 4 replicas' worth."""
 
-
-def saturating(load: float, replicas: int, capacity: float = 1000.0) -> Observation:
-    """Signals of `replicas` replicas of `capacity` tok/s offered `load` tok/s: what they cannot
-    serve queues up, and TTFT breaches while it does."""
+def saturating(load: float, replicas: int, queued: float, capacity: float = 1000.0) -> Observation:
+    """Signals of `replicas` replicas of `capacity` tok/s offered `load` tok/s with `queued`
+    requests waiting: what they cannot serve queues up, and TTFT breaches while it does."""
     served = min(load, replicas * capacity)
     excess = load - served
     return serving(
         served,
         replicas,
+        waiting_requests=queued,
         waiting_growth_per_second=excess / REQUEST_TOKENS,
         ttft_p95_seconds=(2.0 if excess else 0.2) if load else None,
     )
@@ -33,10 +31,14 @@ def run(
     spec: Targets, loads: list[float], start_replicas: int, history: ScalingHistory, interval: float = 10.0
 ) -> tuple[list[int], list[Decision]]:
     """One decision per interval for offered `loads` (tok/s), applied as the operator would, with
-    replicas Ready at once. Returns the replica count after each decision, and the decisions."""
-    replicas, counts, decisions = start_replicas, [], []
+    replicas Ready at once and the queue growing by what they cannot serve (emptied once they can).
+    Returns the replica count after each decision, and the decisions."""
+    replicas, counts, decisions, queued = start_replicas, [], [], 0.0
     for step, load in enumerate(loads):
-        decision = decide(saturating(load, replicas), spec, steady(replicas), history, NOW + step * interval)
+        excess = max(load - replicas * 1000.0, 0.0)
+        queued = queued + excess / REQUEST_TOKENS * interval if excess else 0.0
+        observation = saturating(load, replicas, queued)
+        decision = decide(observation, spec, steady(replicas), history, NOW + step * interval)
         history = decision.history
         if decision.apply:
             replicas = decision.replicas
@@ -79,7 +81,9 @@ def test_scale_up_stabilization_takes_the_lowest_recommendation_of_its_window() 
     spec = targets(scale_up_stabilization_seconds=30.0)
     counts, _ = run(spec, [300.0] * 5 + [3000.0] * 6, 1, learned(ceiling=1000.0))
     assert counts[5:8] == [1, 1, 1]  # the 30 s window still holds the low recommendations
-    assert counts[8] == 4  # 3000 tok/s at 80% of 1000 each
+    # (1000 served + 2000 queueing) tok/s + the first 10 s's 50 requests queued, over 60 s: 3333 tok/s
+    # at 80% of 1000 each, the lowest recommendation of the window once the low ones left it
+    assert counts[8] == 5
 
 
 def test_decision_history_is_bounded() -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from autoscaling_factories import signals, targets
+from autoscaling_factories import SLO, signals, steady, targets
 
 from berth_operator.api import InferenceDeploymentStatus
 from berth_operator.autoscaling.policy import ReplicaCounts, decide
+from berth_operator.autoscaling.report import autoscaler_status
+from berth_operator.autoscaling.signals import MetricsUnavailable
 from berth_operator.autoscaling.state import (
     DECISION_HISTORY_LIMIT,
     RECOMMENDATION_LIMIT,
     DecisionRecord,
+    GaugeSample,
     Recommendation,
     ScalingHistory,
     history_from_status,
@@ -19,6 +22,8 @@ from berth_operator.autoscaling.state import (
 )
 
 NOW = 1_800_000_040.0  # 2027-01-15T08:00:40Z
+WHEN = datetime.fromtimestamp(NOW, UTC)
+STATUS = InferenceDeploymentStatus()
 
 
 def through_status(history: ScalingHistory, extra: dict[str, object] | None = None) -> ScalingHistory:
@@ -29,7 +34,7 @@ def through_status(history: ScalingHistory, extra: dict[str, object] | None = No
 
 def test_round_trip_through_status_keeps_what_the_policy_needs() -> None:
     history = ScalingHistory(
-        last_scale_time=NOW - 40,
+        last_scale_up_time=NOW - 40,
         capacity_ceiling=1234.5,
         capacity_floor=800.0,
         recommendations=(Recommendation(NOW - 10, 3, 4), Recommendation(NOW, 3, 3)),
@@ -62,14 +67,31 @@ def test_wire_form_is_what_the_crd_describes() -> None:
     }
 
 
-def test_last_scale_time_ignores_dry_run_decisions() -> None:
+def test_last_scale_up_time_ignores_dry_run_decisions_and_scale_ins() -> None:
     history = ScalingHistory(
         decisions=(
             DecisionRecord(NOW - 500, 1, 2, "scaled 1 -> 2"),
-            DecisionRecord(NOW - 10, 2, 4, "dry run: would scale 2 -> 4", dry_run=True),
+            DecisionRecord(NOW - 100, 2, 1, "scaled 2 -> 1"),
+            DecisionRecord(NOW - 10, 1, 4, "dry run: would scale 1 -> 4", dry_run=True),
         )
     )
-    assert through_status(history).last_scale_time == NOW - 500
+    assert through_status(history).last_scale_up_time == NOW - 500
+
+
+def test_the_last_evaluation_s_gauges_come_back_from_the_signals_it_reported() -> None:
+    decision = decide(
+        signals(waiting_requests=7.0, running_requests=60.0), targets(), steady(1), ScalingHistory(), NOW
+    )
+    wire = autoscaler_status(
+        decision, signals(waiting_requests=7.0, running_requests=60.0), SLO, STATUS, WHEN
+    )
+    restored = history_from_status(InferenceDeploymentStatus.model_validate(wire))
+    assert restored.last_sample == GaugeSample(NOW, 7.0, 60.0)
+    unavailable = MetricsUnavailable("no series")
+    held = decide(unavailable, targets(), steady(1), restored, NOW + 10)
+    wire = autoscaler_status(held, unavailable, SLO, STATUS, WHEN + timedelta(seconds=10))
+    # an evaluation without metrics reports no signals: no trend is taken across the gap
+    assert history_from_status(InferenceDeploymentStatus.model_validate(wire)).last_sample is None
 
 
 def test_breach_start_comes_from_the_slo_met_condition() -> None:
@@ -121,7 +143,12 @@ def test_a_restarted_operator_keeps_the_stabilization_window() -> None:
     window has passed since the scale-up, because the decision's time came back from status."""
     spec = targets()
     up = decide(
-        signals(generation_tokens_per_second=1000.0, requests_per_second=2.5, waiting_growth_per_second=5.0),
+        signals(
+            generation_tokens_per_second=1000.0,
+            requests_per_second=2.5,
+            waiting_requests=1.0,
+            waiting_growth_per_second=5.0,
+        ),
         spec,
         ReplicaCounts(1, 1),
         ScalingHistory(capacity_ceiling=1000.0),

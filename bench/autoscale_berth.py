@@ -1,0 +1,130 @@
+"""berth's autoscaler in the simulation, driven the way the operator's handler drives it.
+
+Every evaluation goes through the status, as in the operator: the status the API server stores
+(wire form, JSON) is read back and parsed, `berth_operator.autoscaling.evaluation.evaluate` rebuilds
+the policy's memory from it and decides, a decision that applies is recorded as
+`status.desiredReplicas`, and the autoscaler's share of the status is applied the way server-side
+apply does for its field manager: `status.autoscaling` replaced as a whole, the conditions it owns
+merged by type. Nothing is carried from one evaluation to the next except that stored status, so the
+simulation cannot remember what the operator forgets.
+
+The spec is an InferenceDeployment with the API's defaults (interval, metrics window,
+stabilization) and the simulation's bounds and targets; `berth_spec` makes it and the simulation
+reads the window and interval from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.autoscale_metrics import MetricStore
+from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
+from berth_operator.autoscaling.evaluation import evaluate, targets_from_spec
+from berth_operator.autoscaling.policy import Decision, ReplicaCounts
+from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
+
+EPOCH = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+"""Simulated second 0, as the operator's clock would read it."""
+
+
+def berth_spec(min_replicas: int, max_replicas: int, ttft_ms: int, itl_ms: int) -> InferenceDeploymentSpec:
+    """An InferenceDeployment of one GPU per replica with autoscaling at the API's defaults."""
+    return InferenceDeploymentSpec.model_validate(
+        {
+            "model": {"name": "llama-8b", "source": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "resources": {"gpu": {"count": 1}},
+            "runtime": {"maxNumBatchedTokens": 512},
+            "replicas": min_replicas,
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": min_replicas,
+                "maxReplicas": max_replicas,
+                "slo": {
+                    "timeToFirstTokenP95Milliseconds": ttft_ms,
+                    "interTokenLatencyP95Milliseconds": itl_ms,
+                },
+            },
+        }
+    )
+
+
+def apply_autoscaler_status(stored: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
+    """`stored` after the autoscaler's server-side apply of `applied`: it owns status.autoscaling as
+    a whole (what it leaves out is removed) and its conditions, merged by type."""
+    conditions = {condition["type"]: condition for condition in stored.get("conditions", [])}
+    conditions.update({condition["type"]: condition for condition in applied.get("conditions", [])})
+    return {**stored, "autoscaling": applied["autoscaling"], "conditions": list(conditions.values())}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One evaluation as the operator would see it: the time, the observation, the replica counts."""
+
+    seconds: float
+    observation: Observation
+    counts: ReplicaCounts
+
+
+def steps_to_json(steps: list[Step]) -> list[dict[str, Any]]:
+    """Steps as JSON values: the signals by name, or why there were none."""
+    return [
+        {
+            "seconds": step.seconds,
+            "desired": step.counts.desired,
+            "ready": step.counts.ready,
+            "signals": asdict(observation) if isinstance(observation, Signals) else None,
+            "unavailable": observation.reason if isinstance(observation, MetricsUnavailable) else None,
+        }
+        for step in steps
+        for observation in (step.observation,)
+    ]
+
+
+def steps_from_json(values: list[dict[str, Any]]) -> list[Step]:
+    return [
+        Step(
+            seconds=value["seconds"],
+            observation=(
+                Signals(**value["signals"])
+                if value["signals"] is not None
+                else MetricsUnavailable(value["unavailable"])
+            ),
+            counts=ReplicaCounts(desired=value["desired"], ready=value["ready"]),
+        )
+        for value in values
+    ]
+
+
+@dataclass
+class BerthScaler:
+    spec: InferenceDeploymentSpec
+    name: str = "berth"
+    stored: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    """Every evaluation's inputs, for replaying them elsewhere (the one-path test's recording)."""
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def interval_seconds(self) -> float:
+        return float(self.spec.autoscaling.interval_seconds)
+
+    def desired(self, now: float, store: MetricStore, counts: ReplicaCounts) -> int:
+        return self.evaluate(Step(now, store.signals(now), counts))
+
+    def evaluate(self, step: Step) -> int:
+        """One evaluation through the status round trip; the count the Deployment is driven to."""
+        self.steps.append(step)
+        previous = InferenceDeploymentStatus.model_validate(json.loads(json.dumps(self.stored)))
+        clock = EPOCH + timedelta(seconds=round(step.seconds, 3))
+        evaluation = evaluate(step.observation, targets_from_spec(self.spec), step.counts, previous, clock)
+        decision = evaluation.decision
+        self.decisions.append(decision)
+        if decision.apply:
+            self.stored = {**self.stored, "desiredReplicas": decision.replicas}
+            self.reasons.append(f"t={step.seconds:.0f}s {decision.reason}")
+        self.stored = apply_autoscaler_status(json.loads(json.dumps(self.stored)), evaluation.status)
+        return decision.replicas if decision.apply else step.counts.desired

@@ -1,0 +1,86 @@
+"""One autoscaling evaluation, from the status the last one left to the status this one leaves.
+
+The operator's handler and the simulation in `bench/` both call `evaluate`, so nothing the operator
+forgets between evaluations can be remembered by the simulation: the policy's memory is rebuilt
+from `status` (what the API server stored), the pure `decide` runs, and what it must remember
+goes back out as the autoscaler's share of the status. The handler only adds the I/O around it:
+the Prometheus queries, the Deployments' ready counts, the write of `status.desiredReplicas`,
+the status apply and the Events.
+
+The evaluation's settings come from the spec, through `targets_from_spec` and
+`max_sample_age_seconds`, so a simulation built from a spec with the API's defaults runs with the
+operator's windows and interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
+from berth_operator.autoscaling.capacity import SloTargets
+from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts, Targets, decide
+from berth_operator.autoscaling.report import AutoscalerEvent, autoscaler_events, autoscaler_status
+from berth_operator.autoscaling.signals import Observation
+from berth_operator.autoscaling.state import history_from_status
+
+MIN_STALENESS_SECONDS = 60.0
+"""Metrics count as stale when the newest sample is older than max(60 s, 3 intervals)."""
+
+
+def max_sample_age_seconds(interval_seconds: float) -> float:
+    """Oldest newest-sample (seconds) the autoscaler still acts on: a scrape or two may be missed,
+    a silent exporter may not."""
+    return max(MIN_STALENESS_SECONDS, 3.0 * interval_seconds)
+
+
+def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
+    """What the policy needs from the spec: bounds, SLO targets in seconds, GPUs, windows, dryRun,
+    and the batch slots of a replica."""
+    autoscaling = spec.autoscaling
+
+    def seconds(milliseconds: int | None) -> float | None:
+        return None if milliseconds is None else milliseconds / 1000
+
+    return Targets(
+        min_replicas=autoscaling.min_replicas,
+        max_replicas=autoscaling.max_replicas,
+        slo=SloTargets(
+            ttft_p95_seconds=seconds(autoscaling.slo.time_to_first_token_p95_milliseconds),
+            itl_p95_seconds=seconds(autoscaling.slo.inter_token_latency_p95_milliseconds),
+        ),
+        gpus_per_replica=spec.resources.gpu.count,
+        max_gpus=autoscaling.max_gpus,
+        scale_down_stabilization_seconds=autoscaling.scale_down_stabilization_seconds,
+        scale_up_stabilization_seconds=autoscaling.scale_up_stabilization_seconds,
+        dry_run=autoscaling.dry_run,
+        batch_slots=spec.runtime.max_batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A decision, the autoscaler's share of the status that records it (wire form: what the
+    handler applies under its field manager), and the Events it deserves."""
+
+    decision: Decision
+    status: dict[str, Any]
+    events: list[AutoscalerEvent]
+
+
+def evaluate(
+    observation: Observation,
+    targets: Targets,
+    current: ReplicaCounts,
+    previous: InferenceDeploymentStatus,
+    now: datetime,
+) -> Evaluation:
+    """Rebuild the policy's memory from `previous` (the status as read), decide, and say what to write."""
+    history = history_from_status(previous)
+    decision = decide(observation, targets, current, history, now.timestamp(), DEFAULT_TUNING)
+    return Evaluation(
+        decision=decision,
+        status=autoscaler_status(decision, observation, targets.slo, previous, now),
+        events=autoscaler_events(decision, previous),
+    )

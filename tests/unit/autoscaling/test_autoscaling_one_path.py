@@ -1,0 +1,91 @@
+"""One path: the simulation decides what the operator decides. A recorded sequence of evaluations
+(the signals berth saw, second by second, in the simulation's burst trace, and the replicas Ready)
+is replayed through the simulation's harness and through the operator's handler on the in-memory
+API, with its Prometheus queries answered over a real socket; every decision -- count, action,
+reason with its numbers -- must be the same. Both rebuild the policy's memory from the status
+alone, so a memory the simulation kept and the operator lost would show here as a difference.
+
+The recording is `python -m bench.autoscale_sim --trace "burst 5x" --record PATH`, cut to the
+evaluations from the burst's start to the scale-in after it (data/burst_evaluations.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from handler_support import START, Clock, answer, set_deployment, store
+from prometheus_stub import PrometheusStub
+
+from bench.autoscale_berth import BerthScaler, Step, berth_spec, steps_from_json
+from berth_operator.autoscaling.policy import Action, ReplicaCounts
+from berth_operator.autoscaling.signals import Signals
+from berth_operator.handlers.autoscaling import evaluate
+from berth_operator.handlers.context import OperatorContext
+from berth_operator.kube import InMemoryKubeApi
+
+RECORDING = Path(__file__).parent / "data" / "burst_evaluations.json"
+SPEC = berth_spec(min_replicas=1, max_replicas=16, ttft_ms=500, itl_ms=50)
+
+
+@dataclass(frozen=True)
+class Decided:
+    replicas: int
+    action: Action
+    reason: str
+
+
+def recorded_steps() -> list[Step]:
+    steps = steps_from_json(json.loads(RECORDING.read_text()))
+    assert all(isinstance(step.observation, Signals) for step in steps)
+    return steps
+
+
+def through_the_simulation(steps: list[Step]) -> list[Decided]:
+    scaler = BerthScaler(SPEC)
+    desired, decided = steps[0].counts.desired, []
+    for step in steps:
+        counts = ReplicaCounts(desired=desired, ready=min(step.counts.ready, desired))
+        desired = scaler.evaluate(Step(step.seconds, step.observation, counts))
+        decision = scaler.decisions[-1]
+        decided.append(Decided(decision.replicas, decision.action, decision.reason))
+    return decided
+
+
+async def through_the_operator(
+    steps: list[Step], api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> list[Decided]:
+    spec_autoscaling = SPEC.autoscaling.to_wire()
+    spec_autoscaling.pop("prometheus", None)
+    store(api, stub.url, replicas=steps[0].counts.desired, **spec_autoscaling)
+    desired, decided = steps[0].counts.desired, []
+    for step in steps:
+        clock.now = START + timedelta(seconds=step.seconds)
+        set_deployment(api, desired, ready=min(step.counts.ready, desired))
+        assert isinstance(step.observation, Signals)
+        answer(stub, asdict(step.observation))
+        decision = await evaluate(context, "ml", "chat")
+        assert decision is not None
+        desired = decision.replicas if decision.apply else desired
+        decided.append(Decided(decision.replicas, decision.action, decision.reason))
+    return decided
+
+
+async def test_the_simulation_and_the_operator_make_the_same_decisions(
+    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+) -> None:
+    steps = recorded_steps()
+    simulated = through_the_simulation(steps)
+    operated = await through_the_operator(steps, api, context, clock, stub)
+    for index, (simulation, operator) in enumerate(zip(simulated, operated, strict=True)):
+        assert simulation == operator, f"evaluation {index} at {steps[index].seconds:.0f}s"
+    actions = {decided.action for decided in simulated}
+    assert {Action.SCALE_UP, Action.SCALE_DOWN} <= actions  # the recording exercises both ways
+
+
+def test_the_simulation_reads_its_settings_where_the_operator_does() -> None:
+    """The spec's defaults are the simulation's: one evaluation every 10 s over a 60 s window."""
+    assert BerthScaler(SPEC).interval_seconds == SPEC.autoscaling.interval_seconds == 10
+    assert SPEC.autoscaling.metrics_window_seconds == 60
+    assert SPEC.autoscaling.scale_down_stabilization_seconds == 300
