@@ -6,12 +6,14 @@ at a full batch's decode step per token, the step's KV reads at the request's me
 included. Summed per second it is the trace's demand in replicas at full use, known exactly, which
 no autoscaler that reads metrics can know.
 
-- `Oracle` runs, at every interval, the replicas the demand of the centred minute around now needs
-  at `utilization` (60%) of each, at once (scaling in as soon as it falls): a bound for any policy
-  that reacts to what it sees, since it sees perfectly and without a window's lag, and keeps
-  headroom few policies would pay for.
-- `Clairvoyant` does the same for the demand up to one cold start ahead, so its replicas are Ready
-  when the demand arrives: what prediction could add.
+- `Oracle` adds, at every interval, the replicas the demand of the centred minute around now needs
+  at `utilization` (50%) of each, at once, and never removes one: a bound on the TTFT share of any
+  policy that adds replicas once a rise shows in what it sees -- it sees the demand exactly and
+  without a window's lag, keeps headroom few policies would pay for, and never scales in before a
+  rise. What it still misses is the cold start after a rise nobody saw coming; its GPU-hours are
+  beside the point.
+- `Clairvoyant` sizes for the demand up to one cold start ahead (and scales in when that falls),
+  so its replicas are Ready when the demand arrives: what prediction, or warm headroom, adds.
 
 `rising(t)` says whether the demand has begun to rise: the expected demand of the last 30 s (the
 trace's rate times the mean price of the requests around then, so not the noise of a few
@@ -88,7 +90,8 @@ class Oracle:
     min_replicas: int
     max_replicas: int
     lookahead_seconds: float = 0.0
-    utilization: float = 0.6
+    utilization: float = 0.5
+    scales_in: bool = False
     interval_seconds: float = 10.0
     name: str = "oracle (sees demand now)"
 
@@ -97,7 +100,8 @@ class Oracle:
         if self.lookahead_seconds:
             starts = np.arange(now, now + self.lookahead_seconds + 1.0, 10.0)
             need = max(self.demand.average(t - 30.0, t + 30.0) for t in starts)
-        return min(max(math.ceil(need / self.utilization - 1e-9), self.min_replicas), self.max_replicas)
+        wanted = min(max(math.ceil(need / self.utilization - 1e-9), self.min_replicas), self.max_replicas)
+        return wanted if self.scales_in else max(wanted, counts.desired)
 
 
 def clairvoyant(demand: DemandSeries, min_replicas: int, max_replicas: int) -> Oracle:
@@ -106,5 +110,7 @@ def clairvoyant(demand: DemandSeries, min_replicas: int, max_replicas: int) -> O
         min_replicas,
         max_replicas,
         lookahead_seconds=demand.model.cold_start_seconds + 10.0,
+        utilization=0.6,
+        scales_in=True,
         name="clairvoyant (cold start ahead)",
     )

@@ -49,9 +49,9 @@ class Tuning:
     is rising (less is the noise of one gauge sample): the windowed rates are corrected to it, and
     no replica is removed."""
     slot_scale_up_utilization: float = 0.7
-    """Requests in flight (running, and waiting up to one batch per replica) beyond this share of
-    the batch slots scale up: a replica nears its limit before every slot is taken, and the
-    token rule needs a learned capacity this rule does not."""
+    """Requests in flight (running, and waiting up to one batch per replica while no capacity is
+    learned) beyond this share of the batch slots scale up: a replica nears its limit before every
+    slot is taken, and the token rule needs a learned capacity this rule does not."""
     slot_scale_down_utilization: float = 0.5
     """Remove a replica only if the survivors' requests running stay within this share of their
     slots."""

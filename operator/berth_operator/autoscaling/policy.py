@@ -197,6 +197,7 @@ def _evaluate(
         history, last_sample=GaugeSample(now, signals.waiting_requests, signals.running_requests)
     )
     breaches = slo_breaches(signals, targets.slo)
+    learned_before = history.capacity_ceiling
     ceiling, floor = learn_capacity(
         signals,
         load,
@@ -214,7 +215,7 @@ def _evaluate(
 
     demand = load.arriving + load.queued / tuning.backlog_drain_seconds
     need_up = replicas_for(demand, ceiling, tuning.scale_up_utilization)
-    requests = in_flight(signals, targets.batch_slots)
+    requests = in_flight(signals, targets.batch_slots, learned_before)
     by_slots = slots_for(requests, targets.batch_slots, tuning.slot_scale_up_utilization)
     slots_decide = by_slots > replicas and (need_up is None or by_slots > need_up)
     if slots_decide:

@@ -25,9 +25,13 @@ def replicas_for(work: float, capacity: float | None, utilization: float) -> int
     return math.ceil(work / (capacity * utilization) - 1e-9)
 
 
-def in_flight(signals: Signals, batch_slots: int | None) -> float:
-    """Requests in flight for the slot rule: running, and waiting up to one batch per reporting
-    replica (a longer queue is a backlog, which the token rule sizes by its growth)."""
+def in_flight(signals: Signals, batch_slots: int | None, ceiling: float | None) -> float:
+    """Requests in flight for the slot rule: running, and -- until a capacity is learned -- waiting
+    up to one batch per reporting replica. Once the ceiling is known the token rule sizes the queue
+    by its growth; counted here too, a backlog stuck on one replica would keep adding replicas that
+    cannot take it over."""
+    if ceiling is not None:
+        return signals.running_requests
     cap = float(batch_slots or 0) * max(signals.reporting_replicas, 1)
     return signals.running_requests + min(signals.waiting_requests, cap)
 

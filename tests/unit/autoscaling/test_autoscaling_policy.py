@@ -11,6 +11,7 @@ from autoscaling_factories import NOW, learned, serving, signals, steady, target
 
 from berth_operator.autoscaling.policy import Action, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation
+from berth_operator.autoscaling.sizing import in_flight
 from berth_operator.autoscaling.state import GaugeSample, ScalingHistory
 
 GROWING_ON_TWO = serving(1600.0, replicas=2, waiting_requests=1.0, waiting_growth_per_second=5.5)
@@ -231,3 +232,12 @@ def test_requests_filling_the_batch_slots_scale_up_before_any_capacity_is_learne
     assert decision.replicas == 3, decision.reason
     assert "127 requests in flight need 3 replica(s) at 70% of 64 batch slots each" in decision.reason
     assert decide(burst, targets(), steady(2), ScalingHistory(), NOW).replicas == 2  # slots unknown
+
+
+def test_waiting_requests_count_for_the_slots_only_until_a_capacity_is_learned() -> None:
+    # One replica, every slot taken, 500 requests waiting: before anything is learned the queue says
+    # "more" (up to one batch); afterwards the token rule sizes it by its growth, and a backlog stuck
+    # on one replica no longer keeps adding replicas that cannot take it over.
+    backlog = signals(running_requests=64.0, waiting_requests=500.0)
+    assert in_flight(backlog, 64, None) == 128.0
+    assert in_flight(backlog, 64, 8000.0) == 64.0
