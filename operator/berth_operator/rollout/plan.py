@@ -26,10 +26,13 @@ from berth_operator.api.status import (
     RolloutRecord,
     RolloutStatus,
 )
+from berth_operator.builders.pod_problems import bounded
 from berth_operator.builders.status import StatusEvent
 from berth_operator.rollout.observation import RolloutObservation
 
 HISTORY_LENGTH = 5
+STATUS_TEXT_LIMIT = 4096
+"""status.rollout.message and .halted hold at most this many characters (the CRD's maxLength)."""
 MAX_ANALYSIS_WINDOW_SECONDS = 86400
 
 
@@ -106,6 +109,10 @@ class _Planner:
         self.events: list[StatusEvent] = []
 
     def update(self, **changes: object) -> None:
+        # model_copy does not validate: texts are bounded here to what status.rollout admits.
+        for text in ("message", "halted"):
+            if isinstance(changes.get(text), str):
+                changes[text] = bounded(str(changes[text]), STATUS_TEXT_LIMIT)
         self.state = self.state.model_copy(update=changes)
 
     def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:

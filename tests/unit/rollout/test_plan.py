@@ -315,3 +315,12 @@ def test_a_new_step_and_promotion_look_for_free_gpus_afresh() -> None:
     last = canary_at(1, NOW - timedelta(seconds=60), replacing_without_surge=True)
     promoted = advance(canary_spec(), last, observed(canary_ready=2), report("Pass", step=1))
     assert promoted.state.phase == "Promoting" and promoted.state.replacing_without_surge is None
+
+
+def test_a_cause_longer_than_status_admits_is_bounded_keeping_its_end() -> None:
+    late = canary_at(0, None, phase_start_time=NOW - timedelta(seconds=301))
+    problem = "x" * 5000 + " exit code 137"
+    step = advance(canary_spec(autoRollback=False), late, observed(canary_exists=True, problem=problem))
+    assert step.state.halted is not None and len(step.state.halted) <= 4096
+    assert step.state.halted.endswith("holds here")
+    RolloutStatus.model_validate(step.state.model_dump())  # what the API server would admit
