@@ -61,43 +61,20 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _issue(
-    directory: Path,
-    stem: str,
-    subject: x509.Name,
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    usage: ExtendedKeyUsageOID,
-    alt_names: list[x509.GeneralName] | None = None,
-) -> KeyPair:
-    key = _private_key()
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
-    if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pair.key, key)
-    return pair
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A CA's key and certificate in memory (to sign with), and as PEM files."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    files: KeyPair
 
 
-def make_pki(directory: Path) -> ClusterPki:
-    """Creates a CA, the API server's serving cert, client certs and the service-account key pair."""
-    directory.mkdir(parents=True, exist_ok=True)
+def make_ca(directory: Path, common_name: str) -> CertificateAuthority:
+    """A self-signed CA, written to `directory` as ca.crt and ca.key."""
     ca_key = _private_key()
     now = datetime.datetime.now(datetime.UTC)
-    ca_name = _name("berth-test-cluster-ca")
+    ca_name = _name(common_name)
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -121,11 +98,54 @@ def make_pki(directory: Path) -> ClusterPki:
             ),
             critical=True,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     ca = KeyPair(directory / "ca.crt", directory / "ca.key")
     ca.cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca.key, ca_key)
+    return CertificateAuthority(ca_key, ca_cert, ca)
+
+
+def issue(
+    directory: Path,
+    stem: str,
+    subject: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    usage: ExtendedKeyUsageOID,
+    alt_names: list[x509.GeneralName] | None = None,
+) -> KeyPair:
+    key = _private_key()
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
+def make_pki(directory: Path) -> ClusterPki:
+    """Creates a CA, the API server's serving cert, client certs and the service-account key pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = make_ca(directory, "berth-test-cluster-ca")
+    ca, ca_key, ca_cert = authority.files, authority.key, authority.cert
 
     serving_names: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
@@ -150,12 +170,12 @@ def make_pki(directory: Path) -> ClusterPki:
     )
     return ClusterPki(
         ca=ca,
-        serving=_issue(directory, "serving", _name("kube-apiserver"), ca_key, ca_cert, server, serving_names),
-        admin=_issue(directory, "admin", _name("berth-admin", "system:masters"), ca_key, ca_cert, client),
-        controller_manager=_issue(
+        serving=issue(directory, "serving", _name("kube-apiserver"), ca_key, ca_cert, server, serving_names),
+        admin=issue(directory, "admin", _name("berth-admin", "system:masters"), ca_key, ca_cert, client),
+        controller_manager=issue(
             directory, "controller-manager", _name("system:kube-controller-manager"), ca_key, ca_cert, client
         ),
-        scheduler=_issue(directory, "scheduler", _name("system:kube-scheduler"), ca_key, ca_cert, client),
+        scheduler=issue(directory, "scheduler", _name("system:kube-scheduler"), ca_key, ca_cert, client),
         service_account_private_key=sa_private,
         service_account_public_key=sa_public,
     )

@@ -4,31 +4,12 @@ interval changes and outlives a failed evaluation; Kopf knows it by a stable id.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import kopf
 import pytest
 
 from berth_operator.handlers.autoscaling import run_every_interval
-
-
-class Stop:
-    """Kopf's `stopped` flag, as the loop uses it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-    async def _wait(self, timeout: float | None) -> None:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._wait(timeout)
+from tests.daemon_stop import Stop
 
 
 @pytest.mark.looptime

@@ -18,25 +18,7 @@ import pytest
 from berth_operator.api.rollout import ROLLOUT_ACTION_ANNOTATION
 from berth_operator.handlers.rollout_timer import IDLE_TICK_SECONDS, run_ticks
 from berth_operator.kube import KubeApiError
-
-
-class Stop:
-    """Kopf's `stopped` flag, as the loop uses it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-    async def _wait(self, timeout: float | None) -> None:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return
-
-    def wait(self, timeout: float | None = None) -> Any:
-        return self._wait(timeout)
+from tests.daemon_stop import Stop
 
 
 def body(generation: int = 1, annotations: dict[str, str] | None = None) -> dict[str, Any]:

@@ -7,18 +7,15 @@ analysis report) in; the next state and its Events out.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from rollout_factories import NOW, STABLE, TARGET, observed
 
 from berth_operator.api.rollout import RolloutSpec
 from berth_operator.api.status import AnalysisReport, RolloutStatus
-from berth_operator.rollout.observation import RolloutObservation
 from berth_operator.rollout.plan import advance, analysis_window
-
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-STABLE, TARGET = "stable0001", "target0002"
 
 
 def canary_spec(**changes: Any) -> RolloutSpec:
@@ -30,19 +27,6 @@ def canary_spec(**changes: Any) -> RolloutSpec:
     }
     wire.update(changes)
     return RolloutSpec.model_validate(wire)
-
-
-def observed(**changes: Any) -> RolloutObservation:
-    base = RolloutObservation(
-        now=NOW,
-        target_revision=TARGET,
-        desired_replicas=4,
-        primary_revision=STABLE,
-        primary_replicas=4,
-        primary_rolled_out=True,
-        primary_ready={STABLE: 4},
-    )
-    return replace(base, **changes)
 
 
 def report(verdict: str, step: int = 0, at: datetime = NOW, message: str = "numbers") -> AnalysisReport:

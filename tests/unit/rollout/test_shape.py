@@ -8,35 +8,18 @@ growing side waits for a GPU nobody has free -- so a full GPU pool replaces inst
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
+from rollout_factories import STABLE, TARGET, observed
 
 from berth_operator.api.rollout import RolloutSpec
 from berth_operator.api.status import RolloutStatus
 from berth_operator.builders.deployment import WorkloadShape
-from berth_operator.rollout.observation import RolloutObservation
 from berth_operator.rollout.shape import workload_shape
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-STABLE, TARGET = "stable0001", "target0002"
 CANARY = RolloutSpec.model_validate(
     {"strategy": "Canary", "steps": [{"replicas": 1}, {"percent": 50}, {"percent": 100}]}
 )
-
-
-def observed(**changes: Any) -> RolloutObservation:
-    base = RolloutObservation(
-        now=NOW,
-        target_revision=TARGET,
-        desired_replicas=4,
-        primary_revision=STABLE,
-        primary_replicas=4,
-        primary_rolled_out=True,
-        primary_ready={STABLE: 4},
-    )
-    return replace(base, **changes)
 
 
 def at_step(step: int) -> RolloutStatus:
