@@ -13,10 +13,12 @@ policy changes).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import kopf
 
+from berth_operator.api.status import RolloutStatus
 from berth_operator.builders import BuildContext, build_children
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import replicas_reverted_message
@@ -131,14 +133,13 @@ async def _apply_all(
                     "which this cluster does not serve: install its CRDs, or remove spec.serving.httpRoute"
                 )
             await _refuse_and_retry(context, view, SpecVerdict(False, REASON_APPLY_FAILED, message), retry)
-    if not workloads_only and build.spec.serving.http_route is None:
-        await _remove_route(context, view, build)
     return results
 
 
 async def _remove_route(context: OperatorContext, view: ObservedResource, build: BuildContext) -> None:
     """The HTTPRoute and its Services go when the spec no longer asks for a route (only berth's own,
-    checked by owner reference; a cluster without the Gateway API has none to read)."""
+    checked by owner reference; a cluster without the Gateway API has none to read). Only a spec
+    change drops a route, so the reconcile looks, not every converge."""
     desired_owner = {
         "kind": "Service",
         "metadata": {"name": "", "ownerReferences": [build.owner.reference()]},
@@ -156,6 +157,14 @@ async def _remove_route(context: OperatorContext, view: ObservedResource, build:
             context.metrics.writes.labels(kind=kind_name, verb="delete").inc()
 
 
+@dataclass(frozen=True)
+class Converged:
+    """What one converge did to the children, and where the rollout stands after it."""
+
+    results: list[ApplyResult]
+    rollout: RolloutStatus
+
+
 async def converge(
     context: OperatorContext,
     view: ObservedResource,
@@ -164,13 +173,14 @@ async def converge(
     *,
     analyse: bool = False,
     workloads_only: bool = False,
-) -> list[ApplyResult]:
+) -> Converged:
     """Plan the rollout and apply the children it shapes: the one way the Deployments are written --
     by the reconcile (every child), the rollout timer (with `analyse`) and the autoscaler (its new
     count in `build`; `workloads_only`, the Deployments)."""
     async with context.rollout_lock(view.namespace, view.name):
         plan = await plan_rollout(context, view, build, analyse_due=analyse)
-        return await _apply_all(context, view, build, retry, plan, workloads_only)
+        results = await _apply_all(context, view, build, retry, plan, workloads_only)
+        return Converged(results, plan.state)
 
 
 async def reconcile(
@@ -204,7 +214,9 @@ async def reconcile(
         await _report(context, view, missing)
         raise kopf.TemporaryError(missing.message, delay=context.settings.missing_secret_retry_seconds)
 
-    results = await converge(context, view, build, retry)
+    results = (await converge(context, view, build, retry)).results
+    if build.spec.serving.http_route is None:
+        await _remove_route(context, view, build)
     # A Deployment only set back to its count has its own Event (ReplicasReverted).
     changed = [r for r in results if r.outcome != "unchanged" and r.replaced_replicas is None]
     revision = revision_hash(build)

@@ -95,18 +95,11 @@ async def tick(context: OperatorContext, namespace: str, name: str) -> float:
     if not isinstance(view.build, BuildContext) or not view.accepted_as_it_is:
         return ACTIVE_TICK_SECONDS
     try:
-        await converge(context, view, view.build, analyse=True)
+        rollout = (await converge(context, view, view.build, analyse=True)).rollout
     except (kopf.TemporaryError, kopf.PermanentError):
         return ACTIVE_TICK_SECONDS  # a child held by another object, or refused: the reconcile reports it
     await sync_status(context, namespace, name)
-    rollout = (
-        (await context.api.get(INFERENCE_DEPLOYMENT, namespace, name) or {}).get("status", {}).get("rollout")
-    )
-    settled = (
-        rollout is not None
-        and rollout.get("phase") in ("Stable", "RolledBack")
-        and not rollout.get("canaryReplicas")
-    )
+    settled = rollout.phase in ("Stable", "RolledBack") and not rollout.canary_replicas
     return IDLE_TICK_SECONDS if settled else ACTIVE_TICK_SECONDS
 
 
