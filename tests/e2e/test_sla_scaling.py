@@ -1,9 +1,8 @@
 """SLA scaling for real: the operator, reading the real Prometheus that scrapes the real SmolLM2
 pods, scales a TTFT breach out to a second replica that warms up and takes traffic, brings TTFT p95
 back under target at the same load, and scales back in after its stabilization window -- and no
-stream of the whole run is cut. The scale-up may come before the breach: requests in flight beyond
-70% of the batch slots size a scale-up of their own, and the test checks that Prometheus showed
-whichever signal the decision names.
+stream of the whole run is cut. The scale-up may come before the breach (requests in flight beyond
+70% of the batch slots): Prometheus must have shown whichever signal the decision names.
 
 The target is not guessed. The load (LOAD_CONCURRENCY streams) is 1.5x the runtime's batch slots
 (maxBatchSize 8): on one replica a third of the streams wait for a slot, so a request's TTFT takes
