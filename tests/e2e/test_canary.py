@@ -13,13 +13,11 @@ both replicas), each held STEP_PAUSE_SECONDS while analysis compares the revisio
   back: the RolledBack Event and status carry the numbers, no request fails, and afterwards only the
   old revision serves.
 
-Why maxBatchSize 1 is really slower, measured on this bed before these tests were written (one
-replica each, OMP_NUM_THREADS=1, 32-token streams): TTFT p95 265 ms with batch 8 and 2356 ms with
-batch 1 at 2 concurrent streams (289 ms and 4900 ms at 3) -- a queued request waits a whole request
-(about 2 s). Under this test's load the gap only widens: the Service balances connections round
-robin, so streams pile up on the slow canary. Four runs of these tests, in the analysis: the slow
-canary's TTFT p95 7.2-9.5 s beside the stable's 0.54-0.86 s; the harmless canary's 0.45-0.75 s
-beside the stable's up to 1.1 s (shared cores).
+Why maxBatchSize 1 is really slower, measured on this bed (one replica, OMP_NUM_THREADS=1, 32-token
+streams): TTFT p95 265 ms with batch 8 and 2356 ms with batch 1 at 2 concurrent streams (289 ms and
+4900 ms at 3) -- a queued request waits a whole request. Under this test's load (connections
+balanced round robin, so streams pile up on the slow canary) four runs judged the slow canary's TTFT
+p95 7.2-9.5 s beside the stable's 0.54-0.86 s, the harmless one's 0.45-0.75 s beside up to 1.1 s.
 SLO_TTFT_MS (3 s: half a request's duration under this load, 32 tokens at an ITL p95 near 0.2 s)
 and MAX_REGRESSION_PERCENT (100%: twice the stable's) leave the harmless canary several times below
 and the slow one above both; the rollback test asserts the judged figures, so a machine where that
