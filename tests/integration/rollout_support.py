@@ -191,9 +191,18 @@ class Sampler(Generic[T]):
         return self
 
     def __exit__(self, *_: object) -> None:
+        """Stop sampling, then take one last look: the state the block ended on is always the last
+        sample, even when the background thread's last look came just before it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            try:
+                self.samples.append((self.samples[-1][0] if self.samples else 0.0, self.sample()))
+                return
+            except KubectlError:
+                time.sleep(0.2)
 
     @property
     def values(self) -> list[T]:
