@@ -49,7 +49,19 @@ async def http(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[httpx.AsyncC
         ({}, "prompt", "'prompt' is required"),
         ({"prompt": {"text": "x"}}, "prompt", "accepted types: list[int], list[list[int]], list[str], str"),
         ({"prompt": "x", "n": 99}, "n", "less than or equal to 16"),
-        ({"prompt": "x", "logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
+        (
+            {"prompt": "x", "logit_bias": {"5": 101}},
+            "logit_bias.5",
+            "101.0; accepted: a number in [-100, 100]",
+        ),
+        (
+            {"prompt": "x", "logit_bias": {"five": 1}},
+            "logit_bias",
+            "'five'; accepted: a mapping of token ids",
+        ),
+        ({"prompt": "x", "presence_penalty": 2.5}, "presence_penalty", "2.5; accepted: a number in [-2, 2]"),
+        ({"prompt": "x", "repetition_penalty": 0}, "repetition_penalty", "accepted: a number > 0"),
+        ({"prompt": "x", "min_p": 1.5}, "min_p", "1.5; accepted: a number in [0, 1]"),
         ({"prompt": "x", "suffix": "!"}, "suffix", "not supported"),
         (
             {"prompt": "x", "stream_options": {"include_usage": True}},

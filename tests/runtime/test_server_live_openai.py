@@ -72,7 +72,13 @@ def completion(**fields: Any) -> dict[str, Any]:
         ("/v1/completions", completion(model="nope"), 404, "model 'nope' does not exist", "model"),
         ("/v1/completions", completion(temperature=-1), 400, "'temperature'", "temperature"),
         ("/v1/completions", completion(max_tokens="many"), 400, "'max_tokens'", "max_tokens"),
-        ("/v1/completions", completion(presence_penalty=1), 400, "not supported", "presence_penalty"),
+        (
+            "/v1/completions",
+            completion(presence_penalty=3),
+            400,
+            "accepted: a number in [-2, 2]",
+            "presence_penalty",
+        ),
         ("/v1/completions", completion(prompt=LONG_TEXT), 400, "max_model_len", "prompt"),
         ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "'messages'", "messages"),
         (

@@ -87,6 +87,7 @@ class AsyncEngine:
             raise InvalidParameter("prompt", prompt_token_ids, "a prompt of at least one token")
         if any(not 0 <= token < self.engine.vocab_size for token in prompt_token_ids):
             raise InvalidParameter("prompt", "token ids", f"ids in 0..{self.engine.vocab_size - 1}")
+        params.check_logit_bias_ids(self.engine.vocab_size)
         min_output = max(params.min_tokens, 1)
         if len(prompt_token_ids) + min_output > self.max_model_len:
             raise PromptTooLong(len(prompt_token_ids), min_output, self.max_model_len)

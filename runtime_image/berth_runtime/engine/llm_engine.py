@@ -47,7 +47,9 @@ class LLMEngine:
         self._arrivals = 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Queues a request (the caller has checked its length against max_model_len)."""
+        """Queues a request (the caller has checked its length against max_model_len); raises
+        InvalidParameter for a logit_bias token id outside the vocabulary."""
+        params.check_logit_bias_ids(self.vocab_size)
         if request_id in self._sequences:
             raise ValueError(f"request id {request_id!r} is already in use")
         generator = None
@@ -91,13 +93,14 @@ class LLMEngine:
                 self.block_manager.cache_full_blocks(row.seq)
         if not result.sampling_seqs:
             return []
-        # A sequence with drafts has one logits row per position; the sampler sees it once per row.
-        row_seqs = [
-            seq
-            for seq, count in zip(result.sampling_seqs, result.logits_per_seq, strict=True)
-            for _ in range(count)
-        ]
-        token_ids, logprobs = self.sampler(result.logits, row_seqs)
+        # A sequence with drafts has one logits row per position, the row after draft j counting
+        # drafts 0..j as generated (penalties judge each position on its own history).
+        row_seqs: list[Sequence] = []
+        drafts_before: list[int] = []
+        for seq, count in zip(result.sampling_seqs, result.logits_per_seq, strict=True):
+            row_seqs += [seq] * count
+            drafts_before += range(count)
+        token_ids, logprobs = self.sampler(result.logits, row_seqs, drafts_before)
         outputs = []
         first_row = 0
         for seq, count in zip(result.sampling_seqs, result.logits_per_seq, strict=True):

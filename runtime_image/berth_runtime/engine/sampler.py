@@ -1,27 +1,23 @@
-"""Turns a step's logits into one token per sampling sequence, each with its own parameters.
+"""Turns a step's logits into one token per sampling row, each with its own request's parameters.
 
-Greedy, temperature, top-k and top-p run as batched tensor ops over all rows; random choice uses
-the exponential race (argmax of p / q, q ~ Exp(1)), which equals sampling from p and lets a seeded
-request draw from its own generator while the others share one. `min_tokens` masks the end tokens
-until enough were produced. The token ids (and requested logprobs) are the only device reads.
+First the request-dependent processors (`process`): end tokens masked until `min_tokens`, then
+`logit_bias` and the presence, frequency and repetition penalties (`engine.penalties`). Greedy rows
+take the argmax of that; the others go through temperature, top-k, top-p and min-p (`transformers`'
+warper order) as batched tensor ops over all rows, and random choice uses the exponential race
+(argmax of p / q, q ~ Exp(1)), which equals sampling from p and lets a seeded request draw from its
+own generator while the others share one. A processor no row asks for costs nothing, and rows that
+do not ask for one are never written. Logprobs are those of the raw logits. The token ids (and
+requested logprobs) are the only device reads.
 """
 
 from __future__ import annotations
 
 import torch
 
+from berth_runtime.engine.host_to_device import to_device
 from berth_runtime.engine.outputs import TokenLogprob
+from berth_runtime.engine.penalties import apply_logit_bias, apply_penalties
 from berth_runtime.engine.sequence import Sequence
-
-
-def to_device(
-    values: list[float] | list[int] | list[bool], dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """A small host list on `device` without a sync: through pinned memory, asynchronously, on CUDA."""
-    tensor = torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
 
 
 class Sampler:
@@ -31,23 +27,22 @@ class Sampler:
         """Shared random stream for requests without a seed."""
 
     def __call__(
-        self, logits: torch.Tensor, seqs: list[Sequence]
+        self, logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int] | None = None
     ) -> tuple[list[int], list[TokenLogprob | None]]:
-        """logits: [rows, vocab] fp32, one row per sequence in `seqs`."""
-        rows, vocab = logits.shape
+        """logits: [rows, vocab] fp32, one row per entry of `seqs`. A sequence scoring speculative
+        drafts has one row per position: `drafts_before[row]` of its drafts precede that row's token
+        (all zero when None)."""
+        rows = logits.shape[0]
         device = logits.device
         want_logprobs = [index for index, seq in enumerate(seqs) if seq.params.logprobs is not None]
         raw_logprobs = torch.log_softmax(logits[want_logprobs], dim=-1) if want_logprobs else None
-        logits = self._mask_end_tokens(logits, seqs)
+        logits = self.process(logits, seqs, drafts_before or [0] * rows)
 
         greedy = all(seq.params.is_greedy for seq in seqs)
         if greedy:
             sampled = logits.argmax(dim=-1)
         else:
-            temperatures = to_device([seq.params.temperature or 1.0 for seq in seqs], torch.float32, device)
-            scaled = logits / temperatures.unsqueeze(1)
-            scaled = self._top_k_top_p(scaled, seqs, vocab)
-            probs = torch.softmax(scaled, dim=-1)
+            probs = self.probabilities(logits, seqs)
             noise = torch.empty_like(probs).exponential_(generator=self.generator)
             for index, seq in enumerate(seqs):
                 if seq.generator is not None:
@@ -66,8 +61,38 @@ class Sampler:
                 logprobs[index] = entry
         return token_ids, logprobs
 
-    def _mask_end_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """Forbids EOS and stop token ids for sequences that have not reached min_tokens."""
+    def process(self, logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int]) -> torch.Tensor:
+        """The logits after the request-dependent processors (min_tokens, logit_bias, penalties): a
+        processed copy, or `logits` itself when no row needs any."""
+        if not any(self._needs_processing(seq) for seq in seqs):
+            return logits
+        processed = logits.clone()
+        self._mask_end_tokens(processed, seqs)
+        apply_logit_bias(processed, seqs)
+        apply_penalties(processed, seqs, drafts_before)
+        return processed
+
+    def probabilities(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """[rows, vocab] the distribution sampled rows draw from (rows need not sum to 1): processed
+        logits through temperature, top-k, top-p, then min-p."""
+        temperatures = to_device(
+            [seq.params.temperature or 1.0 for seq in seqs], torch.float32, logits.device
+        )
+        scaled = self._top_k_top_p(logits / temperatures.unsqueeze(1), seqs, logits.shape[1])
+        probs = torch.softmax(scaled, dim=-1)
+        if all(seq.params.min_p == 0 for seq in seqs):
+            return probs
+        min_p = to_device([seq.params.min_p for seq in seqs], torch.float32, logits.device)
+        # min_p <= 1: the most likely token always stays
+        return probs.masked_fill(probs < min_p.unsqueeze(1) * probs.amax(dim=-1, keepdim=True), 0.0)
+
+    @staticmethod
+    def _needs_processing(seq: Sequence) -> bool:
+        params = seq.params
+        return seq.num_output_tokens < params.min_tokens or bool(params.logit_bias) or params.has_penalties
+
+    def _mask_end_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
+        """Forbids, in place, EOS and stop token ids for sequences that have not reached min_tokens."""
         row_index: list[int] = []
         token_index: list[int] = []
         for index, seq in enumerate(seqs):
@@ -80,14 +105,11 @@ class Sampler:
             banned = {token for token in banned if token < logits.shape[1]}
             row_index += [index] * len(banned)
             token_index += sorted(banned)
-        if not row_index:
-            return logits
-        logits = logits.clone()
-        logits[
-            to_device(row_index, torch.int64, logits.device),
-            to_device(token_index, torch.int64, logits.device),
-        ] = float("-inf")
-        return logits
+        if row_index:
+            logits[
+                to_device(row_index, torch.int64, logits.device),
+                to_device(token_index, torch.int64, logits.device),
+            ] = float("-inf")
 
     def _top_k_top_p(self, logits: torch.Tensor, seqs: list[Sequence], vocab: int) -> torch.Tensor:
         if all(seq.params.top_k in (0, vocab) and seq.params.top_p >= 1.0 for seq in seqs):

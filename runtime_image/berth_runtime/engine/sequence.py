@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from berth_runtime.engine.outputs import TokenLogprob
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.tokenizer import IncrementalDetokenizer
+
+if TYPE_CHECKING:
+    from berth_runtime.engine.penalties import TokenCounts
 
 
 class SequenceStatus(enum.Enum):
@@ -44,6 +48,9 @@ class Sequence:
     emitted_text_len: int = 0
     emitted_token_count: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    token_counts: TokenCounts | None = None
+    """Prompt and output token statistics on the device, for the presence, frequency and repetition
+    penalties (`engine.penalties`); made at the first sampled step of a penalised request."""
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -8,8 +8,11 @@ own next token, so the output is exactly what plain greedy decoding produces, 1.
 Rejected drafts' KV is simply left in the blocks past the sequence's length (overwritten later);
 the engine rolls `num_computed_tokens` back and frees blocks no real token uses.
 
-Sampled requests (temperature > 0), requests asking for logprobs and requests still under
-`min_tokens` (whose end tokens are masked per position) decode one token a step as before.
+Greedy requests with `logit_bias` or penalties speculate too: the sampler judges the row after
+draft j with drafts 0..j counted as output (`engine.penalties`), so drafts are verified against the
+same processed distribution plain decoding samples from. Sampled requests (temperature > 0),
+requests asking for logprobs and requests still under `min_tokens` (whose end tokens are masked per
+position) decode one token a step as before.
 """
 
 from __future__ import annotations

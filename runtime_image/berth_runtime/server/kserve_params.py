@@ -4,7 +4,9 @@ Triton clients pass generation settings three ways, and all are accepted: reques
 `parameters` (`tritonclient`'s `parameters=`), extra input tensors (`max_tokens` as INT32 [1], as
 TensorRT-LLM ensembles do) and a `sampling_parameters` JSON string (Triton's vLLM backend).
 Unknown names are refused with a 400 that lists the accepted ones, so a typo never silently
-generates with defaults.
+generates with defaults. The penalties, `min_p` and `logit_bias` take the OpenAI / vLLM names;
+`logit_bias` is a JSON object of token id to bias, given as such inside `sampling_parameters` or a
+generate body, or as its JSON text where only scalars fit (request parameters, a BYTES input).
 """
 
 from __future__ import annotations
@@ -29,11 +31,23 @@ GENERATION_INPUTS: dict[str, tuple[str, list[int]]] = {
     "stop_token_ids": ("INT32", [-1]),
     "ignore_eos": ("BOOL", [1]),
     "min_tokens": ("INT32", [1]),
+    "presence_penalty": ("FP32", [1]),
+    "frequency_penalty": ("FP32", [1]),
+    "repetition_penalty": ("FP32", [1]),
+    "min_p": ("FP32", [1]),
+    "logit_bias": ("BYTES", [1]),
     "exclude_input_in_output": ("BOOL", [1]),
     "sampling_parameters": ("BYTES", [1]),
 }
 _LIST_SETTINGS = {"stop", "stop_token_ids"}
-_FLOAT_SETTINGS = {"temperature", "top_p"}
+_FLOAT_SETTINGS = {
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "min_p",
+}
 SAMPLING_NAMES = frozenset(GENERATION_INPUTS) - {"exclude_input_in_output", "sampling_parameters"}
 #: Request parameters that Triton clients set for the protocol itself; they do not change generation.
 PROTOCOL_PARAMETERS = frozenset(
@@ -127,4 +141,11 @@ def _normalize(name: str, value: Any) -> Any:
         )
     if name in _FLOAT_SETTINGS and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if name == "logit_bias" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError as error:
+            raise ApiError(
+                400, f"'logit_bias' is not a JSON object of token id to bias: {error}", param=name
+            ) from None
     return value

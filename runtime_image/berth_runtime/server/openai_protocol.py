@@ -1,9 +1,10 @@
 """OpenAI request bodies (completions, chat completions) and their translation to SamplingParams.
 
-Fields follow the OpenAI API plus vLLM's extensions (`top_k`, `min_tokens`, `ignore_eos`,
-`stop_token_ids`). Unknown fields are ignored as OpenAI-compatible servers do, but a field this
-server cannot honour (penalties, logit_bias, tools, suffix, ...) set to anything but its neutral
-value is refused with a 400 naming it, never silently ignored.
+Fields follow the OpenAI API plus vLLM's extensions (`top_k`, `min_p`, `repetition_penalty`,
+`min_tokens`, `ignore_eos`, `stop_token_ids`). Values are checked by SamplingParams (a 400 naming
+the field, the value and the accepted range). Unknown fields are ignored as OpenAI-compatible
+servers do, but a field this server cannot honour (tools, suffix, ...) set to anything but its
+neutral value is refused with a 400 naming it, never silently ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from berth_runtime.sampling_params import SamplingParams
+from berth_runtime.sampling_params import SamplingParams, parse_logit_bias
 from berth_runtime.server.errors import ApiError
 
 MAX_CHOICES = 16
@@ -48,22 +49,6 @@ class GenerationRequest(BaseModel):
     min_p: float | None = None
 
     def _check_supported(self) -> None:
-        neutral: dict[str, Any] = {
-            "presence_penalty": (None, 0, 0.0),
-            "frequency_penalty": (None, 0, 0.0),
-            "repetition_penalty": (None, 1, 1.0),
-            "min_p": (None, 0, 0.0),
-            "logit_bias": (None, {}),
-        }
-        for name, accepted in neutral.items():
-            value = getattr(self, name)
-            if value not in accepted:
-                raise ApiError(
-                    400,
-                    f"'{name}'={value!r} is not supported by this server; leave it unset",
-                    param=name,
-                    code="unsupported_parameter",
-                )
         if self.stream_options is not None and not self.stream:
             raise ApiError(400, "'stream_options' is only allowed with stream=true", param="stream_options")
 
@@ -86,7 +71,17 @@ class GenerationRequest(BaseModel):
             ignore_eos=self.ignore_eos,
             min_tokens=self.min_tokens,
             logprobs=logprobs,
+            presence_penalty=_or_default(self.presence_penalty, 0.0),
+            frequency_penalty=_or_default(self.frequency_penalty, 0.0),
+            repetition_penalty=_or_default(self.repetition_penalty, 1.0),
+            min_p=_or_default(self.min_p, 0.0),
+            logit_bias=parse_logit_bias(self.logit_bias or {}),
         )
+
+
+def _or_default(value: float | None, default: float) -> float:
+    """An unset (null) field's neutral value."""
+    return default if value is None else value
 
 
 class CompletionRequest(GenerationRequest):
