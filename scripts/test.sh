@@ -22,4 +22,9 @@ echo "== import-linter"; lint-imports
 echo "== prometheus (tests/integration/test_autoscaling_live.py)"
 command -v prometheus >/dev/null || {
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+# The image tests (tests/images) build the operator image with buildah (no daemon) on a base that
+# mmdebstrap makes from Debian packages when no registry is reachable; both cached after the first run.
+echo "== buildah, mmdebstrap (tests/images)"
+{ command -v buildah >/dev/null && command -v mmdebstrap >/dev/null; } || {
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah mmdebstrap; }
 echo "== pytest"; pytest "$@"
