@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from berth_operator.api.prometheus import (
     HEADER_NAME_PATTERN,
@@ -18,6 +18,7 @@ from berth_operator.api.prometheus import (
     MAX_HEADER_VALUE_LENGTH,
     MAX_HEADERS,
 )
+from berth_operator.settings_model_cache import ModelCacheSettings, model_cache_from_environment
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/berth-dev/berth-runtime:0.1.0"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -268,6 +269,9 @@ class OperatorSettings:
     gpu_price_currency: str | None = None
     """BERTH_GPU_PRICE_CURRENCY: label shown beside the cost figures (e.g. USD), display only. Default:
     none."""
+    model_cache: ModelCacheSettings = field(default_factory=ModelCacheSettings)
+    """BERTH_MODEL_CACHE_ROOT and BERTH_MODEL_CACHE_BUDGET: the node-local model cache that
+    spec.model.cache.mode Node uses (settings_model_cache.py). Default: no root, so Node is refused."""
 
     def gpu_hourly_price(self, product: str) -> float | None:
         """The operator's price of one GPU-hour of `product`; None when it has none."""
@@ -306,6 +310,7 @@ class OperatorSettings:
             ),
             gpu_hourly_prices=_gpu_hourly_prices(env, "BERTH_GPU_HOURLY_PRICES"),
             gpu_price_currency=_currency(env, "BERTH_GPU_PRICE_CURRENCY"),
+            model_cache=model_cache_from_environment(env),
         )
         _check_prometheus_access(settings)
         return settings

@@ -127,6 +127,18 @@ def _add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         default=DEFAULT_PVC_MOUNT_ROOT,
         help="where pvc:// claims are mounted (default: %(default)s)",
     )
+    fetch.add_argument(
+        "--cache-root",
+        type=Path,
+        help="shared model cache (a node's hostPath, a ReadWriteMany claim): fill or reuse an entry "
+        "there and make DESTINATION a link to it (default: none, fetch into DESTINATION itself)",
+    )
+    fetch.add_argument(
+        "--cache-budget-bytes",
+        type=int,
+        help="with --cache-root: most bytes the cache may hold; least recently used entries not in "
+        "use are evicted to make room (default: no limit)",
+    )
     fetch.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=str.lower)
 
 
@@ -168,12 +180,25 @@ def _configure_logging(level: str) -> None:
 
 
 def _run_fetch(arguments: argparse.Namespace) -> int:
-    from berth_runtime.fetch import FetchError, fetch, parse_source
+    from berth_runtime.fetch import FetchError, fetch, fetch_through_cache, parse_source
 
     _configure_logging(arguments.log_level)
+    budget = arguments.cache_budget_bytes
+    if budget is not None and (arguments.cache_root is None or budget < 1):
+        print(
+            f"{PROGRAM} fetch: error: --cache-budget-bytes {budget}: expected a positive number of bytes "
+            "together with --cache-root",
+            file=sys.stderr,
+        )
+        return 2
     try:
         source = parse_source(arguments.source, arguments.revision, arguments.pvc_mount_root)
-        outcome = fetch(source, arguments.destination)
+        if arguments.cache_root is None:
+            outcome = fetch(source, arguments.destination)
+        else:
+            outcome = fetch_through_cache(
+                source, arguments.destination, arguments.cache_root, budget_bytes=budget
+            )
     except FetchError as error:
         print(f"{PROGRAM} fetch: error: {error}", file=sys.stderr)
         return 1

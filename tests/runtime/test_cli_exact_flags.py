@@ -86,7 +86,13 @@ def test_exact_flags_still_parse_in_both_spellings(tmp_path: Path) -> None:
 
 
 def test_fetch_option_strings_are_its_flags() -> None:
-    assert option_strings("fetch") == {"--revision", "--pvc-mount-root", "--log-level"}
+    assert option_strings("fetch") == {
+        "--revision",
+        "--pvc-mount-root",
+        "--cache-root",
+        "--cache-budget-bytes",
+        "--log-level",
+    }
 
 
 def test_serve_option_strings_include_grouped_flags_and_leave_out_help() -> None:

@@ -50,6 +50,10 @@ the operator's own settings code and checks every BERTH_* variable it reads is s
   value: {{ if .Values.operator.gpuHourlyPrices }}{{ toJson .Values.operator.gpuHourlyPrices | quote }}{{ else }}""{{ end }}
 - name: BERTH_GPU_PRICE_CURRENCY
   value: {{ .Values.operator.gpuPriceCurrency | quote }}
+- name: BERTH_MODEL_CACHE_ROOT
+  value: {{ .Values.operator.modelCache.root | quote }}
+- name: BERTH_MODEL_CACHE_BUDGET
+  value: {{ .Values.operator.modelCache.budget | quote }}
 - name: BERTH_WATCH_NAMESPACES
   value: {{ join "," .Values.watchNamespaces | quote }}
 - name: BERTH_PEERING_NAME

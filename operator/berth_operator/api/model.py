@@ -1,4 +1,9 @@
-"""`spec.model`: which weights to serve, where they come from, and how they are loaded."""
+"""`spec.model`: which weights to serve, where they come from, how they are loaded and cached.
+
+`spec.model.cache` chooses who shares downloaded weights: each pod (an emptyDir, the default),
+every pod on a node (a hostPath under the operator's BERTH_MODEL_CACHE_ROOT) or every pod that
+mounts one ReadWriteMany claim. docs/model-cache.md says why the default is per pod.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from berth_operator.api.base import ApiModel, CrossFieldRule, cel_matches
-from berth_operator.api.common import LocalObjectReference, QuantityAtMost
+from berth_operator.api.common import DNS_SUBDOMAIN_PATTERN, LocalObjectReference, QuantityAtMost
 
 # The grammar of each scheme. An s3:// bucket is 3-63 characters here; S3's other naming rules,
 # which a regular expression without look-around cannot say, are S3_BUCKET_RULES below.
@@ -34,6 +39,64 @@ MAX_CACHE_SIZE = "1Pi"
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "fp8"]
+CacheMode = Literal["Pod", "Node", "PVC"]
+
+
+class ModelCacheSpec(ApiModel):
+    """Where hf:// and s3:// weights are downloaded to, and which pods share them."""
+
+    mode: CacheMode = Field(
+        default="Pod",
+        description=(
+            "Pod: every pod downloads into its own emptyDir (no sharing; works under the restricted "
+            "Pod Security Standard). Node: the pods on one node share a cache in a hostPath folder "
+            "under the operator's model cache root (BERTH_MODEL_CACHE_ROOT, chart value "
+            "operator.modelCache.root), so the weights are downloaded once per node and reused by "
+            "later pods and restarts; the namespace must admit hostPath volumes and a root-run init "
+            "container with only CHOWN, and a spec asking for Node where the operator has no root is "
+            "refused. PVC: the pods share a cache on the ReadWriteMany PersistentVolumeClaim "
+            "`claimName`. Shared entries are verified by SHA-256 before each reuse and evicted "
+            "least recently used first; see docs/model-cache.md."
+        ),
+    )
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "PVC mode only, and required there: a ReadWriteMany PersistentVolumeClaim in this "
+            "namespace that holds the shared cache (mounted read-write by the download container, "
+            "read-only by the runtime)."
+        ),
+    )
+    budget: Annotated[str, QuantityAtMost(MAX_CACHE_SIZE)] | None = Field(
+        default=None,
+        description=(
+            "PVC mode only: most bytes the cache may fill on the claim; before a download, least "
+            "recently used entries no pod is filling or verifying are evicted to make room. Unset: "
+            "nothing is evicted and the claim's capacity is the limit. (Node mode uses the operator's "
+            "per-node budget, BERTH_MODEL_CACHE_BUDGET.)"
+        ),
+    )
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="(self.mode == 'PVC') == has(self.claimName)",
+            message="model.cache.claimName is required with mode PVC and only valid with it",
+            holds=lambda cache: (cache.mode == "PVC") == (cache.claim_name is not None),
+            field_path=".claimName",
+        ),
+        CrossFieldRule(
+            cel="!has(self.budget) || self.mode == 'PVC'",
+            message=(
+                "model.cache.budget is only valid with mode PVC (Node mode uses the operator's "
+                "BERTH_MODEL_CACHE_BUDGET; Pod mode uses model.cacheSizeLimit)"
+            ),
+            holds=lambda cache: cache.budget is None or cache.mode == "PVC",
+            field_path=".budget",
+        ),
+    )
 
 
 class ModelSpec(ApiModel):
@@ -95,7 +158,15 @@ class ModelSpec(ApiModel):
         default=None,
         description=(
             "Size limit of the pod-local model cache (an emptyDir) that hf:// and s3:// sources are "
-            "downloaded into. Unset: no limit beyond the node's ephemeral storage."
+            "downloaded into with cache mode Pod (only valid with it). Unset: no limit beyond the "
+            "node's ephemeral storage."
+        ),
+    )
+    cache: ModelCacheSpec | None = Field(
+        default=None,
+        description=(
+            "Which pods share the downloaded weights of an hf:// or s3:// source: each pod (Pod), the "
+            "pods of a node (Node) or of a ReadWriteMany claim (PVC). Unset: mode Pod."
         ),
     )
 
@@ -133,6 +204,27 @@ class ModelSpec(ApiModel):
             ),
             field_path=".credentialsSecretRef",
         ),
+        CrossFieldRule(
+            cel=(
+                "!has(self.cache) || self.cache.mode == 'Pod' || self.source.startsWith('hf://') "
+                "|| self.source.startsWith('s3://')"
+            ),
+            message=(
+                "model.cache.mode Node or PVC is only valid with an hf:// or s3:// source (pvc:// and "
+                "file:// sources are read in place, nothing is downloaded)"
+            ),
+            holds=lambda model: model.cache_mode == "Pod" or model.is_downloaded,
+            field_path=".cache.mode",
+        ),
+        CrossFieldRule(
+            cel="!has(self.cacheSizeLimit) || !has(self.cache) || self.cache.mode == 'Pod'",
+            message=(
+                "model.cacheSizeLimit limits the pod-local cache and is only valid with cache mode Pod; "
+                "a shared cache keeps to its budget"
+            ),
+            holds=lambda model: model.cache_size_limit is None or model.cache_mode == "Pod",
+            field_path=".cacheSizeLimit",
+        ),
     )
 
     @property
@@ -144,3 +236,8 @@ class ModelSpec(ApiModel):
     def is_downloaded(self) -> bool:
         """Whether an init container must fetch the weights (hf:// and s3://)."""
         return self.scheme in ("hf", "s3")
+
+    @property
+    def cache_mode(self) -> CacheMode:
+        """Pod, Node or PVC; Pod when `cache` is unset."""
+        return "Pod" if self.cache is None else self.cache.mode

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
+from berth_operator.settings_model_cache import ModelCacheSettings
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,14 @@ class Owner:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """One build: the owner, its parsed spec, the replica count to run, and operator defaults."""
+    """One build: the owner, its parsed spec, the replica count to run, and operator defaults
+    (the runtime image, the node-local model cache)."""
 
     owner: Owner
     spec: InferenceDeploymentSpec
     replicas: int
     default_runtime_image: str
+    model_cache: ModelCacheSettings = field(default_factory=ModelCacheSettings)
 
     @property
     def runtime_image(self) -> str:

@@ -1,4 +1,8 @@
-"""The runtime pod template: GPU placement, model cache and fetch, probes, drain and hardening."""
+"""The runtime pod template: GPU placement, model cache and fetch, probes, drain and hardening.
+
+A shared model cache (spec.model.cache.mode Node or PVC) adds its volume, mounts, fetch flags and,
+for Node, an init container; those pieces are in model_cache.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,14 @@ from typing import Any
 from berth_operator.api.resources import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from berth_operator.builders.context import BuildContext
 from berth_operator.builders.labels import REVISION_LABEL, common_labels, revision_hash
+from berth_operator.builders.model_cache import (
+    LINK_VOLUME_SIZE_LIMIT,
+    cache_flags,
+    prepare_container,
+    shared_cache_mount,
+    shared_cache_volume,
+    uses_shared_cache,
+)
 from berth_operator.builders.runtime_args import (
     API_KEY_DIR,
     MODEL_CACHE_DIR,
@@ -64,7 +76,10 @@ def _volumes(context: BuildContext, config_map_name: str) -> list[dict[str, Any]
         },
         {"name": "runtime-config", "configMap": {"name": config_map_name}},
     ]
-    if spec.model.is_downloaded:
+    if uses_shared_cache(context):
+        volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": LINK_VOLUME_SIZE_LIMIT}})
+        volumes.append(shared_cache_volume(context))
+    elif spec.model.is_downloaded:
         cache: dict[str, Any] = {}
         if spec.model.cache_size_limit is not None:
             cache["sizeLimit"] = spec.model.cache_size_limit
@@ -96,6 +111,8 @@ def _runtime_mounts(context: BuildContext) -> list[dict[str, Any]]:
     ]
     if spec.model.is_downloaded:
         mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True})
+        if uses_shared_cache(context):
+            mounts.append(shared_cache_mount(read_only=True))
     elif spec.model.source.startswith("pvc://"):
         claim, _ = pvc_claim_and_path(spec.model.source)
         mounts.append({"name": "model-pvc", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": True})
@@ -106,14 +123,16 @@ def _runtime_mounts(context: BuildContext) -> list[dict[str, Any]]:
 
 def _fetch_container(context: BuildContext) -> dict[str, Any]:
     spec = context.spec
+    shared = uses_shared_cache(context)
     container: dict[str, Any] = {
         "name": FETCH_CONTAINER,
         "image": context.runtime_image,
-        "command": fetch_command(spec),
+        "command": fetch_command(spec) + (cache_flags(context) if shared else []),
         "env": _writable_home_env(),
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
+            *([shared_cache_mount(read_only=False)] if shared else []),
         ],
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
         "securityContext": _container_security_context(),
@@ -218,6 +237,8 @@ def pod_template(context: BuildContext, config_map_name: str) -> dict[str, Any]:
     }
     if spec.model.is_downloaded:
         pod_spec["initContainers"] = [_fetch_container(context)]
+        if uses_shared_cache(context) and spec.model.cache_mode == "Node":
+            pod_spec["initContainers"].insert(0, prepare_container(context, RUNTIME_USER_ID))
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if spec.scheduling.affinity:

@@ -1,5 +1,6 @@
 """Checks a spec that passed the schema but may still never work: parse errors the CRD could not
-catch, a GPU product outside the operator's allow-list, a referenced Secret that does not exist.
+catch, a GPU product outside the operator's allow-list, a node-local model cache the operator has no
+root for, a referenced Secret that does not exist.
 
 Each failure is a SpecVerdict (Accepted=False with a reason and a message naming the field and value),
 which becomes a status condition and an Event instead of a crash loop.
@@ -23,6 +24,7 @@ REASON_INVALID_SPEC = "InvalidSpec"
 REASON_UNSUPPORTED_GPU = "UnsupportedGpuProduct"
 REASON_SECRET_NOT_FOUND = "SecretNotFound"
 REASON_INVALID_NAME = "InvalidName"
+REASON_NO_MODEL_CACHE_ROOT = "NodeModelCacheDisabled"
 
 
 def check_name(name: str) -> SpecVerdict | None:
@@ -58,6 +60,19 @@ def check_gpu_product(spec: InferenceDeploymentSpec, settings: OperatorSettings)
             REASON_UNSUPPORTED_GPU,
             f"spec.resources.gpu.product {product!r} is not offered by this cluster; "
             f"accepted: {', '.join(settings.gpu_products)}",
+        )
+    return None
+
+
+def check_model_cache(spec: InferenceDeploymentSpec, settings: OperatorSettings) -> SpecVerdict | None:
+    """Node mode needs the operator's host folder; without one the pods would have nowhere to cache."""
+    if spec.model.cache_mode == "Node" and spec.model.is_downloaded and settings.model_cache.root is None:
+        return SpecVerdict(
+            False,
+            REASON_NO_MODEL_CACHE_ROOT,
+            "spec.model.cache.mode 'Node' needs a node-local model cache, which this operator does not "
+            "offer (BERTH_MODEL_CACHE_ROOT, chart value operator.modelCache.root, is unset); accepted "
+            "here: Pod, or PVC with a ReadWriteMany claimName",
         )
     return None
 

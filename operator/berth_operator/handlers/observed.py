@@ -91,5 +91,6 @@ def observe(raw_body: Mapping[str, Any], settings: OperatorSettings) -> Observed
             spec=spec,
             replicas=effective_replicas(spec, status),
             default_runtime_image=settings.runtime_image,
+            model_cache=settings.model_cache,
         )
     return ObservedResource(body, owner, metadata.get("generation"), status, build)

@@ -24,7 +24,7 @@ from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.replicas import replicas_reverted_message
 from berth_operator.builders.route import route_child_names
 from berth_operator.builders.status import SpecVerdict
-from berth_operator.handlers.checks import check_gpu_product, check_name, check_secrets
+from berth_operator.handlers.checks import check_gpu_product, check_model_cache, check_name, check_secrets
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
 from berth_operator.handlers.rollout import RolloutPlan, plan_rollout
@@ -205,7 +205,9 @@ async def reconcile(
         await _report(context, view, view.build)
         raise kopf.PermanentError(view.build.message)
     build = view.build
-    unsupported = check_gpu_product(build.spec, context.settings)
+    unsupported = check_gpu_product(build.spec, context.settings) or check_model_cache(
+        build.spec, context.settings
+    )
     if unsupported is not None:
         await _report(context, view, unsupported)
         raise kopf.PermanentError(unsupported.message)

@@ -40,12 +40,14 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class FetchOutcome:
-    """What a fetch did: `skipped` when a completed fetch of the same source and revision was found."""
+    """What a fetch did: `skipped` when a completed fetch of the same source and revision was found;
+    `cache_entry` is the shared cache entry the destination links to (fetches with a cache root)."""
 
     skipped: bool
     resolved_revision: str
     downloaded: tuple[str, ...]
     reused: tuple[str, ...]
+    cache_entry: Path | None = None
 
 
 def backend_for(source: Source) -> Backend:
@@ -76,20 +78,32 @@ def fetch(
     if marker_is_satisfied(destination, label, source.revision):
         logger.info("%s is already complete in %s; nothing to do", label, destination)
         return FetchOutcome(skipped=True, resolved_revision="", downloaded=(), reused=())
+    backend = make_backend(source)
+    return fill(source, backend, backend.snapshot(), destination, max_workers=max_workers)
+
+
+def needed_files(source: Source, snapshot: Snapshot) -> list[RemoteFile]:
+    """The files of `snapshot` the runtime reads; FetchError when there are none."""
+    needed = [remote for remote in snapshot.files if is_needed(remote.path)]
+    if not needed:
+        listed = ", ".join(remote.path for remote in snapshot.files[:10]) or "nothing"
+        raise FetchError(
+            f"{source} holds no model files (safetensors, JSON configs, tokenizer); it lists {listed}"
+        )
+    return needed
+
+
+def fill(
+    source: Source, backend: Backend, snapshot: Snapshot, destination: Path, *, max_workers: int = 8
+) -> FetchOutcome:
+    """Download what `destination` lacks of `snapshot`, verify the model, then write the marker."""
+    label = str(source)
     try:
         destination.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FetchError(f"cannot create the destination {destination}: {error}") from None
     remove_marker(destination)
-
-    backend = make_backend(source)
-    snapshot = backend.snapshot()
-    needed = [remote for remote in snapshot.files if is_needed(remote.path)]
-    if not needed:
-        listed = ", ".join(remote.path for remote in snapshot.files[:10]) or "nothing"
-        raise FetchError(
-            f"{label} holds no model files (safetensors, JSON configs, tokenizer); it lists {listed}"
-        )
+    needed = needed_files(source, snapshot)
     _remove_stale_files(destination, {remote.path for remote in needed})
 
     ledger = FileLedger(destination)

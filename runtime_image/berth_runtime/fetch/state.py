@@ -113,6 +113,12 @@ class FileLedger:
             self._identities[remote.path] = remote.identity
             write_atomically(self._path, json.dumps(self._identities, indent=2, sort_keys=True))
 
+    def forget(self, path: str) -> None:
+        """Drop a finished file's identity (it failed verification), so the next fill fetches it again."""
+        with self._lock:
+            if self._identities.pop(path, None) is not None:
+                write_atomically(self._path, json.dumps(self._identities, indent=2, sort_keys=True))
+
     def partial_path(self, remote: RemoteFile) -> Path:
         """Where the unfinished bytes of this exact content are kept."""
         digest = hashlib.sha256(f"{remote.path}\0{remote.identity}".encode()).hexdigest()[:24]

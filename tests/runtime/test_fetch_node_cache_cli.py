@@ -1,0 +1,43 @@
+"""The cache's command-line side: `fetch --cache-root/--cache-budget-bytes` and the root hand-over
+that the operator's prepare-model-cache init container runs (`python -m berth_runtime.fetch.cache_root`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from berth_runtime.cli import main
+from berth_runtime.fetch.cache_root import hand_over
+from berth_runtime.fetch.cache_root import main as cache_root_main
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--cache-budget-bytes", "1000"], ["--cache-root", "/cache", "--cache-budget-bytes", "0"]],
+    ids=["budget without a root", "zero budget"],
+)
+def test_a_budget_needs_a_root_and_must_be_positive(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fetch", "hf://org/name", str(tmp_path / "model"), *extra]) == 2
+    error = capsys.readouterr().err
+    assert "--cache-budget-bytes" in error and "positive number of bytes together with --cache-root" in error
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_cache_root_is_handed_to_the_fetch_user(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("changing a folder's owner needs root (the prepare-model-cache container runs as root)")
+    root = tmp_path / "var" / "cache" / "berth-models"
+    assert hand_over(root, 65532)
+    status = root.stat()
+    assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (65532, 65532, 0o755)
+    assert not hand_over(root, 65532), "a root that already belongs to the user is left alone"
+
+
+@pytest.mark.parametrize("argv", [[], ["relative/path", "65532"], ["/cache", "nobody"]])
+def test_the_hand_over_refuses_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cache_root_main(argv) == 2
+    assert "usage: python -m berth_runtime.fetch.cache_root ROOT UID" in capsys.readouterr().err
