@@ -80,10 +80,10 @@ def test_processed_logits_equal_the_reference_bit_for_bit(params: dict[str, obje
     rng = random.Random(str(params))
     seqs = [random_case(rng, temperature=0.0, **params) for _ in range(8)]
     logits = torch.randn(len(seqs), VOCAB, generator=torch.Generator().manual_seed(1)) * 3
-    processed = sampler().process(logits, seqs, [0] * len(seqs))
+    processed = sampler().process(logits.clone(), seqs, [0] * len(seqs))
     for row, seq in enumerate(seqs):
         assert torch.equal(processed[row], reference_processed(logits[row], seq))
-    tokens, _ = sampler()(logits, seqs)
+    tokens, _ = sampler()(logits.clone(), seqs)
     assert tokens == [int(reference_processed(logits[row], seq).argmax()) for row, seq in enumerate(seqs)]
 
 
@@ -96,11 +96,14 @@ def test_a_mixed_batch_leaves_plain_rows_untouched() -> None:
     ]
     seqs = [seq for pair in zip(plain + penalised, penalised + plain, strict=False) for seq in pair]
     logits = torch.randn(len(seqs), VOCAB)
-    processed = sampler().process(logits, seqs, [0] * len(seqs))
+    processed = sampler().process(logits.clone(), seqs, [0] * len(seqs))
     for row, seq in enumerate(seqs):
         expected = logits[row] if seq in plain else reference_processed(logits[row], seq)
         assert torch.equal(processed[row], expected)
-    assert sampler().process(logits, plain, [0] * 3) is logits  # nothing asked: no copy, no work
+    plain_logits = logits[:3].clone()
+    unchanged = plain_logits.clone()
+    assert sampler().process(plain_logits, plain, [0] * 3) is plain_logits  # nothing asked: no work
+    assert torch.equal(plain_logits, unchanged)
 
 
 def hf_warped(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -131,7 +134,7 @@ def test_sampled_distribution_matches_transformers_warpers(params: dict[str, obj
     seqs = [random_case(rng, seed=100 + index, **params) for index in range(16)]
     logits = torch.randn(len(seqs), VOCAB, generator=torch.Generator().manual_seed(2)) * 2
     the_sampler = sampler()
-    processed = the_sampler.process(logits, seqs, [0] * len(seqs))
+    processed = the_sampler.process(logits.clone(), seqs, [0] * len(seqs))
     probs = the_sampler.probabilities(processed, seqs)
     expected_tokens = []
     for row, seq in enumerate(seqs):
@@ -140,7 +143,7 @@ def test_sampled_distribution_matches_transformers_warpers(params: dict[str, obj
         torch.testing.assert_close(probs[row] / probs[row].sum(), torch.softmax(warped, dim=-1))
         noise = torch.empty(VOCAB).exponential_(generator=torch.Generator().manual_seed(seq.params.seed))
         expected_tokens.append(int((torch.softmax(warped, dim=-1) / noise).argmax()))
-    tokens, _ = sampler()(logits, seqs)
+    tokens, _ = sampler()(logits.clone(), seqs)
     assert tokens == expected_tokens
 
 
@@ -158,7 +161,7 @@ def test_draft_positions_count_the_drafts_before_them() -> None:
     )
     seq.draft_token_ids = [2, 2, 60, 2]
     logits = torch.randn(5, VOCAB)
-    processed = sampler().process(logits, [seq] * 5, list(range(5)))
+    processed = sampler().process(logits.clone(), [seq] * 5, list(range(5)))
     for position in range(5):
         expected = reference_processed(logits[position], seq, seq.draft_token_ids[:position])
         assert torch.equal(processed[position], expected)
@@ -170,7 +173,7 @@ def test_counts_follow_the_output_as_it_grows() -> None:
     the_sampler = sampler()
     for step in range(6):
         logits = torch.randn(1, VOCAB)
-        processed = the_sampler.process(logits, [seq], [0])
+        processed = the_sampler.process(logits.clone(), [seq], [0])
         assert torch.equal(processed[0], reference_processed(logits[0], seq)), step
         seq.token_ids += [rng.randrange(8) for _ in range(step % 3 + 1)]  # 1..3 tokens a step
 
@@ -188,7 +191,7 @@ def test_logit_bias_forces_and_bans_even_when_sampling() -> None:
 def test_logprobs_stay_those_of_the_raw_logits() -> None:
     logits = torch.randn(1, VOCAB)
     seq = make_seq(SamplingParams(temperature=0.0, logprobs=2, logit_bias={"5": 100}), [0], [])
-    tokens, logprobs = sampler()(logits, [seq])
+    tokens, logprobs = sampler()(logits.clone(), [seq])
     assert tokens == [5]
     entry = logprobs[0]
     assert entry is not None and entry.logprob == pytest.approx(float(torch.log_softmax(logits[0], -1)[5]))

@@ -115,9 +115,9 @@ def test_frequency_penalty_cuts_repeats_on_a_tiny_random_model(engine: LLMEngine
 
 
 REPEAT_FRIENDLY = [
-    {"frequency_penalty": -1.0},
-    {"presence_penalty": -1.5, "repetition_penalty": 0.8},
-    {"repetition_penalty": 0.7, "frequency_penalty": 0.3, "logit_bias": {"44": 2}},
+    {"frequency_penalty": -2.0},
+    {"frequency_penalty": -1.0, "presence_penalty": 1.0},
+    {"repetition_penalty": 0.7, "frequency_penalty": -1.5, "logit_bias": {"44": 2}},
 ]
 """Penalties that favour repeats, so prompt-lookup drafts get accepted and each draft position's
 counts (the drafts before it) decide the next token."""

@@ -1,25 +1,26 @@
 """Logit processors that depend on the request rather than on the model: `logit_bias` and the
 presence, frequency and repetition penalties, applied per row of a batch.
 
-Penalties need, per request, how often each token occurs in its output and which tokens its prompt
-holds. Rebuilding that from the token lists every step would cost host time in proportion to the
-whole context, so each penalised sequence keeps `TokenCounts` on the logits' device, created at its
-first sampled step and then brought up to date with only the tokens added since (one small op per
-sequence a step). A step gathers its penalised rows' counts in one stack; a row that scores
-speculative drafts also counts the drafts before it, so each position is judged on its own history
-exactly as plain decoding would judge it.
+A penalty only ever changes the logits of tokens the request has already seen, a few hundred or
+thousand ids against a vocabulary of 32k-256k, so the work is sparse: each penalised sequence keeps
+its distinct prompt and output tokens with their output counts on the host (`TokenCounts`, brought up
+to date with only the tokens added since the last step), a step sends the (row, token, count) triples
+of its penalised rows in one transfer, gathers those logits, applies the rules elementwise and
+scatters them back. Nothing is proportional to the vocabulary and there is no per-sequence device
+op. A row that scores speculative drafts also counts the drafts before it, so each position is
+judged on its own history exactly as plain decoding would judge it.
 
 Order (vLLM's): logit_bias is added first, then the repetition penalty (`transformers`' rule over
 prompt and output tokens: divide a positive logit, multiply a negative one), then frequency and
-presence (OpenAI's rule over output tokens: logit -= frequency * count + presence * [count > 0]).
-Rows without these settings are never written, so their logits stay bit for bit what they were.
+presence (OpenAI's rule over output tokens: logit -= frequency * count, then -= presence * [count >
+0]). Rows without these settings are never written, so their logits stay bit for bit what they were.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from berth_runtime.engine.host_to_device import to_device
@@ -28,41 +29,62 @@ if TYPE_CHECKING:
     from berth_runtime.engine.sequence import Sequence
 
 
-@dataclass(eq=False)
 class TokenCounts:
-    """One penalised sequence's token statistics, on the device where its logits are."""
+    """One penalised sequence's distinct tokens (prompt and output), each with its output count."""
 
-    output_counts: torch.Tensor
-    """[vocab] int32: how often each token occurs in the output so far."""
-    in_prompt: torch.Tensor
-    """[vocab] bool: whether each token occurs in the prompt."""
-    num_counted: int = 0
-    """Output tokens already in `output_counts`."""
-
-    @classmethod
-    def of(cls, seq: Sequence, vocab: int, device: torch.device) -> TokenCounts:
-        in_prompt = torch.zeros(vocab, dtype=torch.bool, device=device)
-        in_prompt[to_device(seq.prompt_token_ids, torch.int64, device)] = True
-        counts = cls(torch.zeros(vocab, dtype=torch.int32, device=device), in_prompt)
-        counts.update(seq)
-        return counts
+    def __init__(self, prompt_token_ids: list[int]) -> None:
+        distinct = np.unique(np.asarray(prompt_token_ids, dtype=np.int64))
+        capacity = max(2 * distinct.size, 64)
+        self.token_ids = np.zeros(capacity, dtype=np.int64)
+        """[capacity]: the first `size` entries are the distinct tokens seen, in first-seen order."""
+        self.counts = np.zeros(capacity, dtype=np.float32)
+        """[capacity]: each token's occurrences in the output (0 for a token only in the prompt)."""
+        self.size = distinct.size
+        self.token_ids[: self.size] = distinct
+        self.slot_of = {token_id: slot for slot, token_id in enumerate(distinct.tolist())}
+        self.num_counted = 0
+        """Output tokens already counted."""
 
     def update(self, seq: Sequence) -> None:
         """Counts the output tokens `seq` gained since the last update."""
-        new_tokens = seq.token_ids[seq.num_prompt_tokens + self.num_counted :]
-        if not new_tokens:
-            return
-        device = self.output_counts.device
-        self.output_counts.index_put_(
-            (to_device(new_tokens, torch.int64, device),),
-            torch.ones(len(new_tokens), dtype=torch.int32, device=device),
-            accumulate=True,
+        for token_id in seq.token_ids[seq.num_prompt_tokens + self.num_counted :]:
+            slot = self.slot_of.get(token_id)
+            if slot is None:
+                slot = self._add(token_id)
+            self.counts[slot] += 1
+        self.num_counted = seq.num_output_tokens
+
+    def with_drafts(self, drafts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, counts) as if `drafts` had been generated too; views when there are none."""
+        token_ids, counts = self.token_ids[: self.size], self.counts[: self.size]
+        if not drafts:
+            return token_ids, counts
+        counts = counts.copy()
+        unseen: dict[int, int] = {}
+        for token_id in drafts:
+            slot = self.slot_of.get(token_id)
+            if slot is None:
+                unseen[token_id] = unseen.get(token_id, 0) + 1
+            else:
+                counts[slot] += 1
+        return (
+            np.concatenate([token_ids, np.fromiter(unseen, dtype=np.int64, count=len(unseen))]),
+            np.concatenate([counts, np.fromiter(unseen.values(), dtype=np.float32, count=len(unseen))]),
         )
-        self.num_counted += len(new_tokens)
+
+    def _add(self, token_id: int) -> int:
+        if self.size == self.token_ids.size:
+            self.token_ids = np.concatenate([self.token_ids, np.zeros_like(self.token_ids)])
+            self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
+        slot = self.size
+        self.token_ids[slot] = token_id
+        self.slot_of[token_id] = slot
+        self.size += 1
+        return slot
 
 
-def apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> bool:
-    """Adds each row's logit_bias to `logits` [rows, vocab] in place; False when no row has one."""
+def apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> None:
+    """Adds each row's logit_bias to `logits` [rows, vocab] in place."""
     rows: list[int] = []
     tokens: list[int] = []
     biases: list[float] = []
@@ -72,71 +94,61 @@ def apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> bool:
             tokens.append(token_id)
             biases.append(bias)
     if not rows:
-        return False
+        return
     device = logits.device
     logits.index_put_(
         (to_device(rows, torch.int64, device), to_device(tokens, torch.int64, device)),
         to_device(biases, torch.float32, device),
         accumulate=True,
     )
-    return True
 
 
-def apply_penalties(logits: torch.Tensor, seqs: list[Sequence], draft_prefix: list[int]) -> bool:
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int]) -> None:
     """Applies the repetition, frequency and presence penalties to `logits` [rows, vocab] in place.
 
-    Row i belongs to `seqs[i]` with the first `draft_prefix[i]` of its draft tokens taken as already
-    generated. Returns False (and touches nothing) when no row has a penalty.
+    Row i belongs to `seqs[i]` with the first `drafts_before[i]` of its draft tokens taken as
+    already generated.
     """
     penalised = [row for row, seq in enumerate(seqs) if seq.params.has_penalties]
     if not penalised:
-        return False
-    vocab, device = logits.shape[1], logits.device
-    states: dict[int, TokenCounts] = {}  # one per sequence, however many rows it has
+        return
+    token_ids: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    updated: set[int] = set()  # a sequence with drafts has several rows; count its tokens once
     for row in penalised:
         seq = seqs[row]
-        if id(seq) in states:
-            continue
         if seq.token_counts is None:
-            seq.token_counts = TokenCounts.of(seq, vocab, device)
-        else:
+            seq.token_counts = TokenCounts(seq.prompt_token_ids)
+        if id(seq) not in updated:
             seq.token_counts.update(seq)
-        states[id(seq)] = seq.token_counts
-    row_states = [states[id(seqs[row])] for row in penalised]
-    counts = torch.stack([state.output_counts for state in row_states])  # [P, vocab] int32
-    _add_drafts(counts, [seqs[row] for row in penalised], [draft_prefix[row] for row in penalised])
-    params = [seqs[row].params for row in penalised]
-    index = to_device(penalised, torch.int64, device)
-    penalised_logits = logits[index]  # [P, vocab]
+            updated.add(id(seq))
+        row_token_ids, row_counts = seq.token_counts.with_drafts(seq.draft_token_ids[: drafts_before[row]])
+        token_ids.append(row_token_ids)
+        counts.append(row_counts)
+    # where: [2, entries] the logits row and token id of each (row, distinct token) entry
+    where = np.empty((2, sum(ids.size for ids in token_ids)), dtype=np.int64)
+    where[0] = np.repeat(penalised, [ids.size for ids in token_ids])
+    where[1] = np.concatenate(token_ids)
+    device = logits.device
+    where_on_device = _from_numpy(where, device)
+    rows, columns = where_on_device[0], where_on_device[1]
+    penalised_logits = logits[rows, columns]  # [entries]
+    params = [seq.params for seq in seqs]
     if any(p.repetition_penalty != 1 for p in params):
-        seen = counts > 0
-        seen |= torch.stack([state.in_prompt for state in row_states])
-        repetition = to_device([p.repetition_penalty for p in params], torch.float32, device)[:, None]
-        repeated = torch.where(
+        repetition = to_device([p.repetition_penalty for p in params], torch.float32, device)[rows]
+        penalised_logits = torch.where(
             penalised_logits < 0, penalised_logits * repetition, penalised_logits / repetition
         )
-        penalised_logits = torch.where(seen, repeated, penalised_logits)
     if any(p.frequency_penalty != 0 or p.presence_penalty != 0 for p in params):
-        frequency = to_device([p.frequency_penalty for p in params], torch.float32, device)[:, None]
-        presence = to_device([p.presence_penalty for p in params], torch.float32, device)[:, None]
-        penalised_logits = penalised_logits - frequency * counts - presence * (counts > 0)
-    logits[index] = penalised_logits
-    return True
+        output_counts = _from_numpy(np.concatenate(counts), device)
+        frequency = to_device([p.frequency_penalty for p in params], torch.float32, device)[rows]
+        presence = to_device([p.presence_penalty for p in params], torch.float32, device)[rows]
+        penalised_logits = penalised_logits - frequency * output_counts - presence * (output_counts > 0)
+    logits[rows, columns] = penalised_logits
 
 
-def _add_drafts(counts: torch.Tensor, seqs: list[Sequence], draft_prefix: list[int]) -> None:
-    """Counts row i's first `draft_prefix[i]` drafts into `counts` [rows, vocab] (only that row's)."""
-    rows: list[int] = []
-    tokens: list[int] = []
-    for row, (seq, prefix) in enumerate(zip(seqs, draft_prefix, strict=True)):
-        drafts = seq.draft_token_ids[:prefix]
-        rows += [row] * len(drafts)
-        tokens += drafts
-    if not rows:
-        return
-    device = counts.device
-    counts.index_put_(
-        (to_device(rows, torch.int64, device), to_device(tokens, torch.int64, device)),
-        torch.ones(len(rows), dtype=torch.int32, device=device),
-        accumulate=True,
-    )
+def _from_numpy(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor

@@ -26,12 +26,13 @@ class Sampler:
         self.generator = generator
         """Shared random stream for requests without a seed."""
 
+    @torch.inference_mode()
     def __call__(
         self, logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int] | None = None
     ) -> tuple[list[int], list[TokenLogprob | None]]:
-        """logits: [rows, vocab] fp32, one row per entry of `seqs`. A sequence scoring speculative
-        drafts has one row per position: `drafts_before[row]` of its drafts precede that row's token
-        (all zero when None)."""
+        """logits: [rows, vocab] fp32, one row per entry of `seqs` (overwritten by the processors).
+        A sequence scoring speculative drafts has one row per position: `drafts_before[row]` of its
+        drafts precede that row's token (all zero when None)."""
         rows = logits.shape[0]
         device = logits.device
         want_logprobs = [index for index, seq in enumerate(seqs) if seq.params.logprobs is not None]
@@ -61,16 +62,15 @@ class Sampler:
                 logprobs[index] = entry
         return token_ids, logprobs
 
+    @torch.inference_mode()
     def process(self, logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int]) -> torch.Tensor:
-        """The logits after the request-dependent processors (min_tokens, logit_bias, penalties): a
-        processed copy, or `logits` itself when no row needs any."""
-        if not any(self._needs_processing(seq) for seq in seqs):
-            return logits
-        processed = logits.clone()
-        self._mask_end_tokens(processed, seqs)
-        apply_logit_bias(processed, seqs)
-        apply_penalties(processed, seqs, drafts_before)
-        return processed
+        """`logits` after the request-dependent processors (min_tokens, logit_bias, penalties),
+        processed in place: a step's logits are used once, and a copy would cost a pass over them."""
+        if any(self._needs_processing(seq) for seq in seqs):
+            self._mask_end_tokens(logits, seqs)
+            apply_logit_bias(logits, seqs)
+            apply_penalties(logits, seqs, drafts_before)
+        return logits
 
     def probabilities(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """[rows, vocab] the distribution sampled rows draw from (rows need not sum to 1): processed
