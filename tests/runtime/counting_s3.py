@@ -68,7 +68,13 @@ def counting_s3_server() -> Iterator[CountingS3]:
 
 def upload_model(endpoint: str, bucket: str, prefix: str, model_dir: Path) -> dict[str, bytes]:
     """Put every file of `model_dir` under `prefix`; returns the uploaded content by file name."""
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     if bucket not in [existing["Name"] for existing in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=bucket)
     uploaded = {}
