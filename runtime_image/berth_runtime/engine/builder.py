@@ -23,7 +23,7 @@ from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.engine.speculation import NgramSpeculator
 from berth_runtime.models.checkpoint import open_checkpoint
-from berth_runtime.models.llama import KVCache, LlamaForCausalLM
+from berth_runtime.models.interface import CausalLM, KVCache
 from berth_runtime.models.model_config import ModelConfig
 from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
@@ -61,7 +61,7 @@ def _blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
-def _profile_peak_bytes(model: LlamaForCausalLM, config: RuntimeConfig, dtype: torch.dtype) -> int:
+def _profile_peak_bytes(model: CausalLM, config: RuntimeConfig, dtype: torch.dtype) -> int:
     """Peak device memory of one forward over a full token budget (weights + activations)."""
     device = torch.device(str(config.device))
     tokens = min(config.max_num_batched_tokens, model.max_positions)
@@ -81,7 +81,7 @@ def _profile_peak_bytes(model: LlamaForCausalLM, config: RuntimeConfig, dtype: t
 
 
 def resolve_num_kv_blocks(
-    config: RuntimeConfig, model: LlamaForCausalLM, dtype: torch.dtype, max_model_len: int
+    config: RuntimeConfig, model: CausalLM, dtype: torch.dtype, max_model_len: int
 ) -> int:
     per_block = kv_cache_bytes_per_block(model, config.block_size, dtype)
     needed = _blocks_for(max_model_len, config.block_size)
@@ -106,7 +106,7 @@ def resolve_num_kv_blocks(
 
 def _captured_decode_graphs(
     config: RuntimeConfig,
-    model: LlamaForCausalLM,
+    model: CausalLM,
     kv_caches: list[KVCache],
     max_model_len: int,
     device: torch.device,
@@ -151,7 +151,7 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
     scheduler = Scheduler(block_manager, config.max_num_seqs, config.max_num_batched_tokens)
     runner = ModelRunner(model, kv_caches, config.block_size, device)
-    if device.type == "cuda" and model.use_kernel_ops:
+    if device.type == "cuda" and model.supports_decode_graphs:
         runner.decode_graphs = _captured_decode_graphs(config, model, kv_caches, max_model_len, device)
     eos_token_ids = tuple(dict.fromkeys(tokenizer.eos_token_ids + model_config.eos_token_ids))
     speculator = None

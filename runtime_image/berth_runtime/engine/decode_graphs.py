@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata
-from berth_runtime.models.llama import KVCache, LlamaForCausalLM
+from berth_runtime.models.interface import CausalLM, KVCache
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -35,7 +35,7 @@ def batch_buckets(max_batch_size: int) -> list[int]:
 class DecodeGraphs:
     def __init__(
         self,
-        model: LlamaForCausalLM,
+        model: CausalLM,
         kv_caches: list[KVCache],
         block_size: int,
         max_model_len: int,
@@ -43,9 +43,10 @@ class DecodeGraphs:
         device: torch.device,
         capture: bool,
     ) -> None:
-        if not model.use_kernel_ops:
+        if not model.supports_decode_graphs:
             raise ValueError(
-                "decode graphs need the kernel layer ops (padding rows); the model runs the references"
+                "decode graphs need the kernel layer ops (padding rows) for every step of the decode; "
+                "the model runs some on the torch references"
             )
         self.model = model
         self.kv_caches = kv_caches

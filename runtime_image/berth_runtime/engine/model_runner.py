@@ -18,7 +18,7 @@ from berth_runtime.engine.attention_metadata import AttentionMetadata, pack_pref
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
-from berth_runtime.models.llama import KVCache, LlamaForCausalLM
+from berth_runtime.models.interface import CausalLM, KVCache, KVLayout
 
 
 @dataclass
@@ -59,26 +59,27 @@ class StepResult:
 
 
 def allocate_kv_caches(
-    model: LlamaForCausalLM, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
+    model: CausalLM, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> list[KVCache]:
-    """Zeroed (masked padding must never read NaN garbage) key and value caches for every layer."""
-    config = model.config
-    shape = (num_blocks, block_size, config.num_kv_heads, config.head_dim)
+    """Zeroed (masked padding must never read NaN garbage) key and value caches for every layer, in
+    the layout the model asks for."""
+    layout: KVLayout = model.kv_layout
+    shape = (num_blocks, block_size, layout.num_kv_heads, layout.head_dim)
     return [
         (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-        for _ in range(config.num_layers)
+        for _ in range(layout.num_layers)
     ]
 
 
-def kv_cache_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
-    config = model.config
+def kv_cache_bytes_per_block(model: CausalLM, block_size: int, dtype: torch.dtype) -> int:
+    layout = model.kv_layout
     element_size = torch.empty(0, dtype=dtype).element_size()
-    return 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim * element_size
+    return 2 * layout.num_layers * block_size * layout.num_kv_heads * layout.head_dim * element_size
 
 
 class ModelRunner:
     def __init__(
-        self, model: LlamaForCausalLM, kv_caches: list[KVCache], block_size: int, device: torch.device
+        self, model: CausalLM, kv_caches: list[KVCache], block_size: int, device: torch.device
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches

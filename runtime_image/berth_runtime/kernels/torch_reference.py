@@ -8,6 +8,9 @@ elementwise kernels equal these functions bit for bit. The kernel tests compare 
 function here (docs/kernels.md pairs them); `layer_ops` falls back to them for tensors no kernel can
 take.
 
+Attention also takes what only some families use and no kernel does yet: a sliding window (a query
+sees itself and the window - 1 keys before it, masked here) and logit soft-capping (Gemma 2).
+
 What these do not take: padding rows (a negative slot, a context of length 0), which only the
 kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
 
@@ -44,6 +47,12 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """gate_up: [tokens, 2 * intermediate] (gate first, then up) -> [tokens, intermediate]."""
     gate, up = gate_up.chunk(2, dim=-1)
     return functional.silu(gate) * up
+
+
+def gelu_tanh_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """GeGLU (Gemma): gate_up [tokens, 2 * intermediate] (gate first) -> gelu_tanh(gate) * up."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return functional.gelu(gate, approximate="tanh") * up
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -110,33 +119,35 @@ def paged_attention(
     value_cache: torch.Tensor,
     metadata: AttentionMetadata,
     scale: float,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """A step's attention: query [tokens, heads, head_dim] -> same shape, causal over the cache (its
-    own keys and values already stored), the prefill rows first, then the decodes."""
-    if metadata.prefill_batch is None:  # decodes only: the common step, without an extra copy
+    own keys and values already stored), the prefill rows first, then the decodes; within
+    `sliding_window` keys when given, scores soft-capped at `logit_softcap` when given."""
+    start = metadata.decode_start
+
+    def decodes(decode_query: torch.Tensor) -> torch.Tensor:
         return decode_attention(
-            query,
+            decode_query,
             key_cache,
             value_cache,
             metadata.decode_block_tables,
             metadata.decode_context_lens,
             scale,
             metadata.decode_max_context_len,
+            sliding_window,
+            logit_softcap,
         )
+
+    if metadata.prefill_batch is None:  # decodes only: the common step, without an extra copy
+        return decodes(query)
     output = torch.empty_like(query)
-    output[: metadata.decode_start] = prefill_attention(
-        query[: metadata.decode_start], key_cache, value_cache, metadata.prefill_batch, scale
+    output[:start] = prefill_attention(
+        query[:start], key_cache, value_cache, metadata.prefill_batch, scale, sliding_window, logit_softcap
     )
-    if metadata.decode_start < query.shape[0]:
-        output[metadata.decode_start :] = decode_attention(
-            query[metadata.decode_start :],
-            key_cache,
-            value_cache,
-            metadata.decode_block_tables,
-            metadata.decode_context_lens,
-            scale,
-            metadata.decode_max_context_len,
-        )
+    if start < query.shape[0]:
+        output[start:] = decodes(query[start:])
     return output
 
 
@@ -146,6 +157,8 @@ def prefill_attention(
     value_cache: torch.Tensor,
     batch: PrefillBatch,
     scale: float,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """Each multi-token row attended on its own over its context: query [prefill tokens, heads,
     head_dim], the rows packed as `batch` says, each row's tokens the last of its context (a whole
@@ -159,18 +172,59 @@ def prefill_attention(
         rows = slice(batch.query_offsets[row], batch.query_offsets[row + 1])
         context = slice(batch.context_offsets[row], batch.context_offsets[row + 1])
         output[rows] = _attend_prefill_row(
-            query[rows], keys[context].transpose(0, 1), values[context].transpose(0, 1), scale
+            query[rows],
+            keys[context].transpose(0, 1),
+            values[context].transpose(0, 1),
+            scale,
+            sliding_window,
+            logit_softcap,
         )
     return output
 
 
+def _attend(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    logit_softcap: float | None,
+) -> torch.Tensor:
+    """Attention with a boolean `mask` (True = attend), scores soft-capped when `logit_softcap` is set
+    (as transformers' eager path: cap, mask, softmax in fp32). query [..., heads, q, head_dim], keys and
+    values [..., kv_heads, k, head_dim]."""
+    if logit_softcap is None:
+        return functional.scaled_dot_product_attention(
+            query, keys, values, attn_mask=mask, scale=scale, enable_gqa=True
+        )
+    groups = query.shape[-3] // keys.shape[-3]
+    keys = keys.repeat_interleave(groups, dim=-3)
+    values = values.repeat_interleave(groups, dim=-3)
+    scores = torch.tanh((query @ keys.transpose(-1, -2)) * scale / logit_softcap) * logit_softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype) @ values
+
+
 def _attend_prefill_row(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """query: [query_len, heads, head_dim]; keys, values: [kv_heads, context_len, head_dim]."""
     query_len, context_len = query.shape[0], keys.shape[1]
     heads_first = query.transpose(0, 1)  # [heads, query_len, head_dim]
-    if context_len == query_len:
+    if sliding_window is not None or logit_softcap is not None:
+        query_positions = torch.arange(context_len - query_len, context_len, device=query.device)
+        key_positions = torch.arange(context_len, device=query.device)
+        offsets = query_positions.unsqueeze(1) - key_positions.unsqueeze(0)  # [query_len, context_len]
+        mask = offsets >= 0
+        if sliding_window is not None:
+            mask &= offsets < sliding_window
+        out = _attend(heads_first, keys, values, mask, scale, logit_softcap)
+    elif context_len == query_len:
         out = functional.scaled_dot_product_attention(
             heads_first, keys, values, is_causal=True, scale=scale, enable_gqa=True
         )
@@ -193,11 +247,14 @@ def decode_attention(
     context_lens: torch.Tensor,
     scale: float,
     max_context_len: int | None = None,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """One query token per sequence over its cached context (its own token included): query
     [decodes, heads, head_dim] -> same shape. block_tables: [decodes, max_blocks] block ids (entries
     past a context are masked out); context_lens: [decodes], each >= 1; max_context_len: their
-    maximum as a host int (read from context_lens when None)."""
+    maximum as a host int (read from context_lens when None); the last `sliding_window` keys only,
+    when given."""
     decodes = query.shape[0]
     max_len = int(context_lens.max()) if max_context_len is None else max_context_len
     # [decodes, max_blocks * block_size, kv_heads, head_dim] -> [decodes, kv_heads, max_len, head_dim];
@@ -208,13 +265,15 @@ def decode_attention(
     values = values[:, :max_len].transpose(1, 2)
     positions = torch.arange(max_len, device=query.device)
     mask = positions.unsqueeze(0) < context_lens.unsqueeze(1)  # [decodes, max_len]
-    out = functional.scaled_dot_product_attention(
+    if sliding_window is not None:
+        mask &= positions.unsqueeze(0) >= context_lens.unsqueeze(1) - sliding_window
+    out = _attend(
         query.view(decodes, -1, 1, query.shape[-1]),  # [decodes, heads, 1, head_dim]
         keys,
         values,
-        attn_mask=mask.view(decodes, 1, 1, max_len),
-        scale=scale,
-        enable_gqa=True,
+        mask.view(decodes, 1, 1, max_len),
+        scale,
+        logit_softcap,
     )
     return out.view(decodes, -1, query.shape[-1])
 

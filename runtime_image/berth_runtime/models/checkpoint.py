@@ -16,7 +16,7 @@ import torch
 from berth_runtime.models.gguf_reader import GGUF_SUFFIX, GGUFModelFile, is_gguf_file
 from berth_runtime.models.gguf_tokenizer import load_gguf_tokenizer
 from berth_runtime.models.gguf_weights import load_gguf_weights
-from berth_runtime.models.llama import LlamaForCausalLM
+from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.loader import build_model, load_model
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config
 from berth_runtime.tokenizer import Tokenizer
@@ -56,7 +56,7 @@ class Checkpoint:
     tokenizer: Tokenizer
     gguf_file: GGUFModelFile | None
 
-    def load_model(self, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaForCausalLM:
+    def load_model(self, dtype: torch.dtype, device: torch.device, max_positions: int) -> CausalLM:
         """The model on `device` in `dtype` with every weight loaded (GGUF tensors dequantized)."""
         gguf_file = self.gguf_file
         if gguf_file is None:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from berth_runtime.models.gguf_reader import GGUFModelFile
+from berth_runtime.models.layers import fused_split_sizes
 from berth_runtime.models.llama import LlamaForCausalLM
-from berth_runtime.models.loader import fused_split_sizes
 from berth_runtime.models.model_config import ModelDirectoryError
 
 _LAYER = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")

@@ -1,8 +1,9 @@
 """Loads a Hugging Face layout directory (config.json + single or sharded safetensors) into a model.
 
-Checkpoint tensors keep Hugging Face's names; this module maps them onto the fused layout of
-`LlamaForCausalLM` (q/k/v -> qkv_proj, gate/up -> gate_up_proj), checks every shape, and fails with
-the file and tensor name when something is missing, unexpected or the wrong shape.
+Checkpoint tensors keep Hugging Face's names; the model says where each goes
+(`CausalLM.checkpoint_destination`: q/k/v -> qkv_proj, gate/up -> gate_up_proj, …), so one loader
+serves every family. Every shape is checked; a tensor missing, unexpected or the wrong shape fails
+with the file and tensor name.
 """
 
 from __future__ import annotations
@@ -10,28 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import safe_open
 
-from berth_runtime.models.llama import LlamaForCausalLM
+from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config, read_json
+from berth_runtime.models.registry import ARCHITECTURES
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # Checkpoint entries that are derived state, not weights.
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-# Checkpoint suffix -> (our parameter suffix, shard index inside the fused parameter or None).
-_LAYER_TENSORS: dict[str, tuple[str, int | None]] = {
-    "self_attn.q_proj": ("qkv_proj", 0),
-    "self_attn.k_proj": ("qkv_proj", 1),
-    "self_attn.v_proj": ("qkv_proj", 2),
-    "self_attn.o_proj": ("o_proj", None),
-    "mlp.gate_proj": ("gate_up_proj", 0),
-    "mlp.up_proj": ("gate_up_proj", 1),
-    "mlp.down_proj": ("down_proj", None),
-}
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -59,48 +51,11 @@ def weight_files(model_dir: Path) -> list[Path]:
     )
 
 
-def fused_split_sizes(config: ModelConfig, fused: str) -> list[int]:
-    """Rows of each checkpoint tensor inside a fused parameter (q, k, v of qkv_proj; gate, up of
-    gate_up_proj)."""
-    if fused == "qkv_proj":
-        kv = config.num_kv_heads * config.head_dim
-        return [config.num_heads * config.head_dim, kv, kv]
-    return [config.intermediate_size, config.intermediate_size]
-
-
-def _target(
-    model: LlamaForCausalLM, params: dict[str, torch.nn.Parameter], name: str
-) -> tuple[torch.Tensor, int | None, str] | None:
-    """(destination parameter, shard index, fused name) for a checkpoint tensor name, None if unknown."""
-    if name == "model.embed_tokens.weight":
-        return params["embed_tokens.weight"], None, ""
-    if name == "model.norm.weight":
-        return params["norm"], None, ""
-    if name == "lm_head.weight":
-        return (model.lm_head, None, "") if model.lm_head is not None else None
-    match = _LAYER.match(name)
-    if match is None:
-        return None
-    layer, suffix = int(match.group(1)), match.group(2)
-    if layer >= model.config.num_layers:
-        return None
-    prefix = f"layers.{layer}."
-    if suffix in ("input_layernorm.weight", "post_attention_layernorm.weight"):
-        return params[prefix + suffix.removesuffix(".weight")], None, ""
-    module, _, kind = suffix.rpartition(".")
-    if module not in _LAYER_TENSORS or kind not in ("weight", "bias"):
-        return None
-    ours, shard = _LAYER_TENSORS[module]
-    destination = params.get(f"{prefix}{ours}.{kind}")
-    if destination is None:
-        return None
-    return destination, shard, ours
-
-
-def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
-    """Copies every checkpoint tensor into `model` (dtype converted), then checks nothing is missing."""
+def load_weights(model: CausalLM, files: list[Path]) -> None:
+    """Copies every checkpoint tensor into `model` (dtype converted) where the model says it goes, then
+    checks nothing is missing."""
     config = model.config
-    params = dict(model.named_parameters())
+    params = dict(cast(torch.nn.Module, model).named_parameters())
     filled: dict[int, int] = {}  # id(parameter) -> elements written
     with torch.no_grad():
         for path in files:
@@ -108,7 +63,7 @@ def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
                 for name in checkpoint.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if _IGNORED.match(name):
                         continue
-                    target = _target(model, params, name)
+                    target = model.checkpoint_destination(name)
                     if target is None:
                         if name == "lm_head.weight" and config.tie_word_embeddings:
                             continue
@@ -116,18 +71,15 @@ def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
                             f"{path.name}: unexpected tensor {name!r} for {config.architecture}; "
                             "is config.json from the same checkpoint?"
                         )
-                    destination, shard, fused = target
                     tensor = checkpoint.get_tensor(name)
-                    if shard is not None:
-                        sizes = fused_split_sizes(config, fused)
-                        destination = destination.narrow(0, sum(sizes[:shard]), sizes[shard])
+                    destination = target.view()
                     if tuple(tensor.shape) != tuple(destination.shape):
                         raise ModelDirectoryError(
                             f"{path.name}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                             f"config.json implies {tuple(destination.shape)}"
                         )
-                    destination.copy_(tensor)
-                    key = id(target[0])
+                    destination.copy_(tensor.float() + target.add if target.add else tensor)
+                    key = id(target.parameter)
                     filled[key] = filled.get(key, 0) + tensor.numel()
     missing = [name for name, p in params.items() if filled.get(id(p), 0) != p.numel()]
     if missing:
@@ -141,22 +93,22 @@ def build_model(
     dtype: torch.dtype,
     device: torch.device,
     max_positions: int,
-    load_weights_into: Callable[[LlamaForCausalLM], None],
-) -> LlamaForCausalLM:
-    """Allocates the model for `config` on `device` in `dtype` (no init pass) and fills it with
-    `load_weights_into`, the one step that differs between checkpoint formats."""
+    load_weights_into: Callable[[CausalLM], None],
+) -> CausalLM:
+    """Allocates the model for `config` (its family's class, see `registry`) on `device` in `dtype`
+    (no init pass) and fills it with `load_weights_into`, the one step that differs between
+    checkpoint formats."""
+    model_class = ARCHITECTURES[config.architecture].model_class
     with torch.device("meta"):
-        model = LlamaForCausalLM(config, dtype, max_positions)
-    model = model.to_empty(device=device)
+        module = cast(torch.nn.Module, model_class(config, dtype, max_positions))
+    model = cast(CausalLM, module.to_empty(device=device).eval())
     load_weights_into(model)
     model.init_rotary_tables(device)
     model.use_kernel_ops = device.type == "cuda"
-    return model.eval()
+    return model
 
 
-def load_model(
-    model_dir: Path, dtype: torch.dtype, device: torch.device, max_positions: int
-) -> LlamaForCausalLM:
+def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, max_positions: int) -> CausalLM:
     """Builds the model for `model_dir` on `device` in `dtype` with its weights loaded."""
     config = load_model_config(model_dir)
     files = weight_files(model_dir)

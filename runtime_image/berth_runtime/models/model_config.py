@@ -2,7 +2,8 @@
 
 Everything the engine needs about a model (shapes, rope, biases, context limit, EOS ids) is parsed
 here once; an unsupported architecture or a malformed config fails at start with a message that
-names the file, the field and what is accepted.
+names the file, the field and what is accepted. The fields every family shares are read here; each
+family module (`berth_runtime.models.registry`) reads what only its checkpoints carry.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from berth_runtime.models.rope import SUPPORTED_ROPE_TYPES, RopeScaling
-
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
 class ModelDirectoryError(ValueError):
@@ -39,7 +38,25 @@ class ModelConfig:
     mlp_bias: bool
     tie_word_embeddings: bool
     sliding_window: int | None
+    """A window over the whole model that caps the context (Mistral): within it, attention is full."""
     eos_token_ids: tuple[int, ...]
+    hidden_act: str = "silu"
+    """The gated MLP's activation: "silu" or "gelu_pytorch_tanh" (GeGLU)."""
+    rotary_dim: int | None = None
+    """Leading dimensions of each head that rope rotates; None for all (partial_rotary_factor < 1)."""
+    qk_norm: bool = False
+    """Per-head RMSNorm of queries and keys before rope (Qwen3, Gemma 3)."""
+    query_pre_attn_scalar: float | None = None
+    """Attention scores are scaled by its -1/2 power; None for head_dim's (Gemma)."""
+    attention_logit_softcap: float | None = None
+    """Scores become cap * tanh(scores / cap) before the softmax (Gemma 2)."""
+    final_logit_softcap: float | None = None
+    """Logits become cap * tanh(logits / cap) (Gemma 2)."""
+    layer_sliding_windows: tuple[int | None, ...] | None = None
+    """Per layer, the keys a query sees (itself and the window - 1 before it), None for all: masked in
+    the attention path (Gemma's local layers); unlike `sliding_window` it caps no context."""
+    local_rope: RopeScaling | None = None
+    """The rope of the sliding-window layers when it differs from `rope` (Gemma 3)."""
 
     @property
     def max_context_len(self) -> int:
@@ -71,9 +88,37 @@ def _int_field(config: dict[str, Any], name: str, path: Path, default: int | Non
     return value
 
 
-def _rope(config: dict[str, Any], path: Path) -> RopeScaling:
-    # transformers >= 5 writes rope_parameters (theta included); older configs rope_theta + rope_scaling.
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+def optional_number(config: dict[str, Any], name: str, path: Path) -> float | None:
+    value = config.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ModelDirectoryError(f"{path}: field {name!r} is {value!r}; accepted: null or a number > 0")
+    return float(value)
+
+
+def activation(config: dict[str, Any], path: Path, accepted: tuple[str, ...]) -> str:
+    """The MLP activation (`hidden_activation` or `hidden_act`), one of `accepted` (the first is the
+    default)."""
+    value = config.get("hidden_activation") or config.get("hidden_act") or accepted[0]
+    if value not in accepted:
+        raise ModelDirectoryError(
+            f"{path}: hidden_act {value!r} is not supported for {config['architectures'][0]}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+    return str(value)
+
+
+def rope_parameters(config: dict[str, Any]) -> Any:
+    """transformers >= 5 writes rope_parameters (theta included); older configs rope_theta + rope_scaling."""
+    return config.get("rope_parameters") or config.get("rope_scaling") or {}
+
+
+def parse_rope(
+    params: Any, config: dict[str, Any], path: Path, default_theta: float | None = None
+) -> RopeScaling:
+    """One rope setting from its parameters object; theta falls back to `default_theta`, then to
+    config.json's rope_theta, then to 10000."""
     if not isinstance(params, dict):
         raise ModelDirectoryError(f"{path}: rope_parameters/rope_scaling is {params!r}; accepted: an object")
     rope_type = params.get("rope_type", params.get("type", "default"))
@@ -81,15 +126,25 @@ def _rope(config: dict[str, Any], path: Path) -> RopeScaling:
         raise ModelDirectoryError(
             f"{path}: rope type {rope_type!r} is not supported; accepted: {', '.join(SUPPORTED_ROPE_TYPES)}"
         )
-    theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
+    theta = params.get("rope_theta", default_theta or config.get("rope_theta", 10000.0))
     original = params.get("original_max_position_embeddings")
+    factor = params.get("factor")
+    if factor is None and rope_type == "yarn" and original:  # transformers derives it so
+        factor = config.get("max_position_embeddings", original) / original
+    attention_factor = params.get("attention_factor")
     return RopeScaling(
         rope_type=rope_type,
         theta=float(theta),
-        factor=float(params.get("factor", 1.0)),
+        factor=float(factor if factor is not None else 1.0),
         low_freq_factor=float(params.get("low_freq_factor", 1.0)),
         high_freq_factor=float(params.get("high_freq_factor", 4.0)),
         original_max_position_embeddings=int(original) if original is not None else None,
+        beta_fast=float(params.get("beta_fast") or 32.0),
+        beta_slow=float(params.get("beta_slow") or 1.0),
+        mscale=float(params.get("mscale") or 0.0),
+        mscale_all_dim=float(params.get("mscale_all_dim") or 0.0),
+        attention_factor=float(attention_factor) if attention_factor is not None else None,
+        truncate=bool(params.get("truncate", True)),
     )
 
 
@@ -108,14 +163,10 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     config = read_json(path)
     architectures = config.get("architectures") or []
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
-    if architecture not in SUPPORTED_ARCHITECTURES:
-        raise ModelDirectoryError(
-            f"{path}: architecture {architecture!r} is not supported by this runtime; "
-            f"accepted: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    hidden_act = config.get("hidden_act", "silu")
-    if hidden_act != "silu":
-        raise ModelDirectoryError(f"{path}: hidden_act {hidden_act!r} is not supported; accepted: silu")
+    # The family modules import this one (for ModelConfig), so the registry is imported when it is used.
+    from berth_runtime.models.registry import family_for
+
+    family = family_for(architecture, path)
     hidden_size = _int_field(config, "hidden_size", path)
     num_heads = _int_field(config, "num_attention_heads", path)
     num_kv_heads = _int_field(config, "num_key_value_heads", path, default=num_heads)
@@ -123,32 +174,37 @@ def load_model_config(model_dir: Path) -> ModelConfig:
         raise ModelDirectoryError(
             f"{path}: num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv_heads}"
         )
-    head_dim = config.get("head_dim") or hidden_size // num_heads
-    is_qwen2 = architecture == "Qwen2ForCausalLM"
+    head_dim = int(config.get("head_dim") or hidden_size // num_heads)
     sliding_window = config.get("sliding_window")
-    if is_qwen2 and not config.get("use_sliding_window", False):
-        sliding_window = None
     if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window < 1):
         raise ModelDirectoryError(
             f"{path}: sliding_window is {sliding_window!r}; accepted: null or an integer >= 1"
         )
-    attention_bias = bool(config.get("attention_bias", False))
-    return ModelConfig(
-        architecture=architecture,
-        vocab_size=_int_field(config, "vocab_size", path),
-        hidden_size=hidden_size,
-        intermediate_size=_int_field(config, "intermediate_size", path),
-        num_layers=_int_field(config, "num_hidden_layers", path),
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        head_dim=int(head_dim),
-        rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        max_position_embeddings=_int_field(config, "max_position_embeddings", path, default=2048),
-        rope=_rope(config, path),
-        qkv_bias=is_qwen2 or attention_bias,
-        o_proj_bias=attention_bias and not is_qwen2,
-        mlp_bias=bool(config.get("mlp_bias", False)),
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        sliding_window=sliding_window,
-        eos_token_ids=_ids(config.get("eos_token_id")),
+    rope = rope_parameters(config)
+    partial = (rope.get("partial_rotary_factor") if isinstance(rope, dict) else None) or config.get(
+        "partial_rotary_factor", 1.0
     )
+    rotary_dim = int(head_dim * float(partial))
+    attention_bias = bool(config.get("attention_bias", False))
+    fields: dict[str, Any] = {
+        "architecture": architecture,
+        "vocab_size": _int_field(config, "vocab_size", path),
+        "hidden_size": hidden_size,
+        "intermediate_size": _int_field(config, "intermediate_size", path),
+        "num_layers": _int_field(config, "num_hidden_layers", path),
+        "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads,
+        "head_dim": head_dim,
+        "rms_norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+        "max_position_embeddings": _int_field(config, "max_position_embeddings", path, default=2048),
+        "rope": parse_rope(rope, config, path),
+        "rotary_dim": rotary_dim if rotary_dim < head_dim else None,
+        "qkv_bias": attention_bias,
+        "o_proj_bias": attention_bias,
+        "mlp_bias": bool(config.get("mlp_bias", False)),
+        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "sliding_window": sliding_window,
+        "eos_token_ids": _ids(config.get("eos_token_id")),
+    }
+    fields.update(family.config_fields(str(architecture), config, path))
+    return ModelConfig(**fields)

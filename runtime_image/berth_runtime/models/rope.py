@@ -1,7 +1,7 @@
 """A model's rotary position embedding settings and the cos/sin tables built from them: Llama 3,
-linear and dynamic-NTK frequency scaling (as Hugging Face computes them, within
-max_position_embeddings), or per-frequency divisors given outright (how a GGUF file stores Llama 3
-scaling: llama.cpp's `rope_freqs` tensor).
+YaRN, linear and dynamic-NTK frequency scaling (as Hugging Face computes them, within
+max_position_embeddings; YaRN also scales cos and sin), or per-frequency divisors given outright
+(how a GGUF file stores Llama 3 scaling: llama.cpp's `rope_freqs` tensor).
 
 The tables are computed once for every position up to the context limit, when the model is loaded;
 applying them (the reference op and the kernels alike) is a gather by position, so chunked prefill
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ class RopeScaling:
     frequency_factors: tuple[float, ...] | None = None
     """[head_dim // 2] divisors of the inverse frequencies, applied after `rope_type`'s scaling; None for
     none. GGUF files carry Llama 3 scaling this way instead of its parameters."""
+    beta_fast: float = 32.0
+    """YaRN: rotations per context below which a frequency is fully interpolated (with beta_slow)."""
+    beta_slow: float = 1.0
+    mscale: float = 0.0
+    """YaRN: with mscale_all_dim (both non-zero), the attention factor's numerator and denominator."""
+    mscale_all_dim: float = 0.0
+    attention_factor: float | None = None
+    """YaRN: cos and sin are multiplied by it; None derives it from factor (and mscale)."""
+    truncate: bool = True
+    """YaRN: round the correction range to whole dimensions."""
 
 
 def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embeddings: int) -> torch.Tensor:
@@ -45,6 +55,8 @@ def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embedd
         inv_freq = inv_freq / scaling.factor
     elif scaling.rope_type == "llama3":
         inv_freq = _llama3_scaled(inv_freq, scaling, max_position_embeddings)
+    elif scaling.rope_type == "yarn":
+        inv_freq = _yarn_scaled(inv_freq, head_dim, scaling, max_position_embeddings)
     if scaling.frequency_factors is not None:
         inv_freq = inv_freq / torch.tensor(scaling.frequency_factors, dtype=torch.float32)
     return inv_freq
@@ -66,9 +78,60 @@ def _llama3_scaled(
     return torch.where(is_medium, smoothed, scaled)
 
 
-def cos_sin_table(inv_freq: torch.Tensor, max_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin), each [max_positions, head_dim] fp32, halves duplicated (rotate-half layout)."""
+def _yarn_scaled(
+    inv_freq: torch.Tensor, dim: int, scaling: RopeScaling, max_position_embeddings: int
+) -> torch.Tensor:
+    """YaRN: high frequencies kept (extrapolated), low ones divided by the factor (interpolated), a
+    linear ramp between the correction dimensions."""
+    original_len = scaling.original_max_position_embeddings or max_position_embeddings
+
+    def correction_dim(rotations: float) -> float:
+        return (dim * math.log(original_len / (rotations * 2 * math.pi))) / (2 * math.log(scaling.theta))
+
+    low, high = correction_dim(scaling.beta_fast), correction_dim(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # as transformers: no division by zero
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolation_weight = 1 - ramp
+    return (inv_freq / scaling.factor) * (1 - extrapolation_weight) + inv_freq * extrapolation_weight
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def attention_scaling(scaling: RopeScaling) -> float:
+    """What cos and sin are multiplied by: 1 except for YaRN."""
+    if scaling.rope_type != "yarn":
+        return 1.0
+    if scaling.attention_factor is not None:
+        return scaling.attention_factor
+    if scaling.mscale and scaling.mscale_all_dim:
+        return _yarn_mscale(scaling.factor, scaling.mscale) / _yarn_mscale(
+            scaling.factor, scaling.mscale_all_dim
+        )
+    return _yarn_mscale(scaling.factor)
+
+
+def cos_sin_table(
+    inv_freq: torch.Tensor, max_positions: int, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [max_positions, rotary_dim] fp32, halves duplicated (rotate-half layout), each
+    multiplied by `scale` (`attention_scaling`)."""
     positions = torch.arange(max_positions, dtype=torch.float32)
     freqs = torch.outer(positions, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    if scale == 1.0:
+        return emb.cos(), emb.sin()
+    return emb.cos() * scale, emb.sin() * scale
+
+
+def rope_tables(
+    rotary_dim: int, scaling: RopeScaling, max_position_embeddings: int, max_positions: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (cos, sin) tables of one rope setting for positions 0 .. max_positions - 1."""
+    inv_freq = inverse_frequencies(rotary_dim, scaling, max_position_embeddings)
+    return cos_sin_table(inv_freq, max_positions, attention_scaling(scaling))

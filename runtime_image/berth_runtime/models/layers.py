@@ -1,0 +1,228 @@
+"""The decoder pieces every family shares, so a family module writes only what differs (its norms,
+its residual wiring, its embedding and logits): attention with fused q/k/v, optional per-head q/k
+RMSNorm, rope fused with the paged KV-cache write and paged attention (optionally windowed and
+soft-capped); the gated MLP with fused gate/up (SiLU or GeGLU); and the model shell: embeddings,
+layers, final norm, output head, rope tables, KV layout and the checkpoint-name mapping one loader
+uses for every family.
+
+Steps the kernels do not cover yet (a sliding window or soft-capped scores in attention, partial
+rotary, GeGLU) run the torch reference even on the kernel path; a model with such a layer reports
+`supports_decode_graphs` False, since the references take no CUDA-graph padding rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from berth_runtime.engine.attention_metadata import AttentionMetadata
+from berth_runtime.kernels import torch_reference
+from berth_runtime.models.interface import KVCache, KVLayout, WeightDestination
+from berth_runtime.models.model_config import ModelConfig
+from berth_runtime.models.ops import LayerOps
+from berth_runtime.models.rope import rope_tables
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+# Checkpoint module -> (our parameter, shard index inside the fused parameter or None).
+_LAYER_TENSORS: dict[str, tuple[str, int | None]] = {
+    "self_attn.q_proj": ("qkv_proj", 0),
+    "self_attn.k_proj": ("qkv_proj", 1),
+    "self_attn.v_proj": ("qkv_proj", 2),
+    "self_attn.qkv_proj": ("qkv_proj", None),  # Phi-3 stores them fused, as we do
+    "self_attn.o_proj": ("o_proj", None),
+    "mlp.gate_proj": ("gate_up_proj", 0),
+    "mlp.up_proj": ("gate_up_proj", 1),
+    "mlp.gate_up_proj": ("gate_up_proj", None),
+    "mlp.down_proj": ("down_proj", None),
+}
+_LAYER_NORMS = {
+    "input_layernorm": "input_layernorm",
+    "post_attention_layernorm": "post_attention_layernorm",
+    "pre_feedforward_layernorm": "pre_feedforward_layernorm",
+    "post_feedforward_layernorm": "post_feedforward_layernorm",
+    "self_attn.q_norm": "q_norm",
+    "self_attn.k_norm": "k_norm",
+}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
+    "silu": None,  # the ops table's (a kernel on the kernel path)
+    "gelu_pytorch_tanh": torch_reference.gelu_tanh_and_mul,
+}
+
+
+def fused_split_sizes(config: ModelConfig, fused: str) -> list[int]:
+    """Rows of each checkpoint tensor inside a fused parameter (q, k, v of qkv_proj; gate, up of
+    gate_up_proj)."""
+    if fused == "qkv_proj":
+        kv = config.num_kv_heads * config.head_dim
+        return [config.num_heads * config.head_dim, kv, kv]
+    return [config.intermediate_size, config.intermediate_size]
+
+
+class DecoderLayerBase(nn.Module):
+    """Attention and MLP of one layer; the family's subclass adds its norms and `forward`."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, layer_index: int) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.eps = config.rms_norm_eps
+        self.q_size = config.num_heads * config.head_dim
+        self.kv_size = config.num_kv_heads * config.head_dim
+        self.scale = (config.query_pre_attn_scalar or config.head_dim) ** -0.5
+        windows = config.layer_sliding_windows
+        self.sliding_window = windows[layer_index] if windows is not None else None
+        self.logit_softcap = config.attention_logit_softcap
+        self.partial_rotary = config.rotary_dim is not None
+        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.qkv_proj = nn.Linear(hidden, self.q_size + 2 * self.kv_size, bias=config.qkv_bias, dtype=dtype)
+        self.o_proj = nn.Linear(self.q_size, hidden, bias=config.o_proj_bias, dtype=dtype)
+        self.gate_up_proj = nn.Linear(hidden, 2 * config.intermediate_size, bias=config.mlp_bias, dtype=dtype)
+        self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=config.mlp_bias, dtype=dtype)
+        self.q_norm: nn.Parameter | None = None
+        self.k_norm: nn.Parameter | None = None
+        if config.qk_norm:
+            self.q_norm = nn.Parameter(torch.empty(config.head_dim, dtype=dtype))
+            self.k_norm = nn.Parameter(torch.empty(config.head_dim, dtype=dtype))
+
+    @property
+    def runs_on_kernels_only(self) -> bool:
+        """No step of this layer falls back to the torch reference on the kernel path."""
+        return self.sliding_window is None and self.logit_softcap is None and not self.partial_rotary
+
+    def attention(
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        kv_cache: KVCache,
+        metadata: AttentionMetadata,
+        cos_table: torch.Tensor,
+        sin_table: torch.Tensor,
+        ops: LayerOps,
+    ) -> torch.Tensor:
+        """hidden: [tokens, hidden_size] (normed) -> the attention block's output, o_proj applied."""
+        tokens = hidden.shape[0]
+        query, key, value = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        query = query.view(tokens, self.num_heads, self.head_dim)
+        key = key.view(tokens, self.num_kv_heads, self.head_dim)
+        value = value.view(tokens, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:  # per head: [tokens * heads, head_dim]
+            query = ops.rms_norm(query.reshape(-1, self.head_dim), self.q_norm, self.eps).view(query.shape)
+            key = ops.rms_norm(key.reshape(-1, self.head_dim), self.k_norm, self.eps).view(key.shape)
+        key_cache, value_cache = kv_cache
+        rotary_and_store_kv = (
+            torch_reference.rotary_and_store_kv if self.partial_rotary else ops.rotary_and_store_kv
+        )
+        query = rotary_and_store_kv(
+            query, key, value, positions, cos_table, sin_table, key_cache, value_cache, metadata.slot_mapping
+        )
+        if self.sliding_window is None and self.logit_softcap is None:
+            attended = ops.paged_attention(query, key_cache, value_cache, metadata, self.scale)
+        else:  # the window is a mask in the reference attention: the kernels have none yet
+            attended = torch_reference.paged_attention(
+                query, key_cache, value_cache, metadata, self.scale, self.sliding_window, self.logit_softcap
+            )
+        return self.o_proj(attended.reshape(tokens, self.q_size))
+
+    def mlp(self, hidden: torch.Tensor, ops: LayerOps) -> torch.Tensor:
+        """hidden: [tokens, hidden_size] (normed) -> the MLP's output."""
+        gate_up = self.gate_up_proj(hidden)
+        activated = ops.silu_and_mul(gate_up) if self.activation is None else self.activation(gate_up)
+        return self.down_proj(activated)
+
+
+class DecoderForCausalLM(nn.Module):
+    """The model shell (a `CausalLM`): the family's subclass passes its layer class and writes
+    `forward`."""
+
+    norm_weight_add = 0.0
+    """Added to every checkpoint norm weight on load (Gemma stores 1 + weight as weight)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        max_positions: int,
+        layer_class: Callable[[ModelConfig, torch.dtype, int], DecoderLayerBase],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList(layer_class(config, dtype, index) for index in range(config.num_layers))
+        self.norm = nn.Parameter(torch.empty(config.hidden_size, dtype=dtype))
+        self.lm_head: nn.Parameter | None = None
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype))
+        self.max_positions = max_positions
+        self.use_kernel_ops = False
+        """Run the Triton kernel ops (on CUDA) instead of the torch reference."""
+        self.cos_table = torch.empty(0)
+        self.sin_table = torch.empty(0)
+        self.local_cos_table: torch.Tensor | None = None
+        """The sliding-window layers' tables when their rope differs (`config.local_rope`)."""
+        self.local_sin_table: torch.Tensor | None = None
+
+    def init_rotary_tables(self, device: torch.device) -> None:
+        """Computes the cos/sin tables on `device` (after the weights are materialized there)."""
+        config = self.config
+        rotary_dim = config.rotary_dim or config.head_dim
+        cos, sin = rope_tables(rotary_dim, config.rope, config.max_position_embeddings, self.max_positions)
+        self.cos_table, self.sin_table = cos.to(device), sin.to(device)
+        if config.local_rope is not None:
+            cos, sin = rope_tables(
+                rotary_dim, config.local_rope, config.max_position_embeddings, self.max_positions
+            )
+            self.local_cos_table, self.local_sin_table = cos.to(device), sin.to(device)
+
+    def rotary_tables(self, layer: DecoderLayerBase) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer.sliding_window is not None and self.local_cos_table is not None:
+            assert self.local_sin_table is not None  # set together
+            return self.local_cos_table, self.local_sin_table
+        return self.cos_table, self.sin_table
+
+    @property
+    def kv_layout(self) -> KVLayout:
+        return KVLayout(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim)
+
+    @property
+    def supports_decode_graphs(self) -> bool:
+        return self.use_kernel_ops and all(layer.runs_on_kernels_only for layer in self.layers)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [rows, hidden_size] -> fp32 logits [rows, vocab_size], soft-capped if the model says."""
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head
+        logits = (hidden @ weight.t()).float()
+        cap = self.config.final_logit_softcap
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def checkpoint_destination(self, name: str) -> WeightDestination | None:
+        """Where the Hugging Face tensor `name` goes (q/k/v and gate/up into their fused parameters)."""
+        if name == "model.embed_tokens.weight":
+            return WeightDestination(self.embed_tokens.weight)
+        if name == "model.norm.weight":
+            return WeightDestination(self.norm, add=self.norm_weight_add)
+        if name == "lm_head.weight":
+            return WeightDestination(self.lm_head) if self.lm_head is not None else None
+        match = _LAYER.match(name)
+        if match is None or int(match.group(1)) >= self.config.num_layers:
+            return None
+        layer, module, kind = self.layers[int(match.group(1))], match.group(2), match.group(3)
+        if module in _LAYER_NORMS and kind == "weight":
+            norm = getattr(layer, _LAYER_NORMS[module], None)
+            return WeightDestination(norm, add=self.norm_weight_add) if norm is not None else None
+        if module not in _LAYER_TENSORS:
+            return None
+        ours, shard = _LAYER_TENSORS[module]
+        parameter = getattr(getattr(layer, ours), kind)
+        if parameter is None:  # a bias the config says the model has not
+            return None
+        if shard is None:
+            return WeightDestination(parameter)
+        sizes = fused_split_sizes(self.config, ours)
+        return WeightDestination(parameter, sum(sizes[:shard]), sizes[shard])
