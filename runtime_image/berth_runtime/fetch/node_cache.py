@@ -8,7 +8,8 @@ names the entry for what it resolved to (`cache_layout.entry_key`) and then:
 2. otherwise, under the exclusive lock (a second pod waits here, then reuses what the first
    filled), removes the damaged files, reserves room within the budget (`cache_eviction`),
    downloads what is missing with the same resume and verification as a pod-local fetch
-   (`fetcher.fill`), hashes the files and writes the manifest last.
+   (`fetcher.fill`), hashes the files (refusing a Hub file whose hash is not the SHA-256 the Hub
+   publishes for it) and writes the manifest last.
 
 DEST becomes a symbolic link to the entry. The runtime container mounts the cache root read-only
 at the same path as this (init) container, so the link resolves there too and the server loads
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from berth_runtime.fetch.cache_eviction import make_room
 from berth_runtime.fetch.cache_layout import CacheLayout, entry_key, locked, touch_last_used
 from berth_runtime.fetch.cache_manifest import (
     CacheManifest,
+    FileRecord,
     damaged_files,
     read_manifest,
     record_files,
@@ -39,6 +42,7 @@ from berth_runtime.fetch.source import Source
 from berth_runtime.fetch.state import FileLedger, remove_marker
 
 logger = logging.getLogger("berth_runtime.fetch")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def fetch_through_cache(
@@ -72,6 +76,7 @@ def fetch_through_cache(
             make_room(layout, key, sum(remote.size for remote in needed), budget_bytes)
         outcome = fill(source, backend, snapshot, entry, max_workers=max_workers)
         records = record_files(entry, [remote.path for remote in needed])
+        _check_published_digests(entry, needed, records)
         write_manifest(entry, CacheManifest(str(source), snapshot.resolved_revision, records))
         touch_last_used(entry)
     _point(destination, entry)
@@ -99,6 +104,22 @@ def _files_to_refetch(entry: Path, needed: list[RemoteFile], resolved_revision: 
         logger.warning("%s: damaged file(s) %s will be fetched again", entry, ", ".join(damaged))
         return damaged
     return None
+
+
+def _check_published_digests(entry: Path, needed: list[RemoteFile], records: dict[str, FileRecord]) -> None:
+    """A Hub LFS file's identity is the SHA-256 of its content: bytes that hash otherwise are removed
+    and refused here, before the manifest would make them trusted by every later pod."""
+    wrong = [
+        remote.path
+        for remote in needed
+        if _SHA256.fullmatch(remote.identity) and records[remote.path].sha256 != remote.identity
+    ]
+    if wrong:
+        _discard(entry, wrong)
+        raise FetchError(
+            f"{', '.join(wrong)}: the downloaded bytes do not hash to the SHA-256 the source publishes; "
+            "they were removed, and the next run of the fetch downloads them again"
+        )
 
 
 def _discard(entry: Path, damaged: list[str]) -> None:
