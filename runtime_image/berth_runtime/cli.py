@@ -30,6 +30,7 @@ from berth_runtime.config import (
     QUANTIZATIONS,
     SPECULATIVE_METHODS,
     RuntimeConfig,
+    check_against_model,
 )
 from berth_runtime.fetch.source import DEFAULT_PVC_MOUNT_ROOT
 
@@ -174,9 +175,22 @@ def config_from_args(arguments: argparse.Namespace) -> RuntimeConfig:
 
 def _configure_logging(level: str) -> None:
     numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
-    logging.basicConfig(
-        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
+    handler.addFilter(_RequestIdFilter())
+    logging.basicConfig(level=numeric, handlers=[handler])
+
+
+class _RequestIdFilter(logging.Filter):
+    """Names the HTTP request a log line was written for ("-" outside one), read from the server's
+    context variable; without importing the server, so `fetch` stays light."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        server_context = sys.modules.get("berth_runtime.server.request_context")
+        record.request_id = server_context.current_request_id.get() if server_context else "-"
+        return True
 
 
 def _run_fetch(arguments: argparse.Namespace) -> int:
@@ -207,9 +221,29 @@ def _run_fetch(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _model_context_len(model: str) -> int | None:
+    """The context limit in --model's config.json or GGUF metadata, read without its weights; None
+    when it cannot be read (loading then reports why, with the file and key)."""
+    from berth_runtime.models.checkpoint import gguf_file_for
+    from berth_runtime.models.gguf_reader import GGUFModelFile
+    from berth_runtime.models.model_config import ModelDirectoryError, load_model_config
+
+    try:
+        gguf_path = gguf_file_for(Path(model))
+        model_config = (
+            load_model_config(Path(model)) if gguf_path is None else GGUFModelFile(gguf_path).config
+        )
+    except (ModelDirectoryError, OSError):
+        return None
+    return model_config.max_context_len
+
+
 def _run_serve(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> int:
     try:
         config = config_from_args(arguments)
+        model_context_len = _model_context_len(config.model)
+        if model_context_len is not None:
+            check_against_model(config, model_context_len)
     except ValueError as error:
         parser.exit(2, f"{PROGRAM} serve: error: {error}\n")
     _configure_logging(config.log_level)

@@ -253,6 +253,26 @@ class RuntimeConfig:
             raise ValueError("device='cuda' but no CUDA device is available; accepted here: cpu")
 
 
+def check_against_model(config: RuntimeConfig, model_context_len: int) -> None:
+    """The checks that need the model's config but not its weights (config.json or GGUF metadata
+    gives `model_context_len`, its max_position_embeddings or sliding window): ValueError naming
+    the flag, the value and the accepted range, before any weights are loaded."""
+    if config.max_model_len is not None and config.max_model_len > model_context_len:
+        raise ValueError(
+            f"invalid max_model_len={config.max_model_len} (--max-model-len): this model's context "
+            f"is {model_context_len} tokens (max_position_embeddings, or its sliding window); "
+            f"accepted values are 1..{model_context_len}, or unset for {model_context_len}"
+        )
+    max_model_len = config.max_model_len or model_context_len
+    needed = -(-max_model_len // config.block_size)
+    if config.kv_cache_blocks and config.kv_cache_blocks < needed:
+        raise ValueError(
+            f"invalid kv_cache_blocks={config.kv_cache_blocks} (--kv-cache-blocks): one sequence of "
+            f"max_model_len={max_model_len} tokens needs {needed} blocks of {config.block_size} tokens; "
+            f"accepted values are >= {needed}, or 0 to derive it (or lower --max-model-len)"
+        )
+
+
 def _cuda_available() -> bool:
     import torch
 

@@ -6,7 +6,9 @@ so streamed text never splits a multi-byte character or a word-initial space.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +23,27 @@ from berth_runtime.models.model_config import ModelDirectoryError, read_json
 
 # Tokens decoded again before the new ones, so a token's text is read in context (vLLM's window).
 _DETOKENIZE_CONTEXT = 5
+# A sentencepiece byte-fallback piece: one raw byte.
+_BYTE_FALLBACK_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character -> the byte it stands for (`bytes_to_unicode`)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    stand_ins = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in stand_ins:
+            stand_ins[byte] = chr(256 + extra)
+            extra += 1
+    return {character: byte for byte, character in stand_ins.items()}
+
+
+_BYTE_LEVEL_ALPHABET = _byte_level_alphabet()
 
 
 class ChatTemplateError(ValueError):
@@ -145,8 +168,40 @@ class Tokenizer:
         return tuple(dict.fromkeys(ids))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of `text`; add_special_tokens=False for text that already holds them (chat)."""
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+        """Token ids of `text`; add_special_tokens=False for text that already holds them (chat).
+
+        Through `encode_batch`, which releases the GIL while it works (`encode` holds it: a 12 MiB
+        prompt stalled every other thread, the server's event loop included, for seconds)."""
+        (encoding,) = self._tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)
+        return list(encoding.ids)
+
+    @functools.cached_property
+    def longest_token_chars(self) -> int:
+        """Characters in the vocabulary's longest token string: no token covers more text than that
+        (a byte-level or byte-fallback string is never shorter than the text it stands for), so a
+        text longer than max_model_len times this cannot fit the context."""
+        return max((len(token) for token in self._tokenizer.get_vocab(with_added_tokens=True)), default=1)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for, also when they are part of a UTF-8 character (a token
+        decoded alone then reads U+FFFD, whose bytes are not the token's)."""
+        text = self.decode([token_id], skip_special_tokens=False)
+        if "\ufffd" not in text:
+            return text.encode("utf-8")
+        piece = self._tokenizer.id_to_token(token_id) or ""
+        if match := _BYTE_FALLBACK_PIECE.fullmatch(piece):
+            return bytes([int(match[1], 16)])
+        if piece and all(character in _BYTE_LEVEL_ALPHABET for character in piece):
+            return bytes(_BYTE_LEVEL_ALPHABET[character] for character in piece)
+        return text.encode("utf-8")
+
+    def token_label(self, token_id: int) -> str:
+        """How logprob listings name a token: its text, or vLLM's `bytes:\\xNN...` spelling when the
+        token alone is not whole UTF-8 text, so distinct byte tokens never share one U+FFFD label."""
+        text = self.decode([token_id], skip_special_tokens=False)
+        if "\ufffd" not in text:
+            return text
+        return "bytes:" + "".join(f"\\x{byte:02x}" for byte in self.token_bytes(token_id))
 
     def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens))

@@ -15,6 +15,7 @@ from berth_runtime.sampling_params import SamplingParams
 
 class FakeTokenizer:
     vocab_size = 100
+    longest_token_chars = 1
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(character) % self.vocab_size for character in text]
@@ -30,6 +31,7 @@ class FakeEngine:
     def __init__(self, fail_generation: bool = False, max_model_len: int = 64) -> None:
         self.tokenizer = FakeTokenizer()
         self.max_model_len = max_model_len
+        self.max_queue = 256
         self.requests: list[tuple[str, list[int], SamplingParams]] = []
         self.fail_generation = fail_generation
 

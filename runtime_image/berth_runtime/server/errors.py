@@ -57,8 +57,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+#: vLLM's routes outside /v1, answered in the OpenAI error shape as vLLM does.
+_OPENAI_SHAPED_PATHS = frozenset({"/tokenize", "/detokenize", "/version"})
+
+
 def is_openai_path(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+    return path == "/v1" or path.startswith("/v1/") or path in _OPENAI_SHAPED_PATHS
 
 
 def error_body(path: str, error: ApiError) -> dict[str, Any]:

@@ -22,9 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics", "/health"})
-#: Largest request body accepted (413 beyond): far above any prompt that fits a context window, far
-#: below what would let a few clients exhaust the pod's memory.
-MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 def read_api_key(path: str | None) -> str | None:
@@ -50,10 +47,8 @@ class GateMiddleware:
         state: ServerState,
         metrics: ServerMetrics,
         api_key: str | None,
-        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._app = app
-        self._max_body_bytes = max_body_bytes
         self._state = state
         self._metrics = metrics
         self._expected_authorization = f"Bearer {api_key}".encode() if api_key else None
@@ -78,31 +73,13 @@ class GateMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        received = 0
-
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self._max_body_bytes:
-                raise self._too_large()
-            return message
-
         try:
-            await self._app(scope, receive_within_limit, send_and_observe)
+            await self._app(scope, receive, send_and_observe)
         finally:
             self._state.request_finished()
             self._metrics.http_request_done(api, status)
 
-    def _too_large(self) -> ApiError:
-        return ApiError(
-            413, f"the request body exceeds {self._max_body_bytes} bytes", code="request_too_large"
-        )
-
     def _refusal(self, scope: Scope) -> ApiError | None:
-        declared = dict(scope.get("headers", ())).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self._max_body_bytes:
-            return self._too_large()
         if self._expected_authorization is not None:
             sent = dict(scope.get("headers", ())).get(b"authorization", b"")
             if not hmac.compare_digest(sent, self._expected_authorization):

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 
@@ -21,8 +21,12 @@ from berth_runtime.engine.outputs import RequestOutput
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.context import ServingContext
 from berth_runtime.server.errors import ApiError, translate
+from berth_runtime.server.lifecycle import ServerState
 from berth_runtime.server.metrics import RequestTimer
 from berth_runtime.server.statistics import ModelStatistics
+
+if TYPE_CHECKING:
+    from berth_runtime.engine.async_engine import AsyncEngine
 
 T = TypeVar("T")
 
@@ -63,8 +67,10 @@ class MeteredStream:
         first: RequestOutput,
         timer: RequestTimer,
         statistics: ModelStatistics,
+        state: ServerState,
     ) -> None:
         self._iterator = iterator
+        self._state = state
         self._pending: RequestOutput | None = first
         self._timer = timer
         self._statistics = statistics
@@ -86,6 +92,9 @@ class MeteredStream:
             except BaseException:
                 await self.aclose()
                 raise
+        if output.finish_reason == "abort" and self._state.drain_expired:
+            await self.aclose()
+            raise self._state.drain_timeout_error()
         self._timer.on_output(output)
         self.prompt_tokens = output.prompt_tokens
         self.completion_tokens = output.completion_tokens
@@ -130,7 +139,7 @@ async def start_generation(
         if isinstance(error, Exception):
             raise translate(error, prompt_param=prompt_param) from error
         raise
-    return MeteredStream(iterator, first, timer, context.statistics)
+    return MeteredStream(iterator, first, timer, context.statistics, context.state)
 
 
 async def collect(stream: MeteredStream) -> list[RequestOutput]:
@@ -166,6 +175,19 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return work_task.result()
 
 
+def check_fits_queue(engine: AsyncEngine, generations: int, param: str) -> None:
+    """400 for a request of more generations than --max-queue: a 503 would ask for a retry that can
+    never succeed, since no queue state admits it."""
+    if generations > engine.max_queue:
+        raise ApiError(
+            400,
+            f"this request asks for {generations} generations (prompts times n) but the server queues "
+            f"at most {engine.max_queue} (--max-queue); accepted: at most {engine.max_queue}, so split it",
+            param=param,
+            code="too_many_generations",
+        )
+
+
 async def start_all(
     context: ServingContext,
     jobs: list[tuple[list[int], SamplingParams]],
@@ -174,6 +196,7 @@ async def start_all(
     prompt_param: str = "prompt",
 ) -> list[MeteredStream]:
     """Start several generations concurrently; if any is refused, close the others and raise."""
+    check_fits_queue(context.state.require_engine(), len(jobs), prompt_param)
     results = await asyncio.gather(
         *(
             start_generation(context, prompt, params, f"{request_id}-{index}", prompt_param=prompt_param)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from berth_runtime.server.json_depth import check_json_depth
+
 NUMERIC_DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("<u1"),
@@ -110,6 +112,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
             )
         header_bytes, binary = body[:header_length], body[header_length:]
     try:
+        check_json_depth(header_bytes)  # _flatten recurses once per level of `data`
         header = json.loads(header_bytes)
     except (ValueError, UnicodeDecodeError) as error:
         raise InferenceProtocolError(f"the request header is not valid JSON: {error}") from None

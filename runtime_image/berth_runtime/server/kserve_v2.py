@@ -9,8 +9,6 @@ whichever the client chose; `tritonclient.http` chooses binary.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import zlib
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +18,7 @@ from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.context import ServingContext
 from berth_runtime.server.errors import ApiError, model_not_found
 from berth_runtime.server.generation import (
+    check_fits_queue,
     collect,
     fit_max_tokens,
     new_request_id,
@@ -42,6 +41,7 @@ from berth_runtime.server.kserve_params import (
     accepted_names,
     generation_settings,
 )
+from berth_runtime.server.prompts import encode_text
 from berth_runtime.server.statistics import MODEL_VERSION
 
 SERVER_NAME = "berth"
@@ -158,7 +158,7 @@ def build_router(context: ServingContext) -> APIRouter:
     @router.post("/v2/models/{model_name}/versions/{version}/infer")
     async def infer(model_name: str, request: Request, version: str | None = None) -> Response:
         check_model(context, model_name, version)
-        infer_request = parse_infer_request(await _body(request), _header_length(request))
+        infer_request = parse_infer_request(await request.body(), _header_length(request))
         prompts, settings = _prompts_and_settings(infer_request)
         texts = await unless_disconnected(request, _generate_texts(context, prompts, settings))
         text_tensor = infer_request.input(TEXT_INPUT)
@@ -181,23 +181,6 @@ def build_router(context: ServingContext) -> APIRouter:
         )
 
     return router
-
-
-async def _body(request: Request) -> bytes:
-    body = await request.body()
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as error:
-        raise InferenceProtocolError(f"the body is not valid {encoding} data: {error}") from None
-    if encoding not in ("identity", ""):
-        raise InferenceProtocolError(
-            f"Content-Encoding {encoding!r} is not supported; accepted: gzip, deflate"
-        )
-    return body
 
 
 def _header_length(request: Request) -> int | None:
@@ -262,10 +245,11 @@ def sampling_params_for(
 async def _generate_texts(
     context: ServingContext, prompts: list[str], settings: GenerationSettings
 ) -> list[str]:
-    tokenizer = context.state.require_engine().tokenizer
+    engine = context.state.require_engine()
+    check_fits_queue(engine, len(prompts), TEXT_INPUT)
     jobs = []
     for prompt in prompts:
-        prompt_ids = tokenizer.encode(prompt)
+        prompt_ids = await encode_text(engine, prompt, TEXT_INPUT)
         jobs.append((prompt_ids, sampling_params_for(context, prompt_ids, settings)))
     streams = await start_all(context, jobs, new_request_id("infer"), prompt_param=TEXT_INPUT)
     outputs = await asyncio.gather(*(collect(stream) for stream in streams))

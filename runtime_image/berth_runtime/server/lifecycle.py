@@ -6,8 +6,9 @@ moment, so a slow load is not mistaken for a hung process.
 
 On SIGTERM the server turns not-ready at once and refuses new requests with 503, while requests
 and streams already admitted run to completion, for at most --drain-timeout seconds; then the
-process exits 0. The count of in-flight requests that drain waits on is kept by the gate
-middleware, which admits every request.
+process exits 0. Requests still in flight when the timeout passes end with a 503 (an error event
+and `[DONE]` in a stream) before the process exits. The count of in-flight requests that drain
+waits on is kept by the gate middleware, which admits every request.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.outputs import EngineStats
+from berth_runtime.models.model_config import ModelDirectoryError
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.errors import DRAINING_RETRY_AFTER_SECONDS, ApiError
 
@@ -64,6 +66,8 @@ class ServerState:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.drain_expired = False
+        """True once --drain-timeout passed: requests still running end with `drain_timeout_error`."""
 
     @property
     def is_ready(self) -> bool:
@@ -108,6 +112,21 @@ class ServerState:
             logger.info("draining: not ready, refusing new requests; %d in flight", self._in_flight)
             self.phase = Phase.DRAINING
 
+    async def expire_drain(self) -> None:
+        """The drain timeout passed: stop the engine, so every request still queued or running ends
+        now, each with a proper error (JSON 503, or an error event and [DONE] in a stream)."""
+        self.drain_expired = True
+        await self.stop_engine()
+
+    def drain_timeout_error(self) -> ApiError:
+        return ApiError(
+            503,
+            f"the server shut down before this request finished: its drain timeout "
+            f"({self.config.drain_timeout:g} s, --drain-timeout) passed; retry on another replica",
+            code="drain_timeout",
+            headers={"Retry-After": str(DRAINING_RETRY_AFTER_SECONDS)},
+        )
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if `timeout` seconds passed first."""
         if self._in_flight == 0:
@@ -126,10 +145,18 @@ class ServerState:
             self.engine = engine
             await engine.start()
             await warm_up(engine, self.config.warmup_prompts)
-        except Exception:
-            logger.exception("loading %s failed", self.config.model)
+        except Exception as error:
             self.phase = Phase.FAILED
-            self.exit_code = 1
+            if isinstance(error, ValueError) and not isinstance(error, ModelDirectoryError):
+                # a flag that only the loaded model can check (the KV cache derived from device
+                # memory): a usage error, exit 2 with its message as before weights load
+                logger.error(
+                    "loading %s failed: the flags do not fit this model: %s", self.config.model, error
+                )
+                self.exit_code = 2
+            else:
+                logger.exception("loading %s failed", self.config.model)
+                self.exit_code = 1
             self.request_exit()
             return
         if self.phase is Phase.LOADING:

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from berth_runtime.engine.outputs import RequestOutput
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.context import ServingContext
-from berth_runtime.server.errors import ApiError, error_body, model_not_found, translate
+from berth_runtime.server.errors import error_body, model_not_found, translate
 from berth_runtime.server.generation import (
     MeteredStream,
     collect,
@@ -36,8 +36,9 @@ from berth_runtime.server.openai_format import (
     usage,
 )
 from berth_runtime.server.openai_protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from berth_runtime.server.prompts import completion_prompts, encode_chat
 from berth_runtime.server.streams import SSE_HEADERS, SSE_MEDIA_TYPE, merge_streams, sse_event
-from berth_runtime.tokenizer import ChatTemplateError, Tokenizer
+from berth_runtime.tokenizer import Tokenizer
 
 Jobs = list[tuple[list[int], SamplingParams]]
 
@@ -74,8 +75,7 @@ def build_router(context: ServingContext) -> APIRouter:
             jobs += [(prompt_ids, body.sampling_params(budget, choice, logprobs)) for choice in range(body.n)]
         return jobs
 
-    @router.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    def model_card() -> dict[str, Any]:
         engine = context.state.engine
         card: dict[str, Any] = {
             "id": context.model_name,
@@ -86,13 +86,23 @@ def build_router(context: ServingContext) -> APIRouter:
         }
         if engine is not None:
             card["max_model_len"] = engine.max_model_len
-        return {"object": "list", "data": [card]}
+        return card
+
+    @router.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @router.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        if model_id != context.model_name:
+            raise model_not_found(model_id, context.model_name)
+        return model_card()
 
     @router.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
         check_model(body)
         body.check_supported()
-        prompt_texts, prompt_ids = _completion_prompts(body.prompt, tokenizer())
+        prompt_texts, prompt_ids = await completion_prompts(body.prompt, context.state.require_engine())
         jobs = jobs_for(body, prompt_ids, body.max_tokens, body.default_max_tokens(), body.logprobs, "prompt")
         response_id = new_request_id("cmpl")
         echo = [prompt_texts[index // body.n] if body.echo else "" for index in range(len(jobs))]
@@ -139,13 +149,7 @@ def build_router(context: ServingContext) -> APIRouter:
     ) -> dict[str, Any] | StreamingResponse:
         check_model(body)
         body.check_supported()
-        try:
-            prompt_text = tokenizer().apply_chat_template(
-                body.template_messages(), add_generation_prompt=True
-            )
-        except ChatTemplateError as error:
-            raise ApiError(400, str(error), param="messages", code="chat_template_error") from None
-        prompt_ids = tokenizer().encode(prompt_text, add_special_tokens=False)
+        prompt_ids = await encode_chat(context.state.require_engine(), body.template_messages())
         logprobs = body.logprobs_count()
         jobs = jobs_for(body, [prompt_ids], body.requested_max_tokens(), None, logprobs, "messages")
         response_id = new_request_id("chatcmpl")
@@ -197,35 +201,6 @@ def build_router(context: ServingContext) -> APIRouter:
         return await unless_disconnected(request, run())
 
     return router
-
-
-def _completion_prompts(prompt: Any, tokenizer: Tokenizer) -> tuple[list[str], list[list[int]]]:
-    """(text, token ids) of each prompt; OpenAI allows a string, strings, token ids or lists of them."""
-    if isinstance(prompt, str):
-        items: list[Any] = [prompt]
-    elif prompt and all(isinstance(item, int) for item in prompt):
-        items = [prompt]
-    else:
-        items = list(prompt)
-    if not items:
-        raise ApiError(400, "'prompt' is empty", param="prompt")
-    texts: list[str] = []
-    ids: list[list[int]] = []
-    for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-            ids.append(tokenizer.encode(item))
-            continue
-        vocab_size = tokenizer.vocab_size
-        if not item or any(token < 0 or token >= vocab_size for token in item):
-            raise ApiError(
-                400, f"'prompt' token ids must be non-empty and within 0..{vocab_size - 1}", param="prompt"
-            )
-        texts.append(tokenizer.decode(item))
-        ids.append(list(item))
-    if any(not prompt_ids for prompt_ids in ids):
-        raise ApiError(400, "'prompt' encodes to no tokens", param="prompt")
-    return texts, ids
 
 
 async def _collect_all(streams: list[MeteredStream]) -> list[ChoiceState]:

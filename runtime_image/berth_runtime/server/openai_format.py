@@ -42,39 +42,47 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _token_text(tokenizer: Tokenizer, token_id: int) -> str:
-    return tokenizer.decode([token_id], skip_special_tokens=False)
-
-
 def completion_logprobs(
     tokenizer: Tokenizer, entries: list[TokenLogprob], text_offset_start: int = 0
 ) -> dict[str, Any]:
-    """The legacy completions shape: parallel lists of tokens, logprobs, top alternatives and offsets."""
+    """The legacy completions shape: parallel lists of tokens, logprobs, top alternatives and offsets.
+
+    Tokens are named by `Tokenizer.token_label`, so byte tokens that are each part of a character
+    stay distinct ("bytes:\\xe3", "bytes:\\xe4") instead of collapsing into one U+FFFD key. Two
+    alternatives that still share a label keep the higher logprob."""
     tokens: list[str] = []
     offsets: list[int] = []
     offset = text_offset_start
     for entry in entries:
-        token = _token_text(tokenizer, entry.token_id)
+        token = tokenizer.token_label(entry.token_id)
         tokens.append(token)
         offsets.append(offset)
-        offset += len(token)
+        if not token.startswith("bytes:"):
+            offset += len(token)
+    top_logprobs: list[dict[str, float]] = []
+    for entry in entries:
+        alternatives: dict[str, float] = {}
+        for token_id, logprob in sorted(entry.top.items(), key=lambda item: -item[1]):
+            alternatives.setdefault(tokenizer.token_label(token_id), logprob)
+        top_logprobs.append(alternatives)
     return {
         "tokens": tokens,
         "token_logprobs": [entry.logprob for entry in entries],
-        "top_logprobs": [
-            {_token_text(tokenizer, token_id): logprob for token_id, logprob in entry.top.items()}
-            for entry in entries
-        ],
+        "top_logprobs": top_logprobs,
         "text_offset": offsets,
     }
 
 
 def chat_logprobs(tokenizer: Tokenizer, entries: list[TokenLogprob]) -> dict[str, Any]:
-    """The chat shape: one object per token with its bytes and top alternatives."""
+    """The chat shape: one object per token with its own bytes (not those of its decoded text, which
+    for part of a character would be U+FFFD's) and its top alternatives."""
 
     def describe(token_id: int, logprob: float) -> dict[str, Any]:
-        token = _token_text(tokenizer, token_id)
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+        return {
+            "token": tokenizer.token_label(token_id),
+            "logprob": logprob,
+            "bytes": list(tokenizer.token_bytes(token_id)),
+        }
 
     return {
         "content": [

@@ -63,11 +63,13 @@ class DrainingServer(uvicorn.Server):
             logger.info("drained: no request in flight; shutting down")
         else:
             logger.warning(
-                "drain timeout (%.1f s) passed with %d request(s) in flight; shutting down anyway",
+                "drain timeout (%.1f s) passed with %d request(s) in flight; ending them with 503",
                 self._drain_timeout,
                 self._state.in_flight,
             )
-            self.force_exit = True
+            await self._state.expire_drain()
+            if not await self._state.wait_idle(CLOSE_CONNECTIONS_TIMEOUT_SECONDS):
+                self.force_exit = True
         self.should_exit = True
 
 
@@ -91,7 +93,7 @@ def serve(config: RuntimeConfig) -> int:
         log_level="debug" if config.log_level == "trace" else config.log_level,
         timeout_graceful_shutdown=CLOSE_CONNECTIONS_TIMEOUT_SECONDS,
         lifespan="on",
-        access_log=config.log_level in ("debug", "trace"),
+        access_log=False,  # request_context logs each request, with its X-Request-Id, at debug
     )
     server = DrainingServer(uvicorn_config, state, config.drain_timeout)
 

@@ -31,6 +31,7 @@ from berth_runtime.server.kserve_params import (
     generation_settings,
 )
 from berth_runtime.server.kserve_v2 import check_model, sampling_params_for
+from berth_runtime.server.prompts import encode_text
 from berth_runtime.server.statistics import MODEL_VERSION
 from berth_runtime.server.streams import SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
 
@@ -61,7 +62,7 @@ def build_router(context: ServingContext) -> APIRouter:
     ) -> tuple[str, GenerationSettings, Any, MeteredStream]:
         check_model(context, model_name, version)
         text, settings, request_id = await _parse(request)
-        prompt_ids = context.state.require_engine().tokenizer.encode(text)
+        prompt_ids = await encode_text(context.state.require_engine(), text, TEXT_INPUT)
         params = sampling_params_for(context, prompt_ids, settings)
         stream = await start_generation(
             context, prompt_ids, params, new_request_id("generate"), prompt_param=TEXT_INPUT
