@@ -97,6 +97,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("unknown-field", {"replica": 2}, "spec.replica", "unknown field"),
     (
+        "cel-model-cache-pvc-needs-a-claim",
+        {"model": {"cache": {"mode": "PVC"}}},
+        "spec.model.cache.claimName",
+        "required with mode PVC",
+    ),
+    (
+        "cel-model-cache-budget-only-for-pvc",
+        {"model": {"cache": {"mode": "Node", "budget": "1Ti"}}},
+        "spec.model.cache.budget",
+        "only valid with mode PVC",
+    ),
+    (
+        "cel-model-cache-only-for-downloads",
+        {"model": {"source": "pvc://weights/llama", "cache": {"mode": "Node"}}},
+        "spec.model.cache.mode",
+        "only valid with an hf:// or s3:// source",
+    ),
+    (
+        "cel-model-cache-size-limit-only-for-pod",
+        {"model": {"cacheSizeLimit": "10Gi", "cache": {"mode": "Node"}}},
+        "spec.model.cacheSizeLimit",
+        "only valid with cache mode Pod",
+    ),
+    (
         "cel-revision-needs-hf",
         {"model": {"source": "s3://bucket/m", "revision": "abc"}},
         "spec.model.revision",
