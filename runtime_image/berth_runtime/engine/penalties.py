@@ -104,7 +104,8 @@ def apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> None:
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int]) -> None:
-    """Applies the repetition, frequency and presence penalties to `logits` [rows, vocab] in place.
+    """Applies the repetition, frequency and presence penalties to `logits` [rows, vocab]
+    (contiguous) in place.
 
     Row i belongs to `seqs[i]` with the first `drafts_before[i]` of its draft tokens taken as
     already generated.
@@ -112,7 +113,8 @@ def apply_penalties(logits: torch.Tensor, seqs: list[Sequence], drafts_before: l
     penalised = [row for row, seq in enumerate(seqs) if seq.params.has_penalties]
     if not penalised:
         return
-    token_ids: list[np.ndarray] = []
+    vocab = logits.shape[1]
+    positions: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     updated: set[int] = set()  # a sequence with drafts has several rows; count its tokens once
     for row in penalised:
@@ -123,28 +125,31 @@ def apply_penalties(logits: torch.Tensor, seqs: list[Sequence], drafts_before: l
             seq.token_counts.update(seq)
             updated.add(id(seq))
         row_token_ids, row_counts = seq.token_counts.with_drafts(seq.draft_token_ids[: drafts_before[row]])
-        token_ids.append(row_token_ids)
+        positions.append(row * vocab + row_token_ids)
         counts.append(row_counts)
-    # where: [2, entries] the logits row and token id of each (row, distinct token) entry
-    where = np.empty((2, sum(ids.size for ids in token_ids)), dtype=np.int64)
-    where[0] = np.repeat(penalised, [ids.size for ids in token_ids])
-    where[1] = np.concatenate(token_ids)
+    entries_per_row = [row_counts.size for row_counts in counts]
+    params = [seqs[row].params for row in penalised]
+    output_counts = np.concatenate(counts)  # [entries] float32
+    # Per entry, in float32 as torch would compute them: the repetition penalty, frequency * count
+    # and presence * [count > 0] (OpenAI's two subtractions stay separate, so rounding matches).
+    terms = np.empty((3, output_counts.size), dtype=np.float32)
+    terms[0] = np.repeat(np.array([p.repetition_penalty for p in params], dtype=np.float32), entries_per_row)
+    terms[1] = np.repeat(np.array([p.frequency_penalty for p in params], dtype=np.float32), entries_per_row)
+    terms[1] *= output_counts
+    terms[2] = np.repeat(np.array([p.presence_penalty for p in params], dtype=np.float32), entries_per_row)
+    terms[2] *= output_counts > 0
     device = logits.device
-    where_on_device = _from_numpy(where, device)
-    rows, columns = where_on_device[0], where_on_device[1]
-    penalised_logits = logits[rows, columns]  # [entries]
-    params = [seq.params for seq in seqs]
+    flat_positions = _from_numpy(np.concatenate(positions), device)
+    repetition, frequency_terms, presence_terms = _from_numpy(terms, device)
+    flat_logits = logits.view(-1)
+    penalised_logits = flat_logits.index_select(0, flat_positions)  # [entries]
     if any(p.repetition_penalty != 1 for p in params):
-        repetition = to_device([p.repetition_penalty for p in params], torch.float32, device)[rows]
         penalised_logits = torch.where(
             penalised_logits < 0, penalised_logits * repetition, penalised_logits / repetition
         )
     if any(p.frequency_penalty != 0 or p.presence_penalty != 0 for p in params):
-        output_counts = _from_numpy(np.concatenate(counts), device)
-        frequency = to_device([p.frequency_penalty for p in params], torch.float32, device)[rows]
-        presence = to_device([p.presence_penalty for p in params], torch.float32, device)[rows]
-        penalised_logits = penalised_logits - frequency * output_counts - presence * (output_counts > 0)
-    logits[rows, columns] = penalised_logits
+        penalised_logits = penalised_logits - frequency_terms - presence_terms
+    flat_logits.index_copy_(0, flat_positions, penalised_logits)
 
 
 def _from_numpy(array: np.ndarray, device: torch.device) -> torch.Tensor:

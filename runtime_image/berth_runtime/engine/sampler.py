@@ -67,6 +67,7 @@ class Sampler:
         """`logits` after the request-dependent processors (min_tokens, logit_bias, penalties),
         processed in place: a step's logits are used once, and a copy would cost a pass over them."""
         if any(self._needs_processing(seq) for seq in seqs):
+            logits = logits.contiguous()  # the penalties index the flattened logits
             self._mask_end_tokens(logits, seqs)
             apply_logit_bias(logits, seqs)
             apply_penalties(logits, seqs, drafts_before)
