@@ -56,17 +56,20 @@ def test_every_family_architecture_is_registered_once() -> None:
         "Phi3ForCausalLM",
         "Gemma2ForCausalLM",
         "Gemma3ForCausalLM",
+        "MixtralForCausalLM",
+        "Qwen2MoeForCausalLM",
+        "Qwen3MoeForCausalLM",
     }
     assert len(SUPPORTED_ARCHITECTURES) == len(set(SUPPORTED_ARCHITECTURES))
     assert ARCHITECTURES["Qwen3ForCausalLM"].name == "qwen3"
 
 
 def test_an_unknown_architecture_fails_naming_the_supported_ones(tmp_path: Path) -> None:
-    model_dir = _write_config(tmp_path, architectures=["MixtralForCausalLM"])
+    model_dir = _write_config(tmp_path, architectures=["DeepseekV3ForCausalLM"])
     with pytest.raises(ModelDirectoryError) as error:
         load_model_config(model_dir)
     message = str(error.value)
-    assert "'MixtralForCausalLM' is not supported" in message
+    assert "'DeepseekV3ForCausalLM' is not supported" in message
     assert all(architecture in message for architecture in SUPPORTED_ARCHITECTURES)
 
 

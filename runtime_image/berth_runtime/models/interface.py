@@ -36,20 +36,23 @@ class KVLayout:
 
 @dataclass(frozen=True)
 class WeightDestination:
-    """Where one checkpoint tensor goes: `parameter`, or rows [row_offset, row_offset + rows) of it when
-    the model fuses several checkpoint tensors into one (q/k/v, gate/up); `add` is added on load
-    (Gemma stores its norm weights as offsets from 1)."""
+    """Where one checkpoint tensor goes: `parameter` (its `expert`-th slice when the model stacks
+    experts), or rows [row_offset, row_offset + rows) of it when the model fuses several checkpoint
+    tensors into one (q/k/v, gate/up); `add` is added on load (Gemma stores its norm weights as
+    offsets from 1)."""
 
     parameter: torch.nn.Parameter
     row_offset: int = 0
     rows: int | None = None
     add: float = 0.0
+    expert: int | None = None
 
     def view(self) -> torch.Tensor:
         """The part of the parameter the tensor fills."""
+        target: torch.Tensor = self.parameter if self.expert is None else self.parameter[self.expert]
         if self.rows is None:
-            return self.parameter
-        return self.parameter.narrow(0, self.row_offset, self.rows)
+            return target
+        return target.narrow(0, self.row_offset, self.rows)
 
 
 class CausalLM(Protocol):

@@ -1,13 +1,13 @@
 """The decoder pieces every family shares, so a family module writes only what differs (its norms,
 its residual wiring, its embedding and logits): attention with fused q/k/v, optional per-head q/k
 RMSNorm, rope fused with the paged KV-cache write and paged attention (optionally windowed and
-soft-capped); the gated MLP with fused gate/up (SiLU or GeGLU); and the model shell: embeddings,
-layers, final norm, output head, rope tables, KV layout and the checkpoint-name mapping one loader
-uses for every family.
+soft-capped); the gated MLP with fused gate/up (SiLU or GeGLU), or a mixture of experts (`moe`);
+and the model shell: embeddings, layers, final norm, output head, rope tables, KV layout and the
+checkpoint-name mapping one loader uses for every family.
 
 Steps the kernels do not cover yet (a sliding window or soft-capped scores in attention, partial
-rotary, GeGLU) run the torch reference even on the kernel path; a model with such a layer reports
-`supports_decode_graphs` False, since the references take no CUDA-graph padding rows.
+rotary, GeGLU, experts) run the torch reference even on the kernel path; a model with such a layer
+reports `supports_decode_graphs` False, since the references take no CUDA-graph padding rows.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.kernels import torch_reference
 from berth_runtime.models.interface import KVCache, KVLayout, WeightDestination
 from berth_runtime.models.model_config import ModelConfig
+from berth_runtime.models.moe import SparseMoE
 from berth_runtime.models.ops import LayerOps
 from berth_runtime.models.rope import rope_tables
 
@@ -81,8 +82,15 @@ class DecoderLayerBase(nn.Module):
         self.activation = _ACTIVATIONS[config.hidden_act]
         self.qkv_proj = nn.Linear(hidden, self.q_size + 2 * self.kv_size, bias=config.qkv_bias, dtype=dtype)
         self.o_proj = nn.Linear(self.q_size, hidden, bias=config.o_proj_bias, dtype=dtype)
-        self.gate_up_proj = nn.Linear(hidden, 2 * config.intermediate_size, bias=config.mlp_bias, dtype=dtype)
-        self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=config.mlp_bias, dtype=dtype)
+        self.moe: SparseMoE | None = None
+        self.gate_up_proj: nn.Linear | None = None
+        self.down_proj: nn.Linear | None = None
+        if config.moe is not None and config.moe.sparse_layers[layer_index]:
+            self.moe = SparseMoE(hidden, config.moe, dtype)
+        else:
+            size = config.intermediate_size
+            self.gate_up_proj = nn.Linear(hidden, 2 * size, bias=config.mlp_bias, dtype=dtype)
+            self.down_proj = nn.Linear(size, hidden, bias=config.mlp_bias, dtype=dtype)
         self.q_norm: nn.Parameter | None = None
         self.k_norm: nn.Parameter | None = None
         if config.qk_norm:
@@ -92,7 +100,12 @@ class DecoderLayerBase(nn.Module):
     @property
     def runs_on_kernels_only(self) -> bool:
         """No step of this layer falls back to the torch reference on the kernel path."""
-        return self.sliding_window is None and self.logit_softcap is None and not self.partial_rotary
+        return (
+            self.sliding_window is None
+            and self.logit_softcap is None
+            and not self.partial_rotary
+            and self.moe is None
+        )
 
     def attention(
         self,
@@ -130,6 +143,9 @@ class DecoderLayerBase(nn.Module):
 
     def mlp(self, hidden: torch.Tensor, ops: LayerOps) -> torch.Tensor:
         """hidden: [tokens, hidden_size] (normed) -> the MLP's output."""
+        if self.moe is not None:
+            return self.moe(hidden, ops)
+        assert self.gate_up_proj is not None and self.down_proj is not None  # a dense layer
         gate_up = self.gate_up_proj(hidden)
         activated = ops.silu_and_mul(gate_up) if self.activation is None else self.activation(gate_up)
         return self.down_proj(activated)
@@ -216,10 +232,15 @@ class DecoderForCausalLM(nn.Module):
         if module in _LAYER_NORMS and kind == "weight":
             norm = getattr(layer, _LAYER_NORMS[module], None)
             return WeightDestination(norm, add=self.norm_weight_add) if norm is not None else None
-        if module not in _LAYER_TENSORS:
+        if layer.moe is not None and kind == "weight":
+            destination = layer.moe.checkpoint_destination(module)
+            if destination is not None:
+                return destination
+        linear = getattr(layer, _LAYER_TENSORS[module][0]) if module in _LAYER_TENSORS else None
+        if linear is None:  # an unknown tensor, or a dense MLP's in a layer of experts
             return None
         ours, shard = _LAYER_TENSORS[module]
-        parameter = getattr(getattr(layer, ours), kind)
+        parameter = getattr(linear, kind)
         if parameter is None:  # a bias the config says the model has not
             return None
         if shard is None:

@@ -21,6 +21,23 @@ class ModelDirectoryError(ValueError):
 
 
 @dataclass(frozen=True)
+class MixtureOfExperts:
+    """The sparse MLP of a mixture-of-experts model (Mixtral, Qwen2-MoE, Qwen3-MoE)."""
+
+    num_experts: int
+    experts_per_token: int
+    """Top-k: the experts each token is routed to."""
+    intermediate_size: int
+    """Of each expert."""
+    normalize_top_k: bool
+    """Renormalize the chosen experts' router probabilities to sum to 1 (Mixtral always does)."""
+    sparse_layers: tuple[bool, ...]
+    """Per layer, whether its MLP is the experts (else the dense MLP of `intermediate_size`)."""
+    shared_expert_intermediate_size: int = 0
+    """A dense expert every token also goes through, scaled by a sigmoid gate (Qwen2-MoE); 0 for none."""
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     architecture: str
     vocab_size: int
@@ -57,6 +74,8 @@ class ModelConfig:
     the attention path (Gemma's local layers); unlike `sliding_window` it caps no context."""
     local_rope: RopeScaling | None = None
     """The rope of the sliding-window layers when it differs from `rope` (Gemma 3)."""
+    moe: MixtureOfExperts | None = None
+    """The experts of a mixture-of-experts model; None for a dense one."""
 
     @property
     def max_context_len(self) -> int:
@@ -81,7 +100,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _int_field(config: dict[str, Any], name: str, path: Path, default: int | None = None) -> int:
+def positive_int(config: dict[str, Any], name: str, path: Path, default: int | None = None) -> int:
     value = config.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ModelDirectoryError(f"{path}: field {name!r} is {value!r}; accepted: an integer >= 1")
@@ -167,15 +186,15 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     from berth_runtime.models.registry import family_for
 
     family = family_for(architecture, path)
-    hidden_size = _int_field(config, "hidden_size", path)
-    num_heads = _int_field(config, "num_attention_heads", path)
-    num_kv_heads = _int_field(config, "num_key_value_heads", path, default=num_heads)
+    hidden_size = positive_int(config, "hidden_size", path)
+    num_heads = positive_int(config, "num_attention_heads", path)
+    num_kv_heads = positive_int(config, "num_key_value_heads", path, default=num_heads)
     if num_heads % num_kv_heads != 0:
         raise ModelDirectoryError(
             f"{path}: num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv_heads}"
         )
     head_dim = int(config.get("head_dim") or hidden_size // num_heads)
-    sliding_window = config.get("sliding_window")
+    sliding_window = config.get("sliding_window") or None  # Qwen2-MoE writes 0 for none
     if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window < 1):
         raise ModelDirectoryError(
             f"{path}: sliding_window is {sliding_window!r}; accepted: null or an integer >= 1"
@@ -188,15 +207,15 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     attention_bias = bool(config.get("attention_bias", False))
     fields: dict[str, Any] = {
         "architecture": architecture,
-        "vocab_size": _int_field(config, "vocab_size", path),
+        "vocab_size": positive_int(config, "vocab_size", path),
         "hidden_size": hidden_size,
-        "intermediate_size": _int_field(config, "intermediate_size", path),
-        "num_layers": _int_field(config, "num_hidden_layers", path),
+        "intermediate_size": positive_int(config, "intermediate_size", path),
+        "num_layers": positive_int(config, "num_hidden_layers", path),
         "num_heads": num_heads,
         "num_kv_heads": num_kv_heads,
         "head_dim": head_dim,
         "rms_norm_eps": float(config.get("rms_norm_eps", 1e-6)),
-        "max_position_embeddings": _int_field(config, "max_position_embeddings", path, default=2048),
+        "max_position_embeddings": positive_int(config, "max_position_embeddings", path, default=2048),
         "rope": parse_rope(rope, config, path),
         "rotary_dim": rotary_dim if rotary_dim < head_dim else None,
         "qkv_bias": attention_bias,

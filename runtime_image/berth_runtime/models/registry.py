@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from berth_runtime.models import gemma, llama, phi3, qwen3
+from berth_runtime.models import gemma, llama, mixtral, phi3, qwen3, qwen_moe
 from berth_runtime.models.interface import ModelFamily
 from berth_runtime.models.model_config import ModelDirectoryError
 
-FAMILIES: tuple[ModelFamily, ...] = (llama.FAMILY, qwen3.FAMILY, phi3.FAMILY, gemma.FAMILY)
+FAMILIES: tuple[ModelFamily, ...] = (
+    llama.FAMILY,
+    qwen3.FAMILY,
+    phi3.FAMILY,
+    gemma.FAMILY,
+    mixtral.FAMILY,
+    qwen_moe.FAMILY,
+)
 
 ARCHITECTURES: dict[str, ModelFamily] = {
     architecture: family for family in FAMILIES for architecture in family.architectures
