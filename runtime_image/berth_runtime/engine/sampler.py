@@ -1,7 +1,8 @@
 """Turns a step's logits into one token per sampling row, each with its own request's parameters.
 
-First the request-dependent processors (`process`): end tokens masked until `min_tokens`, then
-`logit_bias` and the presence, frequency and repetition penalties (`engine.penalties`). Greedy rows
+First the request-dependent processors (`process`, in place): end tokens masked until
+`min_tokens`, then `logit_bias` and the repetition, frequency and presence penalties
+(`engine.penalties`). Greedy rows
 take the argmax of that; the others go through temperature, top-k, top-p and min-p (`transformers`'
 warper order) as batched tensor ops over all rows, and random choice uses the exponential race
 (argmax of p / q, q ~ Exp(1)), which equals sampling from p and lets a seeded request draw from its
