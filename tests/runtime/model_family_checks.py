@@ -2,13 +2,15 @@
 checkpoint written by `transformers`, whose logits through berth's engine path equal transformers'
 at fp32 (a chunked prefill beside a running decode, then every decode step), and whose greedy tokens
 under continuous batching with prefix-cache hits, chunked prefill and preemption equal
-transformers' greedy tokens."""
+transformers' greedy tokens; and on the kernel path (what CUDA runs; the Triton interpreter on the
+CPU) the same greedy tokens as on the reference path."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from conftest import write_tiny_model
 from engine_reference import generate_greedy, make_engine, make_prompts, reference_greedy
@@ -17,6 +19,8 @@ from transformers import AutoModelForCausalLM
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
+from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.rms_norm import _rms_norm_kernel
 from berth_runtime.sampling_params import SamplingParams
 
 ATOL = 1e-4
@@ -88,3 +92,16 @@ def assert_greedy_matches_under_batching(model_dir: Path) -> None:
     assert engine.stats().prefix_cache_hits > 0
     assert engine.stats().num_preemptions > 0
     assert engine.block_manager.num_free_blocks == 14
+
+
+def assert_kernel_path_matches_the_reference_path(model_dir: Path, decode_graphs: bool) -> None:
+    """Greedy tokens with the kernel layer ops (steps no kernel covers fall back to the reference) equal
+    the reference path's; `decode_graphs`: whether the model may capture decode CUDA graphs."""
+    if not runs_interpreted(_rms_norm_kernel):
+        pytest.skip("runs the kernels on the CPU: needs TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    prompts = make_prompts(3, vocab_size=320, seed=3, min_len=5, max_len=20)
+    expected = generate_greedy(make_engine(model_dir, enable_prefix_caching=True), prompts, 6)
+    engine = make_engine(model_dir, enable_prefix_caching=True)
+    engine.runner.model.use_kernel_ops = True
+    assert generate_greedy(engine, prompts, 6) == expected
+    assert engine.runner.model.supports_decode_graphs is decode_graphs

@@ -12,6 +12,7 @@ import pytest
 from model_family_checks import (
     ATOL,
     assert_greedy_matches_under_batching,
+    assert_kernel_path_matches_the_reference_path,
     max_logit_difference,
     write_family_model,
 )
@@ -90,3 +91,8 @@ def test_moe_greedy_matches_under_batching_with_prefix_hits(
     fixture_name: str, request: pytest.FixtureRequest
 ) -> None:
     assert_greedy_matches_under_batching(request.getfixturevalue(fixture_name))
+
+
+def test_mixtral_on_the_kernel_path_gives_the_reference_tokens(tiny_mixtral_dir: Path) -> None:
+    """The experts run the grouped reference path (host-side counts): no decode graphs."""
+    assert_kernel_path_matches_the_reference_path(tiny_mixtral_dir, decode_graphs=False)

@@ -10,6 +10,7 @@ import pytest
 from model_family_checks import (
     ATOL,
     assert_greedy_matches_under_batching,
+    assert_kernel_path_matches_the_reference_path,
     max_logit_difference,
     write_family_model,
 )
@@ -45,3 +46,8 @@ def test_phi3_logits_match_transformers(tiny_phi3_dir: Path) -> None:
 
 def test_phi3_greedy_matches_under_batching_with_prefix_hits(tiny_phi3_dir: Path) -> None:
     assert_greedy_matches_under_batching(tiny_phi3_dir)
+
+
+def test_phi3_on_the_kernel_path_gives_the_reference_tokens(tiny_phi3_dir: Path) -> None:
+    """Partial rotary runs the reference rope (the fused kernel rotates whole heads): no decode graphs."""
+    assert_kernel_path_matches_the_reference_path(tiny_phi3_dir, decode_graphs=False)

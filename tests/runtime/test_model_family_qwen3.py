@@ -9,6 +9,7 @@ import pytest
 from model_family_checks import (
     ATOL,
     assert_greedy_matches_under_batching,
+    assert_kernel_path_matches_the_reference_path,
     max_logit_difference,
     write_family_model,
 )
@@ -42,3 +43,7 @@ def test_qwen3_logits_match_transformers(tiny_qwen3_dir: Path) -> None:
 
 def test_qwen3_greedy_matches_under_batching_with_prefix_hits(tiny_qwen3_dir: Path) -> None:
     assert_greedy_matches_under_batching(tiny_qwen3_dir)
+
+
+def test_qwen3_on_the_kernel_path_gives_the_reference_tokens(tiny_qwen3_dir: Path) -> None:
+    assert_kernel_path_matches_the_reference_path(tiny_qwen3_dir, decode_graphs=True)
