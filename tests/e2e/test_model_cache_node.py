@@ -1,6 +1,7 @@
 """Weights once per node: two replicas of one InferenceDeployment with spec.model.cache.mode Node, on
 one local node whose pods really run, download each file of an s3:// model once (counted at the S3
-stand-in), serve from the shared entry, and a replaced pod downloads nothing.
+stand-in), serve from the shared entry (holding it against eviction), and a replaced pod downloads
+nothing.
 
 Why on the local bed: the pieces are proven apart (tests/runtime/test_fetch_node_cache*.py for the
 locking and verification, tests/unit/builders/test_builder_model_cache.py for the pod), but only
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from berth_runtime.fetch.cache_layout import CacheLayout, try_locked
 from tests.e2e.local_model import local_model
 from tests.integration.idep_reads import idep_status, runtime_pods
 from tests.integration.operator_process import OperatorProcess
@@ -111,6 +113,8 @@ def test_two_pods_on_one_node_download_once_and_a_replaced_pod_downloads_nothing
     assert fetched == {f"{PREFIX}/{name}": 1 for name in uploaded}, "each file once for the two pods"
     entries = list((cache_root / "entries").iterdir())
     assert len(entries) == 1 and sorted(path.name for path in entries[0].glob("*.safetensors"))
+    with try_locked(CacheLayout(cache_root).users_lock_file(entries[0].name)) as evictable:
+        assert not evictable, "the running servers hold their entry's users lock (hold_entry)"
 
     replaced = sorted(first_pods)[0]
     bed.kubectl("delete", "pod", replaced, "--wait=false", namespace=bed_namespace)

@@ -1,9 +1,12 @@
-"""The cache's command-line side: `fetch --cache-root/--cache-budget-bytes` and the root hand-over
-that the operator's prepare-model-cache init container runs (`python -m berth_runtime.fetch.cache_root`)."""
+"""The cache's command-line side: `fetch --cache-root/--cache-budget-bytes`, the root hand-over that
+the operator's prepare-model-cache init container runs (`python -m berth_runtime.fetch.cache_root`)
+and the wrapper the runtime container's server starts through (`python -m berth_runtime.fetch.hold_entry`)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,30 @@ def test_the_cache_root_is_handed_to_the_fetch_user(tmp_path: Path) -> None:
 def test_the_hand_over_refuses_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cache_root_main(argv) == 2
     assert "usage: python -m berth_runtime.fetch.cache_root ROOT UID" in capsys.readouterr().err
+
+
+def hold_entry(link: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "berth_runtime.fetch.hold_entry", str(link), "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def test_outside_a_cache_the_command_runs_as_it_is(tmp_path: Path) -> None:
+    ran = hold_entry(tmp_path / "model", sys.executable, "-c", "print('served'); raise SystemExit(3)")
+    assert (ran.returncode, ran.stdout) == (3, "served\n")
+
+
+def test_an_evicted_entry_stops_the_server_with_what_to_do(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    (root / "locks").mkdir(parents=True)
+    (root / "locks" / "gone-0123.users").touch()
+    link = tmp_path / "pod" / "model"
+    link.parent.mkdir()
+    link.symlink_to(root / "entries" / "gone-0123")
+    ran = hold_entry(link, sys.executable, "-c", "print('served')")
+    assert ran.returncode == 1 and ran.stdout == ""
+    assert "the cache entry was evicted; delete the pod so that its fetch runs again" in ran.stderr

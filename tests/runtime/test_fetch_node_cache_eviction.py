@@ -1,17 +1,21 @@
 """The shared cache's budget: least recently used entries are evicted first, an entry whose lock is
-held is never evicted, and what cannot fit is refused with the sizes and the entries in the way."""
+held (a fetch fills or verifies it, a server started through hold_entry runs from it) is never
+evicted, and what cannot fit is refused with the sizes and the entries in the way."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from berth_runtime.fetch import FetchError, fetch_through_cache, parse_source
 from berth_runtime.fetch.cache_eviction import RESERVATION_NAME, entry_bytes, make_room
-from berth_runtime.fetch.cache_layout import LAST_USED_NAME, CacheLayout, locked
+from berth_runtime.fetch.cache_layout import LAST_USED_NAME, CacheLayout, locked, try_locked
 
 
 def add_entry(layout: CacheLayout, key: str, size: int, last_used: float) -> None:
@@ -48,6 +52,37 @@ def test_an_entry_whose_lock_is_held_is_never_evicted(layout: CacheLayout) -> No
         evicted = make_room(layout, "incoming", needed_bytes=500, budget_bytes=1_500)
     assert evicted == ["middle"]
     assert sorted(layout.entry_keys()) == ["incoming", "newest", "oldest-in-use"]
+
+
+def test_a_server_started_through_hold_entry_keeps_its_entry_until_it_exits(
+    layout: CacheLayout, tmp_path: Path
+) -> None:
+    add_entry(layout, "served", 400, last_used=1_000)
+    add_entry(layout, "idle", 400, last_used=2_000)
+    layout.users_lock_file("served").touch()
+    link = tmp_path / "pod" / "model"
+    link.parent.mkdir()
+    link.symlink_to(layout.entry("served"))
+    serving = [sys.executable, "-c", "import sys; sys.stdin.read()"]  # serves until its stdin closes
+    server = subprocess.Popen(
+        [sys.executable, "-m", "berth_runtime.fetch.hold_entry", str(link), "--", *serving],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with try_locked(layout.users_lock_file("served")) as free:
+                if not free:
+                    break
+            assert time.monotonic() < deadline, "the server never took its entry's users lock"
+            time.sleep(0.05)
+        assert make_room(layout, "incoming", needed_bytes=500, budget_bytes=1_000) == ["idle"]
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+    assert make_room(layout, "next", needed_bytes=500, budget_bytes=1_000) == ["served"]
 
 
 def test_no_room_while_entries_are_in_use_is_refused_and_evicts_nothing_in_use(layout: CacheLayout) -> None:

@@ -74,7 +74,8 @@ class ModelCacheSpec(ApiModel):
         default=None,
         description=(
             "PVC mode only: most bytes the cache may fill on the claim; before a download, least "
-            "recently used entries no pod is filling or verifying are evicted to make room. Unset: "
+            "recently used entries that no pod is filling, verifying or serving from are evicted to "
+            "make room. Unset: "
             "nothing is evicted and the claim's capacity is the limit. (Node mode uses the operator's "
             "per-node budget, BERTH_MODEL_CACHE_BUDGET.)"
         ),

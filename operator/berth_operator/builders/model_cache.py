@@ -5,9 +5,11 @@ shared cache root, a hostPath folder under the operator's BERTH_MODEL_CACHE_ROOT
 claim, mounted at the same path in two containers: read-write in the fetch init container, which
 fills or verifies an entry under a lock (berth_runtime.fetch.node_cache) and leaves the link
 /models/model -> <root>/entries/<key> in the small pod-local emptyDir; read-only in the runtime
-container, where that link then resolves. A hostPath folder is created by the kubelet owned by root
-and fsGroup does not reach it, so Node mode first runs a one-step init container as root with only
-the CHOWN capability that hands the root folder (not its content) to the runtime's user.
+container, where that link then resolves and whose server starts through `hold_entry`, so that it
+holds the entry's users lock while it runs and eviction passes the entry by. A hostPath folder is
+created by the kubelet owned by root and fsGroup does not reach it, so Node mode first runs a
+one-step init container as root with only the CHOWN capability that hands the root folder (not its
+content) to the runtime's user.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 from berth_operator.api.common import parse_quantity
 from berth_operator.builders.context import BuildContext
+from berth_operator.builders.runtime_args import DOWNLOADED_MODEL_PATH
 
 SHARED_CACHE_VOLUME = "shared-model-cache"
 SHARED_CACHE_DIR = "/var/cache/berth-models"
 PREPARE_CONTAINER = "prepare-model-cache"
+HOLD_ENTRY = ["python", "-m", "berth_runtime.fetch.hold_entry"]
 # The pod-local emptyDir of a shared-cache pod holds one symbolic link.
 LINK_VOLUME_SIZE_LIMIT = "1Mi"
 
@@ -61,6 +65,12 @@ def cache_flags(context: BuildContext) -> list[str]:
     else:
         budget = context.model_cache.budget_bytes
     return ["--cache-root", SHARED_CACHE_DIR, "--cache-budget-bytes", str(budget)]
+
+
+def held_serve_command(serve_command: list[str]) -> list[str]:
+    """The server started through `hold_entry`, which holds the entry's users lock for the server's
+    life (the process execs the server and keeps the lock), so eviction never takes it."""
+    return [*HOLD_ENTRY, DOWNLOADED_MODEL_PATH, "--", *serve_command]
 
 
 def prepare_container(context: BuildContext, runtime_user_id: int) -> dict[str, Any]:

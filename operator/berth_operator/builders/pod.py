@@ -15,6 +15,7 @@ from berth_operator.builders.labels import REVISION_LABEL, common_labels, revisi
 from berth_operator.builders.model_cache import (
     LINK_VOLUME_SIZE_LIMIT,
     cache_flags,
+    held_serve_command,
     prepare_container,
     shared_cache_mount,
     shared_cache_volume,
@@ -187,7 +188,9 @@ def _runtime_container(context: BuildContext) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": context.runtime_image,
-        "command": serve_command(spec),
+        "command": held_serve_command(serve_command(spec))
+        if uses_shared_cache(context)
+        else serve_command(spec),
         "ports": [
             {"name": "http", "containerPort": spec.serving.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": spec.serving.metrics_port, "protocol": "TCP"},

@@ -2,9 +2,10 @@
 
 A node's disk is shared with images, logs and other pods' emptyDirs, so the cache keeps to the
 budget the operator was given (BERTH_MODEL_CACHE_BUDGET). Before a fill, the filler reserves the
-entry's size and evicts entries in least-recently-used order until the reservation fits. An entry
-whose lock another process holds (being filled, repaired or verified for reuse) is never evicted:
-the eviction takes that entry's lock without waiting and skips the entry when it cannot.
+entry's size and evicts entries in least-recently-used order until the reservation fits. An entry in
+use is never evicted: one being filled, repaired or verified (its lock is held) or one a server runs
+from (its users lock is held, see `hold_entry`). The eviction takes both locks without waiting and
+skips the entry when it cannot.
 
 A reservation is what makes two fills at once keep to the budget: an entry being filled counts as
 the larger of the bytes it has on disk and the bytes it reserved.
@@ -64,8 +65,11 @@ def make_room(layout: CacheLayout, key: str, needed_bytes: int, budget_bytes: in
         for other in sorted(others, key=lambda name: last_used(layout.entry(name))):
             if used + needed_bytes <= budget_bytes:
                 break
-            with try_locked(layout.lock_file(other)) as held:
-                if not held:
+            with (
+                try_locked(layout.lock_file(other)) as filling_free,
+                try_locked(layout.users_lock_file(other)) as serving_free,
+            ):
+                if not (filling_free and serving_free):
                     in_use.append(other)
                     continue
                 _evict(layout, other)

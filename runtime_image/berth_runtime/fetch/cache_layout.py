@@ -10,6 +10,9 @@ ReadWriteMany claim, so the names and locks here are the protocol between indepe
 - `locks/<key>.lock`: flock(2) on it guards the entry: exclusive while one process fills or
   repairs it, shared while a process verifies it for reuse. Lock files are never removed (a removed
   lock file would let two processes lock two different inodes); they are empty.
+- `locks/<key>.users`: each server that runs from the entry holds flock(2) shared on it for its
+  whole life (`hold_entry`), so an entry in use is never evicted, while a fetch may still repair it
+  (a replaced file is a new inode: a running server keeps reading the one it opened).
 - `locks/budget.lock`: held while an entry's space is reserved and others are evicted for it.
 - `trash/`: an evicted entry is renamed here first (atomic), then deleted, so no process ever sees
   half an entry under `entries/`.
@@ -88,6 +91,10 @@ class CacheLayout:
 
     def lock_file(self, key: str) -> Path:
         return self.locks / f"{key}.lock"
+
+    def users_lock_file(self, key: str) -> Path:
+        """Shared-locked by each server that runs from the entry (`hold_entry`), for its whole life."""
+        return self.locks / f"{key}.users"
 
     @property
     def budget_lock_file(self) -> Path:

@@ -79,6 +79,7 @@ def fetch_through_cache(
         _check_published_digests(entry, needed, records)
         write_manifest(entry, CacheManifest(str(source), snapshot.resolved_revision, records))
         touch_last_used(entry)
+        _make_users_lock(entry)
     _point(destination, entry)
     logger.info("%s: filled the cache entry %s", source, entry)
     return FetchOutcome(
@@ -136,11 +137,17 @@ def _discard(entry: Path, damaged: list[str]) -> None:
 
 def _reuse(source: Source, entry: Path, destination: Path, resolved_revision: str) -> FetchOutcome:
     touch_last_used(entry)
+    _make_users_lock(entry)
     _point(destination, entry)
     logger.info("%s: reusing the verified cache entry %s; nothing downloaded", source, entry)
     return FetchOutcome(
         skipped=True, resolved_revision=resolved_revision, downloaded=(), reused=(), cache_entry=entry
     )
+
+
+def _make_users_lock(entry: Path) -> None:
+    """Create the users lock here: the runtime container, which takes it, mounts the cache read-only."""
+    CacheLayout(entry.parent.parent).users_lock_file(entry.name).touch(exist_ok=True)
 
 
 def _point(destination: Path, entry: Path) -> None:

@@ -12,6 +12,7 @@ from berth_operator.builders import BuildContext
 from berth_operator.builders.deployment import build_deployment
 from berth_operator.builders.labels import revision_hash
 from berth_operator.builders.model_cache import SHARED_CACHE_DIR
+from berth_operator.builders.runtime_args import serve_command
 from berth_operator.settings_model_cache import ModelCacheSettings
 from berth_runtime.cli import build_parser
 from tests.unit.builders.conftest import build_context
@@ -71,6 +72,13 @@ def test_node_mode_mounts_a_host_folder_read_write_only_in_the_init_containers()
     assert by_name["fetch-model"]["command"][-4:] == [
         "--cache-root", SHARED_CACHE_DIR, "--cache-budget-bytes", str(500 * 2**30),
     ]  # fmt: skip
+
+
+def test_in_a_shared_mode_the_server_starts_through_hold_entry_and_pod_mode_is_unchanged() -> None:
+    serve = serve_command(build_context({}).spec)
+    assert containers(pod({}))["runtime"]["command"] == serve
+    held = containers(pod({"model": {"cache": {"mode": "Node"}}}))["runtime"]["command"]
+    assert held == ["python", "-m", "berth_runtime.fetch.hold_entry", "/models/model", "--", *serve]
 
 
 def test_only_the_hand_over_step_runs_as_root_and_it_may_only_chown() -> None:
