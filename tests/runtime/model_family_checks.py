@@ -52,10 +52,11 @@ def _run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, 
     return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
 
 
-def max_logit_difference(model_dir: Path, decode_steps: int = 10) -> float:
+def max_logit_difference(model_dir: Path, decode_steps: int = 10, reference_dir: Path | None = None) -> float:
     """Runs PROMPT through the engine's runner in chunks of 10 (each step beside another sequence's
     decode), then `decode_steps` greedy decodes; asserts every sampled row's logits equal
-    transformers' within ATOL and returns the largest difference."""
+    transformers' (on `reference_dir`, by default the same checkpoint) within ATOL and returns the
+    largest difference."""
     engine = make_engine(model_dir)
     seq = Sequence("a", list(PROMPT), SamplingParams(), arrival=0)
     other = Sequence("b", PROMPT[:5], SamplingParams(), arrival=0)
@@ -68,7 +69,7 @@ def max_logit_difference(model_dir: Path, decode_steps: int = 10) -> float:
         seq.token_ids.append(int(step_logits[-1].argmax()))
         step_logits.append(_run_rows(engine, [(seq, 1)])["a"])
     # Row i of the reference is the prediction after token i: the prefill's is row len(PROMPT) - 1.
-    expected = reference_logits(model_dir, seq.token_ids)[len(PROMPT) - 1 :]
+    expected = reference_logits(reference_dir or model_dir, seq.token_ids)[len(PROMPT) - 1 :]
     ours = torch.stack(step_logits)
     torch.testing.assert_close(ours, expected, atol=ATOL, rtol=0)
     return float((ours - expected).abs().max())

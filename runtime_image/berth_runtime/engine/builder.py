@@ -131,6 +131,12 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
     max_model_len = resolve_max_model_len(config, model_config)
     dtype = getattr(torch, config.dtype)
     device = torch.device(str(config.device))
+    if model_config.prequantization is not None and config.quantization != "none":
+        raise ValueError(
+            f"--quantization {config.quantization}: the checkpoint is already quantized "
+            f"({model_config.prequantization.method}, its config.json's quantization_config) and is "
+            "loaded as it says; accepted: --quantization none"
+        )
     model = checkpoint.load_model(dtype, device, max_positions=max_model_len)
     # Before KV sizing, so the memory the full-precision weights free goes to the cache.
     quantized = quantize_linear_layers(model, config.quantization)

@@ -8,16 +8,18 @@ with the file and tensor name.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from safetensors import safe_open
 
 from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config, read_json
+from berth_runtime.models.prequantized import float_tensors
 from berth_runtime.models.registry import ARCHITECTURES
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -52,35 +54,42 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 def load_weights(model: CausalLM, files: list[Path]) -> None:
-    """Copies every checkpoint tensor into `model` (dtype converted) where the model says it goes, then
-    checks nothing is missing."""
+    """Copies every checkpoint tensor into `model` (dtype converted; pre-quantized ones dequantized,
+    see `prequantized`) where the model says it goes, then checks nothing is missing."""
     config = model.config
     params = dict(cast(torch.nn.Module, model).named_parameters())
     filled: dict[int, int] = {}  # id(parameter) -> elements written
-    with torch.no_grad():
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        file_of: dict[str, Path] = {}
+        handles: dict[Path, Any] = {}
         for path in files:
-            with safe_open(str(path), framework="pt", device="cpu") as checkpoint:
-                for name in checkpoint.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    if _IGNORED.match(name):
-                        continue
-                    target = model.checkpoint_destination(name)
-                    if target is None:
-                        if name == "lm_head.weight" and config.tie_word_embeddings:
-                            continue
-                        raise ModelDirectoryError(
-                            f"{path.name}: unexpected tensor {name!r} for {config.architecture}; "
-                            "is config.json from the same checkpoint?"
-                        )
-                    tensor = checkpoint.get_tensor(name)
-                    destination = target.view()
-                    if tuple(tensor.shape) != tuple(destination.shape):
-                        raise ModelDirectoryError(
-                            f"{path.name}: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                            f"config.json implies {tuple(destination.shape)}"
-                        )
-                    destination.copy_(tensor.float() + target.add if target.add else tensor)
-                    key = id(target.parameter)
-                    filled[key] = filled.get(key, 0) + tensor.numel()
+            handles[path] = stack.enter_context(safe_open(str(path), framework="pt", device="cpu"))
+            file_of.update(dict.fromkeys(handles[path].keys(), path))
+        names = [name for name in file_of if not _IGNORED.match(name)]
+
+        def read(name: str) -> torch.Tensor:
+            return handles[file_of[name]].get_tensor(name)
+
+        for name, tensor in float_tensors(names, read, config.prequantization):
+            source = file_of.get(name, file_of.get(name.removesuffix(".weight") + ".qweight"))
+            where = source.name if source is not None else "checkpoint"
+            target = model.checkpoint_destination(name)
+            if target is None:
+                if name == "lm_head.weight" and config.tie_word_embeddings:
+                    continue
+                raise ModelDirectoryError(
+                    f"{where}: unexpected tensor {name!r} for {config.architecture}; "
+                    "is config.json from the same checkpoint?"
+                )
+            destination = target.view()
+            if tuple(tensor.shape) != tuple(destination.shape):
+                raise ModelDirectoryError(
+                    f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                    f"config.json implies {tuple(destination.shape)}"
+                )
+            destination.copy_(tensor.float() + target.add if target.add else tensor)
+            key = id(target.parameter)
+            filled[key] = filled.get(key, 0) + tensor.numel()
     missing = [name for name, p in params.items() if filled.get(id(p), 0) != p.numel()]
     if missing:
         raise ModelDirectoryError(

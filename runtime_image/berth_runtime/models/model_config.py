@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from berth_runtime.models.rope import SUPPORTED_ROPE_TYPES, RopeScaling
+
+if TYPE_CHECKING:
+    from berth_runtime.models.prequantized import PreQuantization
 
 
 class ModelDirectoryError(ValueError):
@@ -76,6 +79,8 @@ class ModelConfig:
     """The rope of the sliding-window layers when it differs from `rope` (Gemma 3)."""
     moe: MixtureOfExperts | None = None
     """The experts of a mixture-of-experts model; None for a dense one."""
+    prequantization: PreQuantization | None = None
+    """How the checkpoint's weights are stored quantized (config.json's quantization_config)."""
 
     @property
     def max_context_len(self) -> int:
@@ -182,7 +187,8 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     config = read_json(path)
     architectures = config.get("architectures") or []
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
-    # The family modules import this one (for ModelConfig), so the registry is imported when it is used.
+    # The family and quantization modules import this one, so they are imported when it is used.
+    from berth_runtime.models.prequantized import read_prequantization
     from berth_runtime.models.registry import family_for
 
     family = family_for(architecture, path)
@@ -224,6 +230,7 @@ def load_model_config(model_dir: Path) -> ModelConfig:
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
         "sliding_window": sliding_window,
         "eos_token_ids": _ids(config.get("eos_token_id")),
+        "prequantization": read_prequantization(config, path),
     }
     fields.update(family.config_fields(str(architecture), config, path))
     return ModelConfig(**fields)

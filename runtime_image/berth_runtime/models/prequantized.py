@@ -1,0 +1,163 @@
+"""Pre-quantized checkpoints: what config.json's `quantization_config` says, and the reference
+dequantization of each format's tensors to float32 at load.
+
+Formats, as their libraries write them:
+- FP8 (`compressed-tensors`, format "float-quantized", 8-bit float weights, per-tensor or
+  per-channel scales): `W.weight` float8_e4m3fn [out, in], `W.weight_scale` [1] or [out, 1];
+  `W.input_scale` (static activation scales) is not used: activations stay in the serving dtype.
+- AWQ (4-bit, GEMM layout, zero point): `W.qweight` int32 [in, out / 8] (eight nibbles per int in
+  AWQ's interleaved order), `W.qzeros` int32 [in / group, out / 8], `W.scales` [in / group, out].
+- GPTQ (4-bit, the original "gptq" checkpoint format): `W.qweight` int32 [in / 8, out] (nibbles along
+  the input), `W.qzeros` int32 [in / group, out / 8] stored minus one, `W.scales` [in / group, out],
+  `W.g_idx` [in] (each input's group; act-order checkpoints permute it).
+
+Each quantized linear becomes one float `W.weight` tensor [out, in] that the loader copies into the
+model like any other (so fused q/k/v and gate/up work unchanged): the model then holds `--dtype`
+weights. Serving them as stored (int4 dequant-GEMM / FP8 weight-only kernels) is not done yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from berth_runtime.models.model_config import ModelDirectoryError
+
+PREQUANTIZED_FORMATS = ("compressed-tensors float-quantized (FP8)", "awq (4-bit GEMM)", "gptq (4-bit)")
+_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+_PACKED_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
+
+
+@dataclass(frozen=True)
+class PreQuantization:
+    method: str
+    """"fp8", "awq" or "gptq"."""
+    group_size: int = 0
+    """Inputs per scale and zero (awq, gptq)."""
+
+
+def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization | None:
+    """The checkpoint's quantization from config.json's `quantization_config`; None if it has none.
+    A format this runtime cannot load fails naming the supported ones."""
+    settings = config.get("quantization_config")
+    if settings is None:
+        return None
+    method = settings.get("quant_method") if isinstance(settings, dict) else None
+
+    def unsupported(detail: str) -> ModelDirectoryError:
+        return ModelDirectoryError(
+            f"{path}: quantization_config {detail} is not supported; "
+            f"accepted: {', '.join(PREQUANTIZED_FORMATS)}"
+        )
+
+    if method == "compressed-tensors":
+        if settings.get("format") != "float-quantized":
+            raise unsupported(f"compressed-tensors format {settings.get('format')!r}")
+        for group in (settings.get("config_groups") or {}).values():
+            weights = group.get("weights") or {}
+            if (weights.get("type"), weights.get("num_bits"), weights.get("strategy")) not in (
+                ("float", 8, "tensor"),
+                ("float", 8, "channel"),
+            ):
+                raise unsupported(f"weights {weights!r}")
+        return PreQuantization("fp8")
+    if method in ("awq", "gptq"):
+        bits, group_size = (
+            settings.get("bits", settings.get("w_bit")),
+            settings.get("group_size", settings.get("q_group_size")),
+        )
+        version = str(settings.get("version", "gemm")).lower()
+        if (
+            bits != 4
+            or not isinstance(group_size, int)
+            or group_size < 1
+            or (method == "awq" and version != "gemm")
+        ):
+            raise unsupported(f"{method} with bits={bits!r}, group_size={group_size!r}, version={version!r}")
+        if method == "gptq" and settings.get("checkpoint_format", "gptq") != "gptq":
+            raise unsupported(f"gptq checkpoint_format {settings.get('checkpoint_format')!r}")
+        return PreQuantization(method, group_size)
+    raise unsupported(f"quant_method {method!r}")
+
+
+def _unpack_nibbles(packed: torch.Tensor, dim: int) -> torch.Tensor:
+    """int32 -> eight 4-bit values each, lowest nibble first, expanded along `dim` (0 or 1)."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    if dim == 1:  # [rows, cols] -> [rows, cols * 8]
+        return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(packed.shape[0], -1)
+    return ((packed.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF).reshape(-1, packed.shape[1])
+
+
+def _awq_order(values: torch.Tensor) -> torch.Tensor:
+    """Undo AWQ's interleaving of the eight nibbles of each int32 (columns grouped by eight)."""
+    rows, columns = values.shape
+    return values.view(rows, columns // 8, 8)[:, :, list(_AWQ_REVERSE_ORDER)].reshape(rows, columns)
+
+
+def dequantize_awq(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """-> float32 weight [out, in]."""
+    weight = _awq_order(_unpack_nibbles(qweight, dim=1))  # [in, out]
+    zeros = _awq_order(_unpack_nibbles(qzeros, dim=1)).repeat_interleave(group_size, dim=0)
+    return ((weight - zeros).float() * scales.float().repeat_interleave(group_size, dim=0)).t().contiguous()
+
+
+def dequantize_gptq(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_index: torch.Tensor
+) -> torch.Tensor:
+    """-> float32 weight [out, in]."""
+    weight = _unpack_nibbles(qweight, dim=0)  # [in, out]
+    zeros = _unpack_nibbles(qzeros, dim=1) + 1  # [groups, out]; stored minus one
+    groups = group_index.long()
+    return ((weight - zeros[groups]).float() * scales.float()[groups]).t().contiguous()
+
+
+def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """weight: float8 [out, in]; scale: [1] / [] (per tensor) or [out, 1] (per channel) -> float32."""
+    scale = scale.float()
+    return weight.float() * (scale.view(-1, 1) if scale.numel() > 1 else scale.reshape(()))
+
+
+def float_tensors(
+    names: list[str], read: Callable[[str], torch.Tensor], quantization: PreQuantization | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The checkpoint's tensors by name, each quantized linear's parts replaced by its float32
+    `.weight`; `read` returns a stored tensor by name."""
+    if quantization is None:
+        yield from ((name, read(name)) for name in names)
+        return
+    available = set(names)
+    for name in names:
+        if quantization.method == "fp8":
+            if name.endswith((".weight_scale", ".input_scale")):
+                continue
+            scale_name = name.removesuffix(".weight") + ".weight_scale"
+            if name.endswith(".weight") and scale_name in available:
+                yield name, dequantize_fp8(read(name), read(scale_name))
+            else:
+                yield name, read(name)
+            continue
+        prefix, _, part = name.rpartition(".")
+        parts = _PACKED_PARTS[quantization.method]
+        if part not in parts:
+            yield name, read(name)
+        elif part == "qweight":
+            missing = [p for p in parts if p != "g_idx" and f"{prefix}.{p}" not in available]
+            if missing:
+                raise ModelDirectoryError(f"quantized {prefix!r} lacks {', '.join(missing)}")
+            qweight, qzeros, scales = (read(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales"))
+            if quantization.method == "awq":
+                yield f"{prefix}.weight", dequantize_awq(qweight, qzeros, scales, quantization.group_size)
+            else:
+                rows = qweight.shape[0] * 8
+                group_index = (
+                    read(f"{prefix}.g_idx")
+                    if f"{prefix}.g_idx" in available
+                    else torch.arange(rows) // quantization.group_size
+                )
+                yield f"{prefix}.weight", dequantize_gptq(qweight, qzeros, scales, group_index)

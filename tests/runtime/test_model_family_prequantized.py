@@ -1,0 +1,162 @@
+"""Pre-quantized checkpoints (FP8 per-tensor and per-channel in compressed-tensors' layout, AWQ 4-bit
+GEMM, GPTQ 4-bit with act-order g_idx), written here to each format's documented on-disk layout from
+a tiny Llama: berth dequantizes every weight exactly as the quantization defined it, its logits equal
+transformers' on a float checkpoint of those dequantized weights (fp32), and a quantization_config
+it cannot load, or --quantization on top of one, fails with what is accepted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from model_family_checks import ATOL, max_logit_difference
+from safetensors.torch import load_file, save_file
+
+from berth_runtime.config import RuntimeConfig
+from berth_runtime.engine.builder import build_engine
+from berth_runtime.models.model_config import ModelDirectoryError, load_model_config
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+GROUP = 32
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+Quantizer = Callable[[torch.Tensor], tuple[dict[str, torch.Tensor], torch.Tensor]]
+"""weight [out, in] -> (the stored tensors by suffix, the weight they dequantize to)."""
+
+
+def _pack(values: torch.Tensor, dim: int, order: tuple[int, ...] = tuple(range(8))) -> torch.Tensor:
+    """Eight 4-bit values per int32 along `dim`, nibble j holding element order[j] of each eight."""
+    values = values.to(torch.int64)
+    if dim == 0:
+        return _pack(values.t(), 1, order).t().contiguous()
+    grouped = values.view(values.shape[0], -1, 8)
+    packed = sum(grouped[:, :, order[j]] << (4 * j) for j in range(8))
+    return packed.to(torch.int32).contiguous()  # wraps to the signed int32 the formats store
+
+
+def _fp8(per_channel: bool) -> Quantizer:
+    def quantize(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        amax = weight.abs().amax(dim=1, keepdim=True) if per_channel else weight.abs().amax().view(1)
+        scale = amax / 448.0
+        stored = (weight / scale).to(torch.float8_e4m3fn)
+        return {"weight": stored, "weight_scale": scale}, stored.float() * scale
+
+    return quantize
+
+
+def _asymmetric_groups(weight_in_out: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per (group, output) min/max 4-bit quantization of [in, out] -> (q, zeros, scales) with zeros
+    and scales [groups, out] (scales rounded to fp16, as stored)."""
+    count = int(groups.max()) + 1
+    low = torch.stack([weight_in_out[groups == g].amin(0) for g in range(count)])
+    high = torch.stack([weight_in_out[groups == g].amax(0) for g in range(count)])
+    scales = ((high - low) / 15).clamp(min=1e-8).half()
+    zeros = torch.round(-low / scales.float()).clamp(0, 15)
+    q = torch.clamp(torch.round(weight_in_out / scales.float()[groups]) + zeros[groups], 0, 15)
+    return q, zeros, scales
+
+
+def _awq(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    groups = torch.arange(weight.shape[1]) // GROUP
+    q, zeros, scales = _asymmetric_groups(weight.t(), groups)
+    dequantized = ((q - zeros[groups]) * scales.float()[groups]).t()
+    stored = {"qweight": _pack(q, 1, AWQ_ORDER), "qzeros": _pack(zeros, 1, AWQ_ORDER), "scales": scales}
+    return stored, dequantized
+
+
+def _gptq(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Symmetric (zero 8, stored as 7), act-order: a permuted group index per input."""
+    inputs = weight.shape[1]
+    groups = torch.randperm(inputs, generator=torch.Generator().manual_seed(inputs)) // GROUP
+    count = inputs // GROUP
+    scales = torch.stack([weight.t()[groups == g].abs().amax(0) for g in range(count)]) / 7
+    scales = scales.clamp(min=1e-8).half()
+    q = torch.clamp(torch.round(weight.t() / scales.float()[groups]) + 8, 0, 15)
+    dequantized = ((q - 8) * scales.float()[groups]).t()
+    zeros = torch.full((count, weight.shape[0]), 7)
+    stored = {"qweight": _pack(q, 0), "qzeros": _pack(zeros, 1), "scales": scales, "g_idx": groups.int()}
+    return stored, dequantized
+
+
+def _compressed_tensors_fp8(strategy: str) -> dict[str, object]:
+    weights = {"num_bits": 8, "type": "float", "strategy": strategy, "symmetric": True}
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "float-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
+    }
+
+
+QUANTIZATION_CONFIGS = {
+    "fp8-tensor": _compressed_tensors_fp8("tensor"),
+    "fp8-channel": _compressed_tensors_fp8("channel"),
+    "awq": {"quant_method": "awq", "bits": 4, "group_size": GROUP, "version": "gemm", "zero_point": True},
+    "gptq": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True, "sym": True},
+}
+QUANTIZERS: dict[str, Quantizer] = {
+    "fp8-tensor": _fp8(per_channel=False),
+    "fp8-channel": _fp8(per_channel=True),
+    "awq": _awq,
+    "gptq": _gptq,
+}
+
+
+def write_prequantized(source: Path, directory: Path, scheme: str) -> tuple[Path, Path]:
+    """(the quantized checkpoint, a float checkpoint of its dequantized weights) from `source`."""
+    quantized_dir, float_dir = directory / "quantized", directory / "dequantized"
+    for target in (quantized_dir, float_dir):
+        shutil.copytree(source, target)
+    tensors = load_file(str(source / "model.safetensors"))
+    quantized, dequantized = dict(tensors), dict(tensors)
+    for name, weight in tensors.items():
+        module = name.removesuffix(".weight")
+        if not (name.endswith(".weight") and module.rpartition(".")[2] in LINEARS):
+            continue
+        stored, dequantized_weight = QUANTIZERS[scheme](weight)
+        dequantized[name] = dequantized_weight.contiguous()
+        del quantized[name]
+        quantized.update({f"{module}.{suffix}": tensor for suffix, tensor in stored.items()})
+    save_file(quantized, str(quantized_dir / "model.safetensors"))
+    save_file(dequantized, str(float_dir / "model.safetensors"))
+    config = json.loads((source / "config.json").read_text())
+    config["quantization_config"] = QUANTIZATION_CONFIGS[scheme]
+    (quantized_dir / "config.json").write_text(json.dumps(config))
+    return quantized_dir, float_dir
+
+
+@pytest.mark.parametrize("scheme", list(QUANTIZERS))
+def test_prequantized_checkpoint_matches_transformers_on_its_dequantized_weights(
+    tiny_llama_dir: Path, tmp_path: Path, scheme: str
+) -> None:
+    quantized_dir, float_dir = write_prequantized(tiny_llama_dir, tmp_path, scheme)
+    assert load_model_config(quantized_dir).prequantization is not None
+    assert max_logit_difference(quantized_dir, decode_steps=4, reference_dir=float_dir) <= ATOL
+
+
+@pytest.mark.parametrize(
+    ("quantization_config", "message"),
+    [
+        ({"quant_method": "bitsandbytes"}, "quant_method 'bitsandbytes'"),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "version='gemv'"),
+        ({"quant_method": "gptq", "bits": 8, "group_size": 128}, "bits=8"),
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "'pack-quantized'"),
+    ],
+)
+def test_an_unsupported_quantization_config_fails_naming_the_accepted_ones(
+    tiny_llama_dir: Path, tmp_path: Path, quantization_config: dict[str, object], message: str
+) -> None:
+    model_dir = shutil.copytree(tiny_llama_dir, tmp_path / "model")
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "quantization_config": quantization_config}))
+    with pytest.raises(ModelDirectoryError, match=f"{message}.*accepted: compressed-tensors"):
+        load_model_config(model_dir)
+
+
+def test_quantizing_a_prequantized_checkpoint_again_is_refused(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    quantized_dir, _ = write_prequantized(tiny_llama_dir, tmp_path, "awq")
+    config = RuntimeConfig(model=str(quantized_dir), dtype="float32", device="cpu", quantization="int8")
+    with pytest.raises(ValueError, match=r"already quantized \(awq.*accepted: --quantization none"):
+        build_engine(config)
