@@ -161,6 +161,16 @@ def test_a_12_mib_prompt_is_refused_before_tokenizing_and_health_never_stalls(
     assert health.worst < HEALTH_STALL_LIMIT_SECONDS, f"health stalled {health.worst:.3f} s"
 
 
+def test_a_body_of_millions_of_values_is_refused_before_parsing_and_health_never_stalls(
+    http: httpx.Client,
+) -> None:
+    content = json.dumps({"prompt": [5] * 10_000_000, "max_tokens": 2}).encode()  # 28 MiB
+    with HealthProbe(str(http.base_url)) as health:
+        response = http.post("/v1/completions", content=content, headers={"content-type": "application/json"})
+    assert_json_error(response, 400, "more than 131072 JSON values", "at most 131072")
+    assert health.worst < HEALTH_STALL_LIMIT_SECONDS, f"health stalled {health.worst:.3f} s"
+
+
 def test_a_prompt_within_the_character_bound_is_tokenized_and_served(http: httpx.Client) -> None:
     response = http.post("/v1/completions", json={"prompt": "fox " * 100, "max_tokens": 1})
     assert response.status_code == 200, response.text

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from berth_runtime.server.json_depth import check_json_depth
+from berth_runtime.server.json_shape import check_json_shape
 
 NUMERIC_DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -112,7 +112,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
             )
         header_bytes, binary = body[:header_length], body[header_length:]
     try:
-        check_json_depth(header_bytes)  # _flatten recurses once per level of `data`
+        check_json_shape(header_bytes)  # _flatten recurses once per level of `data`
         header = json.loads(header_bytes)
     except (ValueError, UnicodeDecodeError) as error:
         raise InferenceProtocolError(f"the request header is not valid JSON: {error}") from None

@@ -74,13 +74,13 @@ async def completion_prompts(prompt: Any, engine: AsyncEngine) -> tuple[list[str
             texts.append(item)
             ids.append(await encode_text(engine, item, "prompt"))
             continue
+        if len(item) >= engine.max_model_len:  # before reading or decoding the ids
+            raise translate(PromptTooLong(len(item), 1, engine.max_model_len))
         vocab_size = tokenizer.vocab_size
         if not item or any(token < 0 or token >= vocab_size for token in item):
             raise ApiError(
                 400, f"'prompt' token ids must be non-empty and within 0..{vocab_size - 1}", param="prompt"
             )
-        if len(item) >= engine.max_model_len:  # before decoding it for `echo`
-            raise translate(PromptTooLong(len(item), 1, engine.max_model_len))
         texts.append(await asyncio.to_thread(tokenizer.decode, item))
         ids.append(list(item))
     if any(not prompt_ids for prompt_ids in ids):

@@ -6,7 +6,8 @@ gzip body was inflated whole after the limit was checked on its compressed size 
 200 MiB); a truncated gzip stream raised EOFError (500); JSON nested 500 levels deep raised
 RecursionError (500). Here the body is read up to `max_body_bytes` (413 beyond, whatever the
 framing), inflated as a stream that stops at the same limit (413), refused when it cannot be
-decoded (400) or nests deeper than `MAX_JSON_DEPTH` (400), and handed to the app decoded, with
+decoded (400), nests deeper than `MAX_JSON_DEPTH` or holds more than `MAX_JSON_VALUES` values
+(400, see `json_shape`), and handed to the app decoded, with
 Content-Encoding removed. Inflating and measuring run in a worker thread: the event loop keeps
 answering health probes and streams meanwhile.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from berth_runtime.server.errors import ApiError, error_response
 from berth_runtime.server.gate import ASGIApp, Message, Receive, Scope, Send
-from berth_runtime.server.json_depth import JsonTooDeep, check_json_depth
+from berth_runtime.server.json_shape import JsonTooLarge, check_json_shape
 
 #: Largest request body accepted (413 beyond), before and after decompression alike: far above any
 #: prompt that fits a context window, far below what would let a few clients exhaust the pod's memory.
@@ -84,8 +85,8 @@ class BodyMiddleware:
         if binary_header_length is not None and binary_header_length.strip().isdigit():
             json_part = body[: int(binary_header_length)]  # the JSON header before binary tensors
         try:
-            check_json_depth(json_part)
-        except JsonTooDeep as error:
+            check_json_shape(json_part)
+        except JsonTooLarge as error:
             raise ApiError(400, str(error), code="invalid_request") from None
         return body
 
