@@ -52,6 +52,12 @@ def _run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, 
     return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
 
 
+def prefill_logits(model_dir: Path) -> torch.Tensor:
+    """The engine's logits after PROMPT, prefilled in one step."""
+    engine = make_engine(model_dir)
+    return _run_rows(engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])["a"]
+
+
 def max_logit_difference(model_dir: Path, decode_steps: int = 10, reference_dir: Path | None = None) -> float:
     """Runs PROMPT through the engine's runner in chunks of 10 (each step beside another sequence's
     decode), then `decode_steps` greedy decodes; asserts every sampled row's logits equal

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_family_checks import ATOL, max_logit_difference
+from model_family_checks import ATOL, PROMPT, max_logit_difference, prefill_logits
 from safetensors.torch import load_file, save_file
 
 from berth_runtime.config import RuntimeConfig
@@ -160,3 +160,21 @@ def test_quantizing_a_prequantized_checkpoint_again_is_refused(tiny_llama_dir: P
     config = RuntimeConfig(model=str(quantized_dir), dtype="float32", device="cpu", quantization="int8")
     with pytest.raises(ValueError, match=r"already quantized \(awq.*accepted: --quantization none"):
         build_engine(config)
+
+
+@pytest.mark.parametrize("scheme", ["fp8-tensor", "fp8-channel"])
+def test_fp8_layout_is_the_one_compressed_tensors_reads(
+    tiny_llama_dir: Path, tmp_path: Path, scheme: str
+) -> None:
+    """The library's own dequantization (transformers with compressed-tensors) of the FP8 checkpoint
+    written here gives the same logits as berth's."""
+    pytest.importorskip("compressed_tensors", reason="compressed-tensors is not installed")
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    quantized_dir, _ = write_prequantized(tiny_llama_dir, tmp_path, scheme)
+    library = AutoModelForCausalLM.from_pretrained(
+        quantized_dir, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    )
+    with torch.no_grad():
+        expected = library.eval()(torch.tensor([PROMPT])).logits[0, -1]
+    torch.testing.assert_close(prefill_logits(quantized_dir), expected, atol=ATOL, rtol=0)
