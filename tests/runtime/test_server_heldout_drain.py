@@ -23,6 +23,7 @@ from live_server import LiveServer, free_port
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.server.lifecycle import Phase, ServerState
+from tests.smollm2_reference import smollm2_gguf_file
 
 PROMPT = "A paged KV cache stores keys and values in fixed-size blocks."
 DRAIN_TIMEOUT_SECONDS = 1
@@ -129,6 +130,18 @@ def test_flags_the_model_config_refutes_exit_2_before_loading(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "loaded" not in result.stderr
+
+
+def test_a_gguf_files_context_is_checked_before_its_weights_are_read(tmp_path: Path) -> None:
+    gguf_file = smollm2_gguf_file()  # SmolLM2's llama.context_length is 8192
+    command = [
+        sys.executable, "-m", "berth_runtime", "serve", "--model", str(gguf_file), "--device", "cpu",
+        "--port", str(free_port()), "--max-model-len", "100000",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "invalid max_model_len=100000 (--max-model-len): this model's context is 8192" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_a_flag_only_the_loaded_model_refutes_exits_2_without_a_traceback(
