@@ -96,6 +96,8 @@ def test_a_family_refuses_an_activation_it_does_not_run(
          "beta_slow": 2, "mscale": 0.8, "mscale_all_dim": 0.5},
         {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "attention_factor": 1.5,
          "truncate": False},
+        {"rope_type": "longrope", "original_max_position_embeddings": 128,
+         "short_factor": [1.0 + index / 8 for index in range(32)], "long_factor": [4.0] * 32},
     ],
 )  # fmt: skip
 def test_rope_scaling_gives_transformers_frequencies_and_scale(rope_parameters: dict[str, Any]) -> None:

@@ -96,7 +96,7 @@ def edit_config(model_dir: Path, **changes: Any) -> None:
     [
         (lambda d: edit_config(d, architectures=["GPT2LMHeadModel"]), "'GPT2LMHeadModel' is not supported"),
         (lambda d: edit_config(d, hidden_act="gelu"), "hidden_act 'gelu'"),
-        (lambda d: edit_config(d, rope_parameters={"rope_type": "longrope"}), "rope type 'longrope'"),
+        (lambda d: edit_config(d, rope_parameters={"rope_type": "proportional"}), "rope type 'proportional'"),
         (lambda d: edit_config(d, num_key_value_heads=3), "not a multiple"),
         (lambda d: edit_config(d, hidden_size=-1), "'hidden_size'"),
         (lambda d: (d / "config.json").unlink(), "config.json is missing"),

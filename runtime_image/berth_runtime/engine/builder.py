@@ -51,8 +51,8 @@ def resolve_max_model_len(config: RuntimeConfig, model_config: ModelConfig) -> i
     if config.max_model_len > limit:
         raise ValueError(
             f"max_model_len={config.max_model_len} exceeds what the model supports ({limit}: "
-            "max_position_embeddings, or its sliding window); accepted: an integer <= "
-            f"{limit}"
+            "max_position_embeddings, its sliding window, or LongRoPE's original length); "
+            f"accepted: an integer <= {limit}"
         )
     return config.max_model_len
 

@@ -86,9 +86,13 @@ class ModelConfig:
     def max_context_len(self) -> int:
         """The longest context the model attends correctly (a sliding window caps it: full attention
         over the window is what the model computes within it)."""
+        limit = self.max_position_embeddings
         if self.sliding_window is not None:
-            return min(self.max_position_embeddings, self.sliding_window)
-        return self.max_position_embeddings
+            limit = min(limit, self.sliding_window)
+        original = self.rope.original_max_position_embeddings
+        if self.rope.rope_type == "longrope" and original:  # its long factors are not served (rope.py)
+            limit = min(limit, original)
+        return limit
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -152,9 +156,17 @@ def parse_rope(
         )
     theta = params.get("rope_theta", default_theta or config.get("rope_theta", 10000.0))
     original = params.get("original_max_position_embeddings")
+    if rope_type == "longrope":  # Phi-3 writes it beside the rope parameters
+        original = original or config.get("original_max_position_embeddings")
     factor = params.get("factor")
-    if factor is None and rope_type == "yarn" and original:  # transformers derives it so
+    if factor is None and rope_type in ("yarn", "longrope") and original:  # transformers derives it so
         factor = config.get("max_position_embeddings", original) / original
+    short_factor = params.get("short_factor")
+    if rope_type == "longrope" and (not isinstance(short_factor, list) or not original):
+        raise ModelDirectoryError(
+            f"{path}: longrope needs short_factor (a list) and original_max_position_embeddings; "
+            f"found {short_factor!r} and {original!r}"
+        )
     attention_factor = params.get("attention_factor")
     return RopeScaling(
         rope_type=rope_type,
@@ -169,6 +181,7 @@ def parse_rope(
         mscale_all_dim=float(params.get("mscale_all_dim") or 0.0),
         attention_factor=float(attention_factor) if attention_factor is not None else None,
         truncate=bool(params.get("truncate", True)),
+        short_factor=tuple(float(value) for value in short_factor) if rope_type == "longrope" else None,
     )
 
 

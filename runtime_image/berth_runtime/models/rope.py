@@ -1,7 +1,10 @@
 """A model's rotary position embedding settings and the cos/sin tables built from them: Llama 3,
-YaRN, linear and dynamic-NTK frequency scaling (as Hugging Face computes them, within
-max_position_embeddings; YaRN also scales cos and sin), or per-frequency divisors given outright
-(how a GGUF file stores Llama 3 scaling: llama.cpp's `rope_freqs` tensor).
+YaRN, LongRoPE, linear and dynamic-NTK frequency scaling (as Hugging Face computes them, within
+max_position_embeddings; YaRN and LongRoPE also scale cos and sin), or per-frequency divisors given
+outright (how a GGUF file stores Llama 3 scaling: llama.cpp's `rope_freqs` tensor). LongRoPE
+switches to its long factors for a sequence past original_max_position_embeddings, which one table
+cannot follow: its models are served within that length (`ModelConfig.max_context_len`), where the
+short factors apply.
 
 The tables are computed once for every position up to the context limit, when the model is loaded;
 applying them (the reference op and the kernels alike) is a gather by position, so chunked prefill
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class RopeScaling:
     """YaRN: cos and sin are multiplied by it; None derives it from factor (and mscale)."""
     truncate: bool = True
     """YaRN: round the correction range to whole dimensions."""
+    short_factor: tuple[float, ...] | None = None
+    """LongRoPE: [rotary_dim // 2] divisors of the inverse frequencies within the original length."""
 
 
 def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embeddings: int) -> torch.Tensor:
@@ -57,6 +62,8 @@ def inverse_frequencies(head_dim: int, scaling: RopeScaling, max_position_embedd
         inv_freq = _llama3_scaled(inv_freq, scaling, max_position_embeddings)
     elif scaling.rope_type == "yarn":
         inv_freq = _yarn_scaled(inv_freq, head_dim, scaling, max_position_embeddings)
+    elif scaling.rope_type == "longrope" and scaling.short_factor is not None:
+        inv_freq = inv_freq / torch.tensor(scaling.short_factor, dtype=torch.float32)
     if scaling.frequency_factors is not None:
         inv_freq = inv_freq / torch.tensor(scaling.frequency_factors, dtype=torch.float32)
     return inv_freq
@@ -104,11 +111,16 @@ def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
 
 
 def attention_scaling(scaling: RopeScaling) -> float:
-    """What cos and sin are multiplied by: 1 except for YaRN."""
-    if scaling.rope_type != "yarn":
+    """What cos and sin are multiplied by: 1 except for YaRN and LongRoPE."""
+    if scaling.rope_type not in ("yarn", "longrope"):
         return 1.0
     if scaling.attention_factor is not None:
         return scaling.attention_factor
+    if scaling.rope_type == "longrope":
+        original = scaling.original_max_position_embeddings
+        if scaling.factor <= 1.0 or not original:
+            return 1.0
+        return math.sqrt(1 + math.log(scaling.factor) / math.log(original))
     if scaling.mscale and scaling.mscale_all_dim:
         return _yarn_mscale(scaling.factor, scaling.mscale) / _yarn_mscale(
             scaling.factor, scaling.mscale_all_dim
