@@ -183,13 +183,14 @@ smoke_gguf() {
   echo "$found"
 }
 
-# The runtime from inside the image on the CPU: serves the SmolLM2 GGUF and answers one chat request.
+# The runtime from inside the image on the CPU: serves the SmolLM2 GGUF and answers the README
+# quickstart's chat request (the same body, the same model name).
 smoke_runtime() {
   local image="$1" gguf port logfile pid container="" answer status=0
   gguf="$(smoke_gguf)"
   port="$(free_port)"
   logfile="$(mktemp)"
-  local serve=(python -m berth_runtime serve --model /models/smollm2.gguf --served-model-name smollm2
+  local serve=(python -m berth_runtime serve --model /models/smollm2.gguf --served-model-name smollm2-135m-instruct
     --device cpu --dtype float32 --host 127.0.0.1 --port "$port" --max-model-len 2048
     --kv-cache-blocks 256 --max-num-seqs 4)
   set -m # the server in its own process group, so that one signal stops buildah run and its child
@@ -209,8 +210,7 @@ smoke_runtime() {
   done
   if ((status == 0)); then
     answer="$(curl -fsS "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
-      -d '{"model": "smollm2", "max_tokens": 16, "temperature": 0,
-           "messages": [{"role": "user", "content": "What is the capital of France?"}]}')" || status=1
+      -d '{"model": "smollm2-135m-instruct", "max_tokens": 32, "messages": [{"role": "user", "content": "What is the capital of France?"}]}')" || status=1
     python3 -c 'import json, sys; c = json.loads(sys.argv[1])["choices"][0]["message"]["content"]; assert c.strip(), "empty answer"; print("build-images: runtime answered:", c, file=sys.stderr)' "$answer" || status=1
   fi
   kill -TERM -- "-$pid" 2>/dev/null || true
@@ -236,7 +236,9 @@ for image in "${images[@]}"; do
   [[ "$image" == runtime && -n "${TORCH_INDEX_URL:-}" ]] && torch_arg=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
   started=$SECONDS
   log "building $reference from $(dockerfile_of "$image")"
-  t build --layers -f "$(dockerfile_of "$image")" -t "$reference" \
+  layers=()
+  [[ "$tool" != docker ]] && layers=(--layers) # docker caches layers by itself
+  t build "${layers[@]}" -f "$(dockerfile_of "$image")" -t "$reference" \
     --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     --build-arg "SOURCE=$source_url" "${annotations[@]}" "${torch_arg[@]}" "${build_extra[@]}" . >&2
   built=$((SECONDS - started))

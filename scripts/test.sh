@@ -23,8 +23,9 @@ echo "== prometheus (tests/integration/test_autoscaling_live.py)"
 command -v prometheus >/dev/null || {
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 # The image tests (tests/images) build the operator image with buildah (no daemon) on a base that
-# mmdebstrap makes from Debian packages when no registry is reachable; both cached after the first run.
-echo "== buildah, mmdebstrap (tests/images)"
-{ command -v buildah >/dev/null && command -v mmdebstrap >/dev/null; } || {
-  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah mmdebstrap; }
+# mmdebstrap makes from Debian packages when no registry is reachable (both cached after the first
+# run), and read its archive with skopeo as the README's quickstart pushes it.
+echo "== buildah, mmdebstrap, skopeo (tests/images)"
+{ command -v buildah && command -v mmdebstrap && command -v skopeo; } >/dev/null || {
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah mmdebstrap skopeo; }
 echo "== pytest"; pytest "$@"

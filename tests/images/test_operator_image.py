@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -38,10 +39,12 @@ NON_ROOT_USER = "65532:65532"
 KUBECONFIG_INSIDE = "/etc/berth/kubeconfig"
 
 
-def _git_head() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
-    ).stdout.strip()
+def _is_ancestor_of_head(commit: str) -> bool:
+    def git(*args: str) -> int:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, check=False).returncode
+
+    verified = git("rev-parse", "--verify", f"{commit}^{{commit}}") == 0
+    return len(commit) == 40 and verified and git("merge-base", "--is-ancestor", commit, "HEAD") == 0
 
 
 def test_the_archive_is_labelled_non_root_and_locked(operator_image: BuiltImage) -> None:
@@ -50,7 +53,9 @@ def test_the_archive_is_labelled_non_root_and_locked(operator_image: BuiltImage)
     annotations = manifest["annotations"]
     assert annotations["org.opencontainers.image.source"] == "https://github.com/berth-dev/berth"
     assert annotations["org.opencontainers.image.version"] == "0.1.0"
-    assert annotations["org.opencontainers.image.revision"].removesuffix("-dirty") == _git_head()
+    # The commit built from: this checkout's, though others may have committed on top of it since.
+    revision = annotations["org.opencontainers.image.revision"].removesuffix("-dirty")
+    assert _is_ancestor_of_head(revision), revision
     labels = config["config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == annotations["org.opencontainers.image.revision"]
     assert config["config"]["User"] == NON_ROOT_USER
@@ -78,6 +83,26 @@ def test_the_entrypoint_starts_and_answers_help(operator_image: BuiltImage) -> N
     assert "--namespace" in help_run.stdout
     assert lock_in_image.stdout == operator_image.sibling(".pip-freeze.txt").read_text()
     assert whoami.stdout.split() == ["65532", "65532"]
+
+
+def test_skopeo_copies_the_archive_as_the_readme_pushes_it(
+    operator_image: BuiltImage, tmp_path: Path
+) -> None:
+    """The README pushes with `skopeo copy oci-archive:... docker://...`; with no registry here the
+    destination is an OCI layout, which reads the same source the same way."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("needs skopeo (Debian: apt-get install skopeo)")
+    layout = tmp_path / "layout"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", f"oci-archive:{operator_image.archive}", f"oci:{layout}:pushed"],
+        check=True,
+        timeout=300,
+    )
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "pushed"
+    manifest = json.loads((layout / "blobs" / entry["digest"].replace(":", "/")).read_text())
+    original, _ = oci_archive_manifest_and_config(operator_image.archive)
+    assert manifest["layers"] == original["layers"]
 
 
 def _healthy(port: int) -> bool:
