@@ -28,6 +28,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Content-Encoding values accepted and the zlib window bits that decode each.
 _WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _INFLATE_STEP_BYTES = 1 << 20
+#: Plain bodies up to this size are measured on the event loop (a few microseconds).
+_INLINE_DECODE_BYTES = 64 * 1024
 _BINARY_HEADER_LENGTH = b"inference-header-content-length"
 
 
@@ -44,7 +46,11 @@ class BodyMiddleware:
             body = await self._read(scope, receive)
             headers = dict(scope.get("headers", ()))
             encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
-            body = await asyncio.to_thread(self._decode, body, encoding, headers.get(_BINARY_HEADER_LENGTH))
+            header_length = headers.get(_BINARY_HEADER_LENGTH)
+            if len(body) > _INLINE_DECODE_BYTES or encoding not in ("identity", ""):
+                body = await asyncio.to_thread(self._decode, body, encoding, header_length)
+            else:  # small and plain (health probes, most requests): no thread to wait for
+                body = self._decode(body, encoding, header_length)
         except ApiError as refusal:
             await error_response(scope.get("path", ""), refusal)(scope, receive, send)
             return
