@@ -34,10 +34,12 @@ def write_family_model(directory: Path, config_class: Any, model_class: Any, **o
     return write_tiny_model(directory, config_class, model_class, **{"head_dim": 16, **overrides})
 
 
-def reference_logits(model_dir: Path, token_ids: list[int]) -> torch.Tensor:
-    """[len(token_ids), vocab] fp32 logits of the transformers model (eager attention: the one path
-    every family's features run on)."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+def reference_logits(
+    model_dir: Path, token_ids: list[int], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """[len(token_ids), vocab] fp32 logits of the transformers model in `dtype` (eager attention: the
+    one path every family's features run on)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
     with torch.no_grad():
         return model.eval()(torch.tensor([token_ids])).logits[0].float()
 
@@ -52,9 +54,9 @@ def _run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, 
     return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
 
 
-def prefill_logits(model_dir: Path) -> torch.Tensor:
+def prefill_logits(model_dir: Path, dtype: str = "float32") -> torch.Tensor:
     """The engine's logits after PROMPT, prefilled in one step."""
-    engine = make_engine(model_dir)
+    engine = make_engine(model_dir, dtype=dtype)
     return _run_rows(engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])["a"]
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from model_family_checks import (
     ATOL,
+    PROMPT,
     assert_greedy_matches_under_batching,
     assert_kernel_path_matches_the_reference_path,
     max_logit_difference,
+    prefill_logits,
+    reference_logits,
     write_family_model,
 )
 
@@ -78,3 +82,12 @@ def test_gemma_greedy_matches_under_batching_with_prefix_hits(
 def test_gemma3_on_the_kernel_path_gives_the_reference_tokens(tiny_gemma3_dir: Path) -> None:
     """The sliding layers attend on the reference (masked window): no decode graphs."""
     assert_kernel_path_matches_the_reference_path(tiny_gemma3_dir, decode_graphs=False)
+
+
+def test_gemma2_bfloat16_follows_transformers_rounding(tiny_gemma2_dir: Path) -> None:
+    """(1 + weight) norms in fp32 with one rounding, as transformers: in bf16 the gap to transformers'
+    bf16 logits is well below the gap between its bf16 and fp32 logits."""
+    ours = prefill_logits(tiny_gemma2_dir, dtype="bfloat16")
+    in_bf16 = reference_logits(tiny_gemma2_dir, PROMPT, torch.bfloat16)[-1]
+    in_fp32 = reference_logits(tiny_gemma2_dir, PROMPT)[-1]
+    assert (ours - in_bf16).abs().max() < 0.5 * (in_bf16 - in_fp32).abs().max()

@@ -10,8 +10,9 @@ kernel's partition count. Capture happens at start-up after a warm-up step per b
 compiles on first call, outside the capture); prefill and speculative multi-token rows run eager.
 
 Only the kernel layer ops take padding rows (the torch reference takes no negative slot and no
-empty context), so this runs with `model.use_kernel_ops`. With `capture=False` the same static-buffer step
-runs eagerly: the CPU tests drive it through the Triton interpreter.
+empty context), so this runs only for a model whose every decode step is on the kernels
+(`model.supports_decode_graphs`). With `capture=False` the same static-buffer step runs eagerly: the
+CPU tests drive it through the Triton interpreter.
 """
 
 from __future__ import annotations

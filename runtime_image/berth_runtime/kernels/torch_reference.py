@@ -43,6 +43,22 @@ def add_rms_norm(
     return rms_norm(summed, weight, eps), summed
 
 
+def offset_rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma's RMSNorm: the weight is stored as an offset from 1, and the scaling by (1 + weight) is in
+    fp32 with one rounding at the end (`rms_norm` rounds before the weight, as Llama does)."""
+    hidden_fp32 = hidden.to(torch.float32)
+    normed = hidden_fp32 * torch.rsqrt(hidden_fp32.pow(2).mean(-1, keepdim=True) + eps)
+    return (normed * (1.0 + weight.to(torch.float32))).to(hidden.dtype)
+
+
+def offset_add_rms_norm(
+    hidden: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`add_rms_norm` with `offset_rms_norm`."""
+    summed = hidden + residual
+    return offset_rms_norm(summed, weight, eps), summed
+
+
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """gate_up: [tokens, 2 * intermediate] (gate first, then up) -> [tokens, intermediate]."""
     gate, up = gate_up.chunk(2, dim=-1)

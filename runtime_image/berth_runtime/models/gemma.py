@@ -1,6 +1,7 @@
 """Gemma 2 and Gemma 3 (text): a decoder whose layers norm both sides of attention and of the MLP
 (pre/post feed-forward norms), with GeGLU (gelu_pytorch_tanh), embeddings scaled by sqrt(hidden),
-RMSNorm weights stored as offsets from 1 (added once on load), attention scaled by
+RMSNorm weights stored as offsets from 1 (applied in fp32, as transformers does: the norm steps of
+the ops table are swapped for `torch_reference.offset_rms_norm`, on every device), attention scaled by
 query_pre_attn_scalar, and local sliding-window layers alternating with global ones (Gemma 2: every
 other layer; Gemma 3: five local to one global, with their own rope base). Gemma 2 soft-caps the
 attention scores and the final logits; Gemma 3 norms queries and keys per head instead.
@@ -13,6 +14,7 @@ attention.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata
+from berth_runtime.kernels import torch_reference
 from berth_runtime.models.interface import KVCache, ModelFamily
 from berth_runtime.models.layers import DecoderForCausalLM, DecoderLayerBase
 from berth_runtime.models.model_config import (
@@ -76,8 +79,6 @@ class GemmaDecoderLayer(DecoderLayerBase):
 class GemmaForCausalLM(DecoderForCausalLM):
     """Gemma 2 and Gemma 3 text models (`Gemma2ForCausalLM`, `Gemma3ForCausalLM`)."""
 
-    norm_weight_add = 1.0
-
     def __init__(self, config: ModelConfig, dtype: torch.dtype, max_positions: int) -> None:
         super().__init__(config, dtype, max_positions, GemmaDecoderLayer)
 
@@ -89,7 +90,11 @@ class GemmaForCausalLM(DecoderForCausalLM):
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """tokens, positions: [tokens] -> hidden: [tokens, hidden_size] (final norm applied)."""
-        ops = KERNEL_OPS if self.use_kernel_ops else REFERENCE_OPS
+        ops = dataclasses.replace(
+            KERNEL_OPS if self.use_kernel_ops else REFERENCE_OPS,
+            rms_norm=torch_reference.offset_rms_norm,
+            add_rms_norm=torch_reference.offset_add_rms_norm,
+        )
         weight = self.embed_tokens.weight
         # sqrt(hidden) rounded to the weights' dtype, as transformers scales the embeddings
         hidden = self.embed_tokens(tokens) * torch.tensor(

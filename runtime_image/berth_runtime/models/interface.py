@@ -38,13 +38,11 @@ class KVLayout:
 class WeightDestination:
     """Where one checkpoint tensor goes: `parameter` (its `expert`-th slice when the model stacks
     experts), or rows [row_offset, row_offset + rows) of it when the model fuses several checkpoint
-    tensors into one (q/k/v, gate/up); `add` is added on load (Gemma stores its norm weights as
-    offsets from 1)."""
+    tensors into one (q/k/v, gate/up)."""
 
     parameter: torch.nn.Parameter
     row_offset: int = 0
     rows: int | None = None
-    add: float = 0.0
     expert: int | None = None
 
     def view(self) -> torch.Tensor:

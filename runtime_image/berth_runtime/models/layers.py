@@ -155,9 +155,6 @@ class DecoderForCausalLM(nn.Module):
     """The model shell (a `CausalLM`): the family's subclass passes its layer class and writes
     `forward`."""
 
-    norm_weight_add = 0.0
-    """Added to every checkpoint norm weight on load (Gemma stores 1 + weight as weight)."""
-
     def __init__(
         self,
         config: ModelConfig,
@@ -222,7 +219,7 @@ class DecoderForCausalLM(nn.Module):
         if name == "model.embed_tokens.weight":
             return WeightDestination(self.embed_tokens.weight)
         if name == "model.norm.weight":
-            return WeightDestination(self.norm, add=self.norm_weight_add)
+            return WeightDestination(self.norm)
         if name == "lm_head.weight":
             return WeightDestination(self.lm_head) if self.lm_head is not None else None
         match = _LAYER.match(name)
@@ -231,7 +228,7 @@ class DecoderForCausalLM(nn.Module):
         layer, module, kind = self.layers[int(match.group(1))], match.group(2), match.group(3)
         if module in _LAYER_NORMS and kind == "weight":
             norm = getattr(layer, _LAYER_NORMS[module], None)
-            return WeightDestination(norm, add=self.norm_weight_add) if norm is not None else None
+            return WeightDestination(norm) if norm is not None else None
         if layer.moe is not None and kind == "weight":
             destination = layer.moe.checkpoint_destination(module)
             if destination is not None:

@@ -87,7 +87,7 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
                     f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                     f"config.json implies {tuple(destination.shape)}"
                 )
-            destination.copy_(tensor.float() + target.add if target.add else tensor)
+            destination.copy_(tensor)
             key = id(target.parameter)
             filled[key] = filled.get(key, 0) + tensor.numel()
     missing = [name for name, p in params.items() if filled.get(id(p), 0) != p.numel()]
