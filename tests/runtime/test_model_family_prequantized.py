@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_reference import make_engine
 from model_family_checks import ATOL, PROMPT, max_logit_difference, prefill_logits
 from safetensors.torch import load_file, save_file
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.builder import build_engine
 from berth_runtime.models.model_config import ModelDirectoryError, load_model_config
+from berth_runtime.quantization import WeightOnlyLinear
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GROUP = 32
@@ -134,6 +136,23 @@ def test_prequantized_checkpoint_matches_transformers_on_its_dequantized_weights
     quantized_dir, float_dir = write_prequantized(tiny_llama_dir, tmp_path, scheme)
     assert load_model_config(quantized_dir).prequantization is not None
     assert max_logit_difference(quantized_dir, decode_steps=4, reference_dir=float_dir) <= ATOL
+
+
+@pytest.mark.parametrize("scheme", ["fp8-tensor", "fp8-channel"])
+def test_fp8_weights_are_served_as_stored(tiny_llama_dir: Path, tmp_path: Path, scheme: str) -> None:
+    """Every decoder linear holds the checkpoint's own float8 values and one scale per output row."""
+    quantized_dir, _ = write_prequantized(tiny_llama_dir, tmp_path, scheme)
+    model = make_engine(quantized_dir).runner.model
+    layer = model.layers[1]
+    assert isinstance(layer.qkv_proj, WeightOnlyLinear) and isinstance(layer.down_proj, WeightOnlyLinear)
+    stored = load_file(str(quantized_dir / "model.safetensors"))
+    k_rows = slice(64, 96)  # q: 4 heads x 16, then k: 2 heads x 16
+    assert layer.qkv_proj.qweight.dtype == torch.float8_e4m3fn
+    assert torch.equal(
+        layer.qkv_proj.qweight[k_rows].float(), stored["model.layers.1.self_attn.k_proj.weight"].float()
+    )
+    expected_scale = stored["model.layers.1.self_attn.k_proj.weight_scale"].float().reshape(-1).expand(32)
+    torch.testing.assert_close(layer.qkv_proj.scale[k_rows], expected_scale, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ class WeightDestination:
     experts), or rows [row_offset, row_offset + rows) of it when the model fuses several checkpoint
     tensors into one (q/k/v, gate/up)."""
 
-    parameter: torch.nn.Parameter
+    parameter: torch.Tensor
+    """A parameter, or a buffer of a quantized linear."""
     row_offset: int = 0
     rows: int | None = None
     expert: int | None = None

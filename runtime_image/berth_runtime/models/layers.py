@@ -26,7 +26,13 @@ from berth_runtime.models.moe import SparseMoE
 from berth_runtime.models.ops import LayerOps
 from berth_runtime.models.rope import rope_tables
 
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias|weight_scale)$")
+# A linear's tensor -> its attribute: nn.Linear's, or a WeightOnlyLinear's (FP8 stored as such).
+_LINEAR_ATTRIBUTES = {
+    "weight": ("weight", "qweight"),
+    "bias": ("bias", "bias"),
+    "weight_scale": (None, "scale"),
+}
 # Checkpoint module -> (our parameter, shard index inside the fused parameter or None).
 _LAYER_TENSORS: dict[str, tuple[str, int | None]] = {
     "self_attn.q_proj": ("qkv_proj", 0),
@@ -237,7 +243,9 @@ class DecoderForCausalLM(nn.Module):
         if linear is None:  # an unknown tensor, or a dense MLP's in a layer of experts
             return None
         ours, shard = _LAYER_TENSORS[module]
-        parameter = getattr(linear, kind)
+        plain, stored = _LINEAR_ATTRIBUTES[kind]
+        attribute = plain if isinstance(linear, nn.Linear) else stored
+        parameter = getattr(linear, attribute) if attribute is not None else None
         if parameter is None:  # a bias the config says the model has not
             return None
         if shard is None:

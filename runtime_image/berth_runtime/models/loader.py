@@ -19,8 +19,10 @@ from safetensors import safe_open
 
 from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config, read_json
-from berth_runtime.models.prequantized import float_tensors
+from berth_runtime.models.moe import SparseMoE
+from berth_runtime.models.prequantized import float_tensors, stores_fp8
 from berth_runtime.models.registry import ARCHITECTURES
+from berth_runtime.quantization import WeightOnlyLinear
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -57,7 +59,8 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
     """Copies every checkpoint tensor into `model` (dtype converted; pre-quantized ones dequantized,
     see `prequantized`) where the model says it goes, then checks nothing is missing."""
     config = model.config
-    params = dict(cast(torch.nn.Module, model).named_parameters())
+    module = cast(torch.nn.Module, model)
+    params = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     filled: dict[int, int] = {}  # id(parameter) -> elements written
     with contextlib.ExitStack() as stack, torch.no_grad():
         file_of: dict[str, Path] = {}
@@ -70,7 +73,11 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
         def read(name: str) -> torch.Tensor:
             return handles[file_of[name]].get_tensor(name)
 
-        for name, tensor in float_tensors(names, read, config.prequantization):
+        def keeps_fp8(name: str) -> bool:
+            destination = model.checkpoint_destination(name)
+            return destination is not None and destination.parameter.dtype == torch.float8_e4m3fn
+
+        for name, tensor in float_tensors(names, read, config.prequantization, keeps_fp8):
             source = file_of.get(name, file_of.get(name.removesuffix(".weight") + ".qweight"))
             where = source.name if source is not None else "checkpoint"
             target = model.checkpoint_destination(name)
@@ -97,6 +104,22 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
         )
 
 
+def store_linears_as_fp8(module: torch.nn.Module) -> None:
+    """Swaps every `nn.Linear` for a `WeightOnlyLinear` with empty float8 weights and per-row scales,
+    which the loader fills from an FP8 checkpoint as stored (a mixture of experts' own linears stay
+    float: its experts are dequantized)."""
+    for parent in list(module.modules()):
+        if isinstance(parent, SparseMoE):
+            continue
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                device = child.weight.device
+                qweight = torch.empty(child.weight.shape, dtype=torch.float8_e4m3fn, device=device)
+                scale = torch.empty(child.out_features, dtype=torch.float32, device=device)
+                bias = None if child.bias is None else child.bias.detach()
+                setattr(parent, child_name, WeightOnlyLinear(qweight, scale, bias))
+
+
 def build_model(
     config: ModelConfig,
     dtype: torch.dtype,
@@ -110,7 +133,11 @@ def build_model(
     model_class = ARCHITECTURES[config.architecture].model_class
     with torch.device("meta"):
         module = cast(torch.nn.Module, model_class(config, dtype, max_positions))
-    model = cast(CausalLM, module.to_empty(device=device).eval())
+    module = module.to_empty(device=device).eval()
+    prequantization = config.prequantization
+    if prequantization is not None and prequantization.method == "fp8" and stores_fp8(device):
+        store_linears_as_fp8(module)
+    model = cast(CausalLM, module)
     load_weights_into(model)
     model.init_rotary_tables(device)
     model.use_kernel_ops = device.type == "cuda"

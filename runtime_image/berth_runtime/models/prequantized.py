@@ -11,9 +11,12 @@ Formats, as their libraries write them:
   the input), `W.qzeros` int32 [in / group, out / 8] stored minus one, `W.scales` [in / group, out],
   `W.g_idx` [in] (each input's group; act-order checkpoints permute it).
 
-Each quantized linear becomes one float `W.weight` tensor [out, in] that the loader copies into the
-model like any other (so fused q/k/v and gate/up work unchanged): the model then holds `--dtype`
-weights. Serving them as stored (int4 dequant-GEMM / FP8 weight-only kernels) is not done yet.
+FP8 weights are served as stored where the device runs FP8 (the CPU reference, CUDA compute
+capability >= 8.9): the decoder's linears become `WeightOnlyLinear`s holding the float8 weights and
+a per-output-channel scale (a per-tensor scale repeated per row), so fused q/k/v and gate/up simply
+concatenate rows. Anything else (AWQ and GPTQ, FP8 elsewhere or in an expert) becomes one float
+`W.weight` tensor [out, in], copied like any other weight: the model then holds `--dtype` weights
+(no int4 dequant-GEMM kernel yet).
 """
 
 from __future__ import annotations
@@ -123,11 +126,20 @@ def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return weight.float() * (scale.view(-1, 1) if scale.numel() > 1 else scale.reshape(()))
 
 
+def stores_fp8(device: torch.device) -> bool:
+    """FP8 weights run as stored on this device (the weight-only kernel needs e4m3: Ada, Hopper)."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
 def float_tensors(
-    names: list[str], read: Callable[[str], torch.Tensor], quantization: PreQuantization | None
+    names: list[str],
+    read: Callable[[str], torch.Tensor],
+    quantization: PreQuantization | None,
+    keeps_fp8: Callable[[str], bool],
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The checkpoint's tensors by name, each quantized linear's parts replaced by its float32
-    `.weight`; `read` returns a stored tensor by name."""
+    `.weight`, except FP8 weights whose destination `keeps_fp8` (name -> bool): those come as stored,
+    with their scale as `.weight_scale` [out] float32. `read` returns a stored tensor by name."""
     if quantization is None:
         yield from ((name, read(name)) for name in names)
         return
@@ -137,7 +149,11 @@ def float_tensors(
             if name.endswith((".weight_scale", ".input_scale")):
                 continue
             scale_name = name.removesuffix(".weight") + ".weight_scale"
-            if name.endswith(".weight") and scale_name in available:
+            if name.endswith(".weight") and scale_name in available and keeps_fp8(name):
+                weight = read(name)
+                yield name, weight
+                yield scale_name, read(scale_name).float().reshape(-1).expand(weight.shape[0]).contiguous()
+            elif name.endswith(".weight") and scale_name in available:
                 yield name, dequantize_fp8(read(name), read(scale_name))
             else:
                 yield name, read(name)
