@@ -23,6 +23,11 @@ class ModelDirectoryError(ValueError):
     """The model directory is missing something or holds something this runtime cannot load."""
 
 
+class UnsupportedArchitectureError(ModelDirectoryError):
+    """config.json names an architecture no registered family serves: a spec error, known before any
+    weight is read (the message lists the supported ones)."""
+
+
 @dataclass(frozen=True)
 class MixtureOfExperts:
     """The sparse MLP of a mixture-of-experts model (Mixtral, Qwen2-MoE, Qwen3-MoE)."""

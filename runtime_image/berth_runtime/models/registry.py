@@ -9,7 +9,7 @@ from pathlib import Path
 
 from berth_runtime.models import gemma, llama, mixtral, phi3, qwen3, qwen_moe
 from berth_runtime.models.interface import ModelFamily
-from berth_runtime.models.model_config import ModelDirectoryError
+from berth_runtime.models.model_config import UnsupportedArchitectureError
 
 FAMILIES: tuple[ModelFamily, ...] = (
     llama.FAMILY,
@@ -31,7 +31,7 @@ def family_for(architecture: object, path: Path) -> ModelFamily:
     """The family serving `architecture` (config.json's first `architectures` entry, read from `path`)."""
     family = ARCHITECTURES.get(architecture) if isinstance(architecture, str) else None
     if family is None:
-        raise ModelDirectoryError(
+        raise UnsupportedArchitectureError(
             f"{path}: architecture {architecture!r} is not supported by this runtime; "
             f"accepted: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
