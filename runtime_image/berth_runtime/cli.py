@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -194,6 +195,7 @@ class _RequestIdFilter(logging.Filter):
 
 
 def _run_fetch(arguments: argparse.Namespace) -> int:
+    from berth_runtime.cold_start import record_fetch_seconds
     from berth_runtime.fetch import FetchError, fetch, fetch_through_cache, parse_source
 
     _configure_logging(arguments.log_level)
@@ -205,6 +207,7 @@ def _run_fetch(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    started = time.monotonic()
     try:
         source = parse_source(arguments.source, arguments.revision, arguments.pvc_mount_root)
         if arguments.cache_root is None:
@@ -216,6 +219,7 @@ def _run_fetch(arguments: argparse.Namespace) -> int:
     except FetchError as error:
         print(f"{PROGRAM} fetch: error: {error}", file=sys.stderr)
         return 1
+    record_fetch_seconds(arguments.destination, time.monotonic() - started)
     state = "already complete" if outcome.skipped else f"complete at {outcome.resolved_revision}"
     print(f"{source}: {state} in {arguments.destination}", file=sys.stderr)
     return 0

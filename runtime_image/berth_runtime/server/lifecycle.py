@@ -20,8 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from berth_runtime.cold_start import STAGE_DOWNLOAD, STAGE_LOAD, STAGE_WARMUP, recorded_fetch_seconds
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.outputs import EngineStats
 from berth_runtime.models.model_config import ModelDirectoryError
@@ -68,6 +70,8 @@ class ServerState:
         self._idle.set()
         self.drain_expired = False
         """True once --drain-timeout passed: requests still running end with `drain_timeout_error`."""
+        self.cold_start_seconds: dict[str, float] = {}
+        """Seconds each stage of this replica's start took (`berth_runtime.cold_start`), as measured."""
 
     @property
     def is_ready(self) -> bool:
@@ -140,11 +144,17 @@ class ServerState:
     async def load(self) -> None:
         """Load the model in a daemon thread, start the engine, warm it up, then turn ready."""
         started = time.monotonic()
+        download = recorded_fetch_seconds(Path(self.config.model))
+        if download is not None:
+            self.cold_start_seconds[STAGE_DOWNLOAD] = download
         try:
             engine = await _in_daemon_thread(self._engine_factory, self.config)
             self.engine = engine
             await engine.start()
+            loaded = time.monotonic()
+            self.cold_start_seconds[STAGE_LOAD] = loaded - started
             await warm_up(engine, self.config.warmup_prompts)
+            self.cold_start_seconds[STAGE_WARMUP] = time.monotonic() - loaded
         except Exception as error:
             self.phase = Phase.FAILED
             if isinstance(error, ValueError) and not isinstance(error, ModelDirectoryError):

@@ -33,6 +33,27 @@ REQUEST_LATENCY_BUCKETS_SECONDS = (
 TOKEN_COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 StatsSource = Callable[[], EngineStats | None]
+ColdStartSource = Callable[[], dict[str, float]]
+
+
+class ColdStartCollector(Collector):
+    """`berth:cold_start_seconds{stage}`: how long each stage of this replica's start took (download,
+    load, warm-up), read from the server's record at scrape time; a stage not yet done is absent."""
+
+    def __init__(self, model_name: str, source: ColdStartSource) -> None:
+        self._model_name = model_name
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "berth:cold_start_seconds",
+            "Seconds each stage of this replica's start took: download (the fetch init step), load "
+            "(weights, and graph capture on CUDA) and warmup.",
+            labels=["model_name", "stage"],
+        )
+        for stage, seconds in sorted(self._source().items()):
+            gauge.add_metric([self._model_name, stage], seconds)
+        yield gauge
 
 
 class EngineStatsCollector(Collector):
@@ -82,7 +103,9 @@ class EngineStatsCollector(Collector):
 class ServerMetrics:
     """The registry /metrics exposes, and the request-level series the server records."""
 
-    def __init__(self, model_name: str, stats_source: StatsSource) -> None:
+    def __init__(
+        self, model_name: str, stats_source: StatsSource, cold_start_source: ColdStartSource = dict
+    ) -> None:
         self.model_name = model_name
         self.registry = CollectorRegistry()
         labels = ["model_name"]
@@ -140,6 +163,7 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(EngineStatsCollector(model_name, stats_source))
+        self.registry.register(ColdStartCollector(model_name, cold_start_source))
         ProcessCollector(registry=self.registry)
 
     def request_finished(self, finish_reason: str) -> None:

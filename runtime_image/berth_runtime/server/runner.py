@@ -81,7 +81,7 @@ def serve(config: RuntimeConfig) -> int:
         logger.error("%s", error)
         return 2
     state = ServerState(config)
-    metrics = ServerMetrics(config.model_name, state.engine_stats)
+    metrics = ServerMetrics(config.model_name, state.engine_stats, lambda: state.cold_start_seconds)
     context = ServingContext(
         config=config, state=state, metrics=metrics, statistics=ModelStatistics(config.model_name)
     )
