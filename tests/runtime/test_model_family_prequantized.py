@@ -1,8 +1,9 @@
-"""Pre-quantized checkpoints (FP8 per-tensor and per-channel in compressed-tensors' layout, AWQ 4-bit
-GEMM, GPTQ 4-bit with act-order g_idx), written here to each format's documented on-disk layout from
-a tiny Llama: berth dequantizes every weight exactly as the quantization defined it, its logits equal
-transformers' on a float checkpoint of those dequantized weights (fp32), and a quantization_config
-it cannot load, or --quantization on top of one, fails with what is accepted."""
+"""Pre-quantized checkpoints (FP8 per-tensor and per-channel in compressed-tensors' layout, FP8
+block-wise as transformers' "fp8", AWQ 4-bit GEMM, GPTQ 4-bit with act-order g_idx), written here to
+each format's documented on-disk layout from a tiny Llama: berth dequantizes every weight exactly as
+the quantization defined it, its logits equal transformers' on a float checkpoint of those
+dequantized weights (fp32), and a quantization_config it cannot load, or --quantization on top of
+one, fails with what is accepted."""
 
 from __future__ import annotations
 
@@ -47,6 +48,22 @@ def _fp8(per_channel: bool) -> Quantizer:
         return {"weight": stored, "weight_scale": scale}, stored.float() * scale
 
     return quantize
+
+
+def _fp8_blocks(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Blocks of 32 x 48 (the last column block partial, as at real edges), one scale each."""
+    rows, columns = 32, 48
+    blocks = -(-weight.shape[0] // rows), -(-weight.shape[1] // columns)
+    scale_inv = torch.stack([
+        torch.stack([weight[r * rows : (r + 1) * rows, c * columns : (c + 1) * columns].abs().amax()
+                     for c in range(blocks[1])])
+        for r in range(blocks[0])
+    ]) / 448.0  # fmt: skip
+    expanded = scale_inv.repeat_interleave(rows, 0).repeat_interleave(columns, 1)[
+        : weight.shape[0], : weight.shape[1]
+    ]
+    stored = (weight / expanded).to(torch.float8_e4m3fn)
+    return {"weight": stored, "weight_scale_inv": scale_inv}, stored.float() * expanded
 
 
 def _asymmetric_groups(weight_in_out: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -95,12 +112,14 @@ def _compressed_tensors_fp8(strategy: str) -> dict[str, object]:
 QUANTIZATION_CONFIGS = {
     "fp8-tensor": _compressed_tensors_fp8("tensor"),
     "fp8-channel": _compressed_tensors_fp8("channel"),
+    "fp8-block": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 48]},
     "awq": {"quant_method": "awq", "bits": 4, "group_size": GROUP, "version": "gemm", "zero_point": True},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True, "sym": True},
 }
 QUANTIZERS: dict[str, Quantizer] = {
     "fp8-tensor": _fp8(per_channel=False),
     "fp8-channel": _fp8(per_channel=True),
+    "fp8-block": _fp8_blocks,
     "awq": _awq,
     "gptq": _gptq,
 }
@@ -161,6 +180,7 @@ def test_fp8_weights_are_served_as_stored(tiny_llama_dir: Path, tmp_path: Path, 
         ({"quant_method": "bitsandbytes"}, "quant_method 'bitsandbytes'"),
         ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "version='gemv'"),
         ({"quant_method": "gptq", "bits": 8, "group_size": 128}, "bits=8"),
+        ({"quant_method": "fp8", "activation_scheme": "dynamic"}, "weight_block_size=None"),
         ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "'pack-quantized'"),
     ],
 )

@@ -5,6 +5,9 @@ Formats, as their libraries write them:
 - FP8 (`compressed-tensors`, format "float-quantized", 8-bit float weights, per-tensor or
   per-channel scales): `W.weight` float8_e4m3fn [out, in], `W.weight_scale` [1] or [out, 1];
   `W.input_scale` (static activation scales) is not used: activations stay in the serving dtype.
+- FP8 block-wise (transformers' "fp8", as Qwen3 and DeepSeek publish it): `W.weight` float8_e4m3fn
+  [out, in], `W.weight_scale_inv` [ceil(out / rows), ceil(in / columns)] for `weight_block_size`
+  [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations).
 - AWQ (4-bit, GEMM layout, zero point): `W.qweight` int32 [in, out / 8] (eight nibbles per int in
   AWQ's interleaved order), `W.qzeros` int32 [in / group, out / 8], `W.scales` [in / group, out].
 - GPTQ (4-bit, the original "gptq" checkpoint format): `W.qweight` int32 [in / 8, out] (nibbles along
@@ -30,7 +33,12 @@ import torch
 
 from berth_runtime.models.model_config import ModelDirectoryError
 
-PREQUANTIZED_FORMATS = ("compressed-tensors float-quantized (FP8)", "awq (4-bit GEMM)", "gptq (4-bit)")
+PREQUANTIZED_FORMATS = (
+    "compressed-tensors float-quantized (FP8)",
+    "fp8 with weight_block_size",
+    "awq (4-bit GEMM)",
+    "gptq (4-bit)",
+)
 _AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
 _PACKED_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
 
@@ -38,9 +46,11 @@ _PACKED_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qz
 @dataclass(frozen=True)
 class PreQuantization:
     method: str
-    """"fp8", "awq" or "gptq"."""
+    """"fp8" (per tensor or channel), "fp8-block", "awq" or "gptq"."""
     group_size: int = 0
     """Inputs per scale and zero (awq, gptq)."""
+    block_size: tuple[int, int] = (0, 0)
+    """Rows and columns per scale (fp8-block)."""
 
 
 def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization | None:
@@ -68,6 +78,13 @@ def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization 
             ):
                 raise unsupported(f"weights {weights!r}")
         return PreQuantization("fp8")
+    if method == "fp8":
+        block = settings.get("weight_block_size")
+        if not (
+            isinstance(block, list) and len(block) == 2 and all(isinstance(n, int) and n > 0 for n in block)
+        ):
+            raise unsupported(f"fp8 with weight_block_size={block!r} (expected [rows, columns])")
+        return PreQuantization("fp8-block", block_size=(block[0], block[1]))
     if method in ("awq", "gptq"):
         bits, group_size = (
             settings.get("bits", settings.get("w_bit")),
@@ -131,6 +148,15 @@ def stores_fp8(device: torch.device) -> bool:
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+def dequantize_fp8_blocks(
+    weight: torch.Tensor, scale_inv: torch.Tensor, block_size: tuple[int, int]
+) -> torch.Tensor:
+    """weight: float8 [out, in]; scale_inv: [ceil(out / rows), ceil(in / columns)] -> float32."""
+    rows, columns = weight.shape
+    scales = scale_inv.float().repeat_interleave(block_size[0], 0).repeat_interleave(block_size[1], 1)
+    return weight.float() * scales[:rows, :columns]
+
+
 def float_tensors(
     names: list[str],
     read: Callable[[str], torch.Tensor],
@@ -145,6 +171,15 @@ def float_tensors(
         return
     available = set(names)
     for name in names:
+        if quantization.method == "fp8-block":
+            scale_name = name.removesuffix(".weight") + ".weight_scale_inv"
+            if name.endswith(".weight_scale_inv"):
+                continue
+            if name.endswith(".weight") and scale_name in available:
+                yield name, dequantize_fp8_blocks(read(name), read(scale_name), quantization.block_size)
+            else:
+                yield name, read(name)
+            continue
         if quantization.method == "fp8":
             if name.endswith((".weight_scale", ".input_scale")):
                 continue
