@@ -1,6 +1,7 @@
 """The real model through berth: an InferenceDeployment of SmolLM2 on a local node becomes Ready only
-once the runtime in its pod is ready, and a chat completion sent to its Service with the openai SDK
-equals `transformers`' greedy answer from the same GGUF file."""
+once the runtime in its pod is ready, a chat completion sent to its Service with the openai SDK
+equals `transformers`' greedy answer from the same GGUF file, and the replica's cold start shows in
+status (the kubelet's timestamps) and in the runtime's metrics (load and warm-up)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import urllib.request
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.local_model import local_model, service_address
 from tests.integration.idep_reads import idep_status, runtime_pods
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.support import ClusterAccess
+from tests.integration.support import ClusterAccess, wait_for
 from tests.smollm2_reference import Reference, chat
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -69,3 +71,24 @@ def test_ready_only_once_the_runtime_is_and_the_answer_equals_transformers(
         assert answer.choices[0].message.content == expected, question
         assert answer.usage is not None and answer.usage.completion_tokens == len(expected_ids)
     print(f"apply -> first answer: {time.monotonic() - started:.1f} s")
+
+    cold_start = wait_for(
+        lambda: idep_status(bed, bed_namespace, "smol").get("coldStart"), 30, "status.coldStart"
+    )
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        stages = {
+            sample.labels["stage"]: sample.value
+            for family in text_string_to_metric_families(response.read().decode())
+            if family.name == "berth:cold_start_seconds"
+            for sample in family.samples
+        }
+    print(f"status.coldStart: {cold_start}; runtime stages: {stages}")
+    assert cold_start["pods"] == 1 and cold_start["revision"] == status["revision"]["current"], cold_start
+    assert "downloadSeconds" not in cold_start  # a file:// source: no fetch step
+    # The runtime's load and warm-up lie within the container's start-up, which lies within the total.
+    assert set(stages) == {"load", "warmup"}, stages
+    assert (
+        stages["load"] + stages["warmup"]
+        <= cold_start["startupSeconds"] + 1
+        <= cold_start["totalSeconds"] + 1
+    )

@@ -69,6 +69,17 @@ def test_a_deployment_becomes_ready_on_the_gpu_product_it_asks_for(
     deployment = crds.get("deployment", "chat", namespace=namespace)
     assert [owner["uid"] for owner in deployment["metadata"]["ownerReferences"]] == [idep_uid]
 
+    # How long the replicas took to start, from the kubelet's timestamps: the simulated fetch ends as
+    # it starts, the simulated load takes the bed's readiness delay (1 s).
+    def cold_start_of_both() -> dict[str, Any] | None:
+        measured = idep_status(crds, namespace, "chat").get("coldStart")
+        return measured if measured and measured["pods"] == 2 else None
+
+    cold_start = wait_for(cold_start_of_both, 30, "status.coldStart measured on both pods")
+    assert cold_start["revision"] == status["revision"]["current"]
+    assert cold_start["downloadSeconds"] == 0
+    assert 0 <= cold_start["startupSeconds"] <= cold_start["totalSeconds"] <= cold_start["slowestSeconds"]
+
 
 def test_more_gpus_than_any_node_has_leaves_it_pending_with_the_schedulers_reason(
     crds: ClusterAccess, namespace: str, operator: OperatorProcess

@@ -50,20 +50,22 @@ def _fp8(per_channel: bool) -> Quantizer:
     return quantize
 
 
-def _fp8_blocks(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Blocks of 32 x 48 (the last column block partial, as at real edges), one scale each."""
-    rows, columns = 32, 48
-    blocks = -(-weight.shape[0] // rows), -(-weight.shape[1] // columns)
-    scale_inv = torch.stack([
-        torch.stack([weight[r * rows : (r + 1) * rows, c * columns : (c + 1) * columns].abs().amax()
-                     for c in range(blocks[1])])
-        for r in range(blocks[0])
-    ]) / 448.0  # fmt: skip
-    expanded = scale_inv.repeat_interleave(rows, 0).repeat_interleave(columns, 1)[
-        : weight.shape[0], : weight.shape[1]
-    ]
-    stored = (weight / expanded).to(torch.float8_e4m3fn)
-    return {"weight": stored, "weight_scale_inv": scale_inv}, stored.float() * expanded
+def _fp8_blocks(rows: int, columns: int) -> Quantizer:
+    """One scale per block of rows x columns (edge blocks partial where the shape is not a multiple)."""
+
+    def quantize(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        blocks = -(-weight.shape[0] // rows), -(-weight.shape[1] // columns)
+        scale_inv = torch.stack([
+            torch.stack([weight[r * rows : (r + 1) * rows, c * columns : (c + 1) * columns].abs().amax()
+                         for c in range(blocks[1])])
+            for r in range(blocks[0])
+        ]) / 448.0  # fmt: skip
+        expanded = scale_inv.repeat_interleave(rows, 0).repeat_interleave(columns, 1)
+        expanded = expanded[: weight.shape[0], : weight.shape[1]]
+        stored = (weight / expanded).to(torch.float8_e4m3fn)
+        return {"weight": stored, "weight_scale_inv": scale_inv}, stored.float() * expanded
+
+    return quantize
 
 
 def _asymmetric_groups(weight_in_out: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -113,13 +115,15 @@ QUANTIZATION_CONFIGS = {
     "fp8-tensor": _compressed_tensors_fp8("tensor"),
     "fp8-channel": _compressed_tensors_fp8("channel"),
     "fp8-block": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 48]},
+    "fp8-block-even": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 32]},
     "awq": {"quant_method": "awq", "bits": 4, "group_size": GROUP, "version": "gemm", "zero_point": True},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True, "sym": True},
 }
 QUANTIZERS: dict[str, Quantizer] = {
     "fp8-tensor": _fp8(per_channel=False),
     "fp8-channel": _fp8(per_channel=True),
-    "fp8-block": _fp8_blocks,
+    "fp8-block": _fp8_blocks(32, 48),
+    "fp8-block-even": _fp8_blocks(32, 32),
     "awq": _awq,
     "gptq": _gptq,
 }
@@ -213,6 +217,20 @@ def test_fp8_layout_is_the_one_compressed_tensors_reads(
     quantized_dir, _ = write_prequantized(tiny_llama_dir, tmp_path, scheme)
     library = AutoModelForCausalLM.from_pretrained(
         quantized_dir, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    )
+    with torch.no_grad():
+        expected = library.eval()(torch.tensor([PROMPT])).logits[0, -1]
+    torch.testing.assert_close(prefill_logits(quantized_dir), expected, atol=ATOL, rtol=0)
+
+
+def test_block_fp8_layout_is_the_one_transformers_reads(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """transformers' own dequantization of the block-wise FP8 checkpoint written here (its dequantizer
+    takes whole blocks only) gives berth's logits."""
+    from transformers import AutoModelForCausalLM, FineGrainedFP8Config
+
+    quantized_dir, _ = write_prequantized(tiny_llama_dir, tmp_path, "fp8-block-even")
+    library = AutoModelForCausalLM.from_pretrained(
+        quantized_dir, dtype=torch.float32, quantization_config=FineGrainedFP8Config(dequantize=True)
     )
     with torch.no_grad():
         expected = library.eval()(torch.tensor([PROMPT])).logits[0, -1]

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from berth_operator.api.base import StatusModel
+from berth_operator.api.cold_start import ColdStartStatus
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -385,6 +386,10 @@ class InferenceDeploymentStatus(StatusModel):
     economics: EconomicsStatus | None = Field(
         default=None,
         description="GPU-hours, output tokens, cost and SLO attainment over the last hour and day.",
+    )
+    cold_start: ColdStartStatus | None = Field(
+        default=None,
+        description="How long a replica takes from creation to Ready, by stage (median over its pods).",
     )
 
     def condition(self, condition_type: str) -> Condition | None:

@@ -24,6 +24,7 @@ from berth_operator.api.status import (
     CONDITION_READY,
     Phase,
 )
+from berth_operator.builders.cold_start import measure_cold_start
 from berth_operator.builders.labels import REVISION_LABEL, selector_string
 from berth_operator.builders.pod_problems import (
     PodProblem,
@@ -52,6 +53,7 @@ OWNED_FIELDS = (
     "revision",
     "endpoint",
     "conditions",
+    "coldStart",
 )
 
 
@@ -324,6 +326,7 @@ def derive_status(inputs: StatusInputs) -> dict[str, Any]:
         revision={"current": _current_revision(inputs, serving), "target": inputs.target_revision},
         endpoint=inputs.endpoint,
         conditions=conditions,
+        cold_start=measure_cold_start(inputs.pods, inputs.target_revision, inputs.previous.cold_start),
     )
     return status.to_wire()
 
