@@ -30,8 +30,12 @@ EPOCH = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 """Simulated second 0, as the operator's clock would read it."""
 
 
-def berth_spec(min_replicas: int, max_replicas: int, ttft_ms: int, itl_ms: int) -> InferenceDeploymentSpec:
-    """An InferenceDeployment of one GPU per replica with autoscaling at the API's defaults."""
+def berth_spec(
+    min_replicas: int, max_replicas: int, ttft_ms: int, itl_ms: int, interval_seconds: int | None = None
+) -> InferenceDeploymentSpec:
+    """An InferenceDeployment of one GPU per replica with autoscaling at the API's defaults (the
+    evaluation interval too, unless `interval_seconds` is given)."""
+    interval = {} if interval_seconds is None else {"intervalSeconds": interval_seconds}
     return InferenceDeploymentSpec.model_validate(
         {
             "model": {"name": "llama-8b", "source": "hf://meta-llama/Llama-3.1-8B-Instruct"},
@@ -42,6 +46,7 @@ def berth_spec(min_replicas: int, max_replicas: int, ttft_ms: int, itl_ms: int) 
                 "enabled": True,
                 "minReplicas": min_replicas,
                 "maxReplicas": max_replicas,
+                **interval,
                 "slo": {
                     "timeToFirstTokenP95Milliseconds": ttft_ms,
                     "interTokenLatencyP95Milliseconds": itl_ms,

@@ -2,7 +2,8 @@
 status round trip, against today's autoscalers on the same traces, replicas, cold starts and
 metrics.
 
-    python -m bench.autoscale_sim [--base-rate 10] [--cold-start 90] [--trace NAME] [--jobs 2]
+    python -m bench.autoscale_sim [--base-rate 10] [--cold-start 90] [--trace NAME] [--jobs 2] [--seed 7]
+                                  [--scrape-seconds 10] [--interval SECONDS]
 
 Prints one table: per trace and autoscaler, the share of requests within the TTFT and ITL
 targets, p95 TTFT, GPU-hours, scale events, direction changes, scale-ins into a rising edge, and
@@ -14,8 +15,10 @@ The loop, every `--dt` seconds: route arrivals to the Ready replica with the few
 requests (a least-requests gateway), step every Ready replica, scrape every 10 s, record the
 requests in flight every second (Knative's queue-proxy view), and let each autoscaler decide at
 its own interval. berth's interval and metrics window are the operator's defaults, read from the
-spec. A new replica holds its GPU from the moment it is created and serves after the cold start;
-a removed one stops taking requests and leaves once drained.
+spec (`--interval` sets the spec's `intervalSeconds` instead); the scrape interval is the chart's
+PodMonitor default (`--scrape-seconds` changes it for every autoscaler that reads Prometheus). A
+new replica holds its GPU from the moment it is created and serves after the cold start; a removed
+one stops taking requests and leaves once drained.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ from bench.autoscale_berth import BerthScaler, Step, berth_spec, steps_to_json
 from bench.autoscale_metrics import MetricStore
 from bench.autoscale_oracle import DemandSeries, Oracle, clairvoyant
 from bench.autoscale_serving import FinishedRequest, Replica, ReplicaModel, measured_replica
-from bench.autoscale_traces import Trace, standard_traces
+from bench.autoscale_traces import TRACE_SEED, Trace, standard_traces
+from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.autoscaling.evaluation import max_sample_age_seconds
 from berth_operator.autoscaling.policy import ReplicaCounts
 
 SCRAPE_SECONDS = 10.0
+"""The chart's PodMonitor interval for the runtime pods (`podMonitor.interval`), the default scrape."""
 WARMUP_SECONDS = 60.0
 """No autoscaler acts before its windows have filled: the replicas at the start have served for a while."""
 
@@ -73,6 +78,13 @@ class Settings:
     max_replicas: int
     target_concurrency: float
     dt: float
+    scrape_seconds: float = SCRAPE_SECONDS
+    interval_seconds: int | None = None
+    """berth's evaluation interval; None: the API's default."""
+    seed: int = TRACE_SEED
+
+    def spec(self, min_replicas: int) -> InferenceDeploymentSpec:
+        return berth_spec(min_replicas, self.max_replicas, self.ttft_ms, self.itl_ms, self.interval_seconds)
 
 
 @dataclass
@@ -124,9 +136,8 @@ class Cluster:
 def scalers_for(scenario: Scenario, settings: Settings, model: ReplicaModel) -> list[Scaler]:
     low, high, target = scenario.min_replicas, settings.max_replicas, settings.target_concurrency
     demand = DemandSeries(scenario.trace, model)
-    spec = berth_spec(low, high, settings.ttft_ms, settings.itl_ms)
     return [
-        BerthScaler(spec),
+        BerthScaler(settings.spec(low)),
         HpaConcurrency(low, high, target),
         KedaConcurrency(low, high, target),
         KnativeKpa(low, high, target),
@@ -140,7 +151,7 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
     model = measured_replica(settings.cold_start)
     scaler = scalers_for(scenario, settings, model)[scaler_index]
     trace = scenario.trace
-    spec = berth_spec(scenario.min_replicas, settings.max_replicas, settings.ttft_ms, settings.itl_ms)
+    spec = settings.spec(scenario.min_replicas)
     interval = float(spec.autoscaling.interval_seconds)
     store = MetricStore(
         window_seconds=float(spec.autoscaling.metrics_window_seconds),
@@ -154,7 +165,7 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
     next_arrival, gpu_seconds, rising_scale_ins = 0, 0.0, 0
     trajectory = [initial]
     dt = settings.dt
-    per_second, per_scrape = round(1.0 / dt), round(SCRAPE_SECONDS / dt)
+    per_second, per_scrape = round(1.0 / dt), round(settings.scrape_seconds / dt)
     per_decision = round(scaler.interval_seconds / dt)
     for step in range(int((trace.duration_seconds + 180.0) / dt)):
         now = step * dt
@@ -236,9 +247,9 @@ def _outcome(
     )
 
 
-def scenarios(base_rate: float, names: list[str] | None) -> list[Scenario]:
+def scenarios(base_rate: float, names: list[str] | None, seed: int = TRACE_SEED) -> list[Scenario]:
     chosen = []
-    for trace in standard_traces(base_rate):
+    for trace in standard_traces(base_rate, seed):
         for low in (1, 2) if trace.name == "burst 5x" else (1,):
             scenario = Scenario(trace, low)
             if not names or scenario.label in names or trace.name in names:
@@ -287,6 +298,16 @@ def main() -> None:
         default=32.0,
         help="requests in flight per replica the HPA, KEDA and Knative aim at (default 32: half the batch)",
     )
+    parser.add_argument(
+        "--scrape-seconds",
+        type=float,
+        default=SCRAPE_SECONDS,
+        help=f"Prometheus scrape interval, seconds (default {SCRAPE_SECONDS:g}: the chart's PodMonitor)",
+    )
+    parser.add_argument(
+        "--interval", type=int, help="berth's evaluation interval, seconds (default: the operator's)"
+    )
+    parser.add_argument("--seed", type=int, default=TRACE_SEED, help=f"traces' seed (default {TRACE_SEED})")
     parser.add_argument("--dt", type=float, default=0.1, help="simulation step, seconds (default 0.1)")
     parser.add_argument("--trace", action="append", help="run only this trace or scenario (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="processes to run the runs in (default 1)")
@@ -301,20 +322,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = Settings(
-        args.base_rate,
-        args.cold_start,
-        args.ttft_ms,
-        args.itl_ms,
-        args.max_replicas,
-        args.target_concurrency,
-        args.dt,
+        *(args.base_rate, args.cold_start, args.ttft_ms, args.itl_ms, args.max_replicas),
+        *(args.target_concurrency, args.dt, args.scrape_seconds, args.interval, args.seed),
     )
     model = measured_replica(args.cold_start)
     print(
         f"replica: berth's engine, 8B shape on one H200 (step {model.step_base * 1e3:.2f} ms + "
         f"{model.step_per_sequence * 1e6:.1f} us/seq + {model.step_per_kv_token * 1e9:.1f} ns/KV token + "
         f"{model.step_per_prefill_token * 1e6:.1f} us/prompt token, batch {model.max_batch}), cold start "
-        f"{model.cold_start_seconds:.0f}s, scrape {SCRAPE_SECONDS:.0f}s, targets TTFT p95 {args.ttft_ms}ms "
+        f"{model.cold_start_seconds:.0f}s, scrape {args.scrape_seconds:g}s, berth's interval "
+        f"{settings.spec(1).autoscaling.interval_seconds}s, targets TTFT p95 {args.ttft_ms}ms "
         f"ITL p95 {args.itl_ms}ms, base {args.base_rate:g} req/s, baselines' target concurrency "
         f"{args.target_concurrency:g}"
     )
@@ -325,7 +342,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     started = time.monotonic()
-    chosen = scenarios(args.base_rate, args.trace)
+    chosen = scenarios(args.base_rate, args.trace, args.seed)
     names = [s.name for s in scalers_for(chosen[0], settings, model)] if chosen else []
     picked = [i for i, name in enumerate(names) if not args.only or name.startswith(tuple(args.only))]
     if args.record and chosen:
@@ -358,7 +375,7 @@ def _run(job: tuple[str, int, Settings]) -> Outcome:
     """One run in a worker process: the scenario is rebuilt there by its label (traces hold rate
     functions, which do not pickle)."""
     label, index, settings = job
-    (scenario,) = [s for s in scenarios(settings.base_rate, None) if s.label == label]
+    (scenario,) = [s for s in scenarios(settings.base_rate, None, settings.seed) if s.label == label]
     return simulate(scenario, index, settings)
 
 

@@ -113,6 +113,11 @@ class ScalingRecommendation(StatusModel):
     time: datetime = Field(description="When the evaluation ran (RFC 3339).")
     scale_up: int = Field(ge=0, description="Replicas the scale-up rule asked for.")
     scale_down: int = Field(ge=0, description="Fewest replicas whose survivors keep the SLO with headroom.")
+    requests_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description="Request rate over the metrics window then; the demand's trend is fitted to these.",
+    )
 
 
 class AutoscalingStatus(StatusModel):

@@ -57,6 +57,16 @@ class Tuning:
     slots."""
     full_slots: float = 0.95
     """Requests running over batch slots (all replicas') from which the slots count as all taken."""
+    trend_seconds: float = 180.0
+    """The demand's trend is the slope of the windowed request rates of this many seconds of
+    evaluations (`autoscaling.trend`)."""
+    trend_horizon_seconds: float = 300.0
+    """How far ahead the trend is projected: the window's lag, a cold start that replicas added now
+    wait out, and the minutes in which they then serve a demand still rising (a rise of 4% a
+    minute reaches `max_trend_growth`)."""
+    max_trend_growth: float = 1.2
+    """Most the trend may add to the demand (a factor): a steeper rise is an edge, which the gauges
+    follow within an evaluation; the trend is for the slow rise they cannot tell from noise."""
     recent_seconds: float = 120.0
     """The last evaluation's gauges count for the short-term trend only if it is this recent."""
 
@@ -76,6 +86,10 @@ class Tuning:
             raise ValueError(f"backlog_drain_seconds: {self.backlog_drain_seconds!r} must be > 0")
         if not 0 < self.ceiling_smoothing <= 1:
             raise ValueError(f"ceiling_smoothing: {self.ceiling_smoothing!r} must be in (0, 1]")
+        if self.max_trend_growth < 1:
+            raise ValueError(f"max_trend_growth: {self.max_trend_growth!r} must be >= 1")
+        if self.trend_seconds <= 0:
+            raise ValueError(f"trend_seconds: {self.trend_seconds!r} must be > 0")
         if self.max_window_correction < 1:
             raise ValueError(f"max_window_correction: {self.max_window_correction!r} must be >= 1")
 

@@ -14,7 +14,8 @@ same function. The rules, in the order they apply:
 4. Scale up at once, to the count token-weighted demand needs at `scale_up_utilization` of the
    learned per-replica capacity — not one replica per period. Demand follows the gauges, not only
    the window: the served rate scaled by the requests in flight now over their window average,
-   plus the queue's growth since the last evaluation (kept in status with the signals). The
+   plus the queue's growth since the last evaluation (kept in status with the signals); on a slow
+   rise, what the demand's trend over the last minutes adds within a few (`trend`). The
    requests in flight also size on their own against the batch slots (`runtime.maxBatchSize` per
    replica, at `slot_scale_up_utilization`): a burst is met at the first evaluation that shows it,
    before any capacity is learned. Replicas not yet Ready count as capacity on its way: while they
@@ -61,6 +62,7 @@ from berth_operator.autoscaling.sizing import (
     survivor_words,
 )
 from berth_operator.autoscaling.state import DecisionRecord, GaugeSample, Recommendation, ScalingHistory
+from berth_operator.autoscaling.trend import demand_growth, trend_words
 
 DEFAULT_TUNING = Tuning()
 
@@ -213,9 +215,10 @@ def _evaluate(
     if breach_since is not None and now > breach_since:
         summary += f" (breached for {now - breach_since:.0f}s)"
 
-    demand = load.arriving + load.queued / tuning.backlog_drain_seconds
+    growth = demand_growth(history.recommendations, now, signals.requests_per_second, tuning)
+    demand = max(load.arriving, load.served * growth) + load.queued / tuning.backlog_drain_seconds
     need_up = replicas_for(demand, ceiling, tuning.scale_up_utilization)
-    requests = in_flight(signals, targets.batch_slots, learned_before)
+    requests = in_flight(signals, targets.batch_slots, learned_before) * growth
     by_slots = slots_for(requests, targets.batch_slots, tuning.slot_scale_up_utilization)
     slots_decide = by_slots > replicas and (need_up is None or by_slots > need_up)
     if slots_decide:
@@ -239,13 +242,15 @@ def _evaluate(
     )
     if need_up is not None:
         need_down = max(need_down, need_up)
-    recommendation = Recommendation(now, need_up if need_up is not None else replicas, need_down)
+    recommendation = Recommendation(
+        now, need_up if need_up is not None else replicas, need_down, signals.requests_per_second
+    )
     history = history.with_recommendation(recommendation)
     sizing = (
         slot_words(requests, targets.batch_slots, tuning)
         if slots_decide and targets.batch_slots is not None
         else sizing_words(load, demand, ceiling, tuning, current.starting)
-    )
+    ) + trend_words(growth, tuning)
 
     if replicas > highest or replicas < lowest:
         target = min(max(replicas, lowest), highest)

@@ -5,7 +5,8 @@ operator taking over) continues where the last one stopped. Where it lives in st
   entry of `history` that added replicas;
 - since when an SLO has been breached: the `SLOMet` condition's `lastTransitionTime`;
 - the per-replica capacity it learned: `capacity`;
-- recent recommendations (the windows' contents): `recommendations`;
+- recent recommendations (the windows' contents), each with the request rate it saw (the points the
+  demand's trend is fitted to): `recommendations`;
 - the instantaneous gauges of the last evaluation with metrics (for the queue's growth and the
   short-term trend of the requests in flight since): `signals` and `lastEvaluationTime`, which the
   status carries anyway -- absent after an evaluation without metrics, so a gap is never taken
@@ -65,6 +66,8 @@ class Recommendation:
     time: float
     scale_up: int
     scale_down: int
+    requests_per_second: float | None = None
+    """The windowed request rate this evaluation saw; None where it had none (older status)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ def _compact(recommendations: tuple[Recommendation, ...]) -> tuple[Recommendatio
         excess = len(recommendations) - RECOMMENDATION_LIMIT
         merged = [
             Recommendation(
-                first.time, min(first.scale_up, second.scale_up), max(first.scale_down, second.scale_down)
+                first.time,
+                min(first.scale_up, second.scale_up),
+                max(first.scale_down, second.scale_down),
+                first.requests_per_second,
             )
             for first, second in zip(
                 recommendations[0 : 2 * excess : 2], recommendations[1 : 2 * excess : 2], strict=True
@@ -145,7 +151,7 @@ def history_from_status(status: InferenceDeploymentStatus) -> ScalingHistory:
         capacity_floor=capacity.floor_tokens_per_second if capacity else None,
         recommendations=_compact(
             tuple(
-                Recommendation(r.time.timestamp(), r.scale_up, r.scale_down)
+                Recommendation(r.time.timestamp(), r.scale_up, r.scale_down, r.requests_per_second)
                 for r in autoscaling.recommendations
             )
         ),
@@ -180,7 +186,12 @@ def history_to_status(history: ScalingHistory) -> AutoscalingStatus:
             else None
         ),
         recommendations=[
-            ScalingRecommendation(time=to_datetime(r.time), scale_up=r.scale_up, scale_down=r.scale_down)
+            ScalingRecommendation(
+                time=to_datetime(r.time),
+                scale_up=r.scale_up,
+                scale_down=r.scale_down,
+                requests_per_second=_round(r.requests_per_second),
+            )
             for r in history.recommendations
         ],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from autoscaling_factories import SLO, signals, steady, targets
@@ -37,7 +38,7 @@ def test_round_trip_through_status_keeps_what_the_policy_needs() -> None:
         last_scale_up_time=NOW - 40,
         capacity_ceiling=1234.5,
         capacity_floor=800.0,
-        recommendations=(Recommendation(NOW - 10, 3, 4), Recommendation(NOW, 3, 3)),
+        recommendations=(Recommendation(NOW - 10, 3, 4, 12.5), Recommendation(NOW, 3, 3)),
         decisions=(
             DecisionRecord(NOW - 100, 3, 5, "dry run: would scale 3 -> 5: x", dry_run=True),
             DecisionRecord(NOW - 40, 2, 3, "scaled 2 -> 3: TTFT p95 640ms > 500ms"),
@@ -65,6 +66,10 @@ def test_wire_form_is_what_the_crd_describes() -> None:
         "capacity": {"ceilingTokensPerSecond": 1234.5},
         "recommendations": [{"time": "2027-01-15T08:00:40Z", "scaleUp": 3, "scaleDown": 4}],
     }
+    rated = replace(history, recommendations=(Recommendation(NOW, 3, 4, 12.3456),))
+    assert history_to_status(rated).to_wire()["recommendations"] == [
+        {"time": "2027-01-15T08:00:40Z", "scaleUp": 3, "scaleDown": 4, "requestsPerSecond": 12.346}
+    ]
 
 
 def test_last_scale_up_time_ignores_dry_run_decisions_and_scale_ins() -> None:
