@@ -227,16 +227,23 @@ def _run_fetch(arguments: argparse.Namespace) -> int:
 
 def _model_context_len(model: str) -> int | None:
     """The context limit in --model's config.json or GGUF metadata, read without its weights; None
-    when it cannot be read (loading then reports why, with the file and key)."""
+    when it cannot be read (loading then reports why, with the file and key). An architecture no
+    family serves is raised: a usage error (exit 2) known before any weight loads."""
     from berth_runtime.models.checkpoint import gguf_file_for
     from berth_runtime.models.gguf_reader import GGUFModelFile
-    from berth_runtime.models.model_config import ModelDirectoryError, load_model_config
+    from berth_runtime.models.model_config import (
+        ModelDirectoryError,
+        UnsupportedArchitectureError,
+        load_model_config,
+    )
 
     try:
         gguf_path = gguf_file_for(Path(model))
         model_config = (
             load_model_config(Path(model)) if gguf_path is None else GGUFModelFile(gguf_path).config
         )
+    except UnsupportedArchitectureError:
+        raise
     except (ModelDirectoryError, OSError):
         return None
     return model_config.max_context_len

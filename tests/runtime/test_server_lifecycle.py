@@ -136,17 +136,37 @@ def test_sigterm_lets_the_stream_finish_refuses_new_requests_and_exits_0(
         server.stop()
 
 
-def test_a_model_that_cannot_load_ends_the_process_with_status_1(tmp_path: Path) -> None:
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text(
-        json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
-    )
-    port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-m", "berth_runtime", "serve", "--model", str(broken), "--device", "cpu",
-         "--host", "127.0.0.1", "--port", str(port)],
+def _serve(model: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "berth_runtime", "serve", "--model", str(model), "--device", "cpu",
+         "--host", "127.0.0.1", "--port", str(free_port())],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
+
+
+def test_a_model_that_cannot_load_ends_the_process_with_status_1(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (tiny_llama_dir / name).exists():
+            (broken / name).write_bytes((tiny_llama_dir / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    result = _serve(broken)
     assert result.returncode == 1, result.stderr
     assert "loading" in result.stderr and "failed" in result.stderr
+
+
+def test_an_architecture_no_family_serves_exits_2_before_loading_naming_the_supported_ones(
+    tmp_path: Path,
+) -> None:
+    unknown = tmp_path / "gpt2-model"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(
+        json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
+    )
+    result = _serve(unknown)
+    assert result.returncode == 2, result.stderr
+    assert "GPT2LMHeadModel" in result.stderr and "LlamaForCausalLM" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
