@@ -186,10 +186,11 @@ smoke_gguf() {
 # The runtime from inside the image on the CPU: serves the SmolLM2 GGUF and answers the README
 # quickstart's chat request (the same body, the same model name).
 smoke_runtime() {
-  local image="$1" gguf port logfile pid container="" answer status=0
+  local image="$1" gguf port logfile started_marker pid container="" answer status=0
   gguf="$(smoke_gguf)"
   port="$(free_port)"
   logfile="$(mktemp)"
+  started_marker="$(mktemp)" # what the run writes is newer than this file
   local serve=(python -m berth_runtime serve --model /models/smollm2.gguf --served-model-name smollm2-135m-instruct
     --device cpu --dtype float32 --host 127.0.0.1 --port "$port" --max-model-len 2048
     --kv-cache-blocks 256 --max-num-seqs 4)
@@ -215,9 +216,22 @@ smoke_runtime() {
   fi
   kill -TERM -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  [[ -n "$container" ]] && t rm "$container" >/dev/null
   if ((status != 0)); then log "the runtime did not answer; its log:"; cat "$logfile" >&2; fi
-  rm -f "$logfile"
+  if [[ -n "$container" ]]; then
+    # Read-only-root friendly: nothing written outside /tmp (and the bind-mount point under /models,
+    # where pods mount the model volume), as the pod's readOnlyRootFilesystem would demand.
+    local written
+    written="$(cd "$(t mount "$container")" && find . -xdev -newer "$started_marker" \
+      ! -path . ! -path ./tmp ! -path './tmp/*' ! -path ./run ! -path './run/*' \
+      ! -path ./models ! -path './models/*')"
+    t umount "$container" >/dev/null
+    t rm "$container" >/dev/null
+    if [[ -n "$written" ]]; then
+      log "the runtime wrote outside /tmp, which a read-only root filesystem refuses:"$'\n'"$written"
+      status=1
+    fi
+  fi
+  rm -f "$logfile" "$started_marker"
   return "$status"
 }
 

@@ -27,6 +27,12 @@ _BUILT = re.compile(
 )
 
 
+def _buildah_argv() -> list[str]:
+    """buildah with the storage driver scripts/build-images.sh used (BERTH_STORAGE_DRIVER, e.g. vfs)."""
+    driver = os.environ.get("BERTH_STORAGE_DRIVER")
+    return ["buildah", *([f"--storage-driver={driver}"] if driver else [])]
+
+
 def buildah_missing() -> str | None:
     """Why the image tests cannot run here, or None (scripts/test.sh installs both in CI)."""
     missing = [tool for tool in ("buildah", "mmdebstrap") if shutil.which(tool) is None]
@@ -106,7 +112,7 @@ class Container:
         """The ``buildah run`` command line that runs argv in this container."""
         options = [f"--volume={host}:{inside}:ro" for host, inside in (mounts or {}).items()]
         options += [f"--env={key}={value}" for key, value in (env or {}).items()]
-        return ["buildah", "run", "--isolation=chroot", *options, self.name, "--", *argv]
+        return [*_buildah_argv(), "run", "--isolation=chroot", *options, self.name, "--", *argv]
 
     def run(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -124,7 +130,9 @@ class Container:
 
 
 def _buildah(*args: str) -> str:
-    result = subprocess.run(["buildah", *args], capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [*_buildah_argv(), *args], capture_output=True, text=True, timeout=300, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"buildah {' '.join(args)} failed: {result.stderr}")
     return result.stdout
