@@ -103,6 +103,19 @@ def steps_from_json(values: list[dict[str, Any]]) -> list[Step]:
     ]
 
 
+def measured_cold_start(seconds: float) -> dict[str, Any]:
+    """status.coldStart as the operator's status sync writes it for replicas that take `seconds`
+    from creation to Ready (all of it loading, in this simulation)."""
+    return {
+        "revision": "simulated",
+        "pods": 1,
+        "schedulingSeconds": 0.0,
+        "startupSeconds": seconds,
+        "totalSeconds": seconds,
+        "slowestSeconds": seconds,
+    }
+
+
 @dataclass
 class BerthScaler:
     spec: InferenceDeploymentSpec
@@ -112,6 +125,13 @@ class BerthScaler:
     steps: list[Step] = field(default_factory=list)
     """Every evaluation's inputs, for replaying them elsewhere (the one-path test's recording)."""
     decisions: list[Decision] = field(default_factory=list)
+    cold_start_seconds: float | None = None
+    """The replicas' cold start, as status.coldStart holds it once the operator has measured one (the
+    policy plans around it); None, as before any replica started."""
+
+    def __post_init__(self) -> None:
+        if self.cold_start_seconds is not None and "coldStart" not in self.stored:
+            self.stored = {**self.stored, "coldStart": measured_cold_start(self.cold_start_seconds)}
 
     @property
     def interval_seconds(self) -> float:

@@ -137,7 +137,7 @@ def scalers_for(scenario: Scenario, settings: Settings, model: ReplicaModel) -> 
     low, high, target = scenario.min_replicas, settings.max_replicas, settings.target_concurrency
     demand = DemandSeries(scenario.trace, model)
     return [
-        BerthScaler(settings.spec(low)),
+        BerthScaler(settings.spec(low), cold_start_seconds=model.cold_start_seconds),
         HpaConcurrency(low, high, target),
         KedaConcurrency(low, high, target),
         KnativeKpa(low, high, target),

@@ -34,8 +34,9 @@ class Tuning:
     prompt_token_cost: float = 0.15
     """Replica time one prompt token costs, in generated-token equivalents."""
     backlog_drain_seconds: float = 60.0
-    """Queued work is planned to be drained within this many seconds: about a cold start, since
-    replicas added now only start draining it once they are Ready."""
+    """Queued work is planned to be drained within this many seconds: a cold start, since replicas
+    added now only start draining it once they are Ready. This default stands until the resource's
+    own cold start is measured (`evaluation.tuning_for`, from status.coldStart)."""
     unexplained_breach_seconds: float = 30.0
     """A breach with requests queueing that lasts this long, with no replica starting, adds one
     replica even when the learned capacity says the replicas suffice (the model is wrong then)."""

@@ -9,22 +9,27 @@ the status apply and the Events.
 
 The evaluation's settings come from the spec, through `targets_from_spec` and
 `max_sample_age_seconds`, so a simulation built from a spec with the API's defaults runs with the
-operator's windows and interval.
+operator's windows and interval. The cold start the policy plans around is the resource's own, as
+measured in status.coldStart (`tuning_for`), not a constant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
-from berth_operator.autoscaling.capacity import SloTargets
+from berth_operator.autoscaling.capacity import SloTargets, Tuning
 from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.report import AutoscalerEvent, autoscaler_events, autoscaler_status
 from berth_operator.autoscaling.signals import Observation
 from berth_operator.autoscaling.state import history_from_status
 
+COLD_START_BOUNDS_SECONDS = (10.0, 900.0)
+"""A measured cold start is planned with within these bounds: a pod that was Ready at once (a
+restart on a warm node) says nothing about the next scale-up; one stuck for an hour is a fault the
+status reports, not a horizon to plan over."""
 MIN_STALENESS_SECONDS = 60.0
 """Metrics count as stale when the newest sample is older than max(60 s, 3 intervals)."""
 
@@ -69,6 +74,24 @@ class Evaluation:
     events: list[AutoscalerEvent]
 
 
+def tuning_for(previous: InferenceDeploymentStatus) -> Tuning:
+    """The policy's constants around this resource's measured cold start (status.coldStart's
+    creation-to-Ready median): queued work is planned to drain over it, and the demand's trend is
+    projected that much further ahead than the default's assumed cold start. Unmeasured (no replica
+    has started yet), the defaults."""
+    measured = previous.cold_start
+    if measured is None:
+        return DEFAULT_TUNING
+    low, high = COLD_START_BOUNDS_SECONDS
+    cold_start = min(max(measured.total_seconds, low), high)
+    assumed = DEFAULT_TUNING.backlog_drain_seconds
+    return replace(
+        DEFAULT_TUNING,
+        backlog_drain_seconds=cold_start,
+        trend_horizon_seconds=DEFAULT_TUNING.trend_horizon_seconds + cold_start - assumed,
+    )
+
+
 def evaluate(
     observation: Observation,
     targets: Targets,
@@ -78,7 +101,7 @@ def evaluate(
 ) -> Evaluation:
     """Rebuild the policy's memory from `previous` (the status as read), decide, and say what to write."""
     history = history_from_status(previous)
-    decision = decide(observation, targets, current, history, now.timestamp(), DEFAULT_TUNING)
+    decision = decide(observation, targets, current, history, now.timestamp(), tuning_for(previous))
     return Evaluation(
         decision=decision,
         status=autoscaler_status(decision, observation, targets.slo, previous, now),

@@ -44,8 +44,16 @@ ACCEPTED = {
 }
 
 
-def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1, **autoscaling: Any) -> None:
-    """The resource as the operator's reconcile left it (spec accepted, its Deployment applied)."""
+def store(
+    api: InMemoryKubeApi,
+    prometheus_url: str | None,
+    *,
+    replicas: int = 1,
+    cold_start: dict[str, Any] | None = None,
+    **autoscaling: Any,
+) -> None:
+    """The resource as the operator's reconcile left it (spec accepted, its Deployment applied), with
+    `cold_start` as its status sync measured it, if given."""
     spec_autoscaling: dict[str, Any] = {
         "enabled": True,
         "minReplicas": 1,
@@ -68,7 +76,11 @@ def store(api: InMemoryKubeApi, prometheus_url: str | None, *, replicas: int = 1
                 "replicas": replicas,
                 "autoscaling": spec_autoscaling,
             },
-            "status": {"observedGeneration": 1, "conditions": [ACCEPTED]},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [ACCEPTED],
+                **({"coldStart": cold_start} if cold_start is not None else {}),
+            },
         }
     )
     build = observe(owner, OperatorSettings()).build

@@ -6,7 +6,9 @@ reason with its numbers -- must be the same. Both rebuild the policy's memory fr
 alone, so a memory the simulation kept and the operator lost would show here as a difference.
 
 The recording is `python -m bench.autoscale_sim --trace "burst 5x" --record PATH`, cut to the
-evaluations from the burst's start to the scale-in after it (data/burst_evaluations.json)."""
+evaluations from the burst's start to the scale-in after it (data/burst_evaluations.json). It is
+replayed twice: before any cold start was measured, and with one in status.coldStart, which the
+policy plans around."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from handler_support import START, Clock, answer, set_deployment, store
 from prometheus_stub import PrometheusStub
 
-from bench.autoscale_berth import BerthScaler, Step, berth_spec, steps_from_json
+from bench.autoscale_berth import BerthScaler, Step, berth_spec, measured_cold_start, steps_from_json
 from berth_operator.autoscaling.policy import Action, ReplicaCounts
 from berth_operator.autoscaling.signals import Signals
 from berth_operator.handlers.autoscaling import evaluate
@@ -42,8 +45,8 @@ def recorded_steps() -> list[Step]:
     return steps
 
 
-def through_the_simulation(steps: list[Step]) -> list[Decided]:
-    scaler = BerthScaler(SPEC)
+def through_the_simulation(steps: list[Step], cold_start_seconds: float | None) -> list[Decided]:
+    scaler = BerthScaler(SPEC, cold_start_seconds=cold_start_seconds)
     desired, decided = steps[0].counts.desired, []
     for step in steps:
         counts = ReplicaCounts(desired=desired, ready=min(step.counts.ready, desired))
@@ -54,11 +57,17 @@ def through_the_simulation(steps: list[Step]) -> list[Decided]:
 
 
 async def through_the_operator(
-    steps: list[Step], api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+    steps: list[Step],
+    cold_start_seconds: float | None,
+    api: InMemoryKubeApi,
+    context: OperatorContext,
+    clock: Clock,
+    stub: PrometheusStub,
 ) -> list[Decided]:
     spec_autoscaling = SPEC.autoscaling.to_wire()
     spec_autoscaling.pop("prometheus", None)
-    store(api, stub.url, replicas=steps[0].counts.desired, **spec_autoscaling)
+    cold_start = None if cold_start_seconds is None else measured_cold_start(cold_start_seconds)
+    store(api, stub.url, replicas=steps[0].counts.desired, cold_start=cold_start, **spec_autoscaling)
     desired, decided = steps[0].counts.desired, []
     for step in steps:
         clock.now = START + timedelta(seconds=step.seconds)
@@ -72,12 +81,17 @@ async def through_the_operator(
     return decided
 
 
+@pytest.mark.parametrize("cold_start_seconds", [None, 90.0, 240.0])
 async def test_the_simulation_and_the_operator_make_the_same_decisions(
-    api: InMemoryKubeApi, context: OperatorContext, clock: Clock, stub: PrometheusStub
+    cold_start_seconds: float | None,
+    api: InMemoryKubeApi,
+    context: OperatorContext,
+    clock: Clock,
+    stub: PrometheusStub,
 ) -> None:
     steps = recorded_steps()
-    simulated = through_the_simulation(steps)
-    operated = await through_the_operator(steps, api, context, clock, stub)
+    simulated = through_the_simulation(steps, cold_start_seconds)
+    operated = await through_the_operator(steps, cold_start_seconds, api, context, clock, stub)
     for index, (simulation, operator) in enumerate(zip(simulated, operated, strict=True)):
         assert simulation == operator, f"evaluation {index} at {steps[index].seconds:.0f}s"
     actions = {decided.action for decided in simulated}
