@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from berth_runtime.engine.grammar import Grammar
 
 MAX_LOGPROBS = 20
 MAX_ADDITIVE_PENALTY = 2.0
@@ -75,6 +78,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias in -100..100) pairs added to the logits before everything else (OpenAI).
     A mapping of id (int or decimal string, as JSON gives it) to bias is accepted and stored sorted."""
+    grammar: Grammar | None = None
+    """Structured output (`response_format`, `guided_choice`, `guided_regex`): every token must keep the
+    output a prefix of the grammar's language, and EOS is allowed only where it is complete."""
 
     def __post_init__(self) -> None:
         # Accept any sequence for the tuple fields (JSON gives lists); store tuples.
@@ -125,6 +131,14 @@ class SamplingParams:
             raise InvalidParameter("repetition_penalty", self.repetition_penalty, "a number > 0 (1 disables)")
         if not (_is_real(self.min_p) and 0 <= self.min_p <= 1):
             raise InvalidParameter("min_p", self.min_p, "a number in [0, 1] (0 disables)")
+        if self.grammar is not None and (self.ignore_eos or self.min_tokens > 0):
+            name = "ignore_eos" if self.ignore_eos else "min_tokens"
+            raise InvalidParameter(
+                name,
+                self.ignore_eos if self.ignore_eos else self.min_tokens,
+                f"{'false' if self.ignore_eos else '0'} with structured output ({self.grammar.source}): "
+                "the grammar decides where the output ends",
+            )
         if not isinstance(self.logit_bias, tuple):
             raise InvalidParameter("logit_bias", self.logit_bias, _LOGIT_BIAS_ACCEPTED)
         for pair in self.logit_bias:

@@ -99,9 +99,9 @@ async def test_completion_refusals_name_the_parameter(
             "needs 'logprobs'",
         ),
         (
-            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
-            "response_format",
-            "json_object",
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}},
+            "response_format.type",
+            "'yaml' is not supported",
         ),
     ],
 )

@@ -2,7 +2,7 @@
 
 First the request-dependent processors (`process`, in place): end tokens masked until
 `min_tokens`, then `logit_bias` and the repetition, frequency and presence penalties
-(`engine.penalties`). Greedy rows
+(`engine.penalties`), then the grammar's mask of a structured-output request (`engine.grammar`). Greedy rows
 take the argmax of that; the others go through temperature, top-k, top-p and min-p (`transformers`'
 warper order) as batched tensor ops over all rows, and random choice uses the exponential race
 (argmax of p / q, q ~ Exp(1)), which equals sampling from p and lets a seeded request draw from its
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from berth_runtime.engine.grammar import apply_grammar_masks
 from berth_runtime.engine.host_to_device import to_device
 from berth_runtime.engine.outputs import TokenLogprob
 from berth_runtime.engine.penalties import apply_logit_bias, apply_penalties
@@ -65,13 +66,14 @@ class Sampler:
 
     @torch.inference_mode()
     def process(self, logits: torch.Tensor, seqs: list[Sequence], drafts_before: list[int]) -> torch.Tensor:
-        """`logits` after the request-dependent processors (min_tokens, logit_bias, penalties),
+        """`logits` after the request-dependent processors (min_tokens, logit_bias, penalties, grammar),
         processed in place: a step's logits are used once, and a copy would cost a pass over them."""
         if any(self._needs_processing(seq) for seq in seqs):
             logits = logits.contiguous()  # the penalties index the flattened logits
             self._mask_end_tokens(logits, seqs)
             apply_logit_bias(logits, seqs)
             apply_penalties(logits, seqs, drafts_before)
+            apply_grammar_masks(logits, seqs, drafts_before)
         return logits
 
     def probabilities(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
@@ -91,7 +93,12 @@ class Sampler:
     @staticmethod
     def _needs_processing(seq: Sequence) -> bool:
         params = seq.params
-        return seq.num_output_tokens < params.min_tokens or bool(params.logit_bias) or params.has_penalties
+        return (
+            seq.num_output_tokens < params.min_tokens
+            or bool(params.logit_bias)
+            or params.has_penalties
+            or params.grammar is not None
+        )
 
     def _mask_end_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
         """Forbids, in place, EOS and stop token ids for sequences that have not reached min_tokens."""

@@ -13,6 +13,7 @@ from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.tokenizer import IncrementalDetokenizer
 
 if TYPE_CHECKING:
+    from berth_runtime.engine.grammar import GrammarState
     from berth_runtime.engine.penalties import TokenCounts
 
 
@@ -51,6 +52,9 @@ class Sequence:
     token_counts: TokenCounts | None = None
     """Prompt and output token statistics on the device, for the presence, frequency and repetition
     penalties (`engine.penalties`); made at the first sampled step of a penalised request."""
+    grammar_state: GrammarState | None = None
+    """The structured-output matcher (`engine.grammar`); made at the first sampled step of a request
+    whose params carry a grammar."""
 
     def __post_init__(self) -> None:
         if not self.token_ids:

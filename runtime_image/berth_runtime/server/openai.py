@@ -37,6 +37,7 @@ from berth_runtime.server.openai_format import (
 )
 from berth_runtime.server.openai_protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from berth_runtime.server.prompts import completion_prompts, encode_chat
+from berth_runtime.server.response_format import request_grammar
 from berth_runtime.server.streams import SSE_HEADERS, SSE_MEDIA_TYPE, merge_streams, sse_event
 from berth_runtime.tokenizer import Tokenizer
 
@@ -54,7 +55,7 @@ def build_router(context: ServingContext) -> APIRouter:
     def tokenizer() -> Tokenizer:
         return context.state.require_engine().tokenizer
 
-    def jobs_for(
+    async def jobs_for(
         body: GenerationRequest,
         prompts: list[list[int]],
         requested: int | None,
@@ -62,17 +63,21 @@ def build_router(context: ServingContext) -> APIRouter:
         logprobs: int | None,
         prompt_param: str,
     ) -> Jobs:
-        max_model_len = context.state.require_engine().max_model_len
+        engine = context.state.require_engine()
+        grammar = await request_grammar(body, engine)
         jobs: Jobs = []
         for prompt_ids in prompts:
             budget = fit_max_tokens(
                 requested if requested is not None else default,
                 len(prompt_ids),
                 body.min_tokens,
-                max_model_len,
+                engine.max_model_len,
                 prompt_param,
             )
-            jobs += [(prompt_ids, body.sampling_params(budget, choice, logprobs)) for choice in range(body.n)]
+            jobs += [
+                (prompt_ids, body.sampling_params(budget, choice, logprobs, grammar))
+                for choice in range(body.n)
+            ]
         return jobs
 
     def model_card() -> dict[str, Any]:
@@ -103,7 +108,9 @@ def build_router(context: ServingContext) -> APIRouter:
         check_model(body)
         body.check_supported()
         prompt_texts, prompt_ids = await completion_prompts(body.prompt, context.state.require_engine())
-        jobs = jobs_for(body, prompt_ids, body.max_tokens, body.default_max_tokens(), body.logprobs, "prompt")
+        jobs = await jobs_for(
+            body, prompt_ids, body.max_tokens, body.default_max_tokens(), body.logprobs, "prompt"
+        )
         response_id = new_request_id("cmpl")
         echo = [prompt_texts[index // body.n] if body.echo else "" for index in range(len(jobs))]
 
@@ -151,7 +158,7 @@ def build_router(context: ServingContext) -> APIRouter:
         body.check_supported()
         prompt_ids = await encode_chat(context.state.require_engine(), body.template_messages())
         logprobs = body.logprobs_count()
-        jobs = jobs_for(body, [prompt_ids], body.requested_max_tokens(), None, logprobs, "messages")
+        jobs = await jobs_for(body, [prompt_ids], body.requested_max_tokens(), None, logprobs, "messages")
         response_id = new_request_id("chatcmpl")
 
         def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> dict[str, Any]:

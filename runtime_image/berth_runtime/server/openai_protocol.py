@@ -1,20 +1,24 @@
 """OpenAI request bodies (completions, chat completions) and their translation to SamplingParams.
 
 Fields follow the OpenAI API plus vLLM's extensions (`top_k`, `min_p`, `repetition_penalty`,
-`min_tokens`, `ignore_eos`, `stop_token_ids`). Values are checked by SamplingParams (a 400 naming
-the field, the value and the accepted range). Unknown fields are ignored as OpenAI-compatible
-servers do, but a field this server cannot honour (tools, suffix, ...) set to anything but its
-neutral value is refused with a 400 naming it, never silently ignored.
+`min_tokens`, `ignore_eos`, `stop_token_ids`; structured output: `response_format` and
+`guided_json` / `guided_choice` / `guided_regex`, read by `server.response_format`). Values are
+checked by SamplingParams (a 400 naming the field, the value and the accepted range). Unknown
+fields are ignored as OpenAI-compatible servers do, but a field this server cannot honour (tools,
+suffix, ...) set to anything but its neutral value is refused with a 400 naming it, never silently ignored.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from berth_runtime.sampling_params import SamplingParams, parse_logit_bias
 from berth_runtime.server.errors import ApiError
+
+if TYPE_CHECKING:
+    from berth_runtime.engine.grammar import Grammar
 
 MAX_CHOICES = 16
 
@@ -47,6 +51,7 @@ class GenerationRequest(BaseModel):
     stop_token_ids: list[int] | None = None
     repetition_penalty: float | None = None
     min_p: float | None = None
+    response_format: Any = None
 
     def _check_supported(self) -> None:
         if self.stream_options is not None and not self.stream:
@@ -55,7 +60,9 @@ class GenerationRequest(BaseModel):
     def include_usage_in_stream(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_params(self, max_tokens: Any, choice_index: int, logprobs: int | None) -> SamplingParams:
+    def sampling_params(
+        self, max_tokens: Any, choice_index: int, logprobs: int | None, grammar: Grammar | None = None
+    ) -> SamplingParams:
         """SamplingParams for one choice; with a seed, choice i uses seed + i so choices differ."""
         seed = self.seed + choice_index if self.seed is not None else None
         stop: tuple[str, ...] = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -76,6 +83,7 @@ class GenerationRequest(BaseModel):
             repetition_penalty=_or_default(self.repetition_penalty, 1.0),
             min_p=_or_default(self.min_p, 0.0),
             logit_bias=parse_logit_bias(self.logit_bias or {}),
+            grammar=grammar,
         )
 
 
@@ -145,7 +153,6 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
 
@@ -155,12 +162,6 @@ class ChatCompletionRequest(GenerationRequest):
             raise ApiError(400, "'tools' (function calling) is not supported by this server", param="tools")
         if self.tool_choice not in (None, "none", "auto"):
             raise ApiError(400, "'tool_choice' is not supported by this server", param="tool_choice")
-        if self.response_format is not None and self.response_format.get("type", "text") != "text":
-            raise ApiError(
-                400,
-                f"response_format type {self.response_format.get('type')!r} is not supported; accepted: text",
-                param="response_format",
-            )
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
 
