@@ -11,7 +11,6 @@ what pip installed is in the image and beside the archive, with an SBOM made fro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -117,12 +116,24 @@ def _healthy(port: int) -> bool:
 def test_the_operator_in_its_image_brings_a_resource_to_ready(
     operator_image: BuiltImage, crds: ClusterAccess, namespace: str, tmp_path: Path
 ) -> None:
+    container = Container(operator_image.reference)
+    try:
+        written = _reconcile_to_ready_from_inside(container, crds, namespace, tmp_path)
+    finally:
+        container.remove()
+    assert written == [], f"the operator wrote outside /tmp (a read-only root would refuse): {written}"
+
+
+def _reconcile_to_ready_from_inside(
+    container: Container, crds: ClusterAccess, namespace: str, tmp_path: Path
+) -> list[str]:
+    """Runs the image's operator against the cluster until one resource is Ready and deleted again,
+    stops it with SIGTERM (it must exit 0), and returns what it wrote outside /tmp."""
     # Self-contained (certificates inline) and readable by the image's user, mounted read-only.
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(crds.kubectl("config", "view", "--raw", "--flatten"))
     kubeconfig.chmod(0o644)
     health_port = free_port()
-    container = Container(operator_image.reference)
     marker = tmp_path / "started"
     marker.touch()
     time.sleep(0.01)
@@ -173,16 +184,8 @@ def test_the_operator_in_its_image_brings_a_resource_to_ready(
         crds.kubectl("delete", "inferencedeployment", "chat", "--timeout=60s", namespace=namespace)
     finally:
         stop_process_group(process)
-    try:
-        with container.mounted() as root:
-            written = files_written_since(
-                root,
-                marker,
-                allowed=("tmp", "proc", "sys", "dev", "run"),
-                mount_points=(KUBECONFIG_INSIDE,),
-            )
-    finally:
-        container.remove()
     assert process.returncode == 0, log_path.read_text()
-    assert written == [], f"the operator wrote outside /tmp (a read-only root would refuse): {written}"
-    assert os.path.getsize(log_path) > 0
+    with container.mounted() as root:
+        return files_written_since(
+            root, marker, allowed=("tmp", "proc", "sys", "dev", "run"), mount_points=(KUBECONFIG_INSIDE,)
+        )
