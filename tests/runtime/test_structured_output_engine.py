@@ -2,7 +2,8 @@
 over many seeds: every json_object output that stops is a JSON object, every json_schema output that
 stops validates against its schema (and nearly all stop: the schema is finite); guided choice and
 regex outputs match; rows without a grammar keep their logits bit for bit and their unbatched
-tokens; n-gram speculation verifies drafts against the grammar (same tokens as plain decoding);
+tokens; masks computed ahead on the helper thread equal masks computed in the step; n-gram
+speculation verifies drafts against the grammar (same tokens as plain decoding);
 EOS-changing settings that would fight the grammar are refused."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import torch
 from engine_reference import generated_tokens, make_engine, make_prompts, run_to_completion
 
+import berth_runtime.engine.sampler as sampler_module
 from berth_runtime.engine.grammar import Grammar, compile_grammar, grammar_vocabulary
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.sampler import Sampler
@@ -151,6 +153,19 @@ def test_speculation_checks_drafts_against_the_grammar(tiny_llama_dir: Path, eng
     assert run(speculating, jobs) == plain
     assert speculating.stats().spec_decode_num_accepted_tokens > 0
     assert re.fullmatch(r"(ab|cd|the )+\.", plain[0][0]) or plain[0][1] == "length", plain[0]
+
+
+def test_masks_computed_ahead_equal_masks_computed_in_the_step(
+    engine: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next step's mask, computed on the helper thread after sampling, is the one the step itself
+    would compute: the same tokens with the look-ahead switched off."""
+    constraint = json_grammar(engine, SCHEMA)
+    prompts = make_prompts(6, vocab_size=320, seed=9, min_len=2, max_len=10)
+    jobs = [(prompt, sampled(seed, 64, constraint)) for seed, prompt in enumerate(prompts)]
+    ahead = run(engine, jobs)
+    monkeypatch.setattr(sampler_module, "prefetch_grammar_masks", lambda *args: None)
+    assert run(engine, jobs) == ahead
 
 
 @pytest.mark.parametrize("setting", [{"ignore_eos": True}, {"min_tokens": 2}])

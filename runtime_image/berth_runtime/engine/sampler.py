@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from berth_runtime.engine.grammar import apply_grammar_masks
+from berth_runtime.engine.grammar import apply_grammar_masks, prefetch_grammar_masks
 from berth_runtime.engine.host_to_device import to_device
 from berth_runtime.engine.outputs import TokenLogprob
 from berth_runtime.engine.penalties import apply_logit_bias, apply_penalties
@@ -55,6 +55,7 @@ class Sampler:
             sampled = torch.where(is_greedy, logits.argmax(dim=-1), random_choice)
 
         token_ids: list[int] = sampled.tolist()
+        prefetch_grammar_masks(seqs, token_ids, logits.shape[1])  # the next step's, during its forward pass
         logprobs: list[TokenLogprob | None] = [None] * rows
         if raw_logprobs is not None:
             logprobs_of = self._logprobs(
