@@ -92,7 +92,11 @@ async def test_completion_refusals_name_the_parameter(
             "messages.0.content",
             "image_url",
         ),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools", "tools"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools.0.function",
+            "must be an object",
+        ),
         (
             {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
             "top_logprobs",

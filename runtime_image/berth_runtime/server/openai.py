@@ -1,7 +1,8 @@
 """OpenAI-compatible API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
 
 Each choice (every prompt times `n`) is one engine request; they run concurrently and stream back
-interleaved, tagged with their index. Streams are server-sent events ending in `data: [DONE]`,
+interleaved, tagged with their index. Chat requests with `tools` are parsed for calls by
+`server.tool_calls`. Streams are server-sent events ending in `data: [DONE]`,
 with a final usage chunk when `stream_options.include_usage` is set. An error after a stream began
 arrives as an error event before `[DONE]`.
 """
@@ -19,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from berth_runtime.engine.outputs import RequestOutput
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.context import ServingContext
-from berth_runtime.server.errors import error_body, model_not_found, translate
+from berth_runtime.server.errors import ApiError, error_body, model_not_found, translate
 from berth_runtime.server.generation import (
     MeteredStream,
     collect,
@@ -39,6 +40,14 @@ from berth_runtime.server.openai_protocol import ChatCompletionRequest, Completi
 from berth_runtime.server.prompts import completion_prompts, encode_chat
 from berth_runtime.server.response_format import request_grammar
 from berth_runtime.server.streams import SSE_HEADERS, SSE_MEDIA_TYPE, merge_streams, sse_event
+from berth_runtime.server.tool_calls import (
+    ToolRequest,
+    ToolStream,
+    finish_reason,
+    tool_calls_json,
+    tool_grammar,
+    tool_request,
+)
 from berth_runtime.tokenizer import Tokenizer
 
 Jobs = list[tuple[list[int], SamplingParams]]
@@ -62,9 +71,18 @@ def build_router(context: ServingContext) -> APIRouter:
         default: int | None,
         logprobs: int | None,
         prompt_param: str,
+        tools: ToolRequest | None = None,
     ) -> Jobs:
         engine = context.state.require_engine()
         grammar = await request_grammar(body, engine)
+        forced = await tool_grammar(tools, engine)
+        if forced is not None and grammar is not None:
+            raise ApiError(
+                400,
+                f"'tool_choice' forces a tool call; it cannot be combined with '{grammar.source}'",
+                param="tool_choice",
+            )
+        grammar = grammar or forced
         jobs: Jobs = []
         for prompt_ids in prompts:
             budget = fit_max_tokens(
@@ -114,7 +132,7 @@ def build_router(context: ServingContext) -> APIRouter:
         response_id = new_request_id("cmpl")
         echo = [prompt_texts[index // body.n] if body.echo else "" for index in range(len(jobs))]
 
-        def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> dict[str, Any]:
+        def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> list[dict[str, Any]]:
             if delta is None:
                 text, entries, offset = echo[index] + state.text, state.logprobs, len(echo[index])
             else:
@@ -125,7 +143,7 @@ def build_router(context: ServingContext) -> APIRouter:
                 completion_logprobs(tokenizer(), entries, offset) if body.logprobs is not None else None
             )
             finish = state.finish_reason if delta is None or delta.finished else None
-            return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+            return [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]
 
         if body.stream:
             streams = await start_all(context, jobs, response_id)
@@ -144,7 +162,7 @@ def build_router(context: ServingContext) -> APIRouter:
             states = await _collect_all(await start_all(context, jobs, response_id))
             return {
                 **envelope("text_completion", response_id, context.model_name),
-                "choices": [choice(index, state, None) for index, state in enumerate(states)],
+                "choices": [choice(index, state, None)[0] for index, state in enumerate(states)],
                 "usage": _usage(states, body.n),
             }
 
@@ -156,24 +174,49 @@ def build_router(context: ServingContext) -> APIRouter:
     ) -> dict[str, Any] | StreamingResponse:
         check_model(body)
         body.check_supported()
-        prompt_ids = await encode_chat(context.state.require_engine(), body.template_messages())
+        tools = tool_request(body, tokenizer())
+        template_vars = {"tools": tools.tools} if tools is not None else {}
+        prompt_ids = await encode_chat(
+            context.state.require_engine(), body.template_messages(), **template_vars
+        )
         logprobs = body.logprobs_count()
-        jobs = await jobs_for(body, [prompt_ids], body.requested_max_tokens(), None, logprobs, "messages")
+        jobs = await jobs_for(
+            body, [prompt_ids], body.requested_max_tokens(), None, logprobs, "messages", tools
+        )
         response_id = new_request_id("chatcmpl")
+        tool_streams = [ToolStream(tools) for _ in jobs] if tools is not None and tools.parses else None
 
-        def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> dict[str, Any]:
+        def choice(index: int, state: ChoiceState, delta: RequestOutput | None) -> list[dict[str, Any]]:
             entries = state.logprobs if delta is None else (delta.logprobs or [])
             logprob_block = chat_logprobs(tokenizer(), entries) if logprobs is not None else None
             if delta is None:
-                return {
-                    "index": index,
-                    "message": {"role": "assistant", "content": state.text},
-                    "logprobs": logprob_block,
-                    "finish_reason": state.finish_reason,
-                }
-            content = {"content": delta.new_text} if delta.new_text else {}
+                message: dict[str, Any] = {"role": "assistant", "content": state.text}
+                finish = state.finish_reason
+                if tools is not None and tools.parses:
+                    parsed = tools.parse(state.text)
+                    if parsed.calls:
+                        message = {"role": "assistant", "content": parsed.content}
+                        message["tool_calls"] = tool_calls_json(parsed.calls)
+                    finish = finish_reason(parsed, finish)
+                return [
+                    {"index": index, "message": message, "logprobs": logprob_block, "finish_reason": finish}
+                ]
             finish = state.finish_reason if delta.finished else None
-            return {"index": index, "delta": content, "logprobs": logprob_block, "finish_reason": finish}
+            if tool_streams is None:
+                deltas = [{"content": delta.new_text}] if delta.new_text else [{}]
+            else:
+                deltas, finish = tool_streams[index].deltas(state.text, delta.finished, finish)
+                if not deltas and (delta.finished or logprob_block is not None):
+                    deltas = [{}]
+            return [
+                {
+                    "index": index,
+                    "delta": content,
+                    "logprobs": logprob_block if position == 0 else None,
+                    "finish_reason": finish if position == len(deltas) - 1 else None,
+                }
+                for position, content in enumerate(deltas)
+            ]
 
         if body.stream:
             streams = await start_all(context, jobs, response_id, prompt_param="messages")
@@ -201,7 +244,7 @@ def build_router(context: ServingContext) -> APIRouter:
             states = await _collect_all(await start_all(context, jobs, response_id, prompt_param="messages"))
             return {
                 **envelope("chat.completion", response_id, context.model_name),
-                "choices": [choice(index, state, None) for index, state in enumerate(states)],
+                "choices": [choice(index, state, None)[0] for index, state in enumerate(states)],
                 "usage": _usage(states, body.n),
             }
 
@@ -226,7 +269,8 @@ def _usage(states: list[ChoiceState], n: int) -> dict[str, int]:
     return usage(prompt_tokens, sum(state.completion_tokens for state in states))
 
 
-ChoiceBuilder = Callable[[int, ChoiceState, RequestOutput | None], dict[str, Any]]
+ChoiceBuilder = Callable[[int, ChoiceState, RequestOutput | None], list[dict[str, Any]]]
+"""A choice's final object (delta None: one), or the chunks' choices for a streamed delta."""
 
 
 def _stream(
@@ -246,7 +290,8 @@ def _stream(
             async for index, output in merge_streams(streams):
                 states[index].add(output)
                 if output.new_text or output.finished or output.logprobs:
-                    yield sse_event({**head, "choices": [choice(index, states[index], output)]})
+                    for part in choice(index, states[index], output):
+                        yield sse_event({**head, "choices": [part]})
             if include_usage:
                 yield sse_event({**head, "choices": [], "usage": _usage(states, n)})
         except Exception as error:

@@ -4,12 +4,13 @@ Fields follow the OpenAI API plus vLLM's extensions (`top_k`, `min_p`, `repetiti
 `min_tokens`, `ignore_eos`, `stop_token_ids`; structured output: `response_format` and
 `guided_json` / `guided_choice` / `guided_regex`, read by `server.response_format`). Values are
 checked by SamplingParams (a 400 naming the field, the value and the accepted range). Unknown
-fields are ignored as OpenAI-compatible servers do, but a field this server cannot honour (tools,
-suffix, ...) set to anything but its neutral value is refused with a 400 naming it, never silently ignored.
+fields are ignored as OpenAI-compatible servers do, but a field this server cannot honour (suffix,
+best_of, ...) set to anything but its neutral value is refused with a 400 naming it, never silently ignored.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -127,6 +128,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     def as_template_message(self, index: int) -> dict[str, Any]:
         if self.content is None or isinstance(self.content, str):
@@ -145,7 +148,34 @@ class ChatMessage(BaseModel):
         message: dict[str, Any] = {"role": self.role, "content": text}
         if self.name is not None:
             message["name"] = self.name
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            message["tool_calls"] = [_template_tool_call(call, index) for call in self.tool_calls]
         return message
+
+
+def _template_tool_call(call: dict[str, Any], index: int) -> dict[str, Any]:
+    """An assistant message's tool call as chat templates read it: `function.arguments` an object
+    (templates write it with `tojson`), not OpenAI's JSON text."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ApiError(
+            400,
+            f"a tool call needs 'function' with a 'name'; got {call!r}",
+            param=f"messages.{index}.tool_calls",
+        )
+    arguments = function.get("arguments", "{}")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            raise ApiError(
+                400,
+                f"tool call arguments must be JSON; got {function.get('arguments')!r}",
+                param=f"messages.{index}.tool_calls",
+            ) from None
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -153,15 +183,12 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
-    tools: list[Any] | None = None
+    tools: Any = None
     tool_choice: Any = None
+    parallel_tool_calls: Any = None
 
     def check_supported(self) -> None:
         self._check_supported()
-        if self.tools:
-            raise ApiError(400, "'tools' (function calling) is not supported by this server", param="tools")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise ApiError(400, "'tool_choice' is not supported by this server", param="tool_choice")
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
 

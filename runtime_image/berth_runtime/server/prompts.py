@@ -45,12 +45,18 @@ async def encode_text(
 
 
 async def encode_chat(
-    engine: AsyncEngine, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+    engine: AsyncEngine,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    **template_vars: Any,
 ) -> list[int]:
-    """The chat template rendered with `messages` and tokenized, both in a worker thread."""
+    """The chat template rendered with `messages` (and `template_vars`, e.g. `tools`) and tokenized,
+    both in a worker thread."""
     check_prompt_chars(engine, sum(len(str(message.get("content", ""))) for message in messages), "messages")
     try:
-        text = await asyncio.to_thread(engine.tokenizer.apply_chat_template, messages, add_generation_prompt)
+        text = await asyncio.to_thread(
+            engine.tokenizer.apply_chat_template, messages, add_generation_prompt, **template_vars
+        )
     except ChatTemplateError as error:
         raise ApiError(400, str(error), param="messages", code="chat_template_error") from None
     return await encode_text(engine, text, "messages", add_special_tokens=False)
