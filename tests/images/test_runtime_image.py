@@ -7,7 +7,7 @@ image, as its non-root user, and requires an answer to the README quickstart's c
 Runs only with BERTH_RUNTIME_IMAGE_TEST=1: the image carries torch with its CUDA libraries, a
 multi-GB layer whose first build downloads and unpacks gigabytes and whose export compresses them
 (minutes on CI's two cores, several GB of disk), too much for every run of the suite; the operator's
-image (tests/images/test_operator_image.py) is built and run on every run instead.
+image (tests/integration/test_operator_image.py) is built and run on every run instead.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ itself: its entrypoint answers --help, and run as the image's non-root user agai
 control plane (the kubeconfig bind-mounted in) it brings an InferenceDeployment on the simulated GPU
 nodes to Ready, writing nothing outside /tmp (what a read-only root filesystem allows). The archive
 users push carries the OCI source/version/revision annotations and labels, and the pinned lock of
-what pip installed is in the image and beside the archive, with an SBOM made from it.
+what pip installed is in the image and beside the archive, with an SBOM made from it. (Here, not
+in tests/images, so that it shares the session's one local control plane.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tests.images.image_build import (
     REPO_ROOT,
     BuiltImage,
     Container,
+    build_images,
+    buildah_missing,
     files_written_since,
     oci_archive_manifest_and_config,
     stop_process_group,
@@ -36,6 +39,18 @@ pytestmark = pytest.mark.slow
 
 NON_ROOT_USER = "65532:65532"
 KUBECONFIG_INSIDE = "/etc/berth/kubeconfig"
+
+
+@pytest.fixture(scope="module")
+def operator_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """scripts/build-images.sh operator, as CI runs it: the base and the dependency layer come from
+    the cache after the first run, so this costs the code layer and the export (seconds). Skipped,
+    with the reason, where buildah or mmdebstrap is missing; scripts/test.sh installs both."""
+    if reason := buildah_missing():
+        pytest.skip(reason)
+    (image,) = build_images(tmp_path_factory.mktemp("images"), "operator")
+    print(f"\n{image.name}: {image.megabytes} MB archive, built in {image.build_seconds} s")
+    return image
 
 
 def _is_ancestor_of_head(commit: str) -> bool:
