@@ -8,6 +8,7 @@ from berth_operator.api.autoscaling import AutoscalingSpec, SloSpec
 from berth_operator.api.base import ApiModel, CrossFieldRule, StatusModel
 from berth_operator.api.common import LocalObjectReference, SecretKeySelector
 from berth_operator.api.cost import CostSpec
+from berth_operator.api.economics_status import EconomicsStatus, EconomicsWindow
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.prometheus import PrometheusSpec
 from berth_operator.api.resources import GpuSpec, ResourcesSpec, SchedulingSpec, Toleration
@@ -19,8 +20,6 @@ from berth_operator.api.status import (
     AutoscalingSignals,
     AutoscalingStatus,
     Condition,
-    EconomicsStatus,
-    EconomicsWindow,
     InferenceDeploymentStatus,
     LearnedCapacity,
     RevisionStatus,

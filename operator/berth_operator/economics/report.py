@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from berth_operator.api import InferenceDeploymentSpec
-from berth_operator.api.status import EconomicsStatus, EconomicsWindow
+from berth_operator.api.economics_status import EconomicsStatus, EconomicsWindow
 from berth_operator.economics.figures import (
     EconomicsUnavailable,
     LatencyTargets,
