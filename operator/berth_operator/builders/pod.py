@@ -40,6 +40,12 @@ READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 
 
+# On a non-zero exit the kubelet takes the log's tail as the termination message: the runtime prints
+# why it stopped (a refused flag or model: exit 2) as its last line, and pod status, hence
+# InferenceDeployment status, then says it.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+
+
 def _container_security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -137,6 +143,7 @@ def _fetch_container(context: BuildContext) -> dict[str, Any]:
         ],
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
         "securityContext": _container_security_context(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     if spec.model.credentials_secret_ref is not None:
         # The secret's keys become env vars of this container only; values never enter the pod spec.
@@ -204,6 +211,7 @@ def _runtime_container(context: BuildContext) -> dict[str, Any]:
         "volumeMounts": _runtime_mounts(context),
         **_probes(context),
         "securityContext": _container_security_context(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     if spec.serving.pre_stop_delay_seconds > 0:
         # Keep serving while endpoints drop the pod; the kubelet sleeps, no shell needed in the image.

@@ -13,6 +13,11 @@ from typing import Any
 
 UNSCHEDULABLE = "Unschedulable"
 CONTAINER_RESTARTED = "ContainerRestarted"
+# The runtime's exit status for a configuration it refuses (runtime_image/README.md: a flag, a
+# model or a combination it cannot serve -- an unsupported architecture, a tensor-parallel size the
+# heads do not divide, --quantization on a pre-quantized checkpoint). Restarting cannot fix it.
+CONFIGURATION_REFUSED = "ConfigurationRefused"
+CONFIGURATION_REFUSED_EXIT_CODE = 2
 # Waiting reasons that will not resolve by waiting.
 FAILING_WAIT_REASONS = frozenset(
     {
@@ -63,6 +68,21 @@ def _termination(status: dict[str, Any]) -> str:
     return f"{detail}: {bounded(message)}" if message else detail
 
 
+def _refused_configuration(pod: str, status: dict[str, Any], kind: str) -> PodProblem | None:
+    """A container whose last run ended with the runtime's refusal: say so, with its message, rather
+    than a bare crash loop -- the cause is in the spec or the model, not in the pod."""
+    terminated = status.get("state", {}).get("terminated") or status.get("lastState", {}).get("terminated")
+    if status.get("ready") or not terminated or terminated.get("exitCode") != CONFIGURATION_REFUSED_EXIT_CODE:
+        return None
+    message = bounded(terminated.get("message") or "no message (see the container's log)")
+    return PodProblem(
+        pod,
+        CONFIGURATION_REFUSED,
+        f"pod {pod} {kind} {status.get('name')} refused its configuration "
+        f"(exit code {CONFIGURATION_REFUSED_EXIT_CODE}; restarting will not help): {message}",
+    )
+
+
 def _restarted_after_crash(pod: str, status: dict[str, Any], kind: str) -> PodProblem | None:
     """A container that ended and was restarted and is not ready again yet: the kubelet restarts a
     first crash at once, so it never waits in CrashLoopBackOff -- without this the replica would
@@ -78,6 +98,9 @@ def _restarted_after_crash(pod: str, status: dict[str, Any], kind: str) -> PodPr
 
 def _container_problem(pod: str, status: dict[str, Any], init: bool) -> PodProblem | None:
     kind = "init container" if init else "container"
+    refused = _refused_configuration(pod, status, kind)
+    if refused is not None:
+        return refused
     waiting = status.get("state", {}).get("waiting")
     if not waiting or waiting.get("reason") not in FAILING_WAIT_REASONS:
         return None if init else _restarted_after_crash(pod, status, kind)

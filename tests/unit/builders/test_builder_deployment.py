@@ -168,6 +168,15 @@ def test_restricted_security_context(make_context: ContextFactory) -> None:
         assert context["runAsNonRoot"] is True
 
 
+def test_a_failing_container_leaves_its_logs_tail_as_the_termination_message(
+    make_context: ContextFactory,
+) -> None:
+    # the runtime's last line says why it stopped (exit 2: a refused flag or model); status reads it
+    pod = _pod(_deployment(make_context))
+    for container in [*pod["containers"], *pod["initContainers"]]:
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_rolling_update_never_takes_the_last_ready_replica_down(make_context: ContextFactory) -> None:
     spec = _deployment(make_context, replicas=1)["spec"]
     assert spec["replicas"] == 1

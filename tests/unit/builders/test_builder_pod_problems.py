@@ -226,3 +226,62 @@ def test_a_container_restarted_after_a_crash_is_a_problem_until_it_is_ready_agai
     assert pod_problem(_pod(containers=[_restarted(True, 1, 137, "Error")], phase="Running")) is None
     completed = _restarted(False, 1, 0, "Completed")
     assert pod_problem(_pod(containers=[completed], phase="Running")) is None
+
+
+TP_REFUSAL = (
+    "python -m berth_runtime serve: error: tensor_parallel_size=3: the model's 4 attention heads and "
+    "2 KV heads do not divide by it; accepted: 1, 2, 4"
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "last"),
+    [
+        # back-off after the refusal
+        (
+            {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+            {"terminated": {"exitCode": 2, "reason": "Error", "message": TP_REFUSAL}},
+        ),
+        # the kubelet restarted the first refusal at once
+        (
+            {"running": {"startedAt": "2026-01-01T00:00:05Z"}},
+            {"terminated": {"exitCode": 2, "reason": "Error", "message": TP_REFUSAL}},
+        ),
+        # it has just ended
+        ({"terminated": {"exitCode": 2, "reason": "Error", "message": TP_REFUSAL}}, None),
+    ],
+)
+def test_the_runtimes_refusal_is_a_configuration_problem_with_its_message(
+    state: dict[str, Any], last: dict[str, Any] | None
+) -> None:
+    container = {**_container("runtime", state, last), "restartCount": 1, "ready": False}
+    problem = pod_problem(_pod(containers=[container], phase="Running"))
+    assert problem is not None
+    assert problem.reason == "ConfigurationRefused"
+    assert problem.message == (
+        "pod chat-1 container runtime refused its configuration (exit code 2; restarting will not "
+        f"help): {TP_REFUSAL}"
+    )
+
+
+def test_a_refusing_fetch_init_container_is_named_as_such() -> None:
+    init = _container(
+        "fetch-model",
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+        {"terminated": {"exitCode": 2, "message": "fetch: error: --cache-budget-bytes 0: expected ..."}},
+    )
+    problem = pod_problem(_pod(init=[init], containers=[_container("runtime", _waiting("PodInitializing"))]))
+    assert problem is not None and problem.reason == "ConfigurationRefused"
+    assert problem.message.startswith("pod chat-1 init container fetch-model refused its configuration")
+
+
+def test_other_exit_codes_and_ready_containers_are_not_refusals() -> None:
+    crash = _container(
+        "runtime",
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+        {"terminated": {"exitCode": 1, "message": "x"}},
+    )
+    problem = pod_problem(_pod(containers=[crash], phase="Running"))
+    assert problem is not None and problem.reason == "CrashLoopBackOff"
+    ready = {**_restarted(True, 1, 2, "Error")}
+    assert pod_problem(_pod(containers=[ready], phase="Running")) is None
