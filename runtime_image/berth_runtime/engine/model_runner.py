@@ -1,7 +1,9 @@
 """Runs one engine step on the device, in three parts as nano-vllm's runner does: `prepare` flattens
-the scheduled rows into batched inputs (tokens, positions, KV slot mapping, block tables), `forward`
-runs the model on them (a captured decode graph when one fits, else eagerly with the step's
-attention metadata), and `sampling_logits` returns the logits of the rows that sample a token.
+the scheduled rows into a `StepPlan` of host arrays (tokens, positions, KV slot mapping, block
+tables, the rows that become logits), `execute` runs the model on a plan (a captured decode graph
+when one fits, else eagerly with the step's attention metadata) and returns those logits. Only
+`run` knows the sequences, so with tensor parallelism rank 0 plans and the workers `execute` the
+plan it broadcasts.
 
 Inputs are built with vectorised numpy on the host and sent in a few transfers; nothing here reads
 back from the device (the sampler's token transfer is the step's only sync).
@@ -18,33 +20,20 @@ from berth_runtime.engine.attention_metadata import AttentionMetadata, pack_pref
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
+from berth_runtime.engine.step_plan import StepPlan
 from berth_runtime.models.interface import CausalLM, KVCache, KVLayout
+from berth_runtime.parallel.step_channel import StepChannel
 
 
 @dataclass
 class StepInputs:
-    """A step's scheduled rows flattened: the multi-token rows (prefill chunks, rows with speculative
-    drafts) first, then the single-token rows (decodes). Host arrays, and their device copies."""
+    """A step's plan (host arrays) and the device copies the forward reads."""
 
-    rows: list[ScheduledRow]
-    """In step order."""
-    query_lens: np.ndarray
-    """[rows] int64 tokens each row computes this step."""
-    starts: np.ndarray
-    """[rows] int64 tokens of each row already in the cache before the step."""
-    block_tables: np.ndarray
-    """[rows, max_blocks + 1] int64 each row's block ids, then (last column) its context length
-    after the step."""
+    plan: StepPlan
     per_token: torch.Tensor
     """[3, tokens] int64 on the device: token ids, positions, cache slots."""
     tables: torch.Tensor
-    """``block_tables`` on the device."""
-    sampling: list[int]
-    """Indices of the rows whose whole context is computed after this step (they sample a token)."""
-
-    @property
-    def decode_only(self) -> bool:
-        return self.per_token.shape[1] == len(self.rows)
+    """``plan.block_tables`` on the device."""
 
 
 @dataclass
@@ -88,6 +77,8 @@ class ModelRunner:
         self._pin = device.type == "cuda"
         self.decode_graphs: DecodeGraphs | None = None
         """Decode-only steps run on static buffers (CUDA graphs on CUDA) when set."""
+        self.channel: StepChannel | None = None
+        """Rank 0 with tensor parallelism: where each step's plan goes before it runs here."""
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -97,14 +88,29 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, rows: list[ScheduledRow]) -> StepResult:
-        """One engine step of the scheduled `rows`: the logits of those that sample a token."""
-        inputs = self.prepare(rows)
-        hidden = self.forward(inputs)
-        return self.sampling_logits(inputs, hidden)
-
-    def prepare(self, rows: list[ScheduledRow]) -> StepInputs:
-        """The rows' tokens, positions and slots, and their block tables, in two transfers."""
+        """One engine step of the scheduled `rows`: the logits of those that sample a token. With
+        tensor parallelism the step's plan goes to the workers first, and they run it alongside."""
         ordered = sorted(rows, key=lambda row: row.num_new_tokens == 1)
+        plan, sampling = self.plan(ordered)
+        if self.channel is not None:
+            self.channel.send(plan)
+        logits = self.execute(plan)
+        sampling_seqs = [ordered[index].seq for index in sampling]
+        logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
+        return StepResult(logits=logits, sampling_seqs=sampling_seqs, logits_per_seq=logits_per_seq)
+
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan) -> torch.Tensor:
+        """Runs a planned step (on every rank): [logits rows, vocab] fp32."""
+        inputs = StepInputs(plan, self._to_device(plan.per_token), self._to_device(plan.block_tables))
+        hidden = self.forward(inputs)
+        if len(plan.logits_rows) < hidden.shape[0]:  # rows are increasing: as many as tokens is all
+            hidden = hidden[self._to_device(plan.logits_rows)]
+        return self.model.compute_logits(hidden)
+
+    def plan(self, ordered: list[ScheduledRow]) -> tuple[StepPlan, list[int]]:
+        """The rows' tokens, positions, slots and block tables, the hidden states that become logits,
+        and the indices of the rows whose whole context is computed after this step (they sample)."""
         num_rows = len(ordered)
         query_lens = np.array([row.num_new_tokens for row in ordered], dtype=np.int64)
         starts = np.array([row.seq.num_computed_tokens for row in ordered], dtype=np.int64)
@@ -138,22 +144,17 @@ class ModelRunner:
         per_token[0] = tokens
         per_token[1] = positions
         per_token[2] = slots
-        return StepInputs(
-            rows=ordered,
-            query_lens=query_lens,
-            starts=starts,
-            block_tables=block_tables,
-            per_token=self._to_device(per_token),
-            tables=self._to_device(block_tables),
-            sampling=sampling,
-        )
+        drafts = [len(ordered[index].seq.draft_token_ids) for index in sampling]
+        logits_rows = _logits_rows(query_lens, sampling, drafts)
+        return StepPlan(query_lens, starts, block_tables, per_token, logits_rows), sampling
 
     def forward(self, inputs: StepInputs) -> torch.Tensor:
         """hidden: [tokens, hidden_size] for every token of the step. A decode-only step replays the
         smallest decode graph it fits; any other step runs eagerly."""
-        if inputs.decode_only and self.decode_graphs is not None:
-            max_blocks = inputs.block_tables.shape[1] - 1
-            bucket = self.decode_graphs.bucket_for(len(inputs.rows), max_blocks)
+        plan = inputs.plan
+        if plan.decode_only and self.decode_graphs is not None:
+            max_blocks = plan.block_tables.shape[1] - 1
+            bucket = self.decode_graphs.bucket_for(plan.num_rows, max_blocks)
             if bucket is not None:
                 return self.decode_graphs.run(bucket, inputs.per_token, inputs.tables)
         metadata = self._attention_metadata(inputs)
@@ -162,43 +163,37 @@ class ModelRunner:
 
     def _attention_metadata(self, inputs: StepInputs) -> AttentionMetadata:
         """The eager step's attention metadata; the multi-token rows are packed only when there are any."""
-        num_prefill = int(np.count_nonzero(inputs.query_lens > 1))
+        plan = inputs.plan
+        num_prefill = int(np.count_nonzero(plan.query_lens > 1))
         prefill_batch = None
         if num_prefill:
-            query_lens = inputs.query_lens[:num_prefill]
+            query_lens = plan.query_lens[:num_prefill]
             prefill_batch = pack_prefill_rows(
                 query_lens,
-                inputs.starts[:num_prefill] + query_lens,
-                inputs.block_tables[:num_prefill, :-1],
+                plan.starts[:num_prefill] + query_lens,
+                plan.block_tables[:num_prefill, :-1],
                 self.block_size,
                 self._to_device,
             )
-        decode_max_context_len = int(inputs.starts[num_prefill:].max(initial=-1)) + 1
+        decode_max_context_len = int(plan.starts[num_prefill:].max(initial=-1)) + 1
         decode_blocks = -(-decode_max_context_len // self.block_size)
         return AttentionMetadata(
             slot_mapping=inputs.per_token[2],
-            decode_start=int(inputs.query_lens[:num_prefill].sum()),
+            decode_start=int(plan.query_lens[:num_prefill].sum()),
             decode_block_tables=inputs.tables[num_prefill:, :decode_blocks],
             decode_context_lens=inputs.tables[num_prefill:, -1],
             decode_max_context_len=decode_max_context_len,
             prefill_batch=prefill_batch,
         )
 
-    def sampling_logits(self, inputs: StepInputs, hidden: torch.Tensor) -> StepResult:
-        """The logits the engine's sampler draws from: each sampling row's last token predicts its next
-        token; a row with drafts also needs the logits after its last real token and after each draft.
-        The hidden states are gathered only when some token samples nothing."""
-        sampling_seqs = [inputs.rows[index].seq for index in inputs.sampling]
-        logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
-        last_token_of_row = np.cumsum(inputs.query_lens) - 1
-        if any(count > 1 for count in logits_per_seq):
-            counts = np.array(logits_per_seq, dtype=np.int64)
-            ends = np.repeat(last_token_of_row[inputs.sampling] + 1, counts)
-            offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-            logits_rows = ends - np.repeat(counts, counts) + offsets
-        else:
-            logits_rows = last_token_of_row[inputs.sampling]
-        if len(logits_rows) < hidden.shape[0]:  # rows are increasing: as many as tokens means all of them
-            hidden = hidden[self._to_device(logits_rows)]
-        logits = self.model.compute_logits(hidden)
-        return StepResult(logits=logits, sampling_seqs=sampling_seqs, logits_per_seq=logits_per_seq)
+
+def _logits_rows(query_lens: np.ndarray, sampling: list[int], drafts: list[int]) -> np.ndarray:
+    """The tokens whose hidden states the sampler needs: each sampling row's last token predicts its
+    next token; a row with drafts also needs those after its last real token and after each draft."""
+    last_token_of_row = np.cumsum(query_lens) - 1
+    if not any(drafts):
+        return np.asarray(last_token_of_row[sampling], dtype=np.int64)
+    counts = np.array(drafts, dtype=np.int64) + 1
+    ends = np.repeat(last_token_of_row[sampling] + 1, counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.asarray(ends - np.repeat(counts, counts) + offsets, dtype=np.int64)
