@@ -225,10 +225,11 @@ def _run_fetch(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _model_context_len(model: str) -> int | None:
-    """The context limit in --model's config.json or GGUF metadata, read without its weights; None
-    when it cannot be read (loading then reports why, with the file and key). An architecture no
-    family serves is raised: a usage error (exit 2) known before any weight loads."""
+def _check_against_model(config: RuntimeConfig) -> None:
+    """The flag checks that need --model's config.json or GGUF metadata but not its weights (the
+    context limit, whether the model splits over --tensor-parallel-size): a ValueError is a usage
+    error (exit 2) known before any weight loads. A config that cannot be read is skipped (loading
+    then reports why, with the file and key); an architecture no family serves is raised."""
     from berth_runtime.models.checkpoint import gguf_file_for
     from berth_runtime.models.gguf_reader import GGUFModelFile
     from berth_runtime.models.model_config import (
@@ -236,25 +237,26 @@ def _model_context_len(model: str) -> int | None:
         UnsupportedArchitectureError,
         load_model_config,
     )
+    from berth_runtime.models.registry import check_tensor_parallel_support
 
     try:
-        gguf_path = gguf_file_for(Path(model))
+        gguf_path = gguf_file_for(Path(config.model))
         model_config = (
-            load_model_config(Path(model)) if gguf_path is None else GGUFModelFile(gguf_path).config
+            load_model_config(Path(config.model)) if gguf_path is None else GGUFModelFile(gguf_path).config
         )
     except UnsupportedArchitectureError:
         raise
     except (ModelDirectoryError, OSError):
-        return None
-    return model_config.max_context_len
+        return
+    check_against_model(config, model_config.max_context_len)
+    checkpoint_format = "huggingface" if gguf_path is None else "gguf"
+    check_tensor_parallel_support(model_config, checkpoint_format, config.tensor_parallel_size)
 
 
 def _run_serve(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> int:
     try:
         config = config_from_args(arguments)
-        model_context_len = _model_context_len(config.model)
-        if model_context_len is not None:
-            check_against_model(config, model_context_len)
+        _check_against_model(config)
     except ValueError as error:
         parser.exit(2, f"{PROGRAM} serve: error: {error}\n")
     _configure_logging(config.log_level)

@@ -72,6 +72,8 @@ class RuntimeConfig:
     speculative_method: str = "none"
     num_speculative_tokens: int = 0
     tensor_parallel_size: int = 1
+    """GPUs one model is split over (`--tensor-parallel-size`): rank 0 serves, the others are worker
+    processes it starts (`berth_runtime.parallel`); on the CPU, that many gloo processes."""
     max_queue: int = 256
     """Most requests waiting for a batch slot; beyond it requests are refused (503)."""
     drain_timeout: float = 30.0
@@ -244,13 +246,13 @@ class RuntimeConfig:
                     f"quantization='fp8' needs a GPU of compute capability >= 8.9 (Ada, Hopper); this "
                     f"one is {capability[0]}.{capability[1]}; accepted here: none, int8"
                 )
-        if self.tensor_parallel_size != 1:
-            raise ValueError(
-                f"tensor_parallel_size={self.tensor_parallel_size} is not supported by this build; "
-                "accepted: 1"
-            )
         if self.device == "cuda" and not _cuda_available():
             raise ValueError("device='cuda' but no CUDA device is available; accepted here: cpu")
+        if self.device == "cuda" and self.tensor_parallel_size > _cuda_device_count():
+            raise ValueError(
+                f"tensor_parallel_size={self.tensor_parallel_size} needs one GPU per rank; this "
+                f"machine has {_cuda_device_count()}; accepted here: 1..{_cuda_device_count()}"
+            )
 
 
 def check_against_model(config: RuntimeConfig, model_context_len: int) -> None:
@@ -277,6 +279,12 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return int(torch.cuda.device_count())
 
 
 def _cuda_capability() -> tuple[int, int]:

@@ -1,6 +1,10 @@
 """Builds a ready `LLMEngine` from a `RuntimeConfig`: tokenizer, model weights (from a Hugging Face
 directory or a GGUF file, see `models.checkpoint`), context limit and KV cache size (explicit, or
-derived from free device memory after a profiling forward pass)."""
+derived from free device memory after a profiling forward pass).
+
+The device half (`build_model_shard`: weights, KV cache, decode graphs) runs on every rank of a
+tensor-parallel group alike, so their collectives line up; rank 0 alone adds the scheduler,
+tokenizer and sampler on top (`build_engine`), after starting the workers (`parallel.launcher`)."""
 
 from __future__ import annotations
 
@@ -22,9 +26,14 @@ from berth_runtime.engine.model_runner import (
 from berth_runtime.engine.scheduler import ScheduledRow, Scheduler
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.engine.speculation import NgramSpeculator
-from berth_runtime.models.checkpoint import open_checkpoint
+from berth_runtime.models.checkpoint import Checkpoint, open_checkpoint
 from berth_runtime.models.interface import CausalLM, KVCache
 from berth_runtime.models.model_config import ModelConfig
+from berth_runtime.models.registry import check_tensor_parallel_support
+from berth_runtime.parallel.group import ShardGroup, TensorShard
+from berth_runtime.parallel.launcher import WorkerPool, start_workers
+from berth_runtime.parallel.sharding import ShardLayout
+from berth_runtime.parallel.step_channel import StepChannel
 from berth_runtime.quantization import quantize_linear_layers
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.speculative import NgramProposer
@@ -40,6 +49,17 @@ CPU_KV_CACHE_BYTES = 2 * 1024**3
 class BuiltEngine:
     engine: LLMEngine
     tokenizer: Tokenizer
+    max_model_len: int
+    num_kv_blocks: int
+    workers: WorkerPool | None = None
+    """Rank 0's tensor-parallel workers (None on one device)."""
+
+
+@dataclass
+class ModelShard:
+    """One rank's model, KV cache and runner (the whole model on one device)."""
+
+    runner: ModelRunner
     max_model_len: int
     num_kv_blocks: int
 
@@ -81,8 +101,14 @@ def _profile_peak_bytes(model: CausalLM, config: RuntimeConfig, dtype: torch.dty
 
 
 def resolve_num_kv_blocks(
-    config: RuntimeConfig, model: CausalLM, dtype: torch.dtype, max_model_len: int
+    config: RuntimeConfig,
+    model: CausalLM,
+    dtype: torch.dtype,
+    max_model_len: int,
+    group: ShardGroup | None = None,
 ) -> int:
+    """Blocks of the KV cache: explicit, or what device memory allows; with a tensor-parallel
+    `group` the smallest any rank allows, so one block table addresses every rank's cache."""
     per_block = kv_cache_bytes_per_block(model, config.block_size, dtype)
     needed = _blocks_for(max_model_len, config.block_size)
     if config.kv_cache_blocks:
@@ -95,6 +121,8 @@ def resolve_num_kv_blocks(
     else:
         blocks = min(CPU_KV_CACHE_BYTES // per_block, config.max_num_seqs * needed)
         blocks = max(blocks, needed)
+    if group is not None:
+        blocks = group.agree_min(blocks)
     if blocks < needed:
         raise ValueError(
             f"the KV cache holds {blocks} blocks of {config.block_size} tokens, but one sequence of "
@@ -124,46 +152,85 @@ def _captured_decode_graphs(
     return graphs
 
 
+def build_model_shard(config: RuntimeConfig, checkpoint: Checkpoint, group: ShardGroup | None) -> ModelShard:
+    """This rank's model (its slices with a `group`), KV cache and runner; every rank runs this."""
+    model_config = checkpoint.config
+    max_model_len = resolve_max_model_len(config, model_config)
+    dtype = getattr(torch, config.dtype)
+    device = torch.device(str(config.device)) if group is None else group.device
+    shard = None
+    if group is not None:
+        layout = ShardLayout(
+            group.rank,
+            group.world_size,
+            model_config.num_heads,
+            model_config.num_kv_heads,
+            model_config.head_dim,
+            model_config.intermediate_size,
+            model_config.vocab_size,
+        )
+        shard = TensorShard(layout, group)
+    model = checkpoint.load_model(dtype, device, max_model_len, shard)
+    # Before KV sizing, so the memory the full-precision weights free goes to the cache; after
+    # sharding, so each rank quantizes its own slices.
+    quantized = quantize_linear_layers(model, config.quantization)
+    if quantized:
+        logger.info("quantized %d linear layers to %s (weight-only)", quantized, config.quantization)
+    num_blocks = resolve_num_kv_blocks(config, model, dtype, max_model_len, group)
+    kv_caches = allocate_kv_caches(model, num_blocks, config.block_size, dtype, device)
+    runner = ModelRunner(model, kv_caches, config.block_size, device)
+    if device.type == "cuda" and model.supports_decode_graphs:
+        graphs = _captured_decode_graphs(config, model, kv_caches, max_model_len, device)
+        if group is not None and group.agree_min(int(graphs is not None)) == 0:
+            graphs = None  # every rank replays graphs or none does: a graph holds a collective
+        runner.decode_graphs = graphs
+    return ModelShard(runner, max_model_len, num_blocks)
+
+
 def build_engine(config: RuntimeConfig) -> BuiltEngine:
     checkpoint = open_checkpoint(Path(config.model))
     model_config = checkpoint.config
     tokenizer = checkpoint.tokenizer
-    max_model_len = resolve_max_model_len(config, model_config)
-    dtype = getattr(torch, config.dtype)
-    device = torch.device(str(config.device))
     if model_config.prequantization is not None and config.quantization != "none":
         raise ValueError(
             f"--quantization {config.quantization}: the checkpoint is already quantized "
             f"({model_config.prequantization.method}, its config.json's quantization_config) and is "
             "loaded as it says; accepted: --quantization none"
         )
-    model = checkpoint.load_model(dtype, device, max_positions=max_model_len)
-    # Before KV sizing, so the memory the full-precision weights free goes to the cache.
-    quantized = quantize_linear_layers(model, config.quantization)
-    if quantized:
-        logger.info("quantized %d linear layers to %s (weight-only)", quantized, config.quantization)
-    num_blocks = resolve_num_kv_blocks(config, model, dtype, max_model_len)
-    kv_caches = allocate_kv_caches(model, num_blocks, config.block_size, dtype, device)
+    check_tensor_parallel_support(model_config, checkpoint.format, config.tensor_parallel_size)
+    resolve_max_model_len(config, model_config)  # a bad --max-model-len fails before any worker starts
+    workers = start_workers(config) if config.tensor_parallel_size > 1 else None
+    try:
+        built = build_model_shard(config, checkpoint, workers.group if workers else None)
+    except BaseException:
+        if workers is not None:
+            workers.terminate()
+        raise
+    runner, max_model_len, num_blocks = built.runner, built.max_model_len, built.num_kv_blocks
+    if workers is not None:
+        runner.channel = StepChannel(workers.group)
     logger.info(
-        "loaded %s (%s, %s) on %s: max_model_len=%d, %d KV blocks of %d tokens",
+        "loaded %s (%s, %s) on %s%s: max_model_len=%d, %d KV blocks of %d tokens",
         checkpoint.path,
         model_config.architecture,
         checkpoint.format,
-        device,
+        runner.device,
+        f" and {config.tensor_parallel_size - 1} worker(s)" if workers else "",
         max_model_len,
         num_blocks,
         config.block_size,
     )
     block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
     scheduler = Scheduler(block_manager, config.max_num_seqs, config.max_num_batched_tokens)
-    runner = ModelRunner(model, kv_caches, config.block_size, device)
-    if device.type == "cuda" and model.supports_decode_graphs:
-        runner.decode_graphs = _captured_decode_graphs(config, model, kv_caches, max_model_len, device)
     eos_token_ids = tuple(dict.fromkeys(tokenizer.eos_token_ids + model_config.eos_token_ids))
     speculator = None
     if config.speculative_method == "ngram":
         speculator = NgramSpeculator(NgramProposer(config.num_speculative_tokens), max_model_len)
     engine = LLMEngine(runner, scheduler, tokenizer, eos_token_ids, max_model_len, config.seed, speculator)
     return BuiltEngine(
-        engine=engine, tokenizer=tokenizer, max_model_len=max_model_len, num_kv_blocks=num_blocks
+        engine=engine,
+        tokenizer=tokenizer,
+        max_model_len=max_model_len,
+        num_kv_blocks=num_blocks,
+        workers=workers,
     )

@@ -19,6 +19,7 @@ from berth_runtime.models.gguf_weights import load_gguf_weights
 from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.loader import build_model, load_model
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config
+from berth_runtime.parallel.group import TensorShard
 from berth_runtime.tokenizer import Tokenizer
 
 
@@ -56,11 +57,19 @@ class Checkpoint:
     tokenizer: Tokenizer
     gguf_file: GGUFModelFile | None
 
-    def load_model(self, dtype: torch.dtype, device: torch.device, max_positions: int) -> CausalLM:
-        """The model on `device` in `dtype` with every weight loaded (GGUF tensors dequantized)."""
+    def load_model(
+        self,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_positions: int,
+        shard: TensorShard | None = None,
+    ) -> CausalLM:
+        """The model on `device` in `dtype` with every weight loaded (GGUF tensors dequantized); with
+        a `shard` (Hugging Face layout only: `registry.check_tensor_parallel_support`), this rank's
+        slices."""
         gguf_file = self.gguf_file
         if gguf_file is None:
-            return load_model(self.path, dtype, device, max_positions)
+            return load_model(self.path, dtype, device, max_positions, shard)
         return build_model(
             self.config, dtype, device, max_positions, lambda model: load_gguf_weights(model, gguf_file)
         )

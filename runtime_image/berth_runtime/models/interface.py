@@ -19,6 +19,7 @@ import torch
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata
 from berth_runtime.models.model_config import ModelConfig
+from berth_runtime.parallel.sharding import SourceSlice
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 """(key_cache, value_cache) of one layer, each [num_blocks, block_size, kv_heads, head_dim]."""
@@ -45,6 +46,8 @@ class WeightDestination:
     row_offset: int = 0
     rows: int | None = None
     expert: int | None = None
+    source: SourceSlice | None = None
+    """With tensor parallelism, the slice of the checkpoint tensor this rank reads (None: all of it)."""
 
     def view(self) -> torch.Tensor:
         """The part of the parameter the tensor fills."""

@@ -5,6 +5,13 @@ soft-capped); the gated MLP with fused gate/up (SiLU or GeGLU), or a mixture of 
 and the model shell: embeddings, layers, final norm, output head, rope tables, KV layout and the
 checkpoint-name mapping one loader uses for every family.
 
+With a `TensorShard` (tensor parallelism, Llama-family layers) each layer holds its rank's slices,
+Megatron-style: q/k/v and gate/up column-parallel (this rank's heads and intermediate columns),
+o_proj and down_proj row-parallel with one all-reduce each (their biases added once, after it), the
+embedding and output head vocabulary-parallel (`berth_runtime.parallel.vocab`). Each checkpoint
+destination then names the slice of the tensor to read (`SourceSlice`), so no rank reads a whole
+weight. Without one (a single GPU) nothing here changes.
+
 Steps the kernels do not cover yet (a sliding window or soft-capped scores in attention, partial
 rotary, GeGLU, experts) run the torch reference even on the kernel path; a model with such a layer
 reports `supports_decode_graphs` False, since the references take no CUDA-graph padding rows.
@@ -25,13 +32,18 @@ from berth_runtime.models.model_config import ModelConfig
 from berth_runtime.models.moe import SparseMoE
 from berth_runtime.models.ops import LayerOps
 from berth_runtime.models.rope import rope_tables
+from berth_runtime.parallel.group import TensorShard
+from berth_runtime.parallel.sharding import ShardLayout, SourceSlice
+from berth_runtime.parallel.vocab import VocabParallelEmbedding, vocab_parallel_logits
 
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias|weight_scale)$")
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias|weight_scale|weight_zero|input_permutation)$")
 # A linear's tensor -> its attribute: nn.Linear's, or a WeightOnlyLinear's (FP8 stored as such).
 _LINEAR_ATTRIBUTES = {
     "weight": ("weight", "qweight"),
     "bias": ("bias", "bias"),
     "weight_scale": (None, "scale"),
+    "weight_zero": (None, "zero"),  # an Int4Linear's (AWQ, GPTQ stored as such)
+    "input_permutation": (None, "input_permutation"),  # one row per checkpoint tensor
 }
 # Checkpoint module -> (our parameter, shard index inside the fused parameter or None).
 _LAYER_TENSORS: dict[str, tuple[str, int | None]] = {
@@ -45,6 +57,8 @@ _LAYER_TENSORS: dict[str, tuple[str, int | None]] = {
     "mlp.gate_up_proj": ("gate_up_proj", None),
     "mlp.down_proj": ("down_proj", None),
 }
+# Row-parallel biases, kept outside their linear when sharded (added once, after the all-reduce).
+_REDUCED_BIASES = {"self_attn.o_proj": "o_proj_bias", "mlp.down_proj": "down_proj_bias"}
 _LAYER_NORMS = {
     "input_layernorm": "input_layernorm",
     "post_attention_layernorm": "post_attention_layernorm",
@@ -59,27 +73,51 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
 }
 
 
-def fused_split_sizes(config: ModelConfig, fused: str) -> list[int]:
+def fused_split_sizes(config: ModelConfig, fused: str, layout: ShardLayout | None = None) -> list[int]:
     """Rows of each checkpoint tensor inside a fused parameter (q, k, v of qkv_proj; gate, up of
-    gate_up_proj)."""
+    gate_up_proj): this rank's part of each with a `layout`."""
     if fused == "qkv_proj":
-        kv = config.num_kv_heads * config.head_dim
-        return [config.num_heads * config.head_dim, kv, kv]
-    return [config.intermediate_size, config.intermediate_size]
+        heads = config.num_heads if layout is None else layout.local_heads
+        kv_heads = config.num_kv_heads if layout is None else layout.local_kv_heads
+        return [heads * config.head_dim, kv_heads * config.head_dim, kv_heads * config.head_dim]
+    size = config.intermediate_size if layout is None else layout.local_intermediate
+    return [size, size]
+
+
+def _source_slice(layout: ShardLayout, head_dim: int, module: str) -> SourceSlice | None:
+    """The slice of layer tensor `module` a rank reads: output rows of the column-parallel linears,
+    input columns of the row-parallel ones (the same slice of a column-parallel bias)."""
+    heads = SourceSlice(0, layout.head_start * head_dim, layout.local_heads * head_dim)
+    kv_heads = SourceSlice(0, layout.kv_head_start * head_dim, layout.local_kv_heads * head_dim)
+    intermediate = SourceSlice(0, layout.rank * layout.local_intermediate, layout.local_intermediate)
+    slices = {
+        "self_attn.q_proj": heads,
+        "self_attn.k_proj": kv_heads,
+        "self_attn.v_proj": kv_heads,
+        "self_attn.o_proj": SourceSlice(1, heads.start, heads.length),
+        "mlp.gate_proj": intermediate,
+        "mlp.up_proj": intermediate,
+        "mlp.down_proj": SourceSlice(1, intermediate.start, intermediate.length),
+    }
+    return slices.get(module)
 
 
 class DecoderLayerBase(nn.Module):
     """Attention and MLP of one layer; the family's subclass adds its norms and `forward`."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, layer_index: int) -> None:
+    def __init__(
+        self, config: ModelConfig, dtype: torch.dtype, layer_index: int, shard: TensorShard | None = None
+    ) -> None:
         super().__init__()
         hidden = config.hidden_size
-        self.num_heads = config.num_heads
-        self.num_kv_heads = config.num_kv_heads
+        layout = shard.layout if shard is not None else None
+        self.shard = shard
+        self.num_heads = config.num_heads if layout is None else layout.local_heads
+        self.num_kv_heads = config.num_kv_heads if layout is None else layout.local_kv_heads
         self.head_dim = config.head_dim
         self.eps = config.rms_norm_eps
-        self.q_size = config.num_heads * config.head_dim
-        self.kv_size = config.num_kv_heads * config.head_dim
+        self.q_size = self.num_heads * config.head_dim
+        self.kv_size = self.num_kv_heads * config.head_dim
         self.scale = (config.query_pre_attn_scalar or config.head_dim) ** -0.5
         windows = config.layer_sliding_windows
         self.sliding_window = windows[layer_index] if windows is not None else None
@@ -87,16 +125,20 @@ class DecoderLayerBase(nn.Module):
         self.partial_rotary = config.rotary_dim is not None
         self.activation = _ACTIVATIONS[config.hidden_act]
         self.qkv_proj = nn.Linear(hidden, self.q_size + 2 * self.kv_size, bias=config.qkv_bias, dtype=dtype)
-        self.o_proj = nn.Linear(self.q_size, hidden, bias=config.o_proj_bias, dtype=dtype)
+        # A row-parallel bias is added once, after the all-reduce: outside the linear when sharded.
+        self.o_proj = nn.Linear(self.q_size, hidden, bias=config.o_proj_bias and shard is None, dtype=dtype)
+        self.o_proj_bias = _reduced_bias(config.o_proj_bias, shard, hidden, dtype)
+        self.down_proj_bias: nn.Parameter | None = None
         self.moe: SparseMoE | None = None
         self.gate_up_proj: nn.Linear | None = None
         self.down_proj: nn.Linear | None = None
         if config.moe is not None and config.moe.sparse_layers[layer_index]:
             self.moe = SparseMoE(hidden, config.moe, dtype)
         else:
-            size = config.intermediate_size
+            size = config.intermediate_size if layout is None else layout.local_intermediate
             self.gate_up_proj = nn.Linear(hidden, 2 * size, bias=config.mlp_bias, dtype=dtype)
-            self.down_proj = nn.Linear(size, hidden, bias=config.mlp_bias, dtype=dtype)
+            self.down_proj = nn.Linear(size, hidden, bias=config.mlp_bias and shard is None, dtype=dtype)
+            self.down_proj_bias = _reduced_bias(config.mlp_bias, shard, hidden, dtype)
         self.q_norm: nn.Parameter | None = None
         self.k_norm: nn.Parameter | None = None
         if config.qk_norm:
@@ -145,7 +187,7 @@ class DecoderLayerBase(nn.Module):
             attended = torch_reference.paged_attention(
                 query, key_cache, value_cache, metadata, self.scale, self.sliding_window, self.logit_softcap
             )
-        return self.o_proj(attended.reshape(tokens, self.q_size))
+        return self._reduce(self.o_proj(attended.reshape(tokens, self.q_size)), self.o_proj_bias)
 
     def mlp(self, hidden: torch.Tensor, ops: LayerOps) -> torch.Tensor:
         """hidden: [tokens, hidden_size] (normed) -> the MLP's output."""
@@ -154,7 +196,23 @@ class DecoderLayerBase(nn.Module):
         assert self.gate_up_proj is not None and self.down_proj is not None  # a dense layer
         gate_up = self.gate_up_proj(hidden)
         activated = ops.silu_and_mul(gate_up) if self.activation is None else self.activation(gate_up)
-        return self.down_proj(activated)
+        return self._reduce(self.down_proj(activated), self.down_proj_bias)
+
+    def _reduce(self, partial: torch.Tensor, bias: nn.Parameter | None) -> torch.Tensor:
+        """A row-parallel linear's output: the ranks' partial sums added, then its bias; as is
+        without a shard."""
+        if self.shard is None:
+            return partial
+        reduced = self.shard.group.all_reduce(partial)
+        return reduced if bias is None else reduced + bias
+
+
+def _reduced_bias(
+    biased: bool, shard: TensorShard | None, hidden: int, dtype: torch.dtype
+) -> nn.Parameter | None:
+    if not biased or shard is None:
+        return None
+    return nn.Parameter(torch.empty(hidden, dtype=dtype))
 
 
 class DecoderForCausalLM(nn.Module):
@@ -166,16 +224,29 @@ class DecoderForCausalLM(nn.Module):
         config: ModelConfig,
         dtype: torch.dtype,
         max_positions: int,
-        layer_class: Callable[[ModelConfig, torch.dtype, int], DecoderLayerBase],
+        layer_class: Callable[..., DecoderLayerBase],
+        shard: TensorShard | None = None,
     ) -> None:
+        """`layer_class(config, dtype, layer_index)` builds a layer, or with a `shard`
+        `layer_class(config, dtype, layer_index, shard)`: only families that shard receive one."""
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList(layer_class(config, dtype, index) for index in range(config.num_layers))
-        self.norm = nn.Parameter(torch.empty(config.hidden_size, dtype=dtype))
+        self.shard = shard
+        hidden, vocab = config.hidden_size, config.vocab_size
+        extra = () if shard is None else (shard,)
+        self.embed_tokens: nn.Embedding | VocabParallelEmbedding = (
+            nn.Embedding(vocab, hidden, dtype=dtype)
+            if shard is None
+            else VocabParallelEmbedding(shard.layout, shard.group, hidden, dtype)
+        )
+        self.layers = nn.ModuleList(
+            layer_class(config, dtype, index, *extra) for index in range(config.num_layers)
+        )
+        self.norm = nn.Parameter(torch.empty(hidden, dtype=dtype))
         self.lm_head: nn.Parameter | None = None
         if not config.tie_word_embeddings:
-            self.lm_head = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype))
+            rows = vocab if shard is None else shard.layout.local_vocab
+            self.lm_head = nn.Parameter(torch.empty(rows, hidden, dtype=dtype))
         self.max_positions = max_positions
         self.use_kernel_ops = False
         """Run the Triton kernel ops (on CUDA) instead of the torch reference."""
@@ -205,7 +276,9 @@ class DecoderForCausalLM(nn.Module):
 
     @property
     def kv_layout(self) -> KVLayout:
-        return KVLayout(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim)
+        """This rank's KV heads (all of them without a shard)."""
+        kv_heads = self.config.num_kv_heads if self.shard is None else self.shard.layout.local_kv_heads
+        return KVLayout(self.config.num_layers, kv_heads, self.config.head_dim)
 
     @property
     def supports_decode_graphs(self) -> bool:
@@ -214,20 +287,26 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [rows, hidden_size] -> fp32 logits [rows, vocab_size], soft-capped if the model says."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head
-        logits = (hidden @ weight.t()).float()
+        if self.shard is None:
+            logits = (hidden @ weight.t()).float()
+        else:
+            logits = vocab_parallel_logits(hidden, weight, self.shard.layout, self.shard.group).float()
         cap = self.config.final_logit_softcap
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
     def checkpoint_destination(self, name: str) -> WeightDestination | None:
-        """Where the Hugging Face tensor `name` goes (q/k/v and gate/up into their fused parameters)."""
+        """Where the Hugging Face tensor `name` goes (q/k/v and gate/up into their fused parameters),
+        and with a shard which slice of it this rank reads."""
+        layout = self.shard.layout if self.shard is not None else None
+        vocab = None if layout is None else SourceSlice(0, layout.vocab_start, layout.local_vocab)
         if name == "model.embed_tokens.weight":
-            return WeightDestination(self.embed_tokens.weight)
+            return WeightDestination(self.embed_tokens.weight, source=vocab)
         if name == "model.norm.weight":
             return WeightDestination(self.norm)
         if name == "lm_head.weight":
-            return WeightDestination(self.lm_head) if self.lm_head is not None else None
+            return WeightDestination(self.lm_head, source=vocab) if self.lm_head is not None else None
         match = _LAYER.match(name)
         if match is None or int(match.group(1)) >= self.config.num_layers:
             return None
@@ -239,6 +318,8 @@ class DecoderForCausalLM(nn.Module):
             destination = layer.moe.checkpoint_destination(module)
             if destination is not None:
                 return destination
+        if layout is not None and kind == "bias" and module in _REDUCED_BIASES:
+            return WeightDestination(getattr(layer, _REDUCED_BIASES[module]))
         linear = getattr(layer, _LAYER_TENSORS[module][0]) if module in _LAYER_TENSORS else None
         if linear is None:  # an unknown tensor, or a dense MLP's in a layer of experts
             return None
@@ -248,7 +329,10 @@ class DecoderForCausalLM(nn.Module):
         parameter = getattr(linear, attribute) if attribute is not None else None
         if parameter is None:  # a bias the config says the model has not
             return None
+        if kind == "input_permutation":  # one row per checkpoint tensor fused here
+            return WeightDestination(parameter, shard or 0, 1)
+        source = None if layout is None else _source_slice(layout, self.config.head_dim, module)
         if shard is None:
-            return WeightDestination(parameter)
-        sizes = fused_split_sizes(self.config, ours)
-        return WeightDestination(parameter, sum(sizes[:shard]), sizes[shard])
+            return WeightDestination(parameter, source=source)
+        sizes = fused_split_sizes(self.config, ours, layout)
+        return WeightDestination(parameter, sum(sizes[:shard]), sizes[shard], source=source)

@@ -25,13 +25,16 @@ from berth_runtime.models.interface import KVCache, ModelFamily
 from berth_runtime.models.layers import DecoderForCausalLM, DecoderLayerBase
 from berth_runtime.models.model_config import ModelConfig, activation
 from berth_runtime.models.ops import KERNEL_OPS, REFERENCE_OPS, LayerOps
+from berth_runtime.parallel.group import TensorShard
 
 
 class DecoderLayer(DecoderLayerBase):
     """Pre-norm attention and MLP, each added to the residual stream."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, layer_index: int) -> None:
-        super().__init__(config, dtype, layer_index)
+    def __init__(
+        self, config: ModelConfig, dtype: torch.dtype, layer_index: int, shard: TensorShard | None = None
+    ) -> None:
+        super().__init__(config, dtype, layer_index, shard)
         self.input_layernorm = nn.Parameter(torch.empty(config.hidden_size, dtype=dtype))
         self.post_attention_layernorm = nn.Parameter(torch.empty(config.hidden_size, dtype=dtype))
 
@@ -60,8 +63,11 @@ class DecoderLayer(DecoderLayerBase):
 class LlamaForCausalLM(DecoderForCausalLM):
     """forward(tokens, positions, kv_caches, metadata) -> hidden; compute_logits(hidden) -> logits."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, max_positions: int) -> None:
-        super().__init__(config, dtype, max_positions, DecoderLayer)
+    def __init__(
+        self, config: ModelConfig, dtype: torch.dtype, max_positions: int, shard: TensorShard | None = None
+    ) -> None:
+        """With a `shard`, this rank's slices of every layer (tensor parallelism, see `layers`)."""
+        super().__init__(config, dtype, max_positions, DecoderLayer, shard)
 
     def forward(
         self,

@@ -4,6 +4,10 @@ Checkpoint tensors keep Hugging Face's names; the model says where each goes
 (`CausalLM.checkpoint_destination`: q/k/v -> qkv_proj, gate/up -> gate_up_proj, …), so one loader
 serves every family. Every shape is checked; a tensor missing, unexpected or the wrong shape fails
 with the file and tensor name.
+
+With tensor parallelism the model's destinations name the slice of each tensor this rank holds
+(`WeightDestination.source`), and the loader reads only that slice (`get_slice`): no process ever
+holds a whole weight it does not keep.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from safetensors import safe_open
 from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config, read_json
 from berth_runtime.models.moe import SparseMoE
-from berth_runtime.models.prequantized import float_tensors, stores_fp8
+from berth_runtime.models.prequantized import INT4_METHODS, STORED_DTYPES, float_tensors, store_linears_as_int4, stores_fp8
 from berth_runtime.models.registry import ARCHITECTURES
+from berth_runtime.parallel.group import TensorShard
 from berth_runtime.quantization import WeightOnlyLinear
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -71,11 +76,17 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
         names = [name for name in file_of if not _IGNORED.match(name)]
 
         def read(name: str) -> torch.Tensor:
-            return handles[file_of[name]].get_tensor(name)
+            handle = handles[file_of[name]]
+            destination = model.checkpoint_destination(name)
+            source = destination.source if destination is not None else None
+            if source is None:
+                return cast(torch.Tensor, handle.get_tensor(name))
+            index = (slice(None),) * source.dim + (slice(source.start, source.start + source.length),)
+            return cast(torch.Tensor, handle.get_slice(name)[index])
 
         def keeps_fp8(name: str) -> bool:
             destination = model.checkpoint_destination(name)
-            return destination is not None and destination.parameter.dtype == torch.float8_e4m3fn
+            return destination is not None and destination.parameter.dtype in STORED_DTYPES
 
         for name, tensor in float_tensors(names, read, config.prequantization, keeps_fp8):
             source = file_of.get(name, file_of.get(name.removesuffix(".weight") + ".qweight"))
@@ -126,17 +137,22 @@ def build_model(
     device: torch.device,
     max_positions: int,
     load_weights_into: Callable[[CausalLM], None],
+    shard: TensorShard | None = None,
 ) -> CausalLM:
     """Allocates the model for `config` (its family's class, see `registry`) on `device` in `dtype`
     (no init pass) and fills it with `load_weights_into`, the one step that differs between
-    checkpoint formats."""
-    model_class = ARCHITECTURES[config.architecture].model_class
+    checkpoint formats. With a `shard`, only this rank's slices (families in
+    `registry.TENSOR_PARALLEL_FAMILIES`)."""
+    model_class: Callable[..., CausalLM] = ARCHITECTURES[config.architecture].model_class
+    extra = () if shard is None else (shard,)
     with torch.device("meta"):
-        module = cast(torch.nn.Module, model_class(config, dtype, max_positions))
+        module = cast(torch.nn.Module, model_class(config, dtype, max_positions, *extra))
     module = module.to_empty(device=device).eval()
     prequantization = config.prequantization
     if prequantization is not None and prequantization.method == "fp8" and stores_fp8(device):
         store_linears_as_fp8(module)
+    if prequantization is not None and prequantization.method in INT4_METHODS:
+        store_linears_as_int4(module, config, prequantization.group_size, prequantization.method)
     model = cast(CausalLM, module)
     load_weights_into(model)
     model.init_rotary_tables(device)
@@ -144,8 +160,15 @@ def build_model(
     return model
 
 
-def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, max_positions: int) -> CausalLM:
-    """Builds the model for `model_dir` on `device` in `dtype` with its weights loaded."""
+def load_model(
+    model_dir: Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_positions: int,
+    shard: TensorShard | None = None,
+) -> CausalLM:
+    """Builds the model for `model_dir` on `device` in `dtype` with its weights (this rank's slices
+    with a `shard`) loaded."""
     config = load_model_config(model_dir)
     files = weight_files(model_dir)
-    return build_model(config, dtype, device, max_positions, lambda model: load_weights(model, files))
+    return build_model(config, dtype, device, max_positions, lambda model: load_weights(model, files), shard)

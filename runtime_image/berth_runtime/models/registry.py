@@ -9,7 +9,8 @@ from pathlib import Path
 
 from berth_runtime.models import gemma, llama, mixtral, phi3, qwen3, qwen_moe
 from berth_runtime.models.interface import ModelFamily
-from berth_runtime.models.model_config import UnsupportedArchitectureError
+from berth_runtime.models.model_config import ModelConfig, UnsupportedArchitectureError
+from berth_runtime.parallel.sharding import check_tensor_parallel
 
 FAMILIES: tuple[ModelFamily, ...] = (
     llama.FAMILY,
@@ -25,6 +26,40 @@ ARCHITECTURES: dict[str, ModelFamily] = {
 }
 
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
+
+TENSOR_PARALLEL_FAMILIES = ("llama", "qwen3")
+"""Families whose layers shard (`layers`, with a `TensorShard`): Llama, Mistral, Qwen2 and Qwen3.
+Phi-3 stores q/k/v and gate/up fused in the checkpoint, Gemma and the mixtures of experts have
+layers of their own: they run on one GPU."""
+
+
+def check_tensor_parallel_support(config: ModelConfig, checkpoint_format: str, world_size: int) -> None:
+    """ValueError (exit 2, before any weight loads) when this checkpoint cannot run split over
+    `world_size` ranks: a family, format or head count that does not shard, naming what would."""
+    if world_size == 1:
+        return
+    flag = f"tensor_parallel_size={world_size} (--tensor-parallel-size)"
+    family = ARCHITECTURES[config.architecture]
+    if family.name not in TENSOR_PARALLEL_FAMILIES:
+        architectures = ", ".join(
+            architecture for name in TENSOR_PARALLEL_FAMILIES for architecture in _family(name).architectures
+        )
+        raise ValueError(
+            f"invalid {flag}: {config.architecture} runs on one GPU in this build; tensor parallelism "
+            f"supports {architectures}; accepted for this model: 1"
+        )
+    if checkpoint_format == "gguf":
+        raise ValueError(f"invalid {flag}: GGUF checkpoints run on one GPU; accepted for this model: 1")
+    if config.prequantization is not None:
+        raise ValueError(
+            f"invalid {flag}: pre-quantized checkpoints ({config.prequantization.method}) run on one GPU "
+            "in this build (runtime --quantization int8/fp8 shards); accepted for this model: 1"
+        )
+    check_tensor_parallel(world_size, config.num_heads, config.num_kv_heads, config.intermediate_size)
+
+
+def _family(name: str) -> ModelFamily:
+    return next(family for family in FAMILIES if family.name == name)
 
 
 def family_for(architecture: object, path: Path) -> ModelFamily:

@@ -13,9 +13,12 @@ and runs exactly as before.
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from berth_runtime.parallel.sharding import ShardLayout
 
 #: How long a collective may wait for a peer before it fails. Rank 0's watcher (`launcher`) ends the
 #: server long before this when a worker dies; this bounds the rest (a peer stuck, not dead).
@@ -53,6 +56,14 @@ class ShardGroup:
     def broadcast_host(self, tensor: torch.Tensor) -> None:
         """Rank 0's CPU `tensor` into every rank's (same shape and dtype)."""
         dist.broadcast(tensor, src=0, group=self.host_group)
+
+
+@dataclass(frozen=True)
+class TensorShard:
+    """What a sharded model is built with: which slices it holds, and the group it reduces over."""
+
+    layout: ShardLayout
+    group: ShardGroup
 
 
 def join_group(rank: int, world_size: int, store_port: int, device_type: str) -> ShardGroup:

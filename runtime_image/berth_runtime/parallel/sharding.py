@@ -98,3 +98,12 @@ def check_tensor_parallel(world_size: int, num_heads: int, num_kv_heads: int, in
         f"{num_heads} attention heads and {num_kv_heads} KV heads (intermediate size "
         f"{intermediate_size}), and {problem}; accepted values for this model: {accepted}"
     )
+
+
+@dataclass(frozen=True)
+class SourceSlice:
+    """The part of a checkpoint tensor one rank reads: `length` indices from `start` along `dim`."""
+
+    dim: int
+    start: int
+    length: int
