@@ -205,10 +205,19 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "differ",
     ),
     (
-        "cel-gpus-multiple-of-tp",
-        {"resources": {"gpu": {"count": 3}}, "runtime": {"tensorParallelSize": 2}},
+        "cel-one-gpu-per-tp-rank",
+        {"resources": {"gpu": {"count": 4}}, "runtime": {"tensorParallelSize": 2}},
         "spec.resources.gpu.count",
-        "tensorParallelSize",
+        "one GPU per rank",
+    ),
+    (
+        "cel-tp-shared-memory",
+        {
+            "resources": {"gpu": {"count": 2}, "sharedMemorySize": "256Mi"},
+            "runtime": {"tensorParallelSize": 2},
+        },
+        "spec.resources.sharedMemorySize",
+        "at least 1Gi",
     ),
     (
         "cel-max-gpus-budget",
@@ -313,3 +322,14 @@ def test_every_cel_rule_in_the_crd_has_a_rejection_case() -> None:
     declared = set(rules(_crd_schema()["properties"]["spec"], "spec"))
     covered = {field for name, _, field, _ in INVALID if name.startswith("cel-")}
     assert declared <= covered, f"CEL rules without a rejection case: {sorted(declared - covered)}"
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [{"gpu": {"count": 2}}, {"gpu": {"count": 0}, "sharedMemorySize": "1Gi"}],
+    ids=["one-gpu-per-rank", "cpu-ranks"],
+)
+def test_tensor_parallel_ranks_on_gpus_or_on_the_cpu_are_accepted(
+    crds: ClusterAccess, resources: dict[str, Any]
+) -> None:
+    _dry_run(crds, _resource({"resources": resources, "runtime": {"tensorParallelSize": 2}}))

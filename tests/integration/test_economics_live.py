@@ -91,6 +91,7 @@ def _spec(ttft_milliseconds: int = 500, itl_milliseconds: int = 50) -> Inference
         {
             "model": {"name": NAME, "source": "hf://org/chat"},
             "resources": {"gpu": {"count": 2, "product": H100}},
+            "runtime": {"tensorParallelSize": 2},
             "autoscaling": {
                 "slo": {
                     "timeToFirstTokenP95Milliseconds": ttft_milliseconds,
@@ -218,6 +219,7 @@ def _manifest(prometheus_url: str, slo: dict[str, int]) -> dict[str, Any]:
         "spec": {
             "model": {"name": NAME, "source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"},
             "resources": {"gpu": {"count": 2, "product": H100}},
+            "runtime": {"tensorParallelSize": 2},
             # Autoscaling stays off: the economics are read all the same.
             "autoscaling": {"slo": slo, "prometheus": {"url": prometheus_url}},
         },

@@ -116,15 +116,27 @@ def test_bad_field_is_rejected_with_its_name(path: str, value: Any, expected: st
     assert expected in str(error.value)
 
 
-def test_gpu_count_must_be_a_multiple_of_tensor_parallelism() -> None:
+def test_one_gpu_per_tensor_parallel_rank() -> None:
     spec = _with("runtime.tensorParallelSize", 2)
-    with pytest.raises(ValidationError, match=r"multiple of runtime\.tensorParallelSize"):
+    with pytest.raises(ValidationError, match=r"must equal runtime\.tensorParallelSize"):
         InferenceDeploymentSpec.model_validate(spec)
-    spec["resources"]["gpu"]["count"] = 4
+    spec["resources"]["gpu"]["count"] = 2
     assert InferenceDeploymentSpec.model_validate(spec).runtime.tensor_parallel_size == 2
-    spec["resources"]["gpu"]["count"] = 3
-    with pytest.raises(ValidationError, match="multiple"):
+    for idle in (3, 4):  # GPUs no rank would use
+        spec["resources"]["gpu"]["count"] = idle
+        with pytest.raises(ValidationError, match="one GPU per rank"):
+            InferenceDeploymentSpec.model_validate(spec)
+
+
+def test_tensor_parallel_ranks_need_shared_memory() -> None:
+    spec = _with("runtime.tensorParallelSize", 2)
+    spec["resources"].update({"gpu": {"count": 2}, "sharedMemorySize": "512Mi"})
+    with pytest.raises(ValidationError, match=r"sharedMemorySize must be at least 1Gi"):
         InferenceDeploymentSpec.model_validate(spec)
+    spec["resources"]["sharedMemorySize"] = "1Gi"
+    assert InferenceDeploymentSpec.model_validate(spec).resources.shared_memory_size == "1Gi"
+    one_rank = _with("resources.sharedMemorySize", "64Mi")
+    assert InferenceDeploymentSpec.model_validate(one_rank).resources.shared_memory_size == "64Mi"
 
 
 def test_gpu_budget_must_cover_min_replicas() -> None:
@@ -133,6 +145,7 @@ def test_gpu_budget_must_cover_min_replicas() -> None:
         {"enabled": True, "minReplicas": 2, "maxGpus": 3, "slo": {"timeToFirstTokenP95Milliseconds": 500}},
     )
     spec["resources"]["gpu"]["count"] = 2
+    spec["runtime"] = {"tensorParallelSize": 2}
     with pytest.raises(ValidationError, match=r"maxGpus must be at least"):
         InferenceDeploymentSpec.model_validate(spec)
     spec["autoscaling"]["maxGpus"] = 4
@@ -211,10 +224,9 @@ def test_extra_args_accept_the_runtimes_own_flags_in_full() -> None:
     assert parsed.runtime.extra_args == ["--seed=-3", "--log-level=trace"]
 
 
-def test_zero_gpus_runs_on_the_cpu_with_one_process() -> None:
+def test_zero_gpus_runs_on_the_cpu_with_cpu_ranks() -> None:
     spec = copy.deepcopy(BASE)
     spec["resources"]["gpu"] = {"count": 0}
     assert InferenceDeploymentSpec.model_validate(spec).resources.gpu.count == 0
     spec["runtime"] = {"tensorParallelSize": 2}
-    with pytest.raises(ValidationError, match="with count 0"):
-        InferenceDeploymentSpec.model_validate(spec)
+    assert InferenceDeploymentSpec.model_validate(spec).runtime.tensor_parallel_size == 2

@@ -148,7 +148,7 @@ def test_cel_rules_are_present_where_fields_interact() -> None:
     joined = "\n".join(rules)
     for fragment in (
         "self.minReplicas <= self.maxReplicas",
-        "self.resources.gpu.count % self.runtime.tensorParallelSize == 0",
+        "self.resources.gpu.count in [0, self.runtime.tensorParallelSize]",
         "has(self.numTokens) == (self.method != 'none')",
         "self.autoscaling.maxGpus >= self.autoscaling.minReplicas * self.resources.gpu.count",
     ):

@@ -46,9 +46,10 @@ class GpuSpec(ApiModel):
         ge=0,
         le=16,
         description=(
-            "GPUs per replica: the nvidia.com/gpu request and limit. Must be a multiple of "
-            "runtime.tensorParallelSize. 0 runs the runtime on the CPU (small models, development): no "
-            "GPU is requested and `product` must be unset."
+            "GPUs per replica: the nvidia.com/gpu request and limit. Must equal "
+            "runtime.tensorParallelSize (one GPU per rank). 0 runs the runtime on the CPU (small "
+            "models, development; tensor-parallel ranks are then CPU processes): no GPU is requested "
+            "and `product` must be unset."
         ),
     )
     product: str | None = Field(
@@ -96,7 +97,8 @@ class ResourcesSpec(ApiModel):
         default="2Gi",
         description=(
             "Size limit of /dev/shm, a memory-backed emptyDir (counts against memory, so it may not "
-            "exceed it)."
+            "exceed it). With runtime.tensorParallelSize > 1 at least 1Gi: NCCL and the ranks "
+            "exchange data through it."
         ),
     )
 

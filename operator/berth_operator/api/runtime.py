@@ -210,7 +210,14 @@ class RuntimeSpec(ApiModel):
         default=1,
         ge=1,
         le=16,
-        description="GPUs one model replica is sharded across; resources.gpu.count must be a multiple.",
+        description=(
+            "Tensor-parallel ranks one model replica is sharded across (Megatron-style: attention "
+            "heads, MLP and vocabulary split across ranks, one all-reduce per attention and per MLP "
+            "block), one GPU each; resources.gpu.count must equal it (or be 0: CPU ranks). The "
+            "model's attention heads must divide by it (KV heads too, or be fewer than it and are "
+            "then replicated); the runtime refuses a size the model does not allow before loading "
+            "weights, listing the sizes it does, and status reports it (ConfigurationRefused)."
+        ),
     )
     warmup: WarmupSpec = Field(
         default_factory=WarmupSpec,

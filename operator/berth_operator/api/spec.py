@@ -6,6 +6,7 @@ from pydantic import Field
 
 from berth_operator.api.autoscaling import AutoscalingSpec, replica_bounds
 from berth_operator.api.base import ApiModel, CrossFieldRule, section_default
+from berth_operator.api.common import parse_quantity
 from berth_operator.api.cost import CostSpec
 from berth_operator.api.model import ModelSpec
 from berth_operator.api.resources import GPU_PRODUCT_LABEL, ResourcesSpec, SchedulingSpec
@@ -15,10 +16,21 @@ from berth_operator.api.serving import ServingSpec
 
 
 def _gpus_fit_tensor_parallelism(spec: InferenceDeploymentSpec) -> bool:
-    count, parallel = spec.resources.gpu.count, spec.runtime.tensor_parallel_size
-    if count == 0:  # on the CPU: one process, no sharding
-        return parallel == 1
-    return count >= parallel and count % parallel == 0
+    """One GPU per tensor-parallel rank: more would sit idle in every replica, fewer cannot hold the
+    ranks. With no GPU the ranks are CPU processes (gloo)."""
+    count = spec.resources.gpu.count
+    return count == 0 or count == spec.runtime.tensor_parallel_size
+
+
+# NCCL's intra-node transport and the ranks' shared tensors live in /dev/shm; below this the
+# collectives fail at start-up ("Error while creating shared memory segment").
+TENSOR_PARALLEL_MIN_SHARED_MEMORY = "1Gi"
+
+
+def _shared_memory_fits_tensor_parallelism(spec: InferenceDeploymentSpec) -> bool:
+    return spec.runtime.tensor_parallel_size <= 1 or parse_quantity(
+        spec.resources.shared_memory_size
+    ) >= parse_quantity(TENSOR_PARALLEL_MIN_SHARED_MEMORY)
 
 
 def _gpu_budget_fits_min_replicas(spec: InferenceDeploymentSpec) -> bool:
@@ -88,20 +100,26 @@ class InferenceDeploymentSpec(ApiModel):
 
     cross_field_rules = (
         CrossFieldRule(
-            # An out-of-range size is reported by its own bound; the guard keeps this rule from
-            # adding a "modulus by zero" error beside it.
-            cel=(
-                "self.runtime.tensorParallelSize < 1 || (self.resources.gpu.count == 0 ? "
-                "self.runtime.tensorParallelSize == 1 : "
-                "(self.resources.gpu.count >= self.runtime.tensorParallelSize && "
-                "self.resources.gpu.count % self.runtime.tensorParallelSize == 0))"
-            ),
+            cel="self.resources.gpu.count in [0, self.runtime.tensorParallelSize]",
             message=(
-                "resources.gpu.count must be a multiple of runtime.tensorParallelSize (and at least it); "
-                "with count 0 (CPU) tensorParallelSize must be 1"
+                "resources.gpu.count must equal runtime.tensorParallelSize (one GPU per rank), or be 0 "
+                "to run the ranks on the CPU"
             ),
             holds=_gpus_fit_tensor_parallelism,
             field_path=".resources.gpu.count",
+        ),
+        CrossFieldRule(
+            cel=(
+                "self.runtime.tensorParallelSize <= 1 || "
+                "quantity(string(self.resources.sharedMemorySize))"
+                f".compareTo(quantity('{TENSOR_PARALLEL_MIN_SHARED_MEMORY}')) >= 0"
+            ),
+            message=(
+                f"resources.sharedMemorySize must be at least {TENSOR_PARALLEL_MIN_SHARED_MEMORY} when "
+                "runtime.tensorParallelSize > 1 (NCCL and the ranks exchange data through /dev/shm)"
+            ),
+            holds=_shared_memory_fits_tensor_parallelism,
+            field_path=".resources.sharedMemorySize",
         ),
         CrossFieldRule(
             cel=(

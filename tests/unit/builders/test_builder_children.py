@@ -92,6 +92,7 @@ def _spec(autoscaling: dict[str, Any], replicas: int = 2, gpus: int = 1) -> Infe
             "model": {"name": "m", "source": "hf://org/m"},
             "replicas": replicas,
             "resources": {"gpu": {"count": gpus}},
+            "runtime": {"tensorParallelSize": gpus},
             "autoscaling": {"slo": {"timeToFirstTokenP95Milliseconds": 500}, **autoscaling},
         }
     )

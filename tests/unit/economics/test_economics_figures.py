@@ -177,7 +177,9 @@ def _spec(**sections: Any) -> InferenceDeploymentSpec:
         "model": {"name": "chat", "source": "hf://org/chat"},
         "resources": {"gpu": {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"}},
     }
-    return InferenceDeploymentSpec.model_validate({**base, **sections})
+    spec = {**base, **sections}
+    ranks = spec["resources"].get("gpu", {}).get("count", 1)  # one GPU per tensor-parallel rank
+    return InferenceDeploymentSpec.model_validate({**spec, "runtime": {"tensorParallelSize": max(ranks, 1)}})
 
 
 OPERATOR_PRICES = {"NVIDIA-H100-80GB-HBM3": 2.49, "NVIDIA-A100-SXM4-80GB": 1.29}

@@ -63,12 +63,14 @@ def settings(stub: PrometheusStub) -> OperatorSettings:
 
 
 def _spec(**sections: Any) -> dict[str, Any]:
-    return {
+    spec = {
         "model": {"name": "chat-model", "source": "hf://org/chat", "revision": "abc"},
         "resources": {"gpu": {"count": 2, "product": H100}},
         "autoscaling": SLO,
         **sections,
     }
+    ranks = spec["resources"]["gpu"]["count"]  # one GPU per tensor-parallel rank
+    return {**spec, "runtime": {"tensorParallelSize": ranks}}
 
 
 def _answer(stub: PrometheusStub, window: Window, replicas: float, tokens: float) -> None:
