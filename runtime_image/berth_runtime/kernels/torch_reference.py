@@ -303,3 +303,28 @@ def weight_only_linear(
     if bias is not None:
         result = result + bias.to(torch.float32)
     return result.to(x.dtype)
+
+
+def dequantize_int4(qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """berth's int4 layout (``kernels.int4_linear``): qweight int32 [out, in / 8], scale and zero
+    [out, groups] -> float32 weight [out, in] = (q - zero) * scale, group by group along the inputs."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=qweight.device)
+    nibbles = ((qweight.unsqueeze(-1) >> shifts) & 0xF).reshape(qweight.shape[0], -1)  # [out, in]
+    group_size = nibbles.shape[1] // scale.shape[1]
+    zeros = zero.to(torch.int32).repeat_interleave(group_size, dim=1)
+    return (nibbles - zeros).to(torch.float32) * scale.to(torch.float32).repeat_interleave(group_size, dim=1)
+
+
+def int4_linear(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x: [rows, in] (in the weight's input order) times the dequantized int4 weight, in float32 on any
+    device, rounded to ``x``'s dtype."""
+    result = x.to(torch.float32) @ dequantize_int4(qweight, scale, zero).t()
+    if bias is not None:
+        result = result + bias.to(torch.float32)
+    return result.to(x.dtype)

@@ -24,7 +24,13 @@ from safetensors import safe_open
 from berth_runtime.models.interface import CausalLM
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, load_model_config, read_json
 from berth_runtime.models.moe import SparseMoE
-from berth_runtime.models.prequantized import INT4_METHODS, STORED_DTYPES, float_tensors, store_linears_as_int4, stores_fp8
+from berth_runtime.models.prequantized import (
+    INT4_METHODS,
+    STORED_DTYPES,
+    float_tensors,
+    store_linears_as_int4,
+    stores_fp8,
+)
 from berth_runtime.models.registry import ARCHITECTURES
 from berth_runtime.parallel.group import TensorShard
 from berth_runtime.quantization import WeightOnlyLinear

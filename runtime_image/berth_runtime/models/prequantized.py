@@ -17,9 +17,13 @@ Formats, as their libraries write them:
 FP8 weights are served as stored where the device runs FP8 (the CPU reference, CUDA compute
 capability >= 8.9): the decoder's linears become `WeightOnlyLinear`s holding the float8 weights and
 a per-output-channel scale (a per-tensor scale repeated per row), so fused q/k/v and gate/up simply
-concatenate rows. Anything else (AWQ and GPTQ, FP8 elsewhere or in an expert) becomes one float
-`W.weight` tensor [out, in], copied like any other weight: the model then holds `--dtype` weights
-(no int4 dequant-GEMM kernel yet).
+concatenate rows. AWQ and GPTQ weights are served as stored too, on every device: the decoder's
+linears become `quantization.Int4Linear`s and each checkpoint linear is converted once to berth's
+output-major int4 layout (`kernels.int4_linear`: `.weight` packed [out, in / 8], `.weight_scale`
+[out, groups], `.weight_zero` [out, groups], and for GPTQ `.input_permutation` [1, in], act-order
+inputs sorted by group so each group is contiguous). Anything else (FP8 elsewhere, any format in a
+mixture of experts' stacked experts, an int4 linear whose shape the layout cannot take) becomes one
+float `W.weight` tensor [out, in], copied like any other weight.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from typing import Any
 
 import torch
 
-from berth_runtime.models.model_config import ModelDirectoryError
+from berth_runtime.models.layers import fused_split_sizes
+from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError
+from berth_runtime.models.moe import SparseMoE
+from berth_runtime.quantization.int4_linear import Int4Linear
 
 PREQUANTIZED_FORMATS = (
     "compressed-tensors float-quantized (FP8)",
@@ -40,6 +47,11 @@ PREQUANTIZED_FORMATS = (
     "gptq (4-bit)",
 )
 _AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+INT4_METHODS = ("awq", "gptq")
+STORED_DTYPES = (torch.float8_e4m3fn, torch.int32)
+"""A destination of one of these dtypes takes the checkpoint's weight as stored (FP8, packed int4)."""
+# Architectures whose checkpoints store q/k/v and gate/up already fused (one tensor per fused linear).
+_FUSED_CHECKPOINTS = ("Phi3ForCausalLM",)
 _PACKED_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
 
 
@@ -164,8 +176,9 @@ def float_tensors(
     keeps_fp8: Callable[[str], bool],
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The checkpoint's tensors by name, each quantized linear's parts replaced by its float32
-    `.weight`, except FP8 weights whose destination `keeps_fp8` (name -> bool): those come as stored,
-    with their scale as `.weight_scale` [out] float32. `read` returns a stored tensor by name."""
+    `.weight`, except weights whose destination `keeps_fp8` (name of the `.weight` -> bool: a
+    `STORED_DTYPES` destination) takes them as stored: FP8 with its scale as `.weight_scale` [out]
+    float32, AWQ / GPTQ in berth's int4 layout (`_int4_parts`). `read` returns a stored tensor by name."""
     if quantization is None:
         yield from ((name, read(name)) for name in names)
         return
@@ -202,13 +215,95 @@ def float_tensors(
             if missing:
                 raise ModelDirectoryError(f"quantized {prefix!r} lacks {', '.join(missing)}")
             qweight, qzeros, scales = (read(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales"))
+            stored = keeps_fp8(f"{prefix}.weight")
             if quantization.method == "awq":
-                yield f"{prefix}.weight", dequantize_awq(qweight, qzeros, scales, quantization.group_size)
+                if stored:
+                    yield from _int4_parts(prefix, *awq_to_int4(qweight, qzeros, scales), None)
+                else:
+                    yield f"{prefix}.weight", dequantize_awq(qweight, qzeros, scales, quantization.group_size)
+                continue
+            group_index = (
+                read(f"{prefix}.g_idx")
+                if f"{prefix}.g_idx" in available
+                else torch.arange(qweight.shape[0] * 8) // quantization.group_size
+            )
+            if stored:
+                yield from _int4_parts(prefix, *gptq_to_int4(qweight, qzeros, scales, group_index, prefix))
             else:
-                rows = qweight.shape[0] * 8
-                group_index = (
-                    read(f"{prefix}.g_idx")
-                    if f"{prefix}.g_idx" in available
-                    else torch.arange(rows) // quantization.group_size
-                )
                 yield f"{prefix}.weight", dequantize_gptq(qweight, qzeros, scales, group_index)
+
+
+def _int4_parts(
+    prefix: str, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, order: torch.Tensor | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """An `Int4Linear`'s buffers under the names `models.layers` routes to them."""
+    yield f"{prefix}.weight", qweight
+    yield f"{prefix}.weight_scale", scale
+    yield f"{prefix}.weight_zero", zero
+    if order is not None:
+        yield f"{prefix}.input_permutation", order.to(torch.int32).view(1, -1)
+
+
+def _pack_inputs(values: torch.Tensor) -> torch.Tensor:
+    """[out, in] 4-bit values -> int32 [out, in / 8], input 8w + j in nibble j of word w."""
+    grouped = values.to(torch.int64).view(values.shape[0], -1, 8)
+    packed = sum(grouped[:, :, j] << (4 * j) for j in range(8))
+    return torch.as_tensor(packed).to(torch.int32).contiguous()  # wraps to signed int32
+
+
+def awq_to_int4(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AWQ's GEMM tensors -> berth's int4 layout (qweight [out, in / 8], scale and zero [out, groups])."""
+    weight = _awq_order(_unpack_nibbles(qweight, dim=1))  # [in, out]
+    zeros = _awq_order(_unpack_nibbles(qzeros, dim=1))  # [groups, out]
+    return _pack_inputs(weight.t()), scales.t().contiguous(), zeros.t().to(torch.uint8).contiguous()
+
+
+def gptq_to_int4(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_index: torch.Tensor, name: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GPTQ's tensors -> berth's int4 layout plus the input order that makes each group contiguous
+    (act-order `g_idx` sorted; the identity otherwise)."""
+    groups = group_index.long()
+    order = torch.argsort(groups, stable=True)
+    group_size = groups.numel() // scales.shape[0]
+    if not torch.equal(groups[order], torch.arange(groups.numel()) // group_size):
+        raise ModelDirectoryError(
+            f"quantized {name!r}: g_idx does not put {group_size} inputs in each of {scales.shape[0]} groups"
+        )
+    weight = _unpack_nibbles(qweight, dim=0)[order]  # [in, out], inputs sorted by group
+    zeros = _unpack_nibbles(qzeros, dim=1) + 1  # [groups, out]; stored minus one
+    return _pack_inputs(weight.t()), scales.t().contiguous(), zeros.t().to(torch.uint8).contiguous(), order
+
+
+def stores_int4(linear: torch.nn.Linear, group_size: int) -> bool:
+    """The int4 kernel takes this linear as stored (whole groups, 8-input words, one K tile per group)."""
+    inputs = linear.in_features
+    return inputs % 8 == 0 and inputs % group_size == 0 and group_size % 16 == 0
+
+
+def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_size: int, method: str) -> None:
+    """Swaps the decoder's `nn.Linear`s for empty `Int4Linear`s the loader fills as stored (a mixture
+    of experts' stacked experts, and linears the layout cannot take, stay float: dequantized at load).
+    GPTQ layers get one input-order row per checkpoint tensor fused into them."""
+    fused_in_checkpoint = config.architecture in _FUSED_CHECKPOINTS
+    for parent in list(module.modules()):
+        if isinstance(parent, SparseMoE):
+            continue
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, torch.nn.Linear) or not stores_int4(child, group_size):
+                continue
+            shards = [child.out_features]
+            if child_name in ("qkv_proj", "gate_up_proj") and not fused_in_checkpoint:
+                shards = fused_split_sizes(config, child_name)
+            bias = None if child.bias is None else child.bias.detach()
+            replacement = Int4Linear(
+                child.in_features,
+                child.out_features,
+                group_size,
+                bias,
+                shards if method == "gptq" else None,
+                child.weight.device,
+            )
+            setattr(parent, child_name, replacement)
