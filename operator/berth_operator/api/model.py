@@ -36,6 +36,27 @@ S3_BUCKET_RULES = (
 # read outside the claim's mount.
 PARENT_SEGMENT_PATTERN = r"(?i)^(pvc|file)://.*(/|%2f)(\.|%2e)(\.|%2e)(/|%2f|$)"
 MAX_CACHE_SIZE = "1Pi"
+# What the runtime serves, as its registry and loaders say (the operator never imports the runtime;
+# tests/unit/builders/test_builder_runtime_contract.py holds the two equal).
+SERVED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Phi3ForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM",
+)
+SERVED_GGUF_ARCHITECTURES = ("llama",)
+PREQUANTIZED_FORMATS = (
+    "compressed-tensors float-quantized (FP8)",
+    "fp8 with weight_block_size",
+    "awq (4-bit GEMM)",
+    "gptq (4-bit)",
+)
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "fp8"]
@@ -121,7 +142,14 @@ class ModelSpec(ApiModel):
             "`revision`), s3://bucket/prefix, pvc://claim/path (a PersistentVolumeClaim in this "
             "namespace, mounted read-only; nothing is copied), file:///path (a directory already "
             "inside the runtime image; nothing is copied). hf:// and s3:// are downloaded by an "
-            "init container into a pod-local cache before the server starts."
+            "init container into a pod-local cache before the server starts. Served architectures "
+            "(config.json `architectures`): " + ", ".join(SERVED_ARCHITECTURES) + "; a single GGUF "
+            "file (file:// or pvc:// to it) of general.architecture "
+            + ", ".join(SERVED_GGUF_ARCHITECTURES)
+            + "; pre-quantized checkpoints (config.json `quantization_config`), served as stored: "
+            + ", ".join(PREQUANTIZED_FORMATS)
+            + ". Anything else is refused by the runtime before it "
+            "loads weights and reported in status (reason ConfigurationRefused) with the accepted list."
         ),
     )
     revision: str | None = Field(
@@ -136,7 +164,11 @@ class ModelSpec(ApiModel):
     dtype: Dtype = Field(default="bfloat16", description="Weight and activation dtype.")
     quantization: Quantization = Field(
         default="none",
-        description="Weight-only quantization applied at load time: none, int8 or fp8.",
+        description=(
+            "Weight-only quantization applied at load time: none, int8 or fp8. A pre-quantized "
+            "checkpoint is served as stored and needs none; int8 or fp8 on one is refused by the "
+            "runtime and reported in status (ConfigurationRefused)."
+        ),
     )
     max_model_len: int | None = Field(
         default=None,

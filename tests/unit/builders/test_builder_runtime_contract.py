@@ -13,11 +13,13 @@ import pytest
 from pydantic import ValidationError
 
 from berth_operator.api import InferenceDeploymentSpec
+from berth_operator.api.model import PREQUANTIZED_FORMATS, SERVED_ARCHITECTURES, SERVED_GGUF_ARCHITECTURES
 from berth_operator.api.runtime import EXTRA_RUNTIME_FLAGS, MANAGED_RUNTIME_FLAGS
 from berth_operator.builders import BuildContext
 from berth_operator.builders.runtime_args import fetch_command, serve_command
 from berth_runtime.cli import build_parser, option_strings
 from berth_runtime.config import LOG_LEVELS
+from berth_runtime.models import gguf_reader, prequantized, registry
 
 ContextFactory = Callable[..., BuildContext]
 
@@ -100,3 +102,10 @@ def test_what_the_spec_refuses_the_runtime_would_refuse_or_misread(argument: str
         InferenceDeploymentSpec.model_validate(
             {"model": {"name": "m", "source": "hf://o/m"}, "runtime": {"extraArgs": [argument]}}
         )
+
+
+def test_the_api_documents_what_the_runtime_serves() -> None:
+    # the operator's descriptions name the runtime's architectures and formats, and no other
+    assert SERVED_ARCHITECTURES == registry.SUPPORTED_ARCHITECTURES
+    assert SERVED_GGUF_ARCHITECTURES == gguf_reader.SUPPORTED_GGUF_ARCHITECTURES
+    assert PREQUANTIZED_FORMATS == prequantized.PREQUANTIZED_FORMATS
