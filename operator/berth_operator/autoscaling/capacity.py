@@ -16,6 +16,7 @@ Pure functions; no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from berth_operator.autoscaling.signals import Signals
@@ -49,6 +50,12 @@ class Tuning:
     """Requests in flight now above their window average by more than this share means the demand
     is rising (less is the noise of one gauge sample): the windowed rates are corrected to it, and
     no replica is removed."""
+    trend_noise_sigmas: float = 2.0
+    """...and by more than this many standard deviations of the count's own noise, sqrt(average):
+    the requests in flight of independently arriving requests are Poisson-distributed around their
+    mean (an M/G/infinity occupancy), so at 50 in flight one sample of 62 is noise, not a rise.
+    Without it, bursty arrivals read as rises: each one sized the scale-down recommendation up for
+    a whole stabilization window and held a replica the demand no longer needed."""
     slot_scale_up_utilization: float = 0.7
     """Requests in flight (running, and waiting up to one batch per replica while no capacity is
     learned) beyond this share of the batch slots scale up: a replica nears its limit before every
@@ -91,6 +98,8 @@ class Tuning:
             raise ValueError(f"max_trend_growth: {self.max_trend_growth!r} must be >= 1")
         if self.trend_seconds <= 0:
             raise ValueError(f"trend_seconds: {self.trend_seconds!r} must be > 0")
+        if self.trend_noise_sigmas < 0:
+            raise ValueError(f"trend_noise_sigmas: {self.trend_noise_sigmas!r} must be >= 0")
         if self.max_window_correction < 1:
             raise ValueError(f"max_window_correction: {self.max_window_correction!r} must be >= 1")
 
@@ -183,7 +192,8 @@ def _since_last(
 
 
 def _trend(signals: Signals, running_before: float | None, tuning: Tuning) -> float:
-    """Requests in flight now over their window average, 1 within the noise margin. With the last
+    """Requests in flight now over their window average, 1 within the noise margin (the larger of
+    `trend_margin` and `trend_noise_sigmas` standard deviations of a Poisson count). With the last
     evaluation's count at hand, the lower of the two: a rise both gauges show, not one sample's
     noise."""
     if signals.running_requests_average <= 0:
@@ -191,8 +201,10 @@ def _trend(signals: Signals, running_before: float | None, tuning: Tuning) -> fl
     running = (
         signals.running_requests if running_before is None else min(signals.running_requests, running_before)
     )
-    ratio = running / signals.running_requests_average
-    if ratio <= 1 + tuning.trend_margin:
+    average = signals.running_requests_average
+    ratio = running / average
+    margin = max(tuning.trend_margin, tuning.trend_noise_sigmas / math.sqrt(average))
+    if ratio <= 1 + margin:
         return 1.0
     return min(ratio, tuning.max_window_correction)
 

@@ -164,21 +164,30 @@ def test_a_queue_that_drains_adds_nothing_and_is_not_rising_demand_by_itself() -
 
 
 @pytest.mark.parametrize(
-    ("running_now", "running_before", "expected", "rising"),
+    ("running_now", "running_before", "average", "expected", "rising"),
     [
-        (60.0, 60.0, 1600.0, True),
-        (60.0, 30.0, 800.0, False),
-        (33.0, 33.0, 800.0, False),
-        (20.0, 20.0, 800.0, False),
+        (60.0, 60.0, 30.0, 1600.0, True),
+        (60.0, 30.0, 30.0, 800.0, False),
+        (33.0, 33.0, 30.0, 800.0, False),
+        (20.0, 20.0, 30.0, 800.0, False),
+        (40.0, 40.0, 30.0, 800.0, False),
+        (500.0, 500.0, 400.0, 1000.0, True),
     ],
-    ids=["twice the window's average", "one sample's jump", "within the noise margin", "falling"],
+    ids=[
+        "twice the window's average",
+        "one sample's jump",
+        "within the noise margin",
+        "falling",
+        "a third more of a small count is Poisson noise (2 sigma = 37%)",
+        "a quarter more of a large count is a rise (2 sigma = 10%)",
+    ],
 )
 def test_without_a_queue_the_requests_in_flight_now_lead_the_window(
-    running_now: float, running_before: float, expected: float, rising: bool
+    running_now: float, running_before: float, average: float, expected: float, rising: bool
 ) -> None:
     calm = signals(
         running_requests=running_now,
-        running_requests_average=30.0,
+        running_requests_average=average,
         generation_tokens_per_second=800.0,
         requests_per_second=2.0,
     )
