@@ -96,6 +96,7 @@ class WorkerPool:
         for process in self.processes:
             process.join(STOP_GRACE_SECONDS)
         self.terminate()
+        atexit.unregister(self.terminate)
         leave_group()
 
 

@@ -30,9 +30,9 @@ PARENT_GONE_EXIT_CODE = 3
 
 def run_worker(config: RuntimeConfig, rank: int, store_port: int) -> None:
     """The worker's whole life (the spawn target)."""
-    # Imported here, in the child: the launcher imports this module, and the builder imports the
+    # Imported here, in the child: the launcher imports this module, and the engine imports the
     # launcher.
-    from berth_runtime.engine.builder import build_model_shard
+    from berth_runtime.engine.model_shard import build_model_shard
     from berth_runtime.models.checkpoint import open_checkpoint
     from berth_runtime.parallel.group import join_group, leave_group
     from berth_runtime.parallel.step_channel import StepChannel
@@ -52,6 +52,9 @@ def run_worker(config: RuntimeConfig, rank: int, store_port: int) -> None:
     while (plan := channel.receive()) is not None:
         shard.runner.execute(plan)
     leave_group()
+    logging.shutdown()
+    # Nothing is left to flush, and the interpreter's teardown of torch takes seconds here.
+    os._exit(0)
 
 
 def _exit_with_parent() -> None:

@@ -1,0 +1,127 @@
+"""Tensor parallelism on the CPU (gloo), in-process: rank 0 is this test process, its workers are
+real spawned processes. Against the same engine at tensor_parallel_size=1 on the same checkpoint:
+
+- the logits of a chunked prefill (beside another sequence's decode) and of every decode step after
+  it are equal within fp32 tolerance;
+- greedy tokens over concurrent requests with prefix caching, chunked prefill, preemption and n-gram
+  speculation on are identical.
+
+Cases: a Llama (4 heads, 2 KV heads) and a Qwen2 (q/k/v bias, tied embeddings, sharded safetensors)
+at 2 and 4 ranks (at 4 there are fewer KV heads than ranks: each KV head lives on two), and a Llama
+with one KV head (replicated on both ranks), o_proj and MLP biases (added once, after the
+all-reduce) and a vocabulary of 323 that does not divide by 2 (the last rank's range is shorter).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_tiny_model
+from engine_reference import engine_config, generate_greedy, make_prompts
+
+from berth_runtime.engine.builder import BuiltEngine, build_engine
+from berth_runtime.engine.llm_engine import LLMEngine
+from berth_runtime.engine.scheduler import ScheduledRow
+from berth_runtime.engine.sequence import Sequence
+from berth_runtime.sampling_params import SamplingParams
+
+ATOL = 1e-4
+PROMPT = [0, 17, 94, 203, 5, 66, 311, 42, 8, 150, 77, 230, 19] * 2
+DECODE_STEPS = 6
+MAX_NEW = 8
+SETTINGS: dict[str, object] = {
+    "enable_prefix_caching": True,
+    "max_num_batched_tokens": 7,  # chunked prefill
+    "max_model_len": 48,
+    "kv_cache_blocks": 14,  # 4-token blocks; one 48-token sequence needs 12: preemption
+    "speculative_method": "ngram",
+    "num_speculative_tokens": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def odd_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return write_tiny_model(
+        tmp_path_factory.mktemp("tiny-llama-mqa"),
+        LlamaConfig,
+        LlamaForCausalLM,
+        num_key_value_heads=1,
+        vocab_size=323,
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+    )
+
+
+def _build(model_dir: Path, tensor_parallel_size: int) -> BuiltEngine:
+    return build_engine(engine_config(model_dir, tensor_parallel_size=tensor_parallel_size, **SETTINGS))
+
+
+def _step(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, torch.Tensor]:
+    for seq, count in rows:
+        assert engine.block_manager.allocate(seq, count)
+    result = engine.runner.run([ScheduledRow(seq, count) for seq, count in rows])
+    for seq, count in rows:
+        seq.num_computed_tokens += count
+    return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
+
+
+def _logits_trace(engine: LLMEngine) -> torch.Tensor:
+    """PROMPT prefilled in chunks of 10 beside another sequence's decodes, then greedy decodes:
+    [1 + DECODE_STEPS, vocab] logits. Frees the blocks it used."""
+    seq = Sequence("a", list(PROMPT), SamplingParams(), arrival=0)
+    other = Sequence("b", PROMPT[:5], SamplingParams(), arrival=0)
+    _step(engine, [(other, 5)])
+    for start in range(0, len(PROMPT) - 10, 10):
+        other.token_ids.append(7 + start)
+        _step(engine, [(seq, 10), (other, 1)])
+    trace = [_step(engine, [(seq, len(PROMPT) % 10 or 10)])["a"]]
+    for _ in range(DECODE_STEPS):
+        seq.token_ids.append(int(trace[-1].argmax()))
+        trace.append(_step(engine, [(seq, 1)])["a"])
+    engine.block_manager.free(seq)
+    engine.block_manager.free(other)
+    return torch.stack(trace)
+
+
+def _prompts() -> list[list[int]]:
+    """Six prompts sharing a 20-token prefix (prefix-cache hits), with repeats n-gram speculation
+    can draft from."""
+    shared = make_prompts(1, vocab_size=320, seed=7, min_len=20, max_len=20)[0]
+    tails = make_prompts(6, vocab_size=320, seed=8, min_len=2, max_len=12)
+    return [shared + tail[1:] + shared[1:5] for tail in tails]
+
+
+@pytest.mark.parametrize(
+    ("model", "tensor_parallel_size"),
+    [("llama", 2), ("llama", 4), ("qwen2", 2), ("qwen2", 4), ("odd_llama", 2)],
+)
+def test_sharded_engine_equals_one_device(
+    model: str, tensor_parallel_size: int, request: pytest.FixtureRequest
+) -> None:
+    model_dir = request.getfixturevalue(f"tiny_{model}_dir" if model != "odd_llama" else "odd_llama_dir")
+    single = _build(model_dir, 1)
+    expected_logits = _logits_trace(single.engine)
+    expected_tokens = generate_greedy(single.engine, _prompts(), MAX_NEW)
+
+    sharded = _build(model_dir, tensor_parallel_size)
+    try:
+        assert sharded.workers is not None and len(sharded.workers.processes) == tensor_parallel_size - 1
+        logits = _logits_trace(sharded.engine)
+        difference = float((logits - expected_logits).abs().max())
+        print(f"{model} tp={tensor_parallel_size}: max |logit difference| {difference:.3g}")
+        torch.testing.assert_close(logits, expected_logits, atol=ATOL, rtol=0)
+        assert generate_greedy(sharded.engine, _prompts(), MAX_NEW) == expected_tokens
+        stats = sharded.engine.stats()
+        assert stats.prefix_cache_hits > 0
+        assert stats.num_preemptions > 0
+        assert stats.spec_decode_num_draft_tokens > 0
+        assert sharded.engine.block_manager.num_free_blocks == SETTINGS["kv_cache_blocks"]
+    finally:
+        if sharded.workers is not None:
+            sharded.workers.stop()
+    assert all(process.exitcode == 0 for process in sharded.workers.processes)
