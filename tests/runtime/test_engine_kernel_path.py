@@ -64,6 +64,7 @@ def test_engine_on_the_kernel_path_generates_the_reference_tokens(
     engine = make_engine(tiny_llama_dir, dtype=dtype, **SETTINGS)
     engine.runner.model.use_kernel_ops = True
     actual = generate(engine)
-    assert all(count > 0 for count in calls.values()), calls  # every kernel op really ran
+    dense = {name: count for name, count in calls.items() if name != "grouped_experts"}  # no experts here
+    assert all(count > 0 for count in dense.values()), calls  # every kernel op really ran
     assert engine.stats().spec_decode_num_draft_tokens > 0
     assert actual == expected

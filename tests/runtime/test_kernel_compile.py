@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kernel_compile_cases import int4_and_expert_cases
 
 ACTIVATION = "*bf16"
 # opt-in shared memory per thread block: A100 (sm_80) 163 KiB, H100/H200 (sm_90) 227 KiB
@@ -201,7 +202,9 @@ def _compile_cases() -> list[
                         ],
                         "i32",
                     ),
-                    "scale_log2": "fp32",
+                    "query_scale": "fp32",
+                    "sliding_window": "i32",
+                    "softcap": "fp32",
                     **dict.fromkeys(
                         [
                             "GROUP",
@@ -211,6 +214,8 @@ def _compile_cases() -> list[
                             "TILE",
                             "PARTITION",
                             "SPLIT",
+                            "WINDOWED",
+                            "SOFTCAP",
                             "DOT_DTYPE",
                             "DOT_PRECISION",
                         ],
@@ -225,6 +230,8 @@ def _compile_cases() -> list[
                     "TILE": paged_attention._TILE_TOKENS,
                     "PARTITION": paged_attention.PARTITION_TOKENS,
                     "SPLIT": split,
+                    "WINDOWED": split,  # Gemma's sliding, soft-capped layers on the split path
+                    "SOFTCAP": split,
                     "DOT_DTYPE": tl.float32 if activation_type == "*fp32" else tl.bfloat16,
                     "DOT_PRECISION": "ieee" if activation_type == "*fp32" else "tf32",
                 },
@@ -299,7 +306,7 @@ def _compile_cases() -> list[
                     capabilities,
                 )
             )
-    return cases
+    return cases + int4_and_expert_cases(both)
 
 
 def compile_all() -> list[str]:

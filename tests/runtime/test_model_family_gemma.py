@@ -79,9 +79,13 @@ def test_gemma_greedy_matches_under_batching_with_prefix_hits(
     assert_greedy_matches_under_batching(request.getfixturevalue(fixture_name))
 
 
-def test_gemma3_on_the_kernel_path_gives_the_reference_tokens(tiny_gemma3_dir: Path) -> None:
-    """The sliding layers attend on the reference (masked window): no decode graphs."""
-    assert_kernel_path_matches_the_reference_path(tiny_gemma3_dir, decode_graphs=False)
+@pytest.mark.parametrize("fixture_name", ["tiny_gemma2_dir", "tiny_gemma3_dir"])
+def test_gemma_on_the_kernel_path_gives_the_reference_tokens(
+    fixture_name: str, request: pytest.FixtureRequest
+) -> None:
+    """Sliding windows (shorter than the prompts) and Gemma 2's soft-capped scores are arguments of the
+    attention kernels: same tokens as the reference, and the model captures decode graphs."""
+    assert_kernel_path_matches_the_reference_path(request.getfixturevalue(fixture_name), decode_graphs=True)
 
 
 def test_gemma2_bfloat16_follows_transformers_rounding(tiny_gemma2_dir: Path) -> None:

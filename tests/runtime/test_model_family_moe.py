@@ -94,5 +94,5 @@ def test_moe_greedy_matches_under_batching_with_prefix_hits(
 
 
 def test_mixtral_on_the_kernel_path_gives_the_reference_tokens(tiny_mixtral_dir: Path) -> None:
-    """The experts run the grouped reference path (host-side counts): no decode graphs."""
-    assert_kernel_path_matches_the_reference_path(tiny_mixtral_dir, decode_graphs=False)
+    """The experts run the fused grouped kernels (no host-side counts): decode graphs are captured."""
+    assert_kernel_path_matches_the_reference_path(tiny_mixtral_dir, decode_graphs=True)

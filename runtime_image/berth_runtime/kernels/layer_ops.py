@@ -12,10 +12,19 @@ a fresh tensor, so callers that keep the old one are safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata
-from berth_runtime.kernels import activation, paged_attention, rms_norm, rotary_kv_store, torch_reference
+from berth_runtime.kernels import (
+    activation,
+    fused_moe,
+    paged_attention,
+    rms_norm,
+    rotary_kv_store,
+    torch_reference,
+)
 from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention
 
@@ -77,15 +86,25 @@ def paged_attention_op(
     value_cache: torch.Tensor,
     metadata: AttentionMetadata,
     scale: float,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """As ``torch_reference.paged_attention``: query [tokens, heads, head_dim] -> same shape; a decode
     row with context length 0 (a CUDA-graph padding row) gives zeros."""
     if not _on_kernel_device(query, paged_attention._paged_decode_kernel):
-        return torch_reference.paged_attention(query, key_cache, value_cache, metadata, scale)
+        return torch_reference.paged_attention(
+            query, key_cache, value_cache, metadata, scale, sliding_window, logit_softcap
+        )
     output = torch.empty_like(query)
     if metadata.prefill_batch is not None:
         output[: metadata.decode_start] = paged_prefill_attention(
-            query[: metadata.decode_start], key_cache, value_cache, metadata.prefill_batch, scale
+            query[: metadata.decode_start],
+            key_cache,
+            value_cache,
+            metadata.prefill_batch,
+            scale,
+            sliding_window,
+            logit_softcap,
         )
     if metadata.decode_start < query.shape[0]:
         paged_attention.paged_attention_decode(
@@ -97,5 +116,25 @@ def paged_attention_op(
             scale,
             max_context_len=metadata.decode_max_context_len,
             out=output[metadata.decode_start :],
+            sliding_window=sliding_window,
+            logit_softcap=logit_softcap,
         )
     return output
+
+
+def grouped_experts_op(
+    hidden: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    router_weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    silu_and_mul: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """As ``torch_reference.grouped_experts``, as two grouped launches over all experts."""
+    if not _on_kernel_device(hidden, fused_moe._grouped_matmul_kernel):
+        return torch_reference.grouped_experts(
+            hidden, gate_up, down, router_weights, expert_ids, silu_and_mul
+        )
+    return fused_moe.fused_experts(
+        hidden.contiguous(), gate_up, down, router_weights, expert_ids, silu_and_mul
+    )

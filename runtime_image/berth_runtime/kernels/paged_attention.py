@@ -10,6 +10,10 @@ device data, so a step can be captured in a CUDA graph with ``max_context_len = 
 Layout (shared with ``kv_cache_store``): ``key_cache, value_cache: [num_blocks, block_size,
 num_kv_heads, head_dim]``; ``block_tables[s, i]`` is the physical block holding tokens ``i *
 block_size ... (i + 1) * block_size - 1`` of sequence ``s``.
+
+Gemma's layers pass a sliding window (each program starts at the window's first key, so partitions
+before it read nothing) and a logit soft-cap (``cap * tanh(s / cap)`` on natural-unit scores, then
+the log2-domain softmax), as the torch reference masks and caps them.
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ def _paged_decode_kernel(
     num_kv_heads,
     block_size,
     num_partitions,
-    scale_log2,
+    query_scale,
+    sliding_window,
+    softcap,
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_GROUP: tl.constexpr,
@@ -68,6 +74,8 @@ def _paged_decode_kernel(
     TILE: tl.constexpr,
     PARTITION: tl.constexpr,
     SPLIT: tl.constexpr,
+    WINDOWED: tl.constexpr,
+    SOFTCAP: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -77,6 +85,8 @@ def _paged_decode_kernel(
     context_len = tl.load(context_lens_ptr + seq * context_lens_stride).to(tl.int32)
     start = partition * PARTITION
     end = tl.minimum(start + PARTITION, context_len)
+    if WINDOWED:  # the last sliding_window keys only; a partition wholly before them stays empty
+        start = tl.maximum(start, context_len - sliding_window)
 
     groups = tl.arange(0, BLOCK_GROUP)
     dims = tl.arange(0, BLOCK_DIM)
@@ -89,7 +99,8 @@ def _paged_decode_kernel(
         mask=group_mask[:, None] & dim_mask[None, :],
         other=0.0,
     ).to(tl.float32)
-    query = (query * scale_log2).to(DOT_DTYPE)
+    # scale (and log2(e) unless soft-capping, which caps natural-unit scores first) folded into q
+    query = (query * query_scale).to(DOT_DTYPE)
 
     running_max = tl.full([BLOCK_GROUP], float("-inf"), tl.float32)
     running_sum = tl.zeros([BLOCK_GROUP], tl.float32)
@@ -111,7 +122,9 @@ def _paged_decode_kernel(
         value = tl.load(value_cache_ptr + offsets, mask=kv_mask, other=0.0).to(tl.float32).to(DOT_DTYPE)
         scores = tl.dot(
             query, tl.trans(key), input_precision=DOT_PRECISION
-        )  # [BLOCK_GROUP, TILE], log2 units
+        )  # [BLOCK_GROUP, TILE], log2 units (natural units when soft-capping)
+        if SOFTCAP:  # cap * tanh(s / cap), tanh(x) = 1 - 2 / (exp(2x) + 1), then to log2 units
+            scores = (1.0 - 2.0 / (tl.exp(scores * (2.0 / softcap)) + 1.0)) * (softcap * 1.4426950408889634)
         scores = tl.where(token_mask[None, :], scores, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(scores, axis=1))
         correction = tl.exp2(running_max - new_max)
@@ -234,6 +247,8 @@ def paged_attention_decode(
     scale: float,
     max_context_len: int | None = None,
     out: torch.Tensor | None = None,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
     """Attention of each sequence's one query token over its first ``context_lens[s]`` cached tokens.
 
@@ -242,6 +257,9 @@ def paged_attention_decode(
     current token included: its K/V must already be stored). A sequence with context length 0 (a
     padding row) gets zeros. ``max_context_len`` bounds ``context_lens`` and fixes the partition count;
     pass it from the host (``None`` reads ``context_lens.max()``, a device sync, not for CUDA graphs).
+    ``sliding_window``: attend the last ``sliding_window`` keys only (the current one included);
+    ``logit_softcap``: scores become ``cap * tanh(scores / cap)`` before the softmax (Gemma 2). Both are
+    launch arguments, so a windowed or capped layer is captured in CUDA graphs like any other.
     Returns (or fills ``out``) [num_seqs, num_heads, head_dim] in the query dtype.
     """
     op = "paged_attention_decode"
@@ -270,6 +288,10 @@ def paged_attention_decode(
         max_context_len = int(context_lens.max().item()) if num_seqs else 0
     if max_context_len < 0:
         raise ValueError(f"{op}: max_context_len must be >= 0; got {max_context_len}")
+    if sliding_window is not None and sliding_window < 1:
+        raise ValueError(f"{op}: sliding_window must be >= 1 or None; got {sliding_window}")
+    if logit_softcap is not None and not logit_softcap > 0:
+        raise ValueError(f"{op}: logit_softcap must be > 0 or None; got {logit_softcap}")
     if num_seqs == 0:
         return out
     group = num_heads // num_kv_heads
@@ -308,7 +330,9 @@ def paged_attention_decode(
         num_kv_heads,
         block_size,
         num_partitions,
-        scale * _LOG2_E,
+        scale if logit_softcap is not None else scale * _LOG2_E,
+        sliding_window or 0,
+        logit_softcap or 1.0,
         GROUP=group,
         HEAD_DIM=head_dim,
         BLOCK_GROUP=max(16, triton.next_power_of_2(group)),
@@ -316,6 +340,8 @@ def paged_attention_decode(
         TILE=_TILE_TOKENS,
         PARTITION=PARTITION_TOKENS,
         SPLIT=split,
+        WINDOWED=sliding_window is not None,
+        SOFTCAP=logit_softcap is not None,
         DOT_DTYPE=dot_dtype,
         DOT_PRECISION=dot_input_precision(dot_dtype),
         num_warps=4,

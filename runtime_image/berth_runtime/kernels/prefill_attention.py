@@ -11,6 +11,11 @@ packed K/V (one read of the contexts, small next to the weights) and, on CUDA in
 by one variable-length flash call whose causal mask is aligned to each row's end, which is right
 both for a whole prompt and for a chunk whose earlier tokens are already cached (prefix caching,
 chunked prefill). Elsewhere (CPU, fp32) each row goes through SDPA with ``causal_lower_right``.
+
+Gemma's sliding windows are flash's ``window_size`` (its left edge per query); the soft-capped scores
+of Gemma 2 are not something flash or SDPA offer, so a capped layer's prefill (and a windowed one off
+the flash path) runs the torch reference's masked attention. Prefill runs eagerly, never in a CUDA
+graph, so this costs time on Gemma 2 prompts but nothing else.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch.nn.attention.bias import causal_lower_right
 from torch.nn.attention.varlen import varlen_attn
 
 from berth_runtime.engine.attention_metadata import PrefillBatch
+from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import (
     FLOAT_ACTIVATION_DTYPES,
     check_dtype,
@@ -41,8 +47,11 @@ def paged_prefill_attention(
     value_cache: torch.Tensor,
     batch: PrefillBatch,
     scale: float,
+    sliding_window: int | None = None,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
-    """Causal attention of every prefill row over its context in the cache.
+    """Causal attention of every prefill row over its context in the cache; each query sees the last
+    ``sliding_window`` keys up to itself when given, scores soft-capped at ``logit_softcap`` when given.
 
     ``query``: [prefill tokens, num_heads, head_dim], the rows' tokens packed as ``batch`` says; each
     row's tokens sit at the end of its context, and their K/V are already stored; caches:
@@ -64,9 +73,14 @@ def paged_prefill_attention(
         raise ValueError(f"{op}: query heads {num_heads} must be a multiple of KV heads {num_kv_heads}")
     if tokens != batch.query_offsets[-1]:
         raise ValueError(f"{op}: query has {tokens} tokens; the batch's rows hold {batch.query_offsets[-1]}")
+    flash = query.is_cuda and query.dtype in _VARLEN_DTYPES and head_dim % 8 == 0 and head_dim <= 256
+    if logit_softcap is not None or (sliding_window is not None and not flash):
+        return torch_reference.prefill_attention(
+            query, key_cache, value_cache, batch, scale, sliding_window, logit_softcap
+        )
     keys = key_cache.view(-1, num_kv_heads, head_dim).index_select(0, batch.kv_slots)
     values = value_cache.view(-1, num_kv_heads, head_dim).index_select(0, batch.kv_slots)
-    if query.is_cuda and query.dtype in _VARLEN_DTYPES and head_dim % 8 == 0 and head_dim <= 256:
+    if flash:
         return varlen_attn(
             query.contiguous(),
             keys,
@@ -76,7 +90,8 @@ def paged_prefill_attention(
             batch.max_query_len,
             batch.max_context_len,
             scale=scale,
-            window_size=(-1, 0),  # causal, aligned to each row's last token
+            # causal, aligned to each row's last token; a window keeps itself and window - 1 before it
+            window_size=(-1 if sliding_window is None else sliding_window - 1, 0),
             **_VARLEN_GQA,
         )
     output = torch.empty_like(query)

@@ -20,6 +20,8 @@ token t's key and value live at flat slot `slot_mapping[t] = block * block_size 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as functional
 
@@ -328,3 +330,34 @@ def int4_linear(
     if bias is not None:
         result = result + bias.to(torch.float32)
     return result.to(x.dtype)
+
+
+def grouped_experts(
+    hidden: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    router_weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    silu_and_mul: Callable[[torch.Tensor], torch.Tensor] = silu_and_mul,
+) -> torch.Tensor:
+    """A mixture of experts' MLP: hidden [tokens, hidden]; gate_up [experts, 2 * I, hidden]; down
+    [experts, hidden, I]; router_weights (float32) and expert_ids [tokens, top_k] -> the sum over k of
+    router weight * down(silu_and_mul(gate_up(hidden))), accumulated in float32, in hidden's dtype.
+    The (token, expert) pairs are grouped by expert, two matmuls per expert over all its tokens (the
+    per-expert counts are read back to the host)."""
+    top_k = expert_ids.shape[1]
+    order = torch.argsort(expert_ids.flatten(), stable=True)
+    tokens_in_order = order // top_k
+    weights_in_order = router_weights.flatten()[order]
+    counts = torch.bincount(expert_ids.flatten(), minlength=gate_up.shape[0]).tolist()
+    output = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
+    start = 0
+    for expert, count in enumerate(counts):
+        if count == 0:
+            continue
+        rows = tokens_in_order[start : start + count]
+        activated = silu_and_mul(hidden[rows] @ gate_up[expert].t())
+        expert_output = (activated @ down[expert].t()).float()
+        output.index_add_(0, rows, expert_output * weights_in_order[start : start + count, None])
+        start += count
+    return output.to(hidden.dtype)

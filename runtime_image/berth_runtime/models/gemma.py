@@ -6,10 +6,11 @@ query_pre_attn_scalar, and local sliding-window layers alternating with global o
 other layer; Gemma 3: five local to one global, with their own rope base). Gemma 2 soft-caps the
 attention scores and the final logits; Gemma 3 norms queries and keys per head instead.
 
-The paged-attention kernels have no window and no soft-cap: those layers mask the window and cap the
-scores in the torch reference attention (`torch_reference.paged_attention`), on every device. The
-KV cache keeps every token of the local layers too (no ring buffer), so it is sized as for global
-attention.
+Each layer passes its window and the soft-cap to the attention op: on the kernel path the decode
+kernel skips keys before the window and caps the scores in registers, so Gemma captures decode CUDA
+graphs like Llama (prefill: flash with a window; a capped layer's prefill uses the torch reference,
+as `kernels.prefill_attention` says). The KV cache keeps every token of the local layers too (no
+ring buffer), so it is sized as for global attention.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ embedding and output head vocabulary-parallel (`berth_runtime.parallel.vocab`). 
 destination then names the slice of the tensor to read (`SourceSlice`), so no rank reads a whole
 weight. Without one (a single GPU) nothing here changes.
 
-Steps the kernels do not cover yet (a sliding window or soft-capped scores in attention, partial
-rotary, GeGLU, experts) run the torch reference even on the kernel path; a model with such a layer
-reports `supports_decode_graphs` False, since the references take no CUDA-graph padding rows.
+Sliding windows and soft-capped scores are arguments of the attention op, and experts go through
+the ops table's grouped path, so those layers run the kernels too. Steps the kernels do not cover
+(partial rotary; GeGLU, an elementwise reference that takes padding rows) run the torch reference
+even on the kernel path; a layer with partial rotary makes `supports_decode_graphs` False, since its
+reference cache write takes no CUDA-graph padding rows.
 """
 
 from __future__ import annotations
@@ -148,12 +150,7 @@ class DecoderLayerBase(nn.Module):
     @property
     def runs_on_kernels_only(self) -> bool:
         """No step of this layer falls back to the torch reference on the kernel path."""
-        return (
-            self.sliding_window is None
-            and self.logit_softcap is None
-            and not self.partial_rotary
-            and self.moe is None
-        )
+        return not self.partial_rotary
 
     def attention(
         self,
@@ -181,12 +178,9 @@ class DecoderLayerBase(nn.Module):
         query = rotary_and_store_kv(
             query, key, value, positions, cos_table, sin_table, key_cache, value_cache, metadata.slot_mapping
         )
-        if self.sliding_window is None and self.logit_softcap is None:
-            attended = ops.paged_attention(query, key_cache, value_cache, metadata, self.scale)
-        else:  # the window is a mask in the reference attention: the kernels have none yet
-            attended = torch_reference.paged_attention(
-                query, key_cache, value_cache, metadata, self.scale, self.sliding_window, self.logit_softcap
-            )
+        attended = ops.paged_attention(
+            query, key_cache, value_cache, metadata, self.scale, self.sliding_window, self.logit_softcap
+        )
         return self._reduce(self.o_proj(attended.reshape(tokens, self.q_size)), self.o_proj_bias)
 
     def mlp(self, hidden: torch.Tensor, ops: LayerOps) -> torch.Tensor:

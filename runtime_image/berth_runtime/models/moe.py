@@ -4,10 +4,11 @@ outputs weighted by their router probabilities (renormalized over the k when the
 for Qwen2-MoE, a shared expert scaled by a sigmoid gate.
 
 The experts are stored stacked ([experts, 2 * intermediate, hidden] gate/up and [experts, hidden,
-intermediate] down), and run grouped: the step's (token, expert) pairs are sorted by expert and each
-expert multiplies all its tokens at once. This is the torch reference on every device; it reads the
-per-expert counts back to the host, so a model with experts captures no decode graphs (a grouped
-Triton kernel would remove both limits).
+intermediate] down), and run grouped through the ops table: the step's (token, expert) pairs are
+sorted by expert; on the kernel path (CUDA) one Triton launch per projection over all experts with no
+host sync (`kernels.fused_moe`), on the reference path two matmuls per expert, the per-expert counts
+read back to the host (`torch_reference.grouped_experts`), which is why only the kernel path can be
+captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -64,22 +65,9 @@ class SparseMoE(nn.Module):
         weights, experts = torch.topk(probabilities, top_k, dim=-1)  # [tokens, top_k]
         if self.settings.normalize_top_k:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        # (token, expert) pairs grouped by expert: one pair of matmuls per expert over all its tokens
-        order = torch.argsort(experts.flatten(), stable=True)
-        tokens_in_order = order // top_k
-        weights_in_order = weights.flatten()[order]
-        counts = torch.bincount(experts.flatten(), minlength=self.settings.num_experts).tolist()
-        output = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count == 0:
-                continue
-            rows = tokens_in_order[start : start + count]
-            activated = ops.silu_and_mul(hidden[rows] @ self.experts_gate_up[expert].t())
-            expert_output = (activated @ self.experts_down[expert].t()).float()
-            output.index_add_(0, rows, expert_output * weights_in_order[start : start + count, None])
-            start += count
-        output = output.to(hidden.dtype)
+        output = ops.grouped_experts(
+            hidden, self.experts_gate_up, self.experts_down, weights, experts, ops.silu_and_mul
+        )
         if self.shared_gate_up_proj is not None and self.shared_down_proj is not None:
             assert self.shared_expert_gate is not None  # set together
             shared = self.shared_down_proj(ops.silu_and_mul(self.shared_gate_up_proj(hidden)))

@@ -29,8 +29,13 @@ class LayerOps:
     """(query, key, value, positions, cos, sin, key_cache, value_cache, slot_mapping) -> rotated
     query; the rotated keys and the values are in the cache afterwards."""
     paged_attention: Callable[
-        [torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata, float], torch.Tensor
+        [torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata, float, int | None, float | None],
+        torch.Tensor,
     ]
+    """(query, key_cache, value_cache, metadata, scale, sliding_window, logit_softcap) -> attended."""
+    grouped_experts: Callable[..., torch.Tensor]
+    """(hidden, gate_up, down, router_weights, expert_ids, silu_and_mul) -> a mixture of experts'
+    output (`torch_reference.grouped_experts`)."""
 
 
 REFERENCE_OPS = LayerOps(
@@ -39,6 +44,7 @@ REFERENCE_OPS = LayerOps(
     silu_and_mul=torch_reference.silu_and_mul,
     rotary_and_store_kv=torch_reference.rotary_and_store_kv,
     paged_attention=torch_reference.paged_attention,
+    grouped_experts=torch_reference.grouped_experts,
 )
 """The torch reference, on any device (the CPU build's path)."""
 
@@ -48,5 +54,6 @@ KERNEL_OPS = LayerOps(
     silu_and_mul=layer_ops.silu_and_mul_op,
     rotary_and_store_kv=layer_ops.rotary_and_store_kv_op,
     paged_attention=layer_ops.paged_attention_op,
+    grouped_experts=layer_ops.grouped_experts_op,
 )
 """The Triton kernels (each falls back to its reference on tensors no kernel can take)."""

@@ -1,0 +1,208 @@
+"""The experts of a mixture-of-experts MLP as two grouped matmuls over all experts at once.
+
+A step's (token, expert) pairs are sorted by expert and each expert's run padded to a multiple of
+``BLOCK_M`` (:func:`align_pairs_by_expert`, torch ops on the device with no host sync, so a step can
+be captured in a CUDA graph: the padded length is bounded by ``pairs + experts * (BLOCK_M - 1)``,
+known on the host). One launch then computes every pair's gate/up row, each program one
+``BLOCK_M`` block of one expert times a ``BLOCK_N`` slice of that expert's weight; SiLU-and-multiply
+runs on the result; a second launch computes the down projection and scales each row by its
+router weight; the ``top_k`` rows of a token are summed. Each active expert's weights are read once
+per block of its tokens (once per step at decode), never for an expert no token chose, and no loop
+over experts runs on the host (the torch reference, ``torch_reference.grouped_experts``, reads the
+per-expert counts back to the host and launches two matmuls per expert).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from berth_runtime.kernels._launch import (
+    FLOAT_ACTIVATION_DTYPES,
+    check_contiguous,
+    check_dtype,
+    check_launchable,
+    check_same_dtype,
+    check_shape,
+    dot_input_precision,
+    dot_operand_dtype,
+)
+from berth_runtime.kernels._rounding import round_to
+
+
+@triton.jit
+def _grouped_matmul_kernel(
+    input_ptr,
+    weight_ptr,
+    output_ptr,
+    pair_ids_ptr,
+    block_experts_ptr,
+    router_weights_ptr,
+    num_pairs,
+    num_experts,
+    out_features,
+    in_features,
+    top_k,
+    input_row_stride,
+    output_row_stride,
+    INPUT_PER_TOKEN: tl.constexpr,
+    SCALE_BY_ROUTER: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    row_block = tl.program_id(1)
+    expert = tl.load(block_experts_ptr + row_block).to(tl.int64)
+    if expert < num_experts:  # blocks past the padded total hold no pairs
+        pairs = tl.load(pair_ids_ptr + row_block * BLOCK_M + tl.arange(0, BLOCK_M))
+        pair_mask = pairs < num_pairs
+        # gate/up reads each pair's token row; down reads the pair's own activated row
+        input_rows = pairs // top_k if INPUT_PER_TOKEN else pairs
+        col_ids = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_mask = col_ids < out_features
+        k_ids = tl.arange(0, BLOCK_K)
+        input_tile = input_ptr + input_rows[:, None].to(tl.int64) * input_row_stride + k_ids[None, :]
+        # weight: [experts, out_features, in_features]; a [BLOCK_K, BLOCK_N] tile of this expert's transpose
+        weight_tile = (
+            weight_ptr
+            + expert * out_features * in_features
+            + col_ids[None, :].to(tl.int64) * in_features
+            + k_ids[:, None]
+        )
+        accumulator = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k_start in range(0, in_features, BLOCK_K):
+            k_mask = k_ids < in_features - k_start
+            activations = tl.load(input_tile, mask=pair_mask[:, None] & k_mask[None, :], other=0.0)
+            weights = tl.load(weight_tile, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+            accumulator += tl.dot(
+                activations.to(tl.float32).to(DOT_DTYPE),
+                weights.to(tl.float32).to(DOT_DTYPE),
+                input_precision=DOT_PRECISION,
+            )
+            input_tile += BLOCK_K
+            weight_tile += BLOCK_K
+        if SCALE_BY_ROUTER:
+            router = tl.load(router_weights_ptr + pairs, mask=pair_mask, other=0.0).to(tl.float32)
+            accumulator = accumulator * router[:, None]
+        tl.store(
+            output_ptr + pairs[:, None].to(tl.int64) * output_row_stride + col_ids[None, :],
+            round_to(accumulator, output_ptr.dtype.element_ty),
+            mask=pair_mask[:, None] & col_mask[None, :],
+        )
+
+
+def align_pairs_by_expert(
+    expert_ids: torch.Tensor, num_experts: int, block_m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``expert_ids``: [tokens, top_k] -> (pair ids [blocks * block_m]: pair ``t * top_k + j`` at its
+    place in its expert's padded run, ``tokens * top_k`` in the padding; the expert of each block
+    [blocks], ``num_experts`` for blocks past the end). Device ops only: no host sync."""
+    flat = expert_ids.reshape(-1).long()
+    num_pairs = flat.numel()
+    counts = torch.zeros(num_experts, dtype=torch.long, device=flat.device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
+    padded = (counts + block_m - 1) // block_m * block_m
+    padded_ends = torch.cumsum(padded, 0)
+    order = torch.argsort(flat, stable=True)
+    sorted_experts = flat[order]
+    rank = torch.arange(num_pairs, device=flat.device) - (torch.cumsum(counts, 0) - counts)[sorted_experts]
+    blocks = triton.cdiv(num_pairs + num_experts * (block_m - 1), block_m)
+    pair_ids = torch.full((blocks * block_m,), num_pairs, dtype=torch.int32, device=flat.device)
+    pair_ids[(padded_ends - padded)[sorted_experts] + rank] = order.to(torch.int32)
+    block_starts = torch.arange(blocks, device=flat.device) * block_m
+    block_experts = torch.searchsorted(padded_ends, block_starts, right=True).to(torch.int32)
+    return pair_ids, block_experts
+
+
+def _grouped_matmul(
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    pair_ids: torch.Tensor,
+    block_experts: torch.Tensor,
+    num_pairs: int,
+    top_k: int,
+    router_weights: torch.Tensor | None,
+    output_dtype: torch.dtype,
+    block_m: int,
+) -> torch.Tensor:
+    """One launch: every pair's row times its expert's ``weight`` [experts, out, in] -> [pairs, out]."""
+    out_features, in_features = weight.shape[1], weight.shape[2]
+    output = torch.empty((num_pairs, out_features), dtype=output_dtype, device=inputs.device)
+    block_n, block_k = 64, 64
+    dot_dtype = dot_operand_dtype(_grouped_matmul_kernel, inputs.dtype)
+    grid = (triton.cdiv(out_features, block_n), block_experts.numel())
+    _grouped_matmul_kernel[grid](
+        inputs,
+        weight,
+        output,
+        pair_ids,
+        block_experts,
+        router_weights if router_weights is not None else output,
+        num_pairs,
+        weight.shape[0],
+        out_features,
+        in_features,
+        top_k,
+        inputs.stride(0),
+        output.stride(0),
+        INPUT_PER_TOKEN=router_weights is None,
+        SCALE_BY_ROUTER=router_weights is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        DOT_DTYPE=dot_dtype,
+        DOT_PRECISION=dot_input_precision(dot_dtype),
+        num_warps=4,
+        num_stages=3,
+    )
+    return output
+
+
+def fused_experts(
+    hidden: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    router_weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    silu_and_mul: Callable[[torch.Tensor], torch.Tensor],
+    block_m: int = 16,
+) -> torch.Tensor:
+    """``hidden``: [tokens, hidden]; ``gate_up``: [experts, 2 * intermediate, hidden]; ``down``:
+    [experts, hidden, intermediate]; ``router_weights``: float32 [tokens, top_k] and ``expert_ids``:
+    [tokens, top_k] (int32/int64) -> sum over k of router weight * expert(hidden), [tokens, hidden] in
+    ``hidden``'s dtype (summed in float32). ``silu_and_mul``: [rows, 2 * I] -> [rows, I]."""
+    op = "fused_experts"
+    check_dtype(op, "hidden", hidden, FLOAT_ACTIVATION_DTYPES)
+    check_same_dtype(op, {"hidden": hidden, "gate_up": gate_up, "down": down})
+    check_dtype(op, "router_weights", router_weights, (torch.float32,))
+    check_dtype(op, "expert_ids", expert_ids, (torch.int32, torch.int64))
+    if hidden.dim() != 2 or gate_up.dim() != 3:
+        raise ValueError(
+            f"{op}: hidden must be [tokens, hidden] and gate_up [experts, 2 * intermediate, hidden]; got "
+            f"{list(hidden.shape)} and {list(gate_up.shape)}"
+        )
+    tokens, hidden_size = hidden.shape
+    num_experts, double_intermediate, _ = gate_up.shape
+    check_shape(op, "gate_up", gate_up, [num_experts, double_intermediate, hidden_size])
+    check_shape(op, "down", down, [num_experts, hidden_size, double_intermediate // 2])
+    check_shape(op, "expert_ids", expert_ids, [tokens, None])
+    check_shape(op, "router_weights", router_weights, list(expert_ids.shape))
+    for name, tensor in (("hidden", hidden), ("gate_up", gate_up), ("down", down)):
+        check_contiguous(op, name, tensor)
+    check_launchable(_grouped_matmul_kernel, op, {"hidden": hidden, "gate_up": gate_up, "down": down})
+    top_k = expert_ids.shape[1]
+    if tokens == 0:
+        return torch.zeros_like(hidden)
+    num_pairs = tokens * top_k
+    pair_ids, block_experts = align_pairs_by_expert(expert_ids, num_experts, block_m)
+    shared = (pair_ids, block_experts, num_pairs, top_k)
+    gate_up_rows = _grouped_matmul(hidden, gate_up, *shared, None, hidden.dtype, block_m)
+    activated = silu_and_mul(gate_up_rows).contiguous()  # [pairs, intermediate]
+    weights = router_weights.reshape(-1).contiguous()
+    down_rows = _grouped_matmul(activated, down, *shared, weights, torch.float32, block_m)
+    return down_rows.view(tokens, top_k, hidden_size).sum(dim=1).to(hidden.dtype)

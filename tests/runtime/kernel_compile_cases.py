@@ -1,0 +1,118 @@
+"""The compile check's cases (tests/runtime/test_kernel_compile.py) for the int4 dequant-GEMM/GEMV and
+the grouped expert matmul, at the shapes their wrappers launch for decode and prefill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Case = tuple[str, Any, dict[str, str], dict[str, Any], dict[str, int], tuple[int, ...]]
+
+
+def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
+    import triton.language as tl
+
+    from berth_runtime.kernels import fused_moe, int4_linear
+
+    cases: list[Case] = []
+    for rows in (1, 4, 16, 64, 512):
+        block_m, block_n, block_k, num_warps = int4_linear.default_tile_sizes(rows, 128)
+        use_dot = block_m >= 16
+        cases.append(
+            (
+                f"int4 bf16 rows={rows} group 128 {'dot' if use_dot else 'gemv'}",
+                int4_linear._int4_matmul_kernel,
+                {
+                    "input_ptr": "*bf16",
+                    "qweight_ptr": "*i32",
+                    "scale_ptr": "*fp16",
+                    "zero_ptr": "*u8",
+                    "bias_ptr": "*bf16",
+                    "output_ptr": "*bf16",
+                    **dict.fromkeys(
+                        [
+                            "rows",
+                            "out_features",
+                            "in_features",
+                            "groups",
+                            "group_size",
+                            "input_row_stride",
+                            "output_row_stride",
+                        ],
+                        "i32",
+                    ),
+                    **dict.fromkeys(
+                        [
+                            "HAS_BIAS",
+                            "USE_DOT",
+                            "BLOCK_M",
+                            "BLOCK_N",
+                            "BLOCK_K",
+                            "DOT_DTYPE",
+                            "DOT_PRECISION",
+                        ],
+                        "constexpr",
+                    ),
+                },
+                {
+                    "HAS_BIAS": rows == 1,
+                    "USE_DOT": use_dot,
+                    "BLOCK_M": block_m,
+                    "BLOCK_N": block_n,
+                    "BLOCK_K": block_k,
+                    "DOT_DTYPE": tl.bfloat16,
+                    "DOT_PRECISION": "tf32",
+                },
+                {"num_warps": num_warps, "num_stages": 4 if use_dot else 2},
+                capabilities,
+            )
+        )
+    for output_type, scaled in (("*bf16", False), ("*fp32", True)):
+        cases.append(
+            (
+                f"grouped expert matmul bf16 -> {output_type} router-scaled={scaled}",
+                fused_moe._grouped_matmul_kernel,
+                {
+                    "input_ptr": "*bf16",
+                    "weight_ptr": "*bf16",
+                    "output_ptr": output_type,
+                    **dict.fromkeys(["pair_ids_ptr", "block_experts_ptr"], "*i32"),
+                    "router_weights_ptr": "*fp32",
+                    **dict.fromkeys(
+                        [
+                            "num_pairs",
+                            "num_experts",
+                            "out_features",
+                            "in_features",
+                            "top_k",
+                            "input_row_stride",
+                            "output_row_stride",
+                        ],
+                        "i32",
+                    ),
+                    **dict.fromkeys(
+                        [
+                            "INPUT_PER_TOKEN",
+                            "SCALE_BY_ROUTER",
+                            "BLOCK_M",
+                            "BLOCK_N",
+                            "BLOCK_K",
+                            "DOT_DTYPE",
+                            "DOT_PRECISION",
+                        ],
+                        "constexpr",
+                    ),
+                },
+                {
+                    "INPUT_PER_TOKEN": not scaled,
+                    "SCALE_BY_ROUTER": scaled,
+                    "BLOCK_M": 16,
+                    "BLOCK_N": 64,
+                    "BLOCK_K": 64,
+                    "DOT_DTYPE": tl.bfloat16,
+                    "DOT_PRECISION": "tf32",
+                },
+                {"num_warps": 4, "num_stages": 3},
+                capabilities,
+            )
+        )
+    return cases

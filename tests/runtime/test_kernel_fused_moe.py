@@ -1,0 +1,72 @@
+"""The fused expert path (one grouped launch per projection over all experts) computes what the torch
+reference's per-expert loop computes, for decode-sized and prefill-sized steps, and its alignment puts
+every (token, expert) pair exactly once in a block of its own expert without reading anything back
+to the host."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from berth_runtime.kernels import fused_moe as module
+from berth_runtime.kernels import torch_reference
+from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.fused_moe import align_pairs_by_expert, fused_experts
+
+
+@pytest.fixture
+def device() -> str:
+    if runs_interpreted(module._grouped_matmul_kernel):
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+
+
+def _routing(tokens: int, experts: int, top_k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    probabilities = torch.softmax(torch.randn(tokens, experts, generator=generator), dim=-1)
+    weights, expert_ids = torch.topk(probabilities, top_k, dim=-1)
+    return weights / weights.sum(dim=-1, keepdim=True), expert_ids
+
+
+def test_alignment_places_each_pair_once_in_its_experts_blocks() -> None:
+    _, expert_ids = _routing(23, 6, 2, seed=1)
+    pair_ids, block_experts = align_pairs_by_expert(expert_ids, 6, 16)
+    flat = expert_ids.flatten()
+    real = pair_ids[pair_ids < flat.numel()].long()
+    assert sorted(real.tolist()) == list(range(flat.numel()))
+    for block, expert in enumerate(block_experts.tolist()):
+        pairs = pair_ids[block * 16 : (block + 1) * 16].long()
+        pairs = pairs[pairs < flat.numel()]
+        if expert == 6:  # past the padded end
+            assert pairs.numel() == 0
+        else:
+            assert torch.all(flat[pairs] == expert)
+    used = {int(e) for e in flat}
+    assert set(block_experts.tolist()) - {6} == used  # no block for an expert no token chose
+
+
+@pytest.mark.parametrize(("tokens", "dtype"), [(1, torch.float32), (5, torch.bfloat16), (37, torch.float32)])
+def test_fused_experts_match_the_grouped_reference(device: str, tokens: int, dtype: torch.dtype) -> None:
+    experts, top_k, hidden_size, intermediate = 8, 2, 32, 48
+    generator = torch.Generator().manual_seed(tokens)
+    hidden = torch.randn(tokens, hidden_size, generator=generator).to(device, dtype)
+    gate_up = (torch.randn(experts, 2 * intermediate, hidden_size, generator=generator) / 6).to(device, dtype)
+    down = (torch.randn(experts, hidden_size, intermediate, generator=generator) / 7).to(device, dtype)
+    weights, expert_ids = _routing(tokens, experts, top_k, seed=tokens)
+    weights, expert_ids = weights.to(device), expert_ids.to(device)
+    actual = fused_experts(hidden, gate_up, down, weights, expert_ids, torch_reference.silu_and_mul)
+    expected = torch_reference.grouped_experts(hidden, gate_up, down, weights, expert_ids)
+    assert actual.dtype == dtype and actual.shape == hidden.shape
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_wrapper_names_what_is_wrong(device: str) -> None:
+    hidden = torch.zeros(2, 32, device=device)
+    gate_up = torch.zeros(4, 96, 32, device=device)
+    weights, expert_ids = _routing(2, 4, 2, seed=0)
+    with pytest.raises(ValueError, match=r"down has shape \[4, 32, 40\]; expected \[4, 32, 48\]"):
+        fused_experts(hidden, gate_up, torch.zeros(4, 32, 40, device=device), weights.to(device),
+                      expert_ids.to(device), torch_reference.silu_and_mul)  # fmt: skip
