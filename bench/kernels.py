@@ -5,7 +5,12 @@ the copy bandwidth. Prints, on the machine it runs on:
   int8 and fp8 weight-only Triton kernel (default tiles and every tile of a small sweep), each
   as microseconds and as a share of the copy bandwidth for the bytes it must read;
 - paged decode attention at batch 1 and 64, context 256 and 4,096: KV bytes read per microsecond;
-- the small fused kernels (add+RMSNorm, rotary, SiLU-mul, KV store) at batch 64.
+- the small fused kernels (add+RMSNorm, rotary, SiLU-mul, KV store) at batch 64;
+- the int4 (AWQ/GPTQ layout, group 128) dequant kernel on the same linear shapes at batch 1, 8 and
+  64: default tiles, and at batch 1 the CUDA-core GEMV beside the 16-row tensor-core tile, each as a
+  share of the copy bandwidth for the packed weight, scales and zeros it reads;
+- the fused MoE experts (Mixtral 8x7B and Qwen3-30B-A3B shapes) at batch 1, 8 and 64: the bytes are
+  the experts the step's routing chose (each read once), the share as above.
 
 Every time is GPU time per call as the engine's decode graphs see it: the calls are captured back
 to back in one CUDA graph (no Python between launches; launch gaps and tails included) and each
@@ -31,6 +36,8 @@ import torch.nn.functional as F
 from decode_models import device_copy_bandwidth
 
 from berth_runtime.kernels.activation import silu_and_mul
+from berth_runtime.kernels.fused_moe import fused_experts
+from berth_runtime.kernels.int4_linear import int4_linear
 from berth_runtime.kernels.kv_cache_store import store_kv_cache
 from berth_runtime.kernels.paged_attention import paged_attention_decode
 from berth_runtime.kernels.rms_norm import add_rms_norm
@@ -214,6 +221,78 @@ def bench_small_kernels() -> dict[str, float]:
     return timings
 
 
+GROUP = 128
+MOE_SHAPES = {  # name: (experts, top_k, hidden, intermediate)
+    "mixtral-8x7b": (8, 2, 4096, 14336),
+    "qwen3-30b-a3b": (128, 8, 2048, 768),
+}
+
+
+def random_int4(out_features: int, in_features: int) -> tuple[torch.Tensor, ...]:
+    """Packed words, fp16 scales and uint8 zeros in berth's int4 layout (kernels.int4_linear)."""
+    qweight = torch.randint(
+        -(2**31), 2**31 - 1, (out_features, in_features // 8), device="cuda", dtype=torch.int32
+    )
+    scale = (torch.rand(out_features, in_features // GROUP, device="cuda") * 0.01).half()
+    zero = torch.randint(0, 16, (out_features, in_features // GROUP), device="cuda", dtype=torch.uint8)
+    return qweight, scale, zero
+
+
+def bench_int4(bandwidth: float) -> list[dict[str, Any]]:
+    rows = []
+    for name, (out_features, in_features) in LINEAR_SHAPES.items():
+        copies = distinct_copies(*random_int4(out_features, in_features))
+        weight_bytes = sum(tensor.nbytes for tensor in copies[0])
+        for batch in (1, 8, 64):
+            x = torch.randn(batch, in_features, device="cuda", dtype=torch.bfloat16)
+            variants = {"default": None} | (
+                {"gemv": (1, 32, 128, 4), "dot16": (16, 32, 128, 4)} if batch == 1 else {}
+            )
+            timings = {
+                variant: graph_microseconds(
+                    [
+                        lambda q=q, s=s, z=z, t=tiles, x=x: int4_linear(x, q, s, z, None, t)
+                        for q, s, z in copies
+                    ]
+                )
+                for variant, tiles in variants.items()
+            }
+            line = " | ".join(
+                f"{variant} {us:7.1f} us {share(weight_bytes, us, bandwidth)}"
+                for variant, us in timings.items()
+            )
+            print(f"{name:>11} b{batch:<3} int4 {line}", flush=True)
+            rows.append({"layer": name, "batch": batch, "bytes": weight_bytes, "us": timings})
+    return rows
+
+
+def bench_moe(bandwidth: float) -> list[dict[str, Any]]:
+    rows = []
+    for name, (experts, top_k, hidden, intermediate) in MOE_SHAPES.items():
+        gate_up = torch.randn(experts, 2 * intermediate, hidden, device="cuda", dtype=torch.bfloat16) * 0.02
+        down = torch.randn(experts, hidden, intermediate, device="cuda", dtype=torch.bfloat16) * 0.02
+        per_expert = (gate_up.nbytes + down.nbytes) // experts
+        for batch in (1, 8, 64):
+            x = torch.randn(batch, hidden, device="cuda", dtype=torch.bfloat16)
+            router = torch.softmax(torch.randn(batch, experts, device="cuda"), dim=-1)
+            weights, expert_ids = torch.topk(router, top_k, dim=-1)
+            chosen = int(torch.unique(expert_ids).numel())
+            us = graph_microseconds(
+                [
+                    lambda x=x, g=gate_up, d=down, w=weights, e=expert_ids: fused_experts(
+                        x, g, d, w, e, silu_and_mul
+                    )
+                ]
+            )
+            print(
+                f"{name:>14} b{batch:<3} fused experts ({chosen} of {experts} chosen): {us:8.1f} us "
+                f"{share(chosen * per_expert, us, bandwidth)}",
+                flush=True,
+            )
+            rows.append({"model": name, "batch": batch, "experts_read": chosen, "us": us})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -235,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         ("linear", lambda: bench_linears(bandwidth, fp8)),
         ("attention", lambda: bench_attention(bandwidth)),
         ("small", bench_small_kernels),
+        ("int4", lambda: bench_int4(bandwidth)),
+        ("moe", lambda: bench_moe(bandwidth)),
     ):
         try:
             report[part] = measure()
