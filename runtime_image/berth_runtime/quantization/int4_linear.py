@@ -59,22 +59,24 @@ class Int4Linear(nn.Module):
         if shard_sizes is not None:
             permutation = torch.empty(len(shard_sizes), in_features, dtype=torch.int32, device=device)
         self.register_buffer("input_permutation", permutation)
-        self._gathers: list[torch.Tensor | None] | None = None
-        """Per distinct shard order, the input gather (None: identity); read once after loading."""
+        self._gathers: tuple[torch.device, list[torch.Tensor | None]] | None = None
+        """(device, per distinct shard order the input gather or None for the identity), read once
+        after loading and again after a move to another device."""
 
     def _shard_gathers(self) -> list[torch.Tensor | None]:
         """[one gather for all rows] when every shard shares its input order, else one per shard.
         Reads the loaded permutation back once (a host sync on the first, eager, forward pass)."""
-        if self._gathers is None:
+        device = self.qweight.device
+        if self._gathers is None or self._gathers[0] != device:
             permutation = self.input_permutation
             if permutation is None:
-                self._gathers = [None]
+                self._gathers = (device, [None])
             else:
-                identity = torch.arange(self.in_features, device=permutation.device, dtype=permutation.dtype)
+                identity = torch.arange(self.in_features, device=device, dtype=permutation.dtype)
                 rows = [None if torch.equal(row, identity) else row.long() for row in permutation]
                 same = all(torch.equal(row, permutation[0]) for row in permutation)
-                self._gathers = rows[:1] if same else rows
-        return self._gathers
+                self._gathers = (device, rows[:1] if same else rows)
+        return self._gathers[1]
 
     def _matmul(self, x: torch.Tensor, rows: slice, gather: torch.Tensor | None) -> torch.Tensor:
         if gather is not None:
