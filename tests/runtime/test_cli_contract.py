@@ -146,7 +146,7 @@ def test_the_batch_limit_parses_under_its_vllm_name_and_its_former_one(flag: str
         (["--dtype", "fp8"], "argument --dtype: invalid choice: 'fp8'"),
         (["--port", "http"], "argument --port: invalid int value: 'http'"),
         (["--kv-cache-blocks", "10", "--gpu-memory-utilization", "0.5"], "not allowed with argument"),
-        (["--tensor-parallel-size", "2"], "tensor_parallel_size=2 is not supported by this build"),
+        (["--tensor-parallel-size", "0"], "invalid tensor_parallel_size=0"),
         (["--max-num-seqs", "0"], "invalid max_num_seqs=0"),
         (["--max-batch-size", "0"], "invalid max_num_seqs=0"),
         (["--warmup-prompts", "0"], "invalid warmup_prompts=0"),

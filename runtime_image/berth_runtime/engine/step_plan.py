@@ -34,4 +34,4 @@ class StepPlan:
 
     @property
     def decode_only(self) -> bool:
-        return self.per_token.shape[1] == self.num_rows
+        return bool(self.per_token.shape[1] == self.num_rows)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import Store, TCPStore  # what torch.distributed re-exports
 
 from berth_runtime.parallel.sharding import ShardLayout
 
@@ -74,18 +76,18 @@ def join_group(rank: int, world_size: int, store_port: int, device_type: str) ->
         device = torch.device("cuda", rank)
     else:
         device = torch.device("cpu")
-    store = dist.TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=COLLECTIVE_TIMEOUT)
+    store = TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     return _init(rank, world_size, store, device)
 
 
-def create_store(world_size: int) -> dist.TCPStore:
+def create_store(world_size: int) -> TCPStore:
     """Rank 0: the rendezvous store, on a free port (its `port`), for the workers to join."""
-    return dist.TCPStore(
+    return TCPStore(
         "127.0.0.1", 0, world_size, is_master=True, timeout=COLLECTIVE_TIMEOUT, wait_for_workers=False
     )
 
 
-def join_as_host(store: dist.TCPStore, world_size: int, device_type: str) -> ShardGroup:
+def join_as_host(store: TCPStore, world_size: int, device_type: str) -> ShardGroup:
     """Rank 0 joins both groups on its own store; blocks until every worker has joined."""
     if device_type == "cuda":
         torch.cuda.set_device(0)
@@ -93,7 +95,7 @@ def join_as_host(store: dist.TCPStore, world_size: int, device_type: str) -> Sha
     return _init(0, world_size, store, device)
 
 
-def _init(rank: int, world_size: int, store: dist.Store, device: torch.device) -> ShardGroup:
+def _init(rank: int, world_size: int, store: Store, device: torch.device) -> ShardGroup:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(
         backend, store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT,
@@ -101,7 +103,7 @@ def _init(rank: int, world_size: int, store: dist.Store, device: torch.device) -
     )  # fmt: skip
     group = ShardGroup(rank, world_size, device)
     if device.type == "cuda":
-        group.host_group = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+        group.host_group = cast(dist.ProcessGroup, dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT))
     return group
 
 

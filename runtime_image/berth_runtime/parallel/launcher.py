@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from multiprocessing.process import BaseProcess
+from typing import cast
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.parallel.group import ShardGroup, create_store, join_as_host
@@ -50,7 +51,7 @@ class WorkerPool:
             if self._stopping.is_set():
                 return
             for sentinel in ready:
-                rank = sentinels.pop(sentinel)  # type: ignore[call-overload]
+                rank = sentinels.pop(cast(int, sentinel))
                 self._fail(rank, self.processes[rank - 1])
 
     def _fail(self, rank: int, process: BaseProcess) -> None:
