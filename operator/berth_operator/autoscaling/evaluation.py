@@ -61,6 +61,7 @@ def targets_from_spec(spec: InferenceDeploymentSpec) -> Targets:
         scale_up_stabilization_seconds=autoscaling.scale_up_stabilization_seconds,
         dry_run=autoscaling.dry_run,
         batch_slots=spec.runtime.max_batch_size,
+        metrics_window_seconds=autoscaling.metrics_window_seconds,
     )
 
 

@@ -26,7 +26,8 @@ same function. The rules, in the order they apply:
    scale-up stabilization takes the lowest recommendation of its window.
 5. Scale down only when no SLO is breached, no scale-up happened within the stabilization window,
    the demand is not rising (no request waiting, the queue not growing, the requests in flight not
-   above their window average in this evaluation and the last) and the highest recommendation in
+   above their window average in this evaluation and the last, the windowed request rate not up
+   since the last evaluation beyond its noise: `trend.rate_jump`) and the highest recommendation in
    that window is below the current count — where a recommendation is the fewest replicas whose
    survivors (load x N / (N - k)) stay within `scale_down_utilization` of capacity and whose
    requests running stay within `slot_scale_down_utilization` of their slots. The gap between the
@@ -43,7 +44,6 @@ from enum import StrEnum
 
 from berth_operator.api.autoscaling import replica_bounds
 from berth_operator.autoscaling.capacity import (
-    Load,
     SloTargets,
     Tuning,
     learn_capacity,
@@ -62,7 +62,7 @@ from berth_operator.autoscaling.sizing import (
     survivor_words,
 )
 from berth_operator.autoscaling.state import DecisionRecord, GaugeSample, Recommendation, ScalingHistory
-from berth_operator.autoscaling.trend import demand_growth, trend_words
+from berth_operator.autoscaling.trend import demand_growth, rate_jump, trend_words
 
 DEFAULT_TUNING = Tuning()
 
@@ -81,6 +81,9 @@ class Targets:
     dry_run: bool = False
     batch_slots: int | None = None
     """Sequences one replica runs at once (`runtime.maxBatchSize`); None: unknown, not sized by."""
+    metrics_window_seconds: float = 60.0
+    """The rate window of the signals (`metricsWindowSeconds`): how many requests a windowed rate
+    counts, hence how much it moves by noise alone between two evaluations."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
@@ -216,6 +219,9 @@ def _evaluate(
         summary += f" (breached for {now - breach_since:.0f}s)"
 
     growth = demand_growth(history.recommendations, now, signals.requests_per_second, tuning)
+    rate_before = rate_jump(
+        history.recommendations, now, signals.requests_per_second, targets.metrics_window_seconds, tuning
+    )
     demand = max(load.arriving, load.served * growth) + load.queued / tuning.backlog_drain_seconds
     need_up = replicas_for(demand, ceiling, tuning.scale_up_utilization)
     requests = in_flight(signals, targets.batch_slots, learned_before) * growth
@@ -295,10 +301,10 @@ def _evaluate(
     observed_whole_window = (
         bool(history.recommendations) and history.recommendations[0].time <= down_window_start
     )
-    if need_down < replicas and stable and observed_whole_window and load.rising:
+    if need_down < replicas and stable and observed_whole_window and (load.rising or rate_before is not None):
         return _ScalingVerdict(
             replicas,
-            f"holding {replicas}: {summary}; demand is rising ({_rising_words(signals, load)}), "
+            f"holding {replicas}: {summary}; demand is rising ({_rising_words(signals, rate_before)}), "
             "no replica is removed into it",
             breaches,
             history,
@@ -318,9 +324,14 @@ def _evaluate(
     return _ScalingVerdict(replicas, f"holding {replicas}: {summary}; {sizing}", breaches, history)
 
 
-def _rising_words(signals: Signals, load: Load) -> str:
+def _rising_words(signals: Signals, rate_before: float | None) -> str:
     if signals.waiting_requests > 0:
         return f"{signals.waiting_requests:.0f} requests waiting"
+    if rate_before is not None:
+        return (
+            f"{signals.requests_per_second:.1f} requests/s over the window, "
+            f"{rate_before:.1f} at the last evaluation"
+        )
     return (
         f"{signals.running_requests:.0f} requests in flight, "
         f"{signals.running_requests_average:.0f} on average over the window"

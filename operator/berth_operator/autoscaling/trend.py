@@ -11,12 +11,19 @@ operator restart like the rest of the policy's memory. The windowed rate, unlike
 requests-in-flight gauge, does not jump when a replica joins, and is smooth enough that its slope
 over three minutes is the demand's, not the noise's.
 
+The same points tell, at the next evaluation already, that a rising edge has begun: the windowed
+rate of now against the last evaluation's (`rate_jump`). The requests in flight show an edge too,
+but one gauge sample is noisy enough to dip back under its margin in the middle of a rise; the
+windowed rate moves only by the requests that entered and left the window in between, so a rise
+beyond that Poisson noise is the demand's.
+
 Pure functions; no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
 from berth_operator.autoscaling.capacity import Tuning
 from berth_operator.autoscaling.state import Recommendation
@@ -53,3 +60,27 @@ def trend_words(growth: float, tuning: Tuning) -> str:
         f" (incl. {growth - 1:.0%} the demand grows within {tuning.trend_horizon_seconds:.0f}s "
         f"at its slope over the last {tuning.trend_seconds:.0f}s)"
     )
+
+
+def rate_jump(
+    recommendations: Sequence[Recommendation],
+    now: float,
+    rate_now: float,
+    window_seconds: float,
+    tuning: Tuning,
+) -> float | None:
+    """The windowed request rate of the last evaluation, if `rate_now` has risen above it beyond
+    `trend_margin` and beyond `trend_noise_sigmas` standard deviations of the Poisson noise of the
+    requests that entered and left the window in between (sqrt(2 x rate x elapsed) / window);
+    None otherwise, or without a recent last evaluation (`recent_seconds`)."""
+    last = recommendations[-1] if recommendations else None
+    if last is None or last.requests_per_second is None:
+        return None
+    elapsed = now - last.time
+    if not 0 < elapsed <= tuning.recent_seconds or window_seconds <= 0:
+        return None
+    before = last.requests_per_second
+    noise = math.sqrt(2.0 * max(rate_now, before) * min(elapsed, window_seconds)) / window_seconds
+    if rate_now - before > max(tuning.trend_margin * before, tuning.trend_noise_sigmas * noise):
+        return before
+    return None

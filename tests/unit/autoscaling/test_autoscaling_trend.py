@@ -9,7 +9,7 @@ from autoscaling_factories import NOW, signals, steady, targets
 from berth_operator.autoscaling.capacity import Tuning
 from berth_operator.autoscaling.policy import Action, decide
 from berth_operator.autoscaling.state import Recommendation, ScalingHistory
-from berth_operator.autoscaling.trend import demand_growth
+from berth_operator.autoscaling.trend import demand_growth, rate_jump
 
 TUNING = Tuning()
 
@@ -79,3 +79,54 @@ def test_the_reason_says_what_the_trend_added() -> None:
     decision = decide(observation, spec, steady(1), history, NOW)
     assert decision.action is Action.SCALE_UP
     assert "the demand grows within 300s at its slope over the last 180s" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "jumped"),
+    [
+        (10.0, 14.0, True),  # 10 s into a 4x edge: 40% more, 2 sigma of the noise is 0.56 req/s
+        (10.0, 10.5, False),  # within the 15% margin
+        (0.5, 0.6, False),  # 20% more, but of 0.5 req/s: within 2 sigma (0.12 req/s)
+        (10.0, 8.0, False),  # falling
+    ],
+)
+def test_a_windowed_rate_jump_beyond_its_poisson_noise_is_a_rise(
+    before: float, now: float, jumped: bool
+) -> None:
+    last = rates({10: before})
+    assert (rate_jump(last, NOW, now, 60.0, TUNING) == before) is jumped
+
+
+def test_without_a_recent_last_rate_there_is_no_jump() -> None:
+    assert rate_jump([], NOW, 40.0, 60.0, TUNING) is None
+    assert rate_jump(rates({600: 10.0}), NOW, 40.0, 60.0, TUNING) is None
+    assert rate_jump([Recommendation(NOW - 10, 1, 1, None)], NOW, 40.0, 60.0, TUNING) is None
+
+
+def test_a_scale_down_due_at_a_rising_edge_waits_while_the_windowed_rate_jumps() -> None:
+    # Four replicas, a window of low load (the down recommendations all say 1), and the windowed
+    # rate up 40% since the last evaluation while the gauge of this sample happens to be calm.
+    quiet = tuple(Recommendation(NOW - age, 1, 1, 10.0) for age in range(310, 0, -10))
+    history = ScalingHistory(capacity_ceiling=6000.0, capacity_floor=3000.0, recommendations=quiet)
+    edge = signals(
+        requests_per_second=14.0,
+        generation_tokens_per_second=2800.0,
+        running_requests=12.0,
+        running_requests_average=12.0,
+    )
+    held = decide(edge, targets(batch_slots=64), steady(4), history, NOW)
+    assert held.action is Action.HOLD
+    assert "14.0 requests/s over the window, 10.0 at the last evaluation" in held.reason
+    calm = decide(
+        signals(
+            requests_per_second=10.0,
+            generation_tokens_per_second=2000.0,
+            running_requests=12.0,
+            running_requests_average=12.0,
+        ),
+        targets(batch_slots=64),
+        steady(4),
+        history,
+        NOW,
+    )
+    assert calm.action is Action.SCALE_DOWN
