@@ -1,7 +1,8 @@
 """The int4 kernel computes ``x @ dequantize(q, scale, zero).T + bias`` (the torch reference) in both
-variants (CUDA-core GEMV for a few rows, tensor-core tiles for more), and AWQ / GPTQ checkpoints load
-as stored: `Int4Linear`s holding packed nibbles whose kernel output equals the layer's reference, with
-GPTQ act-order inputs permuted so each group is contiguous."""
+variants (CUDA-core GEMV for a few rows, tensor-core tiles for more), and AWQ, GPTQ and
+compressed-tensors pack-quantized checkpoints load as stored: `Int4Linear`s holding packed nibbles
+whose kernel output equals the layer's reference, with act-order inputs permuted so each group is
+contiguous."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from berth_runtime.kernels import int4_linear as module
 from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.int4_linear import int4_linear
-from berth_runtime.models.prequantized import dequantize_gptq, gptq_to_int4
+from berth_runtime.models.int4_formats import dequantize_gptq, gptq_to_int4
 from berth_runtime.quantization.int4_linear import Int4Linear
 
 
@@ -76,7 +77,7 @@ def test_wrapper_names_what_is_wrong(device: str) -> None:
         int4_linear(torch.zeros(1, 64, device=device), qweight, scale.repeat(1, 4), zero.repeat(1, 4))
 
 
-@pytest.mark.parametrize("scheme", ["awq", "gptq"])
+@pytest.mark.parametrize("scheme", ["awq", "gptq", "int4-pack", "int4-pack-asymmetric-actorder"])
 def test_checkpoints_load_as_stored_int4(
     tiny_llama_dir: Path, tmp_path: Path, device: str, scheme: str
 ) -> None:

@@ -102,6 +102,50 @@ def _gptq(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     return stored, dequantized
 
 
+def _pack_quantized(symmetric: bool, act_order: bool) -> Quantizer:
+    """compressed-tensors pack-quantized, group 32: signed 4-bit values stored plus 8, packed along the
+    input; asymmetric zero points likewise, packed along the output; group act-order's g_idx."""
+
+    def quantize(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        outputs, inputs = weight.shape
+        groups = torch.arange(inputs) // GROUP
+        if act_order:
+            groups = groups[torch.randperm(inputs, generator=torch.Generator().manual_seed(inputs))]
+        if symmetric:
+            scales = (
+                torch.stack([weight[:, groups == g].abs().amax(1) for g in range(inputs // GROUP)], 1) / 7
+            )
+            scales, zeros = scales.clamp(min=1e-8).to(torch.bfloat16), torch.zeros(outputs, inputs // GROUP)
+        else:
+            _, zeros_unsigned, scales = _asymmetric_groups(weight.t(), groups)
+            scales, zeros = scales.t().to(torch.bfloat16).contiguous(), zeros_unsigned.t() - 8  # signed
+        q = torch.clamp(torch.round(weight / scales.float()[:, groups]) + zeros[:, groups], -8, 7)
+        dequantized = (q - zeros[:, groups]) * scales.float()[:, groups]
+        stored = {
+            "weight_packed": _pack(q + 8, 1),
+            "weight_scale": scales,
+            "weight_shape": torch.tensor([outputs, inputs]),
+        }
+        if not symmetric:
+            stored["weight_zero_point"] = _pack(zeros + 8, 0)
+        if act_order:
+            stored["weight_g_idx"] = groups.int()
+        return stored, dequantized
+
+    return quantize
+
+
+def _compressed_tensors_int4(symmetric: bool, act_order: bool) -> dict[str, object]:
+    weights = {"num_bits": 4, "type": "int", "strategy": "group", "group_size": GROUP, "symmetric": symmetric}
+    weights["actorder"] = "group" if act_order else None
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
+        "ignore": ["lm_head"],
+    }
+
+
 def _compressed_tensors_fp8(strategy: str) -> dict[str, object]:
     weights = {"num_bits": 8, "type": "float", "strategy": strategy, "symmetric": True}
     return {
@@ -118,6 +162,9 @@ QUANTIZATION_CONFIGS = {
     "fp8-block-even": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 32]},
     "awq": {"quant_method": "awq", "bits": 4, "group_size": GROUP, "version": "gemm", "zero_point": True},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True, "sym": True},
+    "int4-pack": _compressed_tensors_int4(symmetric=True, act_order=False),
+    "int4-pack-asymmetric": _compressed_tensors_int4(symmetric=False, act_order=False),
+    "int4-pack-asymmetric-actorder": _compressed_tensors_int4(symmetric=False, act_order=True),
 }
 QUANTIZERS: dict[str, Quantizer] = {
     "fp8-tensor": _fp8(per_channel=False),
@@ -126,6 +173,9 @@ QUANTIZERS: dict[str, Quantizer] = {
     "fp8-block-even": _fp8_blocks(32, 32),
     "awq": _awq,
     "gptq": _gptq,
+    "int4-pack": _pack_quantized(symmetric=True, act_order=False),
+    "int4-pack-asymmetric": _pack_quantized(symmetric=False, act_order=False),
+    "int4-pack-asymmetric-actorder": _pack_quantized(symmetric=False, act_order=True),
 }
 
 
@@ -185,7 +235,11 @@ def test_fp8_weights_are_served_as_stored(tiny_llama_dir: Path, tmp_path: Path, 
         ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "version='gemv'"),
         ({"quant_method": "gptq", "bits": 8, "group_size": 128}, "bits=8"),
         ({"quant_method": "fp8", "activation_scheme": "dynamic"}, "weight_block_size=None"),
-        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "'pack-quantized'"),
+        (
+            {"quant_method": "compressed-tensors", "format": "pack-quantized"},
+            "'pack-quantized' with 0 weight",
+        ),
+        ({"quant_method": "compressed-tensors", "format": "marlin-24"}, "'marlin-24'"),
     ],
 )
 def test_an_unsupported_quantization_config_fails_naming_the_accepted_ones(
@@ -235,3 +289,37 @@ def test_block_fp8_layout_is_the_one_transformers_reads(tiny_llama_dir: Path, tm
     with torch.no_grad():
         expected = library.eval()(torch.tensor([PROMPT])).logits[0, -1]
     torch.testing.assert_close(prefill_logits(quantized_dir), expected, atol=ATOL, rtol=0)
+
+
+def test_pack_quantized_layout_is_the_one_compressed_tensors_writes() -> None:
+    """The library's own packing of signed 4-bit weights (along the input) and zero points (along the
+    output) gives the words the int4-pack checkpoints here are written with."""
+    helpers = pytest.importorskip(
+        "compressed_tensors.compressors.pack_quantized.helpers", reason="compressed-tensors is not installed"
+    )
+    values = torch.randint(-8, 8, (16, 64), generator=torch.Generator().manual_seed(0), dtype=torch.int8)
+    assert torch.equal(helpers.pack_to_int32(values, 4), _pack(values.long() + 8, 1))
+    assert torch.equal(helpers.pack_to_int32(values, 4, packed_dim=0), _pack(values.long() + 8, 0))
+
+
+@pytest.mark.parametrize("scheme", ["int4-pack", "int4-pack-asymmetric"])
+def test_int4_pack_layout_is_the_one_compressed_tensors_reads(
+    tiny_llama_dir: Path, tmp_path: Path, scheme: str
+) -> None:
+    """The library's own dequantization of the pack-quantized checkpoint written here (it multiplies in
+    the scales' bf16) equals the dequantized weights berth's logits are checked against, rounded to
+    bf16, bit for bit. (Group act-order, `weight_g_idx`, is gone from compressed-tensors >= 0.20 and
+    is checked against the dequantized weights only.)"""
+    pytest.importorskip("compressed_tensors", reason="compressed-tensors is not installed")
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    quantized_dir, float_dir = write_prequantized(tiny_llama_dir, tmp_path, scheme)
+    library = AutoModelForCausalLM.from_pretrained(
+        quantized_dir, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    )
+    weights = dict(library.named_parameters())
+    dequantized = load_file(str(float_dir / "model.safetensors"))
+    linears = [name for name in dequantized if name.removesuffix(".weight").rpartition(".")[2] in LINEARS]
+    assert len(linears) == 14
+    for name in linears:
+        assert torch.equal(weights[name].float(), dequantized[name].to(torch.bfloat16).float()), name

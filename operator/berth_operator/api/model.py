@@ -56,6 +56,7 @@ PREQUANTIZED_FORMATS = (
     "fp8 with weight_block_size",
     "awq (4-bit GEMM)",
     "gptq (4-bit)",
+    "compressed-tensors pack-quantized (4-bit int, group or channel)",
 )
 
 Dtype = Literal["bfloat16", "float16", "float32"]

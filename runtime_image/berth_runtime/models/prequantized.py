@@ -8,20 +8,16 @@ Formats, as their libraries write them:
 - FP8 block-wise (transformers' "fp8", as Qwen3 and DeepSeek publish it): `W.weight` float8_e4m3fn
   [out, in], `W.weight_scale_inv` [ceil(out / rows), ceil(in / columns)] for `weight_block_size`
   [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations).
-- AWQ (4-bit, GEMM layout, zero point): `W.qweight` int32 [in, out / 8] (eight nibbles per int in
-  AWQ's interleaved order), `W.qzeros` int32 [in / group, out / 8], `W.scales` [in / group, out].
-- GPTQ (4-bit, the original "gptq" checkpoint format): `W.qweight` int32 [in / 8, out] (nibbles along
-  the input), `W.qzeros` int32 [in / group, out / 8] stored minus one, `W.scales` [in / group, out],
-  `W.g_idx` [in] (each input's group; act-order checkpoints permute it).
+- 4-bit weights (AWQ GEMM, GPTQ, compressed-tensors "pack-quantized"): see `int4_formats`.
 
 FP8 weights are served as stored where the device runs FP8 (the CPU reference, CUDA compute
 capability >= 8.9): the decoder's linears become `WeightOnlyLinear`s holding the float8 weights and
 a per-output-channel scale (a per-tensor scale repeated per row), so fused q/k/v and gate/up simply
-concatenate rows. AWQ and GPTQ weights are served as stored too, on every device: the decoder's
+concatenate rows. 4-bit weights are served as stored too, on every device: the decoder's
 linears become `quantization.Int4Linear`s and each checkpoint linear is converted once to berth's
 output-major int4 layout (`kernels.int4_linear`: `.weight` packed [out, in / 8], `.weight_scale`
-[out, groups], `.weight_zero` [out, groups], and for GPTQ `.input_permutation` [1, in], act-order
-inputs sorted by group so each group is contiguous). Anything else (FP8 elsewhere, any format in a
+[out, groups], `.weight_zero` [out, groups], and where act-order is possible `.input_permutation`
+[1, in], inputs sorted by group so each group is contiguous). Anything else (FP8 elsewhere, any format in a
 mixture of experts' stacked experts, an int4 linear whose shape the layout cannot take) becomes one
 float `W.weight` tensor [out, in], copied like any other weight.
 """
@@ -35,6 +31,15 @@ from typing import Any
 
 import torch
 
+from berth_runtime.models.int4_formats import (
+    Int4Parts,
+    awq_to_int4,
+    dequantize_awq,
+    dequantize_gptq,
+    dequantize_pack_quantized,
+    gptq_to_int4,
+    pack_quantized_to_int4,
+)
 from berth_runtime.models.layers import fused_split_sizes
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError
 from berth_runtime.models.moe import SparseMoE
@@ -45,22 +50,28 @@ PREQUANTIZED_FORMATS = (
     "fp8 with weight_block_size",
     "awq (4-bit GEMM)",
     "gptq (4-bit)",
+    "compressed-tensors pack-quantized (4-bit int, group or channel)",
 )
-_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
-INT4_METHODS = ("awq", "gptq")
+INT4_METHODS = ("awq", "gptq", "pack-quantized")
 STORED_DTYPES = (torch.float8_e4m3fn, torch.int32)
 """A destination of one of these dtypes takes the checkpoint's weight as stored (FP8, packed int4)."""
 # Architectures whose checkpoints store q/k/v and gate/up already fused (one tensor per fused linear).
 _FUSED_CHECKPOINTS = ("Phi3ForCausalLM",)
-_PACKED_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
+_PACKED_PARTS = {
+    "awq": ("qweight", "qzeros", "scales"),
+    "gptq": ("qweight", "qzeros", "scales", "g_idx"),
+    "pack-quantized": ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_g_idx"),
+}
 
 
 @dataclass(frozen=True)
 class PreQuantization:
     method: str
-    """"fp8" (per tensor or channel), "fp8-block", "awq" or "gptq"."""
+    """"fp8" (per tensor or channel), "fp8-block", "awq", "gptq" or "pack-quantized"."""
     group_size: int = 0
-    """Inputs per scale and zero (awq, gptq)."""
+    """Inputs per scale and zero (4-bit); 0: one group per output channel (pack-quantized "channel")."""
+    act_order: bool = True
+    """Inputs may be permuted by a `g_idx` (gptq; pack-quantized with actorder "group")."""
     block_size: tuple[int, int] = (0, 0)
     """Rows and columns per scale (fp8-block)."""
 
@@ -79,6 +90,8 @@ def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization 
             f"accepted: {', '.join(PREQUANTIZED_FORMATS)}"
         )
 
+    if method == "compressed-tensors" and settings.get("format") == "pack-quantized":
+        return _read_pack_quantized(settings, unsupported)
     if method == "compressed-tensors":
         if settings.get("format") != "float-quantized":
             raise unsupported(f"compressed-tensors format {settings.get('format')!r}")
@@ -112,41 +125,32 @@ def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization 
             raise unsupported(f"{method} with bits={bits!r}, group_size={group_size!r}, version={version!r}")
         if method == "gptq" and settings.get("checkpoint_format", "gptq") != "gptq":
             raise unsupported(f"gptq checkpoint_format {settings.get('checkpoint_format')!r}")
-        return PreQuantization(method, group_size)
+        return PreQuantization(method, group_size, act_order=method == "gptq")
     raise unsupported(f"quant_method {method!r}")
 
 
-def _unpack_nibbles(packed: torch.Tensor, dim: int) -> torch.Tensor:
-    """int32 -> eight 4-bit values each, lowest nibble first, expanded along `dim` (0 or 1)."""
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
-    if dim == 1:  # [rows, cols] -> [rows, cols * 8]
-        return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(packed.shape[0], -1)
-    return ((packed.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF).reshape(-1, packed.shape[1])
-
-
-def _awq_order(values: torch.Tensor) -> torch.Tensor:
-    """Undo AWQ's interleaving of the eight nibbles of each int32 (columns grouped by eight)."""
-    rows, columns = values.shape
-    return values.view(rows, columns // 8, 8)[:, :, list(_AWQ_REVERSE_ORDER)].reshape(rows, columns)
-
-
-def dequantize_awq(
-    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
-) -> torch.Tensor:
-    """-> float32 weight [out, in]."""
-    weight = _awq_order(_unpack_nibbles(qweight, dim=1))  # [in, out]
-    zeros = _awq_order(_unpack_nibbles(qzeros, dim=1)).repeat_interleave(group_size, dim=0)
-    return ((weight - zeros).float() * scales.float().repeat_interleave(group_size, dim=0)).t().contiguous()
-
-
-def dequantize_gptq(
-    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_index: torch.Tensor
-) -> torch.Tensor:
-    """-> float32 weight [out, in]."""
-    weight = _unpack_nibbles(qweight, dim=0)  # [in, out]
-    zeros = _unpack_nibbles(qzeros, dim=1) + 1  # [groups, out]; stored minus one
-    groups = group_index.long()
-    return ((weight - zeros[groups]).float() * scales.float()[groups]).t().contiguous()
+def _read_pack_quantized(
+    settings: dict[str, Any], unsupported: Callable[[str], ModelDirectoryError]
+) -> PreQuantization:
+    """compressed-tensors "pack-quantized": every config group 4-bit int weights, one strategy."""
+    schemes: set[tuple[int, bool]] = set()
+    for group in (settings.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        strategy, group_size = weights.get("strategy"), weights.get("group_size")
+        if (weights.get("type"), weights.get("num_bits")) != ("int", 4) or not (
+            strategy == "channel" or (strategy == "group" and isinstance(group_size, int) and group_size > 0)
+        ):
+            raise unsupported(f"compressed-tensors format 'pack-quantized' with weights {weights!r}")
+        schemes.add(
+            (
+                group_size if isinstance(group_size, int) and strategy == "group" else 0,
+                weights.get("actorder") == "group",
+            )
+        )
+    if len(schemes) != 1:
+        raise unsupported(f"compressed-tensors format 'pack-quantized' with {len(schemes)} weight schemes")
+    group_size, act_order = schemes.pop()
+    return PreQuantization("pack-quantized", group_size, act_order=act_order)
 
 
 def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -178,7 +182,7 @@ def float_tensors(
     """The checkpoint's tensors by name, each quantized linear's parts replaced by its float32
     `.weight`, except weights whose destination `keeps_fp8` (name of the `.weight` -> bool: a
     `STORED_DTYPES` destination) takes them as stored: FP8 with its scale as `.weight_scale` [out]
-    float32, AWQ / GPTQ in berth's int4 layout (`_int4_parts`). `read` returns a stored tensor by name."""
+    float32, 4-bit formats in berth's int4 layout (`_int4_parts`). `read` returns a stored tensor by name."""
     if quantization is None:
         yield from ((name, read(name)) for name in names)
         return
@@ -210,27 +214,53 @@ def float_tensors(
         parts = _PACKED_PARTS[quantization.method]
         if part not in parts:
             yield name, read(name)
-        elif part == "qweight":
-            missing = [p for p in parts if p != "g_idx" and f"{prefix}.{p}" not in available]
-            if missing:
-                raise ModelDirectoryError(f"quantized {prefix!r} lacks {', '.join(missing)}")
-            qweight, qzeros, scales = (read(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales"))
-            stored = keeps_fp8(f"{prefix}.weight")
-            if quantization.method == "awq":
-                if stored:
-                    yield from _int4_parts(prefix, *awq_to_int4(qweight, qzeros, scales), None)
-                else:
-                    yield f"{prefix}.weight", dequantize_awq(qweight, qzeros, scales, quantization.group_size)
-                continue
-            group_index = (
-                read(f"{prefix}.g_idx")
-                if f"{prefix}.g_idx" in available
-                else torch.arange(qweight.shape[0] * 8) // quantization.group_size
-            )
-            if stored:
-                yield from _int4_parts(prefix, *gptq_to_int4(qweight, qzeros, scales, group_index, prefix))
-            else:
-                yield f"{prefix}.weight", dequantize_gptq(qweight, qzeros, scales, group_index)
+        elif part == parts[0]:  # the packed weight: the linear's other parts are read with it
+            yield from _int4_tensors(prefix, read, available, quantization, keeps_fp8(f"{prefix}.weight"))
+
+
+def _int4_tensors(
+    prefix: str,
+    read: Callable[[str], torch.Tensor],
+    available: set[str],
+    quantization: PreQuantization,
+    stored: bool,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """One 4-bit linear's tensors: berth's int4 layout when `stored`, else its float32 `.weight`."""
+    method = quantization.method
+    optional = ("g_idx", "weight_shape", "weight_zero_point", "weight_g_idx")
+    missing = [p for p in _PACKED_PARTS[method] if p not in optional and f"{prefix}.{p}" not in available]
+    if missing:
+        raise ModelDirectoryError(f"quantized {prefix!r} lacks {', '.join(missing)}")
+
+    def part(name: str) -> torch.Tensor | None:
+        return read(f"{prefix}.{name}") if f"{prefix}.{name}" in available else None
+
+    parts: Int4Parts
+    if method == "awq":
+        qweight, qzeros, scales = (read(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales"))
+        if not stored:
+            yield f"{prefix}.weight", dequantize_awq(qweight, qzeros, scales, quantization.group_size)
+            return
+        parts = awq_to_int4(qweight, qzeros, scales)
+    elif method == "gptq":
+        qweight, qzeros, scales = (read(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales"))
+        group_index = part("g_idx")
+        if group_index is None:
+            group_index = torch.arange(qweight.shape[0] * 8) // quantization.group_size
+        if not stored:
+            yield f"{prefix}.weight", dequantize_gptq(qweight, qzeros, scales, group_index)
+            return
+        parts = gptq_to_int4(qweight, qzeros, scales, group_index, prefix)
+    else:
+        packed, scale = read(f"{prefix}.weight_packed"), read(f"{prefix}.weight_scale")
+        zero_point, group_index = part("weight_zero_point"), part("weight_g_idx")
+        if not stored:
+            yield f"{prefix}.weight", dequantize_pack_quantized(packed, scale, zero_point, group_index)
+            return
+        parts = pack_quantized_to_int4(packed, scale, zero_point, group_index, prefix)
+        if quantization.act_order and parts[3] is None:  # the layer has an input order to fill
+            parts = (*parts[:3], torch.arange(packed.shape[1] * 8))
+    yield from _int4_parts(prefix, *parts)
 
 
 def _int4_parts(
@@ -244,55 +274,26 @@ def _int4_parts(
         yield f"{prefix}.input_permutation", order.to(torch.int32).view(1, -1)
 
 
-def _pack_inputs(values: torch.Tensor) -> torch.Tensor:
-    """[out, in] 4-bit values -> int32 [out, in / 8], input 8w + j in nibble j of word w."""
-    grouped = values.to(torch.int64).view(values.shape[0], -1, 8)
-    packed = sum(grouped[:, :, j] << (4 * j) for j in range(8))
-    return torch.as_tensor(packed).to(torch.int32).contiguous()  # wraps to signed int32
-
-
-def awq_to_int4(
-    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AWQ's GEMM tensors -> berth's int4 layout (qweight [out, in / 8], scale and zero [out, groups])."""
-    weight = _awq_order(_unpack_nibbles(qweight, dim=1))  # [in, out]
-    zeros = _awq_order(_unpack_nibbles(qzeros, dim=1))  # [groups, out]
-    return _pack_inputs(weight.t()), scales.t().contiguous(), zeros.t().to(torch.uint8).contiguous()
-
-
-def gptq_to_int4(
-    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_index: torch.Tensor, name: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GPTQ's tensors -> berth's int4 layout plus the input order that makes each group contiguous
-    (act-order `g_idx` sorted; the identity otherwise)."""
-    groups = group_index.long()
-    order = torch.argsort(groups, stable=True)
-    group_size = groups.numel() // scales.shape[0]
-    if not torch.equal(groups[order], torch.arange(groups.numel()) // group_size):
-        raise ModelDirectoryError(
-            f"quantized {name!r}: g_idx does not put {group_size} inputs in each of {scales.shape[0]} groups"
-        )
-    weight = _unpack_nibbles(qweight, dim=0)[order]  # [in, out], inputs sorted by group
-    zeros = _unpack_nibbles(qzeros, dim=1) + 1  # [groups, out]; stored minus one
-    return _pack_inputs(weight.t()), scales.t().contiguous(), zeros.t().to(torch.uint8).contiguous(), order
-
-
-def stores_int4(linear: torch.nn.Linear, group_size: int) -> bool:
+def stores_int4(in_features: int, group_size: int) -> bool:
     """The int4 kernel takes this linear as stored (whole groups, 8-input words, one K tile per group)."""
-    inputs = linear.in_features
-    return inputs % 8 == 0 and inputs % group_size == 0 and group_size % 16 == 0
+    return in_features % 8 == 0 and in_features % group_size == 0 and group_size % 16 == 0
 
 
 def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_size: int, method: str) -> None:
     """Swaps the decoder's `nn.Linear`s for empty `Int4Linear`s the loader fills as stored (a mixture
     of experts' stacked experts, and linears the layout cannot take, stay float: dequantized at load).
-    GPTQ layers get one input-order row per checkpoint tensor fused into them."""
+    Layers whose inputs may be act-order permuted get one input-order row per checkpoint tensor fused
+    into them. Scales are held as the format stores them (fp16 for AWQ and GPTQ), in float32 for
+    compressed-tensors (bf16 or fp16 there: float32 holds either exactly)."""
     fused_in_checkpoint = config.architecture in _FUSED_CHECKPOINTS
+    act_order = config.prequantization is not None and config.prequantization.act_order
+    scale_dtype = torch.float32 if method == "pack-quantized" else torch.float16
     for parent in list(module.modules()):
         if isinstance(parent, SparseMoE):
             continue
         for child_name, child in list(parent.named_children()):
-            if not isinstance(child, torch.nn.Linear) or not stores_int4(child, group_size):
+            group = group_size or child.in_features if isinstance(child, torch.nn.Linear) else 0
+            if not isinstance(child, torch.nn.Linear) or not stores_int4(child.in_features, group):
                 continue
             shards = [child.out_features]
             if child_name in ("qkv_proj", "gate_up_proj") and not fused_in_checkpoint:
@@ -301,9 +302,10 @@ def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_si
             replacement = Int4Linear(
                 child.in_features,
                 child.out_features,
-                group_size,
+                group,
                 bias,
-                shards if method == "gptq" else None,
+                shards if act_order else None,
                 child.weight.device,
+                scale_dtype,
             )
             setattr(parent, child_name, replacement)

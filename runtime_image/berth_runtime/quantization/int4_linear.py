@@ -1,5 +1,5 @@
 """``Int4Linear``: an AWQ or GPTQ checkpoint's 4-bit linear layer, held as stored (packed nibbles, one
-fp16 scale and one zero point per group of inputs) instead of dequantized at load.
+scale and one zero point per group of inputs) instead of dequantized at load.
 
 On CUDA the forward pass is the Triton dequant-GEMM/GEMV (``kernels.int4_linear``). Elsewhere it is
 the reference: the weight is dequantized on every call (``torch_reference.int4_linear``), not cached.
@@ -37,9 +37,10 @@ class Int4Linear(nn.Module):
         bias: torch.Tensor | None,
         shard_sizes: list[int] | None,
         device: torch.device,
+        scale_dtype: torch.dtype = torch.float16,
     ) -> None:
         """Empty buffers the loader fills. ``shard_sizes``: the output rows of each checkpoint tensor
-        fused here when inputs may be permuted (GPTQ), None when they never are (AWQ)."""
+        fused here when inputs may be permuted (act-order), None when they never are (AWQ)."""
         super().__init__()
         if in_features % 8 or in_features % group_size:
             raise ValueError(
@@ -51,7 +52,7 @@ class Int4Linear(nn.Module):
         self.register_buffer(
             "qweight", torch.empty(out_features, in_features // 8, dtype=torch.int32, device=device)
         )
-        self.register_buffer("scale", torch.empty(out_features, groups, dtype=torch.float16, device=device))
+        self.register_buffer("scale", torch.empty(out_features, groups, dtype=scale_dtype, device=device))
         self.register_buffer("zero", torch.empty(out_features, groups, dtype=torch.uint8, device=device))
         self.register_buffer("bias", bias)
         self.shard_sizes = shard_sizes
