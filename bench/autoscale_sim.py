@@ -3,13 +3,14 @@ status round trip, against today's autoscalers on the same traces, replicas, col
 metrics.
 
     python -m bench.autoscale_sim [--base-rate 10] [--cold-start 90] [--trace NAME] [--jobs 2] [--seed 7]
-                                  [--scrape-seconds 10] [--interval SECONDS]
+                                  [--scrape-seconds 10] [--interval SECONDS] [--misses] [--reasons]
 
 Prints one table: per trace and autoscaler, the share of requests within the TTFT and ITL
 targets, p95 TTFT, GPU-hours, scale events, direction changes, scale-ins into a rising edge, and
 the peak replica count; then, per trace, whether berth met the goal (at least the best baseline's
 TTFT share, at no more GPU-hours than the baseline that attains the most). The oracle rows bound
-what any policy reading these signals can reach. Figures, not a pass/fail.
+what any policy reading these signals can reach. Figures, not a pass/fail. `--misses` adds, under
+each row, where in time that run's requests over the TTFT target arrived (`autoscale_report`).
 
 The loop, every `--dt` seconds: route arrivals to the Ready replica with the fewest outstanding
 requests (a least-requests gateway), step every Ready replica, scrape every 10 s, record the
@@ -38,6 +39,7 @@ from bench.autoscale_baselines import HpaConcurrency, Kaito, KedaConcurrency, Kn
 from bench.autoscale_berth import BerthScaler, Step, berth_spec, steps_to_json
 from bench.autoscale_metrics import MetricStore
 from bench.autoscale_oracle import DemandSeries, Oracle, clairvoyant
+from bench.autoscale_report import Outcome, goal_line, misses_by_bin, misses_line, row_line
 from bench.autoscale_serving import FinishedRequest, Replica, ReplicaModel, measured_replica
 from bench.autoscale_traces import TRACE_SEED, Trace, standard_traces
 from berth_operator.api import InferenceDeploymentSpec
@@ -85,22 +87,6 @@ class Settings:
 
     def spec(self, min_replicas: int) -> InferenceDeploymentSpec:
         return berth_spec(min_replicas, self.max_replicas, self.ttft_ms, self.itl_ms, self.interval_seconds)
-
-
-@dataclass
-class Outcome:
-    scenario: str
-    scaler: str
-    ttft_met: float
-    itl_met: float
-    ttft_p95: float
-    gpu_hours: float
-    scale_events: int
-    direction_changes: int
-    rising_scale_ins: int
-    peak_replicas: int
-    reasons: list[str]
-    steps: list[Step]
 
 
 class Cluster:
@@ -227,6 +213,8 @@ def _outcome(
     steps: list[Step],
 ) -> Outcome:
     total = len(trace.arrivals)
+    late = [f.arrival for f in finished if f.ttft > settings.ttft_ms / 1000]
+    unserved = np.isin(trace.arrivals, [f.arrival for f in finished], invert=True)
     ttft = np.array([f.ttft for f in finished] + [math.inf] * (total - len(finished)))
     itl = np.array([f.mean_itl for f in finished] + [math.inf] * (total - len(finished)))
     changes = np.diff(trajectory)
@@ -244,6 +232,7 @@ def _outcome(
         peak_replicas=max(trajectory),
         reasons=reasons,
         steps=steps,
+        misses=misses_by_bin(np.concatenate([np.array(late), trace.arrivals[unserved]])),
     )
 
 
@@ -255,28 +244,6 @@ def scenarios(base_rate: float, names: list[str] | None, seed: int = TRACE_SEED)
             if not names or scenario.label in names or trace.name in names:
                 chosen.append(scenario)
     return chosen
-
-
-def goal_line(rows: list[Outcome]) -> str:
-    """berth against the goal on one scenario: at least the best baseline's TTFT share, at no more
-    GPU-hours than that baseline; no scale-in into a rising edge; the fewest direction changes."""
-    berth = rows[0]
-    baselines = [r for r in rows[1:] if not r.scaler.startswith(("oracle", "clairvoyant"))]
-    best = max(baselines, key=lambda r: (r.ttft_met, -r.gpu_hours))
-    fewest = min(r.direction_changes for r in baselines)
-    oracle = next(r for r in rows if r.scaler.startswith("oracle"))
-    checks = [
-        ("TTFT", berth.ttft_met >= best.ttft_met),
-        ("GPU-h", berth.gpu_hours <= best.gpu_hours + 1e-9),
-        ("rising-edge scale-ins 0", berth.rising_scale_ins == 0),
-        ("fewest direction changes", berth.direction_changes <= fewest),
-    ]
-    verdict = ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in checks)
-    return (
-        f"  goal: {verdict} -- berth {berth.ttft_met:.3%} at {berth.gpu_hours:.2f} GPU-h, best baseline "
-        f"{best.scaler} {best.ttft_met:.3%} at {best.gpu_hours:.2f}; reactive bound {oracle.ttft_met:.2%}; "
-        f"direction changes {berth.direction_changes} (baselines' fewest {fewest})"
-    )
 
 
 def main() -> None:
@@ -312,6 +279,11 @@ def main() -> None:
     parser.add_argument("--trace", action="append", help="run only this trace or scenario (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="processes to run the runs in (default 1)")
     parser.add_argument("--reasons", action="store_true", help="print berth's scale decisions")
+    parser.add_argument(
+        "--misses",
+        action="store_true",
+        help="print each run's requests over the TTFT target by 30 s bin of their arrival",
+    )
     parser.add_argument(
         "--only", action="append", help="run only autoscalers whose name starts with this (repeatable)"
     )
@@ -358,11 +330,9 @@ def main() -> None:
     for offset in range(0, len(outcomes), runs):
         rows = outcomes[offset : offset + runs]
         for row in rows:
-            print(
-                f"{row.scenario:<16} {row.scaler:<30} {row.ttft_met:>8.2%} {row.itl_met:>8.2%} "
-                f"{_seconds(row.ttft_p95):>9} {row.gpu_hours:>6.2f} {row.scale_events:>6} "
-                f"{row.direction_changes:>7} {row.rising_scale_ins:>7} {row.peak_replicas:>4}"
-            )
+            print(row_line(row))
+            if args.misses:
+                print(misses_line(row))
             if args.reasons:
                 for reason in row.reasons:
                     print(f"    {reason}")
@@ -377,12 +347,6 @@ def _run(job: tuple[str, int, Settings]) -> Outcome:
     label, index, settings = job
     (scenario,) = [s for s in scenarios(settings.base_rate, None, settings.seed) if s.label == label]
     return simulate(scenario, index, settings)
-
-
-def _seconds(value: float) -> str:
-    if math.isinf(value):
-        return "inf"
-    return f"{value * 1000:.0f}ms" if value < 10 else f"{value:.1f}s"
 
 
 if __name__ == "__main__":
