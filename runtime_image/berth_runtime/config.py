@@ -248,7 +248,11 @@ class RuntimeConfig:
                 )
         if self.device == "cuda" and not _cuda_available():
             raise ValueError("device='cuda' but no CUDA device is available; accepted here: cpu")
-        if self.device == "cuda" and self.tensor_parallel_size > _cuda_device_count():
+        if (
+            self.device == "cuda"
+            and self.tensor_parallel_size > 1
+            and self.tensor_parallel_size > _cuda_device_count()
+        ):
             raise ValueError(
                 f"tensor_parallel_size={self.tensor_parallel_size} needs one GPU per rank; this "
                 f"machine has {_cuda_device_count()}; accepted here: 1..{_cuda_device_count()}"

@@ -52,15 +52,14 @@ def test_config_rejects_bad_values_naming_the_field(kwargs: dict[str, object], f
     assert fragment in str(error.value)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"tensor_parallel_size": 2},
-    ],
-)
-def test_config_contract_flags_this_build_cannot_honour_fail_clearly(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="not supported by this build"):
-        RuntimeConfig(model="/m", device="cpu", **kwargs)  # type: ignore[arg-type]
+def test_config_tensor_parallel_needs_a_gpu_per_rank_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "_cuda_available", lambda: True)
+    monkeypatch.setattr(config_module, "_cuda_device_count", lambda: 1)
+    with pytest.raises(
+        ValueError, match=r"tensor_parallel_size=2 needs one GPU per rank; this machine has 1"
+    ):
+        RuntimeConfig(model="/m", device="cuda", tensor_parallel_size=2)
+    assert RuntimeConfig(model="/m", device="cpu", tensor_parallel_size=2).tensor_parallel_size == 2
 
 
 @pytest.mark.parametrize(
