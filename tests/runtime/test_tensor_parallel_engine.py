@@ -125,3 +125,35 @@ def test_sharded_engine_equals_one_device(
         if sharded.workers is not None:
             sharded.workers.stop()
     assert all(process.exitcode == 0 for process in sharded.workers.processes)
+
+
+def test_int8_quantizes_each_ranks_slices(tiny_llama_dir: Path) -> None:
+    """--quantization runs after sharding: rank 0's linears are int8 at its slice's shapes, and the
+    logits stay as close to the float model's as one device's int8 logits are (row-parallel layers
+    get per-row scales over each rank's columns, so the two int8 models differ in rounding only)."""
+    from berth_runtime.quantization import WeightOnlyLinear
+
+    def first_logits(built: BuiltEngine) -> torch.Tensor:
+        return _step(built.engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])[
+            "a"
+        ]
+
+    exact = first_logits(_build(tiny_llama_dir, 1))
+    single = first_logits(build_engine(engine_config(tiny_llama_dir, quantization="int8", **SETTINGS)))
+    sharded = build_engine(
+        engine_config(tiny_llama_dir, quantization="int8", tensor_parallel_size=2, **SETTINGS)
+    )
+    try:
+        layer = sharded.engine.runner.model.layers[0]  # type: ignore[attr-defined]
+        assert isinstance(layer.o_proj, WeightOnlyLinear) and layer.o_proj.qweight.dtype == torch.int8
+        assert (layer.o_proj.out_features, layer.o_proj.in_features) == (64, 2 * 16)  # 2 of 4 heads
+        assert layer.gate_up_proj.out_features == 128  # half of gate, half of up
+        logits = first_logits(sharded)
+    finally:
+        assert sharded.workers is not None
+        sharded.workers.stop()
+    error_single = float((single - exact).abs().max())
+    error_sharded = float((logits - exact).abs().max())
+    print(f"int8 max |logit error| vs float: one device {error_single:.3g}, tp=2 {error_sharded:.3g}")
+    assert error_sharded <= 2 * error_single
+    assert int(logits.argmax()) == int(exact.argmax())

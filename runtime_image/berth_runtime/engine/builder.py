@@ -21,7 +21,6 @@ from berth_runtime.engine.speculation import NgramSpeculator
 from berth_runtime.models.checkpoint import open_checkpoint
 from berth_runtime.models.registry import check_tensor_parallel_support
 from berth_runtime.parallel.launcher import WorkerPool, start_workers
-from berth_runtime.parallel.step_channel import StepChannel
 from berth_runtime.speculative import NgramProposer
 from berth_runtime.tokenizer import Tokenizer
 
@@ -59,7 +58,7 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
         raise
     runner, max_model_len, num_blocks = built.runner, built.max_model_len, built.num_kv_blocks
     if workers is not None:
-        runner.channel = StepChannel(workers.group)
+        runner.channel = workers.channel
     logger.info(
         "loaded %s (%s, %s) on %s%s: max_model_len=%d, %d KV blocks of %d tokens",
         checkpoint.path,

@@ -92,9 +92,14 @@ class ModelRunner:
         tensor parallelism the step's plan goes to the workers first, and they run it alongside."""
         ordered = sorted(rows, key=lambda row: row.num_new_tokens == 1)
         plan, sampling = self.plan(ordered)
-        if self.channel is not None:
+        if self.channel is None:
+            logits = self.execute(plan)
+        else:
             self.channel.send(plan)
-        logits = self.execute(plan)
+            try:
+                logits = self.execute(plan)
+            except Exception as error:  # the workers are inside this step's collectives
+                self.channel.abandon(error)
         sampling_seqs = [ordered[index].seq for index in sampling]
         logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
         return StepResult(logits=logits, sampling_seqs=sampling_seqs, logits_per_seq=logits_per_seq)

@@ -21,18 +21,20 @@ import signal
 import sys
 import threading
 from multiprocessing.process import BaseProcess
-from typing import cast
+from typing import NoReturn, cast
 
 from berth_runtime.config import RuntimeConfig
-from berth_runtime.parallel.group import ShardGroup, create_store, join_as_host
+from berth_runtime.parallel.group import ShardGroup, create_store, join_as_host, leave_group
+from berth_runtime.parallel.step_channel import StepChannel
 from berth_runtime.parallel.worker import run_worker
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a worker gets to leave after a stop or SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 5.0
-#: The server's exit status when a worker dies under it (a fatal runtime error, not a usage error).
-WORKER_DIED_EXIT_CODE = 1
+#: The server's exit status when a worker dies under it or a step fails half-way (a fatal runtime
+#: error, not a usage error).
+FATAL_EXIT_CODE = 1
 
 
 class WorkerPool:
@@ -41,6 +43,8 @@ class WorkerPool:
     def __init__(self, processes: list[BaseProcess]) -> None:
         self.processes = processes
         self.group: ShardGroup
+        self.channel: StepChannel
+        """Rank 0's end of the step broadcast; a step that fails on rank 0 ends the server."""
         self._stopping = threading.Event()
 
     def watch(self) -> None:
@@ -60,19 +64,26 @@ class WorkerPool:
         status = f"exit code {code}"
         if code is not None and code < 0:
             status = f"signal {signal.Signals(-code).name}"
-        logger.critical(
-            "tensor-parallel worker rank %d (pid %s) exited with %s; the model cannot run without its "
-            "shard: the server exits (%d)",
-            rank,
-            process.pid,
-            status,
-            WORKER_DIED_EXIT_CODE,
+        self._exit(
+            f"tensor-parallel worker rank {rank} (pid {process.pid}) exited with {status}; the model "
+            f"cannot run without its shard: the server exits ({FATAL_EXIT_CODE})"
         )
+
+    def abandon(self, error: BaseException) -> NoReturn:
+        """A step failed on rank 0 after the workers started it: they wait in a collective rank 0 will
+        never join, and every later step would pair the wrong collectives, so the server ends."""
+        self._exit(
+            f"a tensor-parallel step failed on rank 0 after the workers started it ({error!r}): the "
+            f"ranks are out of step, the server exits ({FATAL_EXIT_CODE})"
+        )
+
+    def _exit(self, message: str) -> NoReturn:
+        logger.critical("%s", message)
         self.terminate()
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stderr.flush()
-        os._exit(WORKER_DIED_EXIT_CODE)  # the engine thread may be inside a collective that never returns
+        os._exit(FATAL_EXIT_CODE)  # the engine thread may be inside a collective that never returns
 
     def terminate(self) -> None:
         """Ends every worker (SIGTERM, then SIGKILL after `STOP_GRACE_SECONDS`); no step may run after."""
@@ -86,14 +97,11 @@ class WorkerPool:
                 process.kill()
                 process.join()
 
-    def stop(self, send_stop: bool = True) -> None:
+    def stop(self) -> None:
         """A clean stop between steps: the workers leave their loop, then rank 0 leaves the group."""
-        from berth_runtime.parallel.group import leave_group
-        from berth_runtime.parallel.step_channel import StepChannel
-
         self._stopping.set()
-        if send_stop and all(process.is_alive() for process in self.processes):
-            StepChannel(self.group).send_stop()
+        if all(process.is_alive() for process in self.processes):
+            self.channel.send_stop()
         for process in self.processes:
             process.join(STOP_GRACE_SECONDS)
         self.terminate()
@@ -121,4 +129,5 @@ def start_workers(config: RuntimeConfig) -> WorkerPool:
     atexit.register(pool.terminate)
     threading.Thread(target=pool.watch, name="berth-tensor-parallel-watcher", daemon=True).start()
     pool.group = join_as_host(store, world_size, str(config.device))
+    pool.channel = StepChannel(pool.group, pool.abandon)
     return pool

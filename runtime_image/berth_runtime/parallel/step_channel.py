@@ -6,6 +6,9 @@ the workers copy the arrays to their device exactly as rank 0 does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn
+
 import numpy as np
 import torch
 
@@ -18,8 +21,15 @@ _HEADER = 5  # kind, rows, tokens, block-table columns, logits rows
 
 
 class StepChannel:
-    def __init__(self, group: ShardGroup) -> None:
+    def __init__(self, group: ShardGroup, abandon: Callable[[BaseException], NoReturn] | None = None) -> None:
         self.group = group
+        self._abandon = abandon
+
+    def abandon(self, error: BaseException) -> NoReturn:
+        """Rank 0: a step it sent failed here; `abandon` (the launcher's) ends the server."""
+        if self._abandon is None:
+            raise error
+        self._abandon(error)
 
     def send(self, plan: StepPlan) -> None:
         """Rank 0: the step every rank runs next."""
