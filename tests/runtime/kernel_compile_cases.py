@@ -1,5 +1,5 @@
-"""The compile check's cases (tests/runtime/test_kernel_compile.py) for the int4 dequant-GEMM/GEMV and
-the grouped expert matmul, at the shapes their wrappers launch for decode and prefill."""
+"""The compile check's cases (tests/runtime/test_kernel_compile.py) for the int4 dequant-GEMM/GEMV, the
+grouped expert matmul and the soft-capped flash prefill, at the shapes their wrappers launch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ Case = tuple[str, Any, dict[str, str], dict[str, Any], dict[str, int], tuple[int
 def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
     import triton.language as tl
 
-    from berth_runtime.kernels import fused_moe, int4_linear
+    from berth_runtime.kernels import flash_prefill, fused_moe, int4_linear
 
     cases: list[Case] = []
     for rows in (1, 4, 16, 64, 512):
@@ -112,6 +112,57 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                     "DOT_PRECISION": "tf32",
                 },
                 {"num_warps": 4, "num_stages": 3},
+                capabilities,
+            )
+        )
+    for activation, windowed in (("*bf16", True), ("*fp32", False)):
+        cases.append(
+            (
+                f"flash prefill {activation} GQA 16/8 head_dim 256, soft-cap, window={windowed}",
+                flash_prefill._flash_prefill_kernel,
+                {
+                    **dict.fromkeys(["query_ptr", "key_ptr", "value_ptr", "output_ptr"], activation),
+                    **dict.fromkeys(["cu_seq_q_ptr", "cu_seq_k_ptr"], "*i32"),
+                    **dict.fromkeys(
+                        [
+                            "query_token_stride",
+                            "query_head_stride",
+                            "key_token_stride",
+                            "key_head_stride",
+                            "output_token_stride",
+                            "output_head_stride",
+                            "sliding_window",
+                        ],
+                        "i32",
+                    ),
+                    **dict.fromkeys(["query_scale", "softcap"], "fp32"),
+                    **dict.fromkeys(
+                        [
+                            "GROUP",
+                            "HEAD_DIM",
+                            "BLOCK_DIM",
+                            "BLOCK_Q",
+                            "BLOCK_K",
+                            "WINDOWED",
+                            "SOFTCAP",
+                            "DOT_DTYPE",
+                            "DOT_PRECISION",
+                        ],
+                        "constexpr",
+                    ),
+                },
+                {
+                    "GROUP": 2,
+                    "HEAD_DIM": 256,  # Gemma 2's
+                    "BLOCK_DIM": 256,
+                    "BLOCK_Q": flash_prefill._BLOCK_Q,
+                    "BLOCK_K": flash_prefill._BLOCK_K,
+                    "WINDOWED": windowed,
+                    "SOFTCAP": True,
+                    "DOT_DTYPE": tl.bfloat16 if activation == "*bf16" else tl.float32,
+                    "DOT_PRECISION": "tf32" if activation == "*bf16" else "ieee",
+                },
+                {"num_warps": 4, "num_stages": 2},
                 capabilities,
             )
         )

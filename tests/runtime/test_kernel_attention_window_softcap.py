@@ -68,23 +68,31 @@ def test_decode_rejects_a_window_below_one(device: str) -> None:
         paged_attention_decode(query, key_cache, value_cache, block_tables, lens, 0.3, sliding_window=0)
 
 
-@pytest.mark.parametrize(("window", "softcap"), [(4, None), (None, 2.0), (5, 1.5)])
-def test_prefill_matches_reference(device: str, window: int | None, softcap: float | None) -> None:
-    """Row 0 a whole 9-token prompt, row 1 a 4-token chunk over 7 cached tokens."""
+@pytest.mark.parametrize(
+    ("window", "softcap", "dtype"),
+    [(4, None, torch.float32), (None, 2.0, torch.float32), (5, 1.5, torch.float32), (7, 3.0, torch.bfloat16)],
+)
+def test_prefill_matches_reference(
+    device: str, window: int | None, softcap: float | None, dtype: torch.dtype
+) -> None:
+    """Row 0 a whole 37-token prompt (three query blocks), row 1 a 4-token chunk over 7 cached tokens;
+    soft-capped and off-flash windowed rows run the Triton flash prefill."""
     generator = torch.Generator().manual_seed(7)
-    key_cache = torch.randn(8, 4, 2, 16, generator=generator).to(device)
-    value_cache = torch.randn(8, 4, 2, 16, generator=generator).to(device)
-    query = torch.randn(13, 4, 16, generator=generator).to(device)
-    slots = torch.cat([torch.arange(0, 9), torch.arange(12, 23)]).to(device)
+    key_cache = torch.randn(16, 4, 2, 16, generator=generator).to(device, dtype)
+    value_cache = torch.randn(16, 4, 2, 16, generator=generator).to(device, dtype)
+    query = torch.randn(41, 4, 16, generator=generator).to(device, dtype)
+    slots = torch.cat([torch.arange(0, 37), torch.arange(40, 51)]).to(device)
     batch = PrefillBatch(
-        query_offsets=[0, 9, 13],
-        context_offsets=[0, 9, 20],
+        query_offsets=[0, 37, 41],
+        context_offsets=[0, 37, 48],
         kv_slots=slots,
-        cu_seq_q=torch.tensor([0, 9, 13], dtype=torch.int32, device=device),
-        cu_seq_k=torch.tensor([0, 9, 20], dtype=torch.int32, device=device),
-        max_query_len=9,
-        max_context_len=11,
+        cu_seq_q=torch.tensor([0, 37, 41], dtype=torch.int32, device=device),
+        cu_seq_k=torch.tensor([0, 37, 48], dtype=torch.int32, device=device),
+        max_query_len=37,
+        max_context_len=37,
     )
-    actual = paged_prefill_attention(query, key_cache, value_cache, batch, 0.9, window, softcap)
-    expected = torch_reference.prefill_attention(query, key_cache, value_cache, batch, 0.9, window, softcap)
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    scale = 0.9 if softcap is None else 2.0
+    actual = paged_prefill_attention(query, key_cache, value_cache, batch, scale, window, softcap)
+    expected = torch_reference.prefill_attention(query, key_cache, value_cache, batch, scale, window, softcap)
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)

@@ -11,6 +11,8 @@ Kernels: ``rms_norm`` (plain and fused with the residual add), ``rotary`` (rotat
 k in place), ``rotary_kv_store`` (RoPE fused with the cache write), ``activation`` (SiLU-and-multiply),
 ``kv_cache_store`` (paged cache write by slot), ``paged_attention`` (decode over the paged cache,
 GQA, split long contexts), ``prefill_attention`` (chunked prefill over the paged cache via SDPA),
-``weight_only_linear`` (int8 / fp8 weights with per-channel scales). ``layer_ops`` wraps them with
+``weight_only_linear`` (int8 / fp8 weights with per-channel scales), ``int4_linear`` (AWQ / GPTQ /
+compressed-tensors 4-bit weights as stored), ``fused_moe`` (grouped expert matmuls over all experts),
+``flash_prefill`` (soft-capped, optionally windowed prefill attention). ``layer_ops`` wraps them with
 the reference's signatures, so the model switches to them by table.
 """

@@ -14,8 +14,8 @@ chunked prefill). Elsewhere (CPU, fp32) each row goes through SDPA with ``causal
 
 Gemma's sliding windows are flash's ``window_size`` (its left edge per query); the soft-capped scores
 of Gemma 2 are not something flash or SDPA offer, so a capped layer's prefill (and a windowed one off
-the flash path) runs the torch reference's masked attention. Prefill runs eagerly, never in a CUDA
-graph, so this costs time on Gemma 2 prompts but nothing else.
+the flash path) runs berth's own Triton flash forward (``flash_prefill``) over the same packed K/V,
+or the torch reference's masked attention where no kernel can run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from berth_runtime.kernels._launch import (
     check_dtype,
     check_same_dtype,
     check_shape,
+    runs_interpreted,
 )
+from berth_runtime.kernels.flash_prefill import _flash_prefill_kernel, flash_prefill_attention
 
 _VARLEN_DTYPES = (torch.bfloat16, torch.float16)
 # torch >= 2.12 asks for GQA explicitly; earlier flash varlen takes fewer KV heads as they are
@@ -74,12 +76,25 @@ def paged_prefill_attention(
     if tokens != batch.query_offsets[-1]:
         raise ValueError(f"{op}: query has {tokens} tokens; the batch's rows hold {batch.query_offsets[-1]}")
     flash = query.is_cuda and query.dtype in _VARLEN_DTYPES and head_dim % 8 == 0 and head_dim <= 256
-    if logit_softcap is not None or (sliding_window is not None and not flash):
+    capped = logit_softcap is not None or (sliding_window is not None and not flash)
+    if capped and not (query.is_cuda or runs_interpreted(_flash_prefill_kernel)):
         return torch_reference.prefill_attention(
             query, key_cache, value_cache, batch, scale, sliding_window, logit_softcap
         )
     keys = key_cache.view(-1, num_kv_heads, head_dim).index_select(0, batch.kv_slots)
     values = value_cache.view(-1, num_kv_heads, head_dim).index_select(0, batch.kv_slots)
+    if capped:
+        return flash_prefill_attention(
+            query.contiguous(),
+            keys,
+            values,
+            batch.cu_seq_q,
+            batch.cu_seq_k,
+            batch.max_query_len,
+            scale,
+            sliding_window,
+            logit_softcap,
+        )
     if flash:
         return varlen_attn(
             query.contiguous(),
