@@ -1,7 +1,8 @@
-"""On CUDA (compiled, not interpreted): the int4 kernel and the fused experts at production-like
-shapes in bf16 against their torch references, an `Int4Linear` (act-order) on CUDA against the same
-layer on the CPU, and Gemma 2 (sliding windows, soft-capped scores) and Mixtral (fused experts)
-engines whose decode steps replay captured CUDA graphs generating the eager engine's tokens."""
+"""On CUDA (compiled, not interpreted): the int4 kernel, the fused experts and the soft-capped flash
+prefill at production-like shapes in bf16 against their torch references, an act-order `Int4Linear`
+on CUDA against the same layer on the CPU, and Gemma 2 (sliding windows, soft-capped scores) and
+Mixtral (fused experts) engines whose decode steps replay captured CUDA graphs generating the eager
+engine's tokens."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from berth_runtime.engine.decode_graphs import DecodeGraphs
 from berth_runtime.kernels import torch_reference
+from berth_runtime.kernels.flash_prefill import flash_prefill_attention
 from berth_runtime.kernels.fused_moe import fused_experts
 from berth_runtime.kernels.int4_linear import int4_linear
 from berth_runtime.models.loader import load_model
@@ -59,6 +61,27 @@ def test_fused_experts_match_reference_in_bf16(tokens: int) -> None:
     expected = torch_reference.grouped_experts(x, gate_up, down, weights, expert_ids)
     actual = fused_experts(x, gate_up, down, weights, expert_ids, torch_reference.silu_and_mul)
     torch.testing.assert_close(actual, expected, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("window", [None, 512])
+def test_flash_prefill_matches_reference_at_gemma2_head_dim(window: int | None) -> None:
+    """Two rows, a 1,500-token prompt and a 300-token chunk over 900 cached tokens; 16/8 heads of 256."""
+    query = torch.randn(1800, 16, 256, device="cuda", dtype=torch.bfloat16)
+    keys = torch.randn(2700, 8, 256, device="cuda", dtype=torch.bfloat16)
+    values = torch.randn_like(keys)
+    cu_seq_q = torch.tensor([0, 1500, 1800], device="cuda", dtype=torch.int32)
+    cu_seq_k = torch.tensor([0, 1500, 2700], device="cuda", dtype=torch.int32)
+    actual = flash_prefill_attention(query, keys, values, cu_seq_q, cu_seq_k, 1500, 256**-0.5, window, 50.0)
+    for rows, context in ((slice(0, 1500), slice(0, 1500)), (slice(1500, 1800), slice(1500, 2700))):
+        expected = torch_reference._attend_prefill_row(
+            query[rows],
+            keys[context].transpose(0, 1),
+            values[context].transpose(0, 1),
+            256**-0.5,
+            window,
+            50.0,
+        )
+        torch.testing.assert_close(actual[rows], expected, rtol=3e-2, atol=3e-2)
 
 
 def _write(directory: Path, config_class: Any, model_class: Any, **settings: Any) -> Path:
