@@ -7,9 +7,10 @@ real spawned processes. Against the same engine at tensor_parallel_size=1 on the
   speculation on are identical.
 
 Cases: a Llama (4 heads, 2 KV heads) and a Qwen2 (q/k/v bias, tied embeddings, sharded safetensors)
-at 2 and 4 ranks (at 4 there are fewer KV heads than ranks: each KV head lives on two), and a Llama
-with one KV head (replicated on both ranks), o_proj and MLP biases (added once, after the
-all-reduce) and a vocabulary of 323 that does not divide by 2 (the last rank's range is shorter).
+at 2 and 4 ranks (at 4 there are fewer KV heads than ranks: each KV head lives on two), and a Qwen3
+(per-head q/k norms) with one KV head (replicated on both ranks), q/k/v and o_proj biases (o_proj's
+added once, after the all-reduce) and a vocabulary of 323 that does not divide by 2 (the last
+rank's range is shorter).
 """
 
 from __future__ import annotations
@@ -42,17 +43,17 @@ SETTINGS: dict[str, object] = {
 
 
 @pytest.fixture(scope="module")
-def odd_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def odd_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     return write_tiny_model(
-        tmp_path_factory.mktemp("tiny-llama-mqa"),
-        LlamaConfig,
-        LlamaForCausalLM,
+        tmp_path_factory.mktemp("tiny-qwen3-mqa"),
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        head_dim=16,
         num_key_value_heads=1,
         vocab_size=323,
         attention_bias=True,
-        mlp_bias=True,
         tie_word_embeddings=True,
     )
 
@@ -98,12 +99,12 @@ def _prompts() -> list[list[int]]:
 
 @pytest.mark.parametrize(
     ("model", "tensor_parallel_size"),
-    [("llama", 2), ("llama", 4), ("qwen2", 2), ("qwen2", 4), ("odd_llama", 2)],
+    [("llama", 2), ("llama", 4), ("qwen2", 2), ("qwen2", 4), ("odd_qwen3", 2)],
 )
 def test_sharded_engine_equals_one_device(
     model: str, tensor_parallel_size: int, request: pytest.FixtureRequest
 ) -> None:
-    model_dir = request.getfixturevalue(f"tiny_{model}_dir" if model != "odd_llama" else "odd_llama_dir")
+    model_dir = request.getfixturevalue(f"tiny_{model}_dir" if model != "odd_qwen3" else "odd_qwen3_dir")
     single = _build(model_dir, 1)
     expected_logits = _logits_trace(single.engine)
     expected_tokens = generate_greedy(single.engine, _prompts(), MAX_NEW)

@@ -79,7 +79,10 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
         for path in files:
             handles[path] = stack.enter_context(safe_open(str(path), framework="pt", device="cpu"))
             file_of.update(dict.fromkeys(handles[path].keys(), path))
-        names = [name for name in file_of if not _IGNORED.match(name)]
+        # A tied model's stored copy of the head is never read (with tensor parallelism, a whole
+        # vocabulary-sized tensor no rank keeps).
+        tied_head = "lm_head.weight" if config.tie_word_embeddings else None
+        names = [name for name in file_of if not _IGNORED.match(name) and name != tied_head]
 
         def read(name: str) -> torch.Tensor:
             handle = handles[file_of[name]]
