@@ -10,7 +10,7 @@ Cases: a Llama (4 heads, 2 KV heads) and a Qwen2 (q/k/v bias, tied embeddings, s
 at 2 and 4 ranks (at 4 there are fewer KV heads than ranks: each KV head lives on two), and a Qwen3
 (per-head q/k norms) with one KV head (replicated on both ranks), q/k/v and o_proj biases (o_proj's
 added once, after the all-reduce) and a vocabulary of 323 that does not divide by 2 (the last
-rank's range is shorter).
+rank's range is shorter); and a Phi-3 (q/k/v and gate/up stored fused, partial rotary) at 2.
 """
 
 from __future__ import annotations
@@ -40,6 +40,29 @@ SETTINGS: dict[str, object] = {
     "speculative_method": "ngram",
     "num_speculative_tokens": 3,
 }
+
+
+@pytest.fixture(scope="module")
+def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phi-3: q/k/v and gate/up fused in the checkpoint (each rank reads its rows of each part),
+    half the head rotated, longrope."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    return write_tiny_model(
+        tmp_path_factory.mktemp("tiny-phi3"),
+        Phi3Config,
+        Phi3ForCausalLM,
+        head_dim=16,
+        pad_token_id=0,  # Phi3Config's default (32000) lies outside the tiny vocabulary
+        original_max_position_embeddings=128,
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.5,
+            "short_factor": [1.0, 1.5, 2.5, 4.0],
+            "long_factor": [2.0, 3.0, 5.0, 8.0],
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +122,7 @@ def _prompts() -> list[list[int]]:
 
 @pytest.mark.parametrize(
     ("model", "tensor_parallel_size"),
-    [("llama", 2), ("llama", 4), ("qwen2", 2), ("qwen2", 4), ("odd_qwen3", 2)],
+    [("llama", 2), ("llama", 4), ("qwen2", 2), ("qwen2", 4), ("odd_qwen3", 2), ("phi3", 2)],
 )
 def test_sharded_engine_equals_one_device(
     model: str, tensor_parallel_size: int, request: pytest.FixtureRequest

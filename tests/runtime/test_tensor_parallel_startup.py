@@ -54,15 +54,26 @@ def test_heads_that_do_not_split_exit_2_naming_the_sizes_the_model_allows(
     assert "accepted values for this model: 1, 2, 4" in message
 
 
+@pytest.mark.parametrize(
+    ("architecture", "fields"),
+    [
+        ("MixtralForCausalLM", {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}),
+        ("Gemma2ForCausalLM", {"model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh"}),
+    ],
+)
 def test_a_family_that_does_not_shard_exits_2_listing_those_that_do(
-    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    architecture: str,
+    fields: dict[str, object],
+    tiny_llama_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    phi3 = _config_only(
-        tiny_llama_dir, tmp_path / "phi3", architectures=["Phi3ForCausalLM"], model_type="phi3"
+    other = _config_only(tiny_llama_dir, tmp_path / "other", architectures=[architecture], **fields)
+    message = _serve_exit(other, 2, capsys)
+    assert f"{architecture} runs on one GPU" in message
+    assert (
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM" in message
     )
-    message = _serve_exit(phi3, 2, capsys)
-    assert "Phi3ForCausalLM runs on one GPU" in message
-    assert "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM" in message
 
 
 def test_gguf_and_prequantized_checkpoints_are_refused_above_one_rank(tiny_llama_dir: Path) -> None:

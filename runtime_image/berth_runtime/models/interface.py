@@ -46,8 +46,9 @@ class WeightDestination:
     row_offset: int = 0
     rows: int | None = None
     expert: int | None = None
-    source: SourceSlice | None = None
-    """With tensor parallelism, the slice of the checkpoint tensor this rank reads (None: all of it)."""
+    source: tuple[SourceSlice, ...] | None = None
+    """With tensor parallelism, the slices of the checkpoint tensor this rank reads, concatenated
+    along their dimension (None: all of it)."""
 
     def view(self) -> torch.Tensor:
         """The part of the parameter the tensor fills."""

@@ -86,20 +86,25 @@ def fused_split_sizes(config: ModelConfig, fused: str, layout: ShardLayout | Non
     return [size, size]
 
 
-def _source_slice(layout: ShardLayout, head_dim: int, module: str) -> SourceSlice | None:
-    """The slice of layer tensor `module` a rank reads: output rows of the column-parallel linears,
-    input columns of the row-parallel ones (the same slice of a column-parallel bias)."""
+def _source_slices(layout: ShardLayout, head_dim: int, module: str) -> tuple[SourceSlice, ...] | None:
+    """The slices of layer tensor `module` a rank reads, concatenated: output rows of the
+    column-parallel linears (q, k and v rows apart in a fused qkv_proj, gate and up in a fused
+    gate_up_proj, as Phi-3 stores them), input columns of the row-parallel ones; a column-parallel
+    bias's the same rows."""
     heads = SourceSlice(0, layout.head_start * head_dim, layout.local_heads * head_dim)
     kv_heads = SourceSlice(0, layout.kv_head_start * head_dim, layout.local_kv_heads * head_dim)
     intermediate = SourceSlice(0, layout.rank * layout.local_intermediate, layout.local_intermediate)
+    q_rows, kv_rows = layout.num_heads * head_dim, layout.num_kv_heads * head_dim
     slices = {
-        "self_attn.q_proj": heads,
-        "self_attn.k_proj": kv_heads,
-        "self_attn.v_proj": kv_heads,
-        "self_attn.o_proj": SourceSlice(1, heads.start, heads.length),
-        "mlp.gate_proj": intermediate,
-        "mlp.up_proj": intermediate,
-        "mlp.down_proj": SourceSlice(1, intermediate.start, intermediate.length),
+        "self_attn.q_proj": (heads,),
+        "self_attn.k_proj": (kv_heads,),
+        "self_attn.v_proj": (kv_heads,),
+        "self_attn.qkv_proj": (heads, kv_heads.shifted(q_rows), kv_heads.shifted(q_rows + kv_rows)),
+        "self_attn.o_proj": (SourceSlice(1, heads.start, heads.length),),
+        "mlp.gate_proj": (intermediate,),
+        "mlp.up_proj": (intermediate,),
+        "mlp.gate_up_proj": (intermediate, intermediate.shifted(layout.intermediate_size)),
+        "mlp.down_proj": (SourceSlice(1, intermediate.start, intermediate.length),),
     }
     return slices.get(module)
 
@@ -294,7 +299,7 @@ class DecoderForCausalLM(nn.Module):
         """Where the Hugging Face tensor `name` goes (q/k/v and gate/up into their fused parameters),
         and with a shard which slice of it this rank reads."""
         layout = self.shard.layout if self.shard is not None else None
-        vocab = None if layout is None else SourceSlice(0, layout.vocab_start, layout.local_vocab)
+        vocab = None if layout is None else (SourceSlice(0, layout.vocab_start, layout.local_vocab),)
         if name == "model.embed_tokens.weight":
             return WeightDestination(self.embed_tokens.weight, source=vocab)
         if name == "model.norm.weight":
@@ -325,7 +330,7 @@ class DecoderForCausalLM(nn.Module):
             return None
         if kind == "input_permutation":  # one row per checkpoint tensor fused here
             return WeightDestination(parameter, shard or 0, 1)
-        source = None if layout is None else _source_slice(layout, self.config.head_dim, module)
+        source = None if layout is None else _source_slices(layout, self.config.head_dim, module)
         if shard is None:
             return WeightDestination(parameter, source=source)
         sizes = fused_split_sizes(self.config, ours, layout)

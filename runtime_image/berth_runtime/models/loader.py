@@ -87,11 +87,15 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
         def read(name: str) -> torch.Tensor:
             handle = handles[file_of[name]]
             destination = model.checkpoint_destination(name)
-            source = destination.source if destination is not None else None
-            if source is None:
+            sources = destination.source if destination is not None else None
+            if sources is None:
                 return cast(torch.Tensor, handle.get_tensor(name))
-            index = (slice(None),) * source.dim + (slice(source.start, source.start + source.length),)
-            return cast(torch.Tensor, handle.get_slice(name)[index])
+            stored = handle.get_slice(name)
+            parts = [
+                stored[(slice(None),) * part.dim + (slice(part.start, part.start + part.length),)]
+                for part in sources
+            ]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=sources[0].dim)
 
         def keeps_fp8(name: str) -> bool:
             destination = model.checkpoint_destination(name)

@@ -27,10 +27,9 @@ ARCHITECTURES: dict[str, ModelFamily] = {
 
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
-TENSOR_PARALLEL_FAMILIES = ("llama", "qwen3")
-"""Families whose layers shard (`layers`, with a `TensorShard`): Llama, Mistral, Qwen2 and Qwen3.
-Phi-3 stores q/k/v and gate/up fused in the checkpoint, Gemma and the mixtures of experts have
-layers of their own: they run on one GPU."""
+TENSOR_PARALLEL_FAMILIES = ("llama", "qwen3", "phi3")
+"""Families whose layers shard (`layers`, with a `TensorShard`): Llama, Mistral, Qwen2, Qwen3 and
+Phi-3. Gemma and the mixtures of experts have layers of their own: they run on one GPU."""
 
 
 def check_tensor_parallel_support(config: ModelConfig, checkpoint_format: str, world_size: int) -> None:

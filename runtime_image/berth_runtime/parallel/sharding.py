@@ -102,8 +102,12 @@ def check_tensor_parallel(world_size: int, num_heads: int, num_kv_heads: int, in
 
 @dataclass(frozen=True)
 class SourceSlice:
-    """The part of a checkpoint tensor one rank reads: `length` indices from `start` along `dim`."""
+    """A part of a checkpoint tensor one rank reads: `length` indices from `start` along `dim`."""
 
     dim: int
     start: int
     length: int
+
+    def shifted(self, offset: int) -> SourceSlice:
+        """The same slice of a part that starts `offset` in (q, k, v of a fused tensor)."""
+        return SourceSlice(self.dim, self.start + offset, self.length)
