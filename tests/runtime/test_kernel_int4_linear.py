@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_reference import make_engine
+from model_family_checks import ATOL, max_logit_difference, write_family_model
 from safetensors.torch import load_file
 from test_model_family_prequantized import write_prequantized
 
@@ -123,3 +124,31 @@ def test_fused_shards_with_different_input_orders_run_shard_by_shard() -> None:
         layer.input_permutation[index] = permutation
     x = torch.randn(2, 64, generator=generator)
     torch.testing.assert_close(layer(x), x @ torch.cat(weights).t(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("scheme", ["awq", "gptq"])
+def test_a_mixture_of_experts_checkpoint_keeps_its_decoder_linears_as_int4(
+    tmp_path: Path, scheme: str
+) -> None:
+    """Qwen2-MoE (experts, a shared expert, one dense layer): attention and the dense MLP load as
+    `Int4Linear`s, the stacked experts are dequantized at load; logits equal transformers' on the
+    dequantized weights."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    source = write_family_model(
+        tmp_path / "source",
+        Qwen2MoeConfig,
+        Qwen2MoeForCausalLM,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+        mlp_only_layers=[1],
+    )
+    quantized_dir, float_dir = write_prequantized(source, tmp_path, scheme)
+    model = make_engine(quantized_dir).runner.model
+    assert isinstance(model.layers[0].qkv_proj, Int4Linear) and isinstance(
+        model.layers[1].down_proj, Int4Linear
+    )
+    assert model.layers[0].moe.experts_gate_up.dtype == torch.float32
+    assert max_logit_difference(quantized_dir, decode_steps=3, reference_dir=float_dir) <= ATOL
