@@ -8,8 +8,10 @@ elementwise kernels equal these functions bit for bit. The kernel tests compare 
 function here (docs/kernels.md pairs them); `layer_ops` falls back to them for tensors no kernel can
 take.
 
-Attention also takes what only some families use and no kernel does yet: a sliding window (a query
-sees itself and the window - 1 keys before it, masked here) and logit soft-capping (Gemma 2).
+Attention also takes what only some families use: a sliding window (a query sees itself and the
+window - 1 keys before it, masked here) and logit soft-capping (Gemma 2); the decode kernel and
+`flash_prefill` take both as arguments. The int4 linear and the experts of a mixture of experts have
+their references here too (`int4_linear`, `grouped_experts`).
 
 What these do not take: padding rows (a negative slot, a context of length 0), which only the
 kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
