@@ -8,7 +8,9 @@ intermediate] down), and run grouped through the ops table: the step's (token, e
 sorted by expert; on the kernel path (CUDA) one Triton launch per projection over all experts with no
 host sync (`kernels.fused_moe`), on the reference path two matmuls per expert, the per-expert counts
 read back to the host (`torch_reference.grouped_experts`), which is why only the kernel path can be
-captured in a CUDA graph.
+captured in a CUDA graph. Pre-quantized checkpoints' experts (FP8, AWQ, GPTQ, compressed-tensors
+int4) are dequantized into these stacked tensors at load: the grouped kernel reads float weights only
+(the decoder's other linears keep their quantized form, `models.prequantized`).
 """
 
 from __future__ import annotations
