@@ -21,6 +21,10 @@ from pathlib import Path
 import torch
 
 from berth_runtime.config import RuntimeConfig
+from berth_runtime.engine.model_shard import build_model_shard
+from berth_runtime.models.checkpoint import open_checkpoint
+from berth_runtime.parallel.group import join_group, leave_group
+from berth_runtime.parallel.step_channel import StepChannel
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +34,10 @@ PARENT_GONE_EXIT_CODE = 3
 
 def run_worker(config: RuntimeConfig, rank: int, store_port: int) -> None:
     """The worker's whole life (the spawn target)."""
-    # Imported here, in the child: the launcher imports this module, and the engine imports the
-    # launcher.
-    from berth_runtime.engine.model_shard import build_model_shard
-    from berth_runtime.models.checkpoint import open_checkpoint
-    from berth_runtime.parallel.group import join_group, leave_group
-    from berth_runtime.parallel.step_channel import StepChannel
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     logging.basicConfig(
-        level=logging.WARNING if config.log_level == "trace" else config.log_level.upper(),
+        level=logging.DEBUG if config.log_level == "trace" else config.log_level.upper(),
         format=f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s",
     )
     if config.device == "cpu":  # the ranks share the machine's cores
