@@ -15,7 +15,8 @@ on average with a long tail to 8k, 200 output tokens. RAG: retrieved context mak
 - chat->RAG: a steady request rate whose prompts turn from chat to RAG over five minutes;
 - azure-conv: shaped like the Azure LLM inference trace 2023 (conversation), described in
   Patel et al., "Splitwise: efficient generative LLM inference using phase splitting", ISCA 2024:
-  median prompt 1,020 tokens, median output 129; arrivals as bursty as BurstGPT found Azure
+  median prompt 1,020 tokens, median output 129 (as quoted; not re-checked against the paper's
+  text, see docs/autoscaling.md); arrivals as bursty as BurstGPT found Azure
   OpenAI's to be (Wang et al., "BurstGPT", arXiv:2401.17644): Gamma-distributed gaps of shape 0.5
   (coefficient of variation 1.4; BurstGPT-Perf's generator default), the mean rate rising and
   falling between 1x and 4x the base over 40 minutes. Only the parameters are used; no trace data.
