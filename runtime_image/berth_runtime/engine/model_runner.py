@@ -109,6 +109,8 @@ class ModelRunner:
         """Runs a planned step (on every rank): [logits rows, vocab] fp32."""
         inputs = StepInputs(plan, self._to_device(plan.per_token), self._to_device(plan.block_tables))
         hidden = self.forward(inputs)
+        if len(plan.logits_rows) == 0:  # a prefill chunk that samples nothing: no head, no gather
+            return torch.empty(0, self.model.config.vocab_size, dtype=torch.float32, device=self.device)
         if len(plan.logits_rows) < hidden.shape[0]:  # rows are increasing: as many as tokens is all
             hidden = hidden[self._to_device(plan.logits_rows)]
         return self.model.compute_logits(hidden)

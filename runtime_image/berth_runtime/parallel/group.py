@@ -6,8 +6,8 @@ CUDA graph; a gloo group over the same ranks carries the step's host-side inputs
 (`step_channel`), so broadcasting them needs no device copy and no sync on the workers. Rank 0
 creates the rendezvous store on a free port and hands the port to the workers (`launcher`).
 
-A model holds a `ShardGroup` explicitly (no global parallel state), so a single-GPU model has none
-and runs exactly as before.
+A sharded model holds its `TensorShard` (its slices' layout and this group) explicitly, never a
+global parallel state, so a single-GPU model has none and runs exactly as before.
 """
 
 from __future__ import annotations
