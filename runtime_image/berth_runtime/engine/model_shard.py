@@ -98,7 +98,9 @@ def resolve_num_kv_blocks(
         blocks = max(blocks, needed)
     if group is not None:
         blocks = group.agree_min(blocks)
-    if blocks < needed:
+    # Rank 0 alone refuses, so its exit-2 message ends the server rather than a worker's exit racing
+    # it; a worker goes on and is ended by rank 0.
+    if blocks < needed and (group is None or group.rank == 0):
         raise ValueError(
             f"the KV cache holds {blocks} blocks of {config.block_size} tokens, but one sequence of "
             f"max_model_len={max_model_len} needs {needed}; raise --kv-cache-blocks or "
