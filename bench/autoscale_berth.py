@@ -137,6 +137,10 @@ class BerthScaler:
     def interval_seconds(self) -> float:
         return float(self.spec.autoscaling.interval_seconds)
 
+    next_evaluation_seconds: float = 0.0
+    """When the last evaluation said the next is due (simulated seconds), as the operator's daemon
+    waits for it: just after the next scrape lands."""
+
     def desired(self, now: float, store: MetricStore, counts: ReplicaCounts) -> int:
         return self.evaluate(Step(now, store.signals(now), counts))
 
@@ -145,7 +149,9 @@ class BerthScaler:
         self.steps.append(step)
         previous = InferenceDeploymentStatus.model_validate(json.loads(json.dumps(self.stored)))
         clock = EPOCH + timedelta(seconds=round(step.seconds, 3))
-        evaluation = evaluate(step.observation, targets_from_spec(self.spec), step.counts, previous, clock)
+        targets = targets_from_spec(self.spec)
+        evaluation = evaluate(step.observation, targets, step.counts, previous, clock, self.interval_seconds)
+        self.next_evaluation_seconds = (evaluation.next_evaluation_time - EPOCH).total_seconds()
         decision = evaluation.decision
         self.decisions.append(decision)
         if decision.apply:

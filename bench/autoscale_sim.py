@@ -15,11 +15,12 @@ each row, where in time that run's requests over the TTFT target arrived (`autos
 The loop, every `--dt` seconds: route arrivals to the Ready replica with the fewest outstanding
 requests (a least-requests gateway), step every Ready replica, scrape every 10 s, record the
 requests in flight every second (Knative's queue-proxy view), and let each autoscaler decide at
-its own interval. berth's interval and metrics window are the operator's defaults, read from the
-spec (`--interval` sets the spec's `intervalSeconds` instead); the scrape interval is the chart's
-PodMonitor default (`--scrape-seconds` changes it for every autoscaler that reads Prometheus). A
-new replica holds its GPU from the moment it is created and serves after the cold start; a removed
-one stops taking requests and leaves once drained.
+its own interval -- berth when its last evaluation said the next is due, just after the next
+scrape lands, as the operator's daemon waits. berth's interval and metrics window are the
+operator's defaults, read from the spec (`--interval` sets the spec's `intervalSeconds` instead);
+the scrape interval is the chart's PodMonitor default (`--scrape-seconds` changes it for every
+autoscaler that reads Prometheus). A new replica holds its GPU from the moment it is created and
+serves after the cold start; a removed one stops taking requests and leaves once drained.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
     trajectory = [initial]
     dt = settings.dt
     per_second, per_scrape = round(1.0 / dt), round(settings.scrape_seconds / dt)
-    per_decision = round(scaler.interval_seconds / dt)
+    berth = scaler if isinstance(scaler, BerthScaler) else None
+    decision_step = round(WARMUP_SECONDS / dt)
     for step in range(int((trace.duration_seconds + 180.0) / dt)):
         now = step * dt
         while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < now + dt:
@@ -177,15 +179,18 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
             store.record_concurrency(now, float(in_flight))
         if step % per_scrape == 0:
             store.scrape(now, cluster.replicas)
-        if step % per_decision == 0 and now >= WARMUP_SECONDS:
+        if step >= decision_step:
             counts = cluster.counts(now)
             target = scaler.desired(now, store, counts)
+            # berth evaluates when its last evaluation said (the operator's daemon waits the same);
+            # the others on their fixed period.
+            due = berth.next_evaluation_seconds if berth else now + scaler.interval_seconds
+            decision_step = max(round(due / dt), step + 1)
             if target != counts.desired:
                 if target < counts.desired and demand.rising(now):
                     rising_scale_ins += 1
                 cluster.scale(now, target)
                 trajectory.append(target)
-    berth = scaler if isinstance(scaler, BerthScaler) else None
     return _outcome(
         scenario,
         scaler,

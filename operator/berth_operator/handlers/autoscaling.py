@@ -1,6 +1,6 @@
 """The autoscaler's Kopf glue: one daemon per InferenceDeployment with autoscaling enabled.
 
-Every `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read and observe the resource,
+Once per `spec.autoscaling.intervalSeconds` the daemon runs `evaluate`: read and observe the resource,
 query Prometheus, read its Deployments (checked to be its own), run the pure evaluation
 (`autoscaling.evaluation`: the status as read in, the decision and the status to write out -- the
 same function the simulation in bench/ drives), and act where the decision is made. A decision
@@ -10,8 +10,10 @@ converged through the reconcile's own path (`reconcile.converge`: the rollout pl
 between the stable and the canary revision during a canary, and a hand-scaled Deployment is set
 back, with its Event). Then the autoscaler's share of the status (status.autoscaling, conditions
 SLOMet and MetricsUnavailable) goes out under its own field manager, and the Events. A daemon
-rather than a Kopf timer because the interval is per resource and may change with the spec; Kopf
-stops it when autoscaling is disabled or the resource goes away.
+rather than a Kopf timer because the interval is per resource and may change with the spec, and
+because each evaluation says when the next is due -- just after the next scrape lands
+(`evaluation.next_evaluation_seconds`), which a fixed-period timer cannot follow; Kopf stops it when
+autoscaling is disabled or the resource goes away.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import kopf
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
+from berth_operator.autoscaling.evaluation import Evaluation, max_sample_age_seconds, targets_from_spec
 from berth_operator.autoscaling.evaluation import evaluate as evaluate_status
-from berth_operator.autoscaling.evaluation import max_sample_age_seconds, targets_from_spec
 from berth_operator.autoscaling.policy import Decision, ReplicaCounts
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
 from berth_operator.autoscaling.signals import (
@@ -79,7 +81,8 @@ async def evaluate(context: OperatorContext, namespace: str, name: str) -> Decis
     owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
     if owner is None:
         return None
-    return await evaluate_observed(context, observe(owner, context.settings))
+    evaluation = await evaluate_observed(context, observe(owner, context.settings))
+    return None if evaluation is None else evaluation.decision
 
 
 async def _ready_replicas(context: OperatorContext, build: BuildContext) -> int | None:
@@ -98,8 +101,9 @@ async def _ready_replicas(context: OperatorContext, build: BuildContext) -> int 
     return sum(int((child.live or {}).get("status", {}).get("readyReplicas") or 0) for child in children)
 
 
-async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Decision | None:
-    """`evaluate` for a resource already read and observed."""
+async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Evaluation | None:
+    """`evaluate` for a resource already read and observed; the whole evaluation, whose
+    `next_evaluation_time` the daemon waits for."""
     if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.enabled:
         return None
     if not view.accepted_as_it_is:
@@ -115,7 +119,8 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     previous = view.status
     now = context.clock()
     targets = targets_from_spec(spec)
-    evaluation = evaluate_status(observation, targets, current, previous, now)
+    interval = spec.autoscaling.interval_seconds
+    evaluation = evaluate_status(observation, targets, current, previous, now, interval)
     decision = evaluation.decision
 
     if decision.apply:
@@ -143,7 +148,7 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     )
     if decision.apply:
         logger.info("%s/%s: %s", namespace, name, decision.reason)
-    return decision
+    return evaluation
 
 
 class StopSignal(Protocol):
@@ -157,9 +162,10 @@ class StopSignal(Protocol):
 async def run_every_interval(
     evaluate_once: Callable[[], Awaitable[float]], interval_seconds: float, stopped: StopSignal
 ) -> int:
-    """Evaluate, then wait the interval the evaluation returned (read afresh from the spec each time,
-    so a change applies at once; `interval_seconds` until one says), until stopped. An API error
-    fails one evaluation, never the loop, which keeps the last interval. Returns evaluations run."""
+    """Evaluate, then wait the seconds the evaluation returned (from the spec's interval read afresh
+    each time, so a change applies at once, and the scrapes' phase; `interval_seconds` until one
+    says), until stopped. An API error fails one evaluation, never the loop, which waits the last
+    wait again. Returns evaluations run."""
     evaluations = 0
     while not stopped:
         try:
@@ -196,16 +202,19 @@ async def autoscaler(
         raise kopf.PermanentError("the autoscaler needs the operator's context (python -m berth_operator)")
 
     async def evaluate_once() -> float:
-        """One evaluation of the resource as read now; returns the seconds until the next."""
-        view = None
+        """One evaluation of the resource as read now; returns the seconds until the next: until the
+        time the evaluation named (its own run time already spent), else the spec's interval."""
+        view, evaluation = None, None
         try:
             owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
             if owner is not None:
                 view = observe(owner, context.settings)
-                await evaluate_observed(context, view)
+                evaluation = await evaluate_observed(context, view)
         except KubeApiError as error:
             context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
             raise
+        if evaluation is not None:
+            return max((evaluation.next_evaluation_time - context.clock()).total_seconds(), 0.0)
         if view is None or isinstance(view.build, SpecVerdict):
             return FALLBACK_INTERVAL_SECONDS
         return float(view.build.spec.autoscaling.interval_seconds)
