@@ -1,5 +1,6 @@
 """The compile check's cases (tests/runtime/test_kernel_compile.py) for the int4 dequant-GEMM/GEMV, the
-grouped expert matmul and the soft-capped flash prefill, at the shapes their wrappers launch."""
+grouped expert matmul (float, int4 and FP8 experts) and the soft-capped flash prefill, at the shapes
+their wrappers launch."""
 
 from __future__ import annotations
 
@@ -66,14 +67,27 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                 capabilities,
             )
         )
-    for output_type, scaled in (("*bf16", False), ("*fp32", True)):
+    # (label, weight, scale, output, router-scaled, int4, fp8, act-order, BLOCK_K, capabilities)
+    fp8_targets = tuple(c for c in capabilities if c >= 89)
+    expert_variants = [
+        ("float bf16 -> bf16", "*bf16", "*bf16", "*bf16", False, False, False, False, 64, capabilities),
+        ("float bf16 -> fp32", "*bf16", "*bf16", "*fp32", True, False, False, False, 64, capabilities),
+        ("int4 group 128 act-order", "*i32", "*fp16", "*bf16", False, True, False, True, 64, capabilities),
+        ("int4 group 32 -> fp32", "*i32", "*fp32", "*fp32", True, True, False, False, 32, capabilities),
+        # e4m3 needs compute capability >= 8.9: FP8 experts are dequantized at load below that
+        ("fp8 e4m3", "*fp8e4nv", "*fp32", "*fp32", True, False, True, False, 64, fp8_targets),
+    ]
+    for label, weight, scale, output_type, scaled, int4, fp8, ordered, block_k, targets in expert_variants:
         cases.append(
             (
-                f"grouped expert matmul bf16 -> {output_type} router-scaled={scaled}",
+                f"grouped expert matmul {label} router-scaled={scaled}",
                 fused_moe._grouped_matmul_kernel,
                 {
                     "input_ptr": "*bf16",
-                    "weight_ptr": "*bf16",
+                    "weight_ptr": weight,
+                    "scale_ptr": scale,
+                    "zero_ptr": "*u8" if int4 else weight,
+                    "order_ptr": "*i32" if ordered else weight,
                     "output_ptr": output_type,
                     **dict.fromkeys(["pair_ids_ptr", "block_experts_ptr"], "*i32"),
                     "router_weights_ptr": "*fp32",
@@ -83,6 +97,8 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                             "num_experts",
                             "out_features",
                             "in_features",
+                            "groups",
+                            "group_size",
                             "top_k",
                             "input_row_stride",
                             "output_row_stride",
@@ -93,6 +109,9 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                         [
                             "INPUT_PER_TOKEN",
                             "SCALE_BY_ROUTER",
+                            "INT4",
+                            "FP8",
+                            "HAS_ORDER",
                             "BLOCK_M",
                             "BLOCK_N",
                             "BLOCK_K",
@@ -105,14 +124,17 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                 {
                     "INPUT_PER_TOKEN": not scaled,
                     "SCALE_BY_ROUTER": scaled,
+                    "INT4": int4,
+                    "FP8": fp8,
+                    "HAS_ORDER": ordered,
                     "BLOCK_M": 16,
                     "BLOCK_N": 64,
-                    "BLOCK_K": 64,
+                    "BLOCK_K": block_k,
                     "DOT_DTYPE": tl.bfloat16,
                     "DOT_PRECISION": "tf32",
                 },
                 {"num_warps": 4, "num_stages": 3},
-                capabilities,
+                targets,
             )
         )
     for activation, windowed in (("*bf16", True), ("*fp32", False)):

@@ -10,6 +10,13 @@ router weight; the ``top_k`` rows of a token are summed. Each active expert's we
 per block of its tokens (once per step at decode), never for an expert no token chose, and no loop
 over experts runs on the host (the torch reference, ``torch_reference.grouped_experts``, reads the
 per-expert counts back to the host and launches two matmuls per expert).
+
+Experts a pre-quantized checkpoint stores in FP8 or int4 (``ExpertWeights``) are read as stored and
+dequantized in the inner loop, so decode reads a half (FP8) or about a quarter (int4) of bf16's
+bytes: FP8 tiles are cast and the accumulated row scaled once by the row's scale; int4 tiles are
+unpacked and centred (``q - zero``, exact in the dot dtype) with each K tile inside one group, the
+partial dot scaled by the group's scale, as ``kernels.int4_linear`` does; act-order experts gather
+each K tile's activations through the expert's input order. The launch structure is unchanged.
 """
 
 from __future__ import annotations
@@ -25,18 +32,21 @@ from berth_runtime.kernels._launch import (
     check_contiguous,
     check_dtype,
     check_launchable,
-    check_same_dtype,
     check_shape,
     dot_input_precision,
     dot_operand_dtype,
 )
 from berth_runtime.kernels._rounding import round_to
+from berth_runtime.kernels.expert_weights import ExpertWeights, as_expert_weights
 
 
 @triton.jit
 def _grouped_matmul_kernel(
     input_ptr,
     weight_ptr,
+    scale_ptr,
+    zero_ptr,
+    order_ptr,
     output_ptr,
     pair_ids_ptr,
     block_experts_ptr,
@@ -45,11 +55,16 @@ def _grouped_matmul_kernel(
     num_experts,
     out_features,
     in_features,
+    groups,
+    group_size,
     top_k,
     input_row_stride,
     output_row_stride,
     INPUT_PER_TOKEN: tl.constexpr,
     SCALE_BY_ROUTER: tl.constexpr,
+    INT4: tl.constexpr,
+    FP8: tl.constexpr,
+    HAS_ORDER: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -66,26 +81,46 @@ def _grouped_matmul_kernel(
         col_ids = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_mask = col_ids < out_features
         k_ids = tl.arange(0, BLOCK_K)
-        input_tile = input_ptr + input_rows[:, None].to(tl.int64) * input_row_stride + k_ids[None, :]
-        # weight: [experts, out_features, in_features]; a [BLOCK_K, BLOCK_N] tile of this expert's transpose
-        weight_tile = (
-            weight_ptr
-            + expert * out_features * in_features
-            + col_ids[None, :].to(tl.int64) * in_features
-            + k_ids[:, None]
-        )
+        input_row_ptrs = input_ptr + input_rows[:, None].to(tl.int64) * input_row_stride
+        weight_rows = expert * out_features + col_ids[None, :].to(tl.int64)
+        # a [BLOCK_K, BLOCK_N] tile of this expert's transposed weight [out, in] (int4: [out, in / 8])
+        if INT4:
+            weight_tile = weight_ptr + weight_rows * (in_features // 8) + (k_ids // 8)[:, None]
+            shifts = ((k_ids % 8) * 4)[:, None]
+            group_row = (expert * out_features + col_ids.to(tl.int64)) * groups
+        else:
+            weight_tile = weight_ptr + weight_rows * in_features + k_ids[:, None]
         accumulator = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for k_start in range(0, in_features, BLOCK_K):
             k_mask = k_ids < in_features - k_start
-            activations = tl.load(input_tile, mask=pair_mask[:, None] & k_mask[None, :], other=0.0)
-            weights = tl.load(weight_tile, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
-            accumulator += tl.dot(
-                activations.to(tl.float32).to(DOT_DTYPE),
-                weights.to(tl.float32).to(DOT_DTYPE),
-                input_precision=DOT_PRECISION,
+            if HAS_ORDER:  # act-order: this expert's position i reads input order[expert, i]
+                columns = tl.load(order_ptr + expert * in_features + k_start + k_ids, mask=k_mask, other=0)
+            else:
+                columns = k_start + k_ids
+            activations = tl.load(
+                input_row_ptrs + columns[None, :], mask=pair_mask[:, None] & k_mask[None, :], other=0.0
             )
-            input_tile += BLOCK_K
-            weight_tile += BLOCK_K
+            weight_mask = k_mask[:, None] & col_mask[None, :]
+            if INT4:  # a K tile lies in one group: (q - zero) is exact in the dot dtype, scaled after
+                group = k_start // group_size
+                scale = tl.load(scale_ptr + group_row + group, mask=col_mask, other=0.0).to(tl.float32)
+                zero = tl.load(zero_ptr + group_row + group, mask=col_mask, other=0).to(tl.int32)
+                words = tl.load(weight_tile, mask=weight_mask, other=0)
+                weights = (((words >> shifts) & 0xF) - zero[None, :]).to(tl.float32)
+                weight_tile += BLOCK_K // 8
+            else:
+                weights = tl.load(weight_tile, mask=weight_mask, other=0.0).to(tl.float32)
+                weight_tile += BLOCK_K
+            partial = tl.dot(
+                activations.to(tl.float32).to(DOT_DTYPE), weights.to(DOT_DTYPE), input_precision=DOT_PRECISION
+            )
+            if INT4:
+                accumulator += partial * scale[None, :]
+            else:
+                accumulator += partial
+        if FP8:  # one scale per output row of the expert, constant along K: applied once
+            row_scale = tl.load(scale_ptr + expert * out_features + col_ids, mask=col_mask, other=0.0)
+            accumulator = accumulator * row_scale.to(tl.float32)[None, :]
         if SCALE_BY_ROUTER:
             router = tl.load(router_weights_ptr + pairs, mask=pair_mask, other=0.0).to(tl.float32)
             accumulator = accumulator * router[:, None]
@@ -119,9 +154,54 @@ def align_pairs_by_expert(
     return pair_ids, block_experts
 
 
+def _check_experts(
+    op: str, name: str, experts: ExpertWeights, activation_dtype: torch.dtype, shape: list[int]
+) -> int:
+    """Validates one projection's stacked experts [experts, out, in]; returns its int4 group size
+    (0 for float and FP8)."""
+    num_experts, out_features, in_features = shape
+    weight = experts.weight
+    if experts.is_int4:
+        assert experts.scale is not None and experts.zero is not None  # int4 holds both
+        check_dtype(op, f"{name}.weight", weight, (torch.int32,))
+        check_dtype(op, f"{name}.scale", experts.scale, (torch.float16, torch.bfloat16, torch.float32))
+        check_dtype(op, f"{name}.zero", experts.zero, (torch.uint8,))
+        check_shape(op, f"{name}.weight", weight, [num_experts, out_features, in_features // 8])
+        groups = experts.scale.shape[-1] if experts.scale.dim() == 3 else 0
+        if in_features % 8 or groups < 1 or in_features % groups or (in_features // groups) % 16:
+            raise ValueError(
+                f"{op}: {name} needs inputs in whole words of 8 and groups of a multiple of 16 inputs; "
+                f"got {in_features} inputs, scale {list(experts.scale.shape)}"
+            )
+        check_shape(op, f"{name}.scale", experts.scale, [num_experts, out_features, groups])
+        check_shape(op, f"{name}.zero", experts.zero, [num_experts, out_features, groups])
+        tensors = [weight, experts.scale, experts.zero]
+        if experts.input_order is not None:
+            check_dtype(op, f"{name}.input_order", experts.input_order, (torch.int32,))
+            check_shape(op, f"{name}.input_order", experts.input_order, [num_experts, in_features])
+            tensors.append(experts.input_order)
+        for tensor in tensors:
+            check_contiguous(op, name, tensor)
+        return in_features // groups
+    if experts.input_order is not None:
+        raise ValueError(f"{op}: {name} has an input order; only int4 experts are act-order permuted")
+    if experts.is_fp8:
+        assert experts.scale is not None  # FP8 holds its per-row scale
+        check_dtype(op, f"{name}.weight", weight, (torch.float8_e4m3fn,))
+        check_dtype(op, f"{name}.scale", experts.scale, (torch.float32,))
+        check_shape(op, f"{name}.scale", experts.scale, [num_experts, out_features])
+        check_contiguous(op, f"{name}.scale", experts.scale)
+    else:
+        check_dtype(op, name, weight, (activation_dtype,))
+    check_shape(op, name if not experts.is_fp8 else f"{name}.weight", weight, shape)
+    check_contiguous(op, name, weight)
+    return 0
+
+
 def _grouped_matmul(
     inputs: torch.Tensor,
-    weight: torch.Tensor,
+    experts: ExpertWeights,
+    group_size: int,
     pair_ids: torch.Tensor,
     block_experts: torch.Tensor,
     num_pairs: int,
@@ -130,28 +210,38 @@ def _grouped_matmul(
     output_dtype: torch.dtype,
     block_m: int,
 ) -> torch.Tensor:
-    """One launch: every pair's row times its expert's ``weight`` [experts, out, in] -> [pairs, out]."""
-    out_features, in_features = weight.shape[1], weight.shape[2]
+    """One launch: every pair's row times its expert's weight [experts, out, in] -> [pairs, out]."""
+    out_features, in_features = experts.out_features, experts.in_features
     output = torch.empty((num_pairs, out_features), dtype=output_dtype, device=inputs.device)
-    block_n, block_k = 64, 64
+    # an int4 K tile must lie in one group: the largest power of two dividing the group size, <= 64
+    block_n, block_k = 64, min(64, group_size & -group_size) if group_size else 64
     dot_dtype = dot_operand_dtype(_grouped_matmul_kernel, inputs.dtype)
     grid = (triton.cdiv(out_features, block_n), block_experts.numel())
+    weight = experts.weight
     _grouped_matmul_kernel[grid](
         inputs,
         weight,
+        experts.scale if experts.scale is not None else weight,
+        experts.zero if experts.zero is not None else weight,
+        experts.input_order if experts.input_order is not None else weight,
         output,
         pair_ids,
         block_experts,
         router_weights if router_weights is not None else output,
         num_pairs,
-        weight.shape[0],
+        experts.num_experts,
         out_features,
         in_features,
+        in_features // group_size if group_size else 1,
+        group_size or in_features,
         top_k,
         inputs.stride(0),
         output.stride(0),
         INPUT_PER_TOKEN=router_weights is None,
         SCALE_BY_ROUTER=router_weights is not None,
+        INT4=experts.is_int4,
+        FP8=experts.is_fp8,
+        HAS_ORDER=experts.input_order is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
@@ -165,44 +255,52 @@ def _grouped_matmul(
 
 def fused_experts(
     hidden: torch.Tensor,
-    gate_up: torch.Tensor,
-    down: torch.Tensor,
+    gate_up: torch.Tensor | ExpertWeights,
+    down: torch.Tensor | ExpertWeights,
     router_weights: torch.Tensor,
     expert_ids: torch.Tensor,
     silu_and_mul: Callable[[torch.Tensor], torch.Tensor],
     block_m: int = 16,
 ) -> torch.Tensor:
     """``hidden``: [tokens, hidden]; ``gate_up``: [experts, 2 * intermediate, hidden]; ``down``:
-    [experts, hidden, intermediate]; ``router_weights``: float32 [tokens, top_k] and ``expert_ids``:
-    [tokens, top_k] (int32/int64) -> sum over k of router weight * expert(hidden), [tokens, hidden] in
-    ``hidden``'s dtype (summed in float32). ``silu_and_mul``: [rows, 2 * I] -> [rows, I]."""
+    [experts, hidden, intermediate] (float in ``hidden``'s dtype, or ``ExpertWeights`` kept as stored
+    in FP8 or int4, dequantized in the inner loop); ``router_weights``: float32 [tokens, top_k] and
+    ``expert_ids``: [tokens, top_k] (int32/int64) -> sum over k of router weight * expert(hidden),
+    [tokens, hidden] in ``hidden``'s dtype (summed in float32). ``silu_and_mul``: [rows, 2 * I] ->
+    [rows, I]."""
     op = "fused_experts"
+    gate_up, down = as_expert_weights(gate_up), as_expert_weights(down)
     check_dtype(op, "hidden", hidden, FLOAT_ACTIVATION_DTYPES)
-    check_same_dtype(op, {"hidden": hidden, "gate_up": gate_up, "down": down})
     check_dtype(op, "router_weights", router_weights, (torch.float32,))
     check_dtype(op, "expert_ids", expert_ids, (torch.int32, torch.int64))
-    if hidden.dim() != 2 or gate_up.dim() != 3:
+    if hidden.dim() != 2 or gate_up.weight.dim() != 3 or down.weight.dim() != 3:
         raise ValueError(
-            f"{op}: hidden must be [tokens, hidden] and gate_up [experts, 2 * intermediate, hidden]; got "
-            f"{list(hidden.shape)} and {list(gate_up.shape)}"
+            f"{op}: hidden must be [tokens, hidden], gate_up [experts, 2 * intermediate, hidden] and down "
+            f"[experts, hidden, intermediate]; got {list(hidden.shape)}, {list(gate_up.weight.shape)} "
+            f"and {list(down.weight.shape)}"
         )
     tokens, hidden_size = hidden.shape
-    num_experts, double_intermediate, _ = gate_up.shape
-    check_shape(op, "gate_up", gate_up, [num_experts, double_intermediate, hidden_size])
-    check_shape(op, "down", down, [num_experts, hidden_size, double_intermediate // 2])
+    num_experts, double_intermediate = gate_up.num_experts, gate_up.out_features
+    gate_up_group = _check_experts(
+        op, "gate_up", gate_up, hidden.dtype, [num_experts, double_intermediate, hidden_size]
+    )
+    down_group = _check_experts(
+        op, "down", down, hidden.dtype, [num_experts, hidden_size, double_intermediate // 2]
+    )
     check_shape(op, "expert_ids", expert_ids, [tokens, None])
     check_shape(op, "router_weights", router_weights, list(expert_ids.shape))
-    for name, tensor in (("hidden", hidden), ("gate_up", gate_up), ("down", down)):
-        check_contiguous(op, name, tensor)
-    check_launchable(_grouped_matmul_kernel, op, {"hidden": hidden, "gate_up": gate_up, "down": down})
+    check_contiguous(op, "hidden", hidden)
+    check_launchable(
+        _grouped_matmul_kernel, op, {"hidden": hidden, "gate_up": gate_up.weight, "down": down.weight}
+    )
     top_k = expert_ids.shape[1]
     if tokens == 0:
         return torch.zeros_like(hidden)
     num_pairs = tokens * top_k
     pair_ids, block_experts = align_pairs_by_expert(expert_ids, num_experts, block_m)
     shared = (pair_ids, block_experts, num_pairs, top_k)
-    gate_up_rows = _grouped_matmul(hidden, gate_up, *shared, None, hidden.dtype, block_m)
+    gate_up_rows = _grouped_matmul(hidden, gate_up, gate_up_group, *shared, None, hidden.dtype, block_m)
     activated = silu_and_mul(gate_up_rows).contiguous()  # [pairs, intermediate]
     weights = router_weights.reshape(-1).contiguous()
-    down_rows = _grouped_matmul(activated, down, *shared, weights, torch.float32, block_m)
+    down_rows = _grouped_matmul(activated, down, down_group, *shared, weights, torch.float32, block_m)
     return down_rows.view(tokens, top_k, hidden_size).sum(dim=1).to(hidden.dtype)

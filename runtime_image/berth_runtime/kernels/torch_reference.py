@@ -11,7 +11,8 @@ take.
 Attention also takes what only some families use: a sliding window (a query sees itself and the
 window - 1 keys before it, masked here) and logit soft-capping (Gemma 2); the decode kernel and
 `flash_prefill` take both as arguments. The int4 linear and the experts of a mixture of experts have
-their references here too (`int4_linear`, `grouped_experts`).
+their references here too (`int4_linear`, `grouped_experts`; experts kept as stored in FP8 or int4
+go through `weight_only_linear` / `int4_linear` per expert, dequantized on every call).
 
 What these do not take: padding rows (a negative slot, a context of length 0), which only the
 kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as functional
 
 from berth_runtime.engine.attention_metadata import AttentionMetadata, PrefillBatch
+from berth_runtime.kernels.expert_weights import ExpertWeights, as_expert_weights
 
 
 def rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -334,32 +336,48 @@ def int4_linear(
     return result.to(x.dtype)
 
 
+def _expert_matmul(x: torch.Tensor, experts: ExpertWeights, expert: int) -> torch.Tensor:
+    """x [rows, in] times expert ``expert``'s weight, transposed, in ``x``'s dtype; a quantized
+    expert is dequantized for this call only, by the linears' own references."""
+    if experts.input_order is not None:
+        x = x.index_select(1, experts.input_order[expert].long())
+    if experts.is_int4:
+        assert experts.scale is not None and experts.zero is not None  # int4 holds both
+        return int4_linear(x, experts.weight[expert], experts.scale[expert], experts.zero[expert])
+    if experts.is_fp8:
+        assert experts.scale is not None  # FP8 holds its per-row scale
+        return weight_only_linear(x, experts.weight[expert], experts.scale[expert])
+    return x @ experts.weight[expert].t()
+
+
 def grouped_experts(
     hidden: torch.Tensor,
-    gate_up: torch.Tensor,
-    down: torch.Tensor,
+    gate_up: torch.Tensor | ExpertWeights,
+    down: torch.Tensor | ExpertWeights,
     router_weights: torch.Tensor,
     expert_ids: torch.Tensor,
     silu_and_mul: Callable[[torch.Tensor], torch.Tensor] = silu_and_mul,
 ) -> torch.Tensor:
     """A mixture of experts' MLP: hidden [tokens, hidden]; gate_up [experts, 2 * I, hidden]; down
-    [experts, hidden, I]; router_weights (float32) and expert_ids [tokens, top_k] -> the sum over k of
-    router weight * down(silu_and_mul(gate_up(hidden))), accumulated in float32, in hidden's dtype.
+    [experts, hidden, I] (float tensors, or ``ExpertWeights`` kept as stored); router_weights
+    (float32) and expert_ids [tokens, top_k] -> the sum over k of router weight *
+    down(silu_and_mul(gate_up(hidden))), accumulated in float32, in hidden's dtype.
     The (token, expert) pairs are grouped by expert, two matmuls per expert over all its tokens (the
     per-expert counts are read back to the host)."""
+    gate_up, down = as_expert_weights(gate_up), as_expert_weights(down)
     top_k = expert_ids.shape[1]
     order = torch.argsort(expert_ids.flatten(), stable=True)
     tokens_in_order = order // top_k
     weights_in_order = router_weights.flatten()[order]
-    counts = torch.bincount(expert_ids.flatten(), minlength=gate_up.shape[0]).tolist()
+    counts = torch.bincount(expert_ids.flatten(), minlength=gate_up.num_experts).tolist()
     output = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     start = 0
     for expert, count in enumerate(counts):
         if count == 0:
             continue
         rows = tokens_in_order[start : start + count]
-        activated = silu_and_mul(hidden[rows] @ gate_up[expert].t())
-        expert_output = (activated @ down[expert].t()).float()
+        activated = silu_and_mul(_expert_matmul(hidden[rows], gate_up, expert))
+        expert_output = _expert_matmul(activated, down, expert).float()
         output.index_add_(0, rows, expert_output * weights_in_order[start : start + count, None])
         start += count
     return output.to(hidden.dtype)

@@ -313,8 +313,8 @@ class DecoderForCausalLM(nn.Module):
         if module in _LAYER_NORMS and kind == "weight":
             norm = getattr(layer, _LAYER_NORMS[module], None)
             return WeightDestination(norm) if norm is not None else None
-        if layer.moe is not None and kind == "weight":
-            destination = layer.moe.checkpoint_destination(module)
+        if layer.moe is not None:  # its weights, and its stored experts' scales, zeros and orders
+            destination = layer.moe.checkpoint_destination(module, kind)
             if destination is not None:
                 return destination
         if layout is not None and kind == "bias" and module in _REDUCED_BIASES:

@@ -130,10 +130,11 @@ def load_weights(model: CausalLM, files: list[Path]) -> None:
 
 def store_linears_as_fp8(module: torch.nn.Module) -> None:
     """Swaps every `nn.Linear` for a `WeightOnlyLinear` with empty float8 weights and per-row scales,
-    which the loader fills from an FP8 checkpoint as stored (a mixture of experts' own linears stay
-    float: its experts are dequantized)."""
+    which the loader fills from an FP8 checkpoint as stored; a mixture of experts' stacked experts
+    are held as stored too (its shared expert and router stay float)."""
     for parent in list(module.modules()):
         if isinstance(parent, SparseMoE):
+            parent.store_experts_as_fp8()
             continue
         for child_name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.Linear):

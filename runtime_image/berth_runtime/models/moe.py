@@ -8,9 +8,12 @@ intermediate] down), and run grouped through the ops table: the step's (token, e
 sorted by expert; on the kernel path (CUDA) one Triton launch per projection over all experts with no
 host sync (`kernels.fused_moe`), on the reference path two matmuls per expert, the per-expert counts
 read back to the host (`torch_reference.grouped_experts`), which is why only the kernel path can be
-captured in a CUDA graph. Pre-quantized checkpoints' experts (FP8, AWQ, GPTQ, compressed-tensors
-int4) are dequantized into these stacked tensors at load: the grouped kernel reads float weights only
-(the decoder's other linears keep their quantized form, `models.prequantized`).
+captured in a CUDA graph. Pre-quantized checkpoints' experts (FP8 per tensor or channel, AWQ, GPTQ,
+compressed-tensors int4) are kept as stored: before loading, `store_experts_as_fp8` /
+`store_experts_as_int4` swap the stacked tensors for `quantization.QuantizedExperts` buffers that the
+loader fills expert by expert, and the grouped op dequantizes them as it runs. What they cannot take
+(FP8 block-wise scales, FP8 on a GPU without e4m3, int4 shapes the kernel's groups do not fit) is
+dequantized into the float stacked tensors at load, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 from berth_runtime.models.interface import WeightDestination
 from berth_runtime.models.model_config import MixtureOfExperts
 from berth_runtime.models.ops import LayerOps
+from berth_runtime.quantization.experts import QuantizedExperts
 
 # Checkpoint module (after "model.layers.N.") -> (our parameter, its row block: 0 gate, 1 up, None all).
 _EXPERT = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)$")
@@ -41,7 +45,14 @@ _SHARED_TENSORS: dict[str, tuple[str, int | None]] = {
 }
 
 
+# A stored expert's tensor (its kind, after the module name) -> the `QuantizedExperts` buffer.
+_STORED_PARTS = {"weight": "weight", "weight_scale": "scale", "weight_zero": "zero"}
+
+
 class SparseMoE(nn.Module):
+    experts_gate_up: nn.Parameter | QuantizedExperts
+    experts_down: nn.Parameter | QuantizedExperts
+
     def __init__(self, hidden_size: int, experts: MixtureOfExperts, dtype: torch.dtype) -> None:
         super().__init__()
         self.settings = experts
@@ -60,6 +71,39 @@ class SparseMoE(nn.Module):
             self.shared_down_proj = nn.Linear(shared, hidden_size, bias=False, dtype=dtype)
             self.shared_expert_gate = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
 
+    def store_experts_as_fp8(self) -> None:
+        """Holds the experts as FP8 weights with a scale per row, for the loader to fill as stored."""
+        num_experts, size = self.settings.num_experts, self.settings.intermediate_size
+        hidden_size, device = self.router.shape[1], self.router.device
+        self._hold_as_stored(
+            QuantizedExperts(num_experts, 2 * size, hidden_size, device),
+            QuantizedExperts(num_experts, hidden_size, size, device),
+        )
+
+    def store_experts_as_int4(self, group_size: int, act_order: bool, scale_dtype: torch.dtype) -> bool:
+        """Holds the experts in the int4 layout (`group_size` 0: one group per row) for the loader to
+        fill as stored; False, keeping them float, where the kernel's groups do not fit a projection's
+        inputs (whole 8-input words, groups of a multiple of 16 inputs)."""
+        num_experts, size = self.settings.num_experts, self.settings.intermediate_size
+        hidden_size, device = self.router.shape[1], self.router.device
+        groups = {inputs: group_size or inputs for inputs in (hidden_size, size)}
+        if any(inputs % 8 or inputs % group or group % 16 for inputs, group in groups.items()):
+            return False
+        self._hold_as_stored(
+            QuantizedExperts(
+                num_experts, 2 * size, hidden_size, device, groups[hidden_size], 2 * act_order, scale_dtype
+            ),
+            QuantizedExperts(
+                num_experts, hidden_size, size, device, groups[size], int(act_order), scale_dtype
+            ),
+        )
+        return True
+
+    def _hold_as_stored(self, gate_up: QuantizedExperts, down: QuantizedExperts) -> None:
+        """Replaces the float stacked parameters (a module cannot be assigned over a parameter)."""
+        del self.experts_gate_up, self.experts_down
+        self.experts_gate_up, self.experts_down = gate_up, down
+
     def forward(self, hidden: torch.Tensor, ops: LayerOps) -> torch.Tensor:
         """hidden: [tokens, hidden_size] (normed) -> the MLP's output, same shape."""
         top_k = self.settings.experts_per_token
@@ -67,17 +111,22 @@ class SparseMoE(nn.Module):
         weights, experts = torch.topk(probabilities, top_k, dim=-1)  # [tokens, top_k]
         if self.settings.normalize_top_k:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        output = ops.grouped_experts(
-            hidden, self.experts_gate_up, self.experts_down, weights, experts, ops.silu_and_mul
+        gate_up, down = (
+            stacked.expert_weights() if isinstance(stacked, QuantizedExperts) else stacked
+            for stacked in (self.experts_gate_up, self.experts_down)
         )
+        output = ops.grouped_experts(hidden, gate_up, down, weights, experts, ops.silu_and_mul)
         if self.shared_gate_up_proj is not None and self.shared_down_proj is not None:
             assert self.shared_expert_gate is not None  # set together
             shared = self.shared_down_proj(ops.silu_and_mul(self.shared_gate_up_proj(hidden)))
             output = output + torch.sigmoid(hidden @ self.shared_expert_gate.t()) * shared
         return output
 
-    def checkpoint_destination(self, module: str) -> WeightDestination | None:
-        """Where the checkpoint weight of `module` (the name after "model.layers.N.") goes."""
+    def checkpoint_destination(self, module: str, kind: str = "weight") -> WeightDestination | None:
+        """Where the checkpoint tensor `kind` ("weight", or a stored expert's "weight_scale",
+        "weight_zero", "input_permutation") of `module` (the name after "model.layers.N.") goes."""
+        if kind != "weight":
+            return self._stored_destination(module, kind)
         if module in ("block_sparse_moe.gate", "mlp.gate"):
             return WeightDestination(self.router)
         if module == "mlp.shared_expert_gate" and self.shared_expert_gate is not None:
@@ -96,8 +145,31 @@ class SparseMoE(nn.Module):
         if match is None or int(match.group(1)) >= self.settings.num_experts:
             return None
         ours, block = _EXPERT_TENSORS[match.group(2)]
-        parameter = getattr(self, ours)
+        stacked = getattr(self, ours)
+        parameter = stacked.weight if isinstance(stacked, QuantizedExperts) else stacked
         expert = int(match.group(1))
         if block is None:
             return WeightDestination(parameter, expert=expert)
         return WeightDestination(parameter, block * size, size, expert=expert)
+
+    def _stored_destination(self, module: str, kind: str) -> WeightDestination | None:
+        """A stored expert's scale, zero point or input order: the rows of its expert (an order: the
+        row of its checkpoint tensor, gate 0 and up 1)."""
+        match = _EXPERT.match(module)
+        if match is None or int(match.group(1)) >= self.settings.num_experts:
+            return None
+        ours, block = _EXPERT_TENSORS[match.group(2)]
+        stacked = getattr(self, ours)
+        if not isinstance(stacked, QuantizedExperts):
+            return None
+        expert = int(match.group(1))
+        if kind == "input_permutation":
+            order = stacked.input_permutation
+            return None if order is None else WeightDestination(order, block or 0, 1, expert=expert)
+        buffer = getattr(stacked, _STORED_PARTS[kind]) if kind in _STORED_PARTS else None
+        if buffer is None:
+            return None
+        size = self.settings.intermediate_size
+        if block is None:
+            return WeightDestination(buffer, expert=expert)
+        return WeightDestination(buffer, block * size, size, expert=expert)

@@ -17,9 +17,11 @@ concatenate rows. 4-bit weights are served as stored too, on every device: the d
 linears become `quantization.Int4Linear`s and each checkpoint linear is converted once to berth's
 output-major int4 layout (`kernels.int4_linear`: `.weight` packed [out, in / 8], `.weight_scale`
 [out, groups], `.weight_zero` [out, groups], and where act-order is possible `.input_permutation`
-[1, in], inputs sorted by group so each group is contiguous). Anything else (FP8 elsewhere, any format in a
-mixture of experts' stacked experts, an int4 linear whose shape the layout cannot take) becomes one
-float `W.weight` tensor [out, in], copied like any other weight.
+[1, in], inputs sorted by group so each group is contiguous). A mixture of experts' stacked experts
+take the same stored forms per expert (`quantization.QuantizedExperts`, filled through the same
+names). Anything else (FP8 elsewhere or block-wise, an int4 linear or expert whose shape the layout
+cannot take, a shared expert) becomes one float `W.weight` tensor [out, in], copied like any other
+weight.
 """
 
 from __future__ import annotations
@@ -280,8 +282,9 @@ def stores_int4(in_features: int, group_size: int) -> bool:
 
 
 def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_size: int, method: str) -> None:
-    """Swaps the decoder's `nn.Linear`s for empty `Int4Linear`s the loader fills as stored (a mixture
-    of experts' stacked experts, and linears the layout cannot take, stay float: dequantized at load).
+    """Swaps the decoder's `nn.Linear`s for empty `Int4Linear`s, and a mixture of experts' stacked
+    experts for int4 buffers, that the loader fills as stored (linears and experts the layout cannot
+    take, and a shared expert, stay float: dequantized at load).
     Layers whose inputs may be act-order permuted get one input-order row per checkpoint tensor fused
     into them. Scales are held as the format stores them (fp16 for AWQ and GPTQ), in float32 for
     compressed-tensors (bf16 or fp16 there: float32 holds either exactly)."""
@@ -290,6 +293,7 @@ def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_si
     scale_dtype = torch.float32 if method == "pack-quantized" else torch.float16
     for parent in list(module.modules()):
         if isinstance(parent, SparseMoE):
+            parent.store_experts_as_int4(group_size, act_order, scale_dtype)
             continue
         for child_name, child in list(parent.named_children()):
             group = group_size or child.in_features if isinstance(child, torch.nn.Linear) else 0
