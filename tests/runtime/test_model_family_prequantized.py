@@ -179,8 +179,11 @@ QUANTIZERS: dict[str, Quantizer] = {
 }
 
 
-def write_prequantized(source: Path, directory: Path, scheme: str) -> tuple[Path, Path]:
-    """(the quantized checkpoint, a float checkpoint of its dequantized weights) from `source`."""
+def write_prequantized(
+    source: Path, directory: Path, scheme: str, linears: tuple[str, ...] = LINEARS
+) -> tuple[Path, Path]:
+    """(the quantized checkpoint, a float checkpoint of its dequantized weights) from `source`, every
+    weight of a module named in `linears` quantized."""
     quantized_dir, float_dir = directory / "quantized", directory / "dequantized"
     for target in (quantized_dir, float_dir):
         shutil.copytree(source, target)
@@ -188,7 +191,7 @@ def write_prequantized(source: Path, directory: Path, scheme: str) -> tuple[Path
     quantized, dequantized = dict(tensors), dict(tensors)
     for name, weight in tensors.items():
         module = name.removesuffix(".weight")
-        if not (name.endswith(".weight") and module.rpartition(".")[2] in LINEARS):
+        if not (name.endswith(".weight") and module.rpartition(".")[2] in linears):
             continue
         stored, dequantized_weight = QUANTIZERS[scheme](weight)
         dequantized[name] = dequantized_weight.contiguous()
