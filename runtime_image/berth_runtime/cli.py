@@ -229,12 +229,12 @@ def _check_against_model(config: RuntimeConfig) -> None:
     """The flag checks that need --model's config.json or GGUF metadata but not its weights (the
     context limit, whether the model splits over --tensor-parallel-size): a ValueError is a usage
     error (exit 2) known before any weight loads. A config that cannot be read is skipped (loading
-    then reports why, with the file and key); an architecture no family serves is raised."""
+    then reports why, with the file and key); a model this runtime does not serve is raised."""
     from berth_runtime.models.checkpoint import gguf_file_for
     from berth_runtime.models.gguf_reader import GGUFModelFile
     from berth_runtime.models.model_config import (
         ModelDirectoryError,
-        UnsupportedArchitectureError,
+        UnsupportedModelError,
         load_model_config,
     )
     from berth_runtime.models.registry import check_tensor_parallel_support
@@ -244,7 +244,7 @@ def _check_against_model(config: RuntimeConfig) -> None:
         model_config = (
             load_model_config(Path(config.model)) if gguf_path is None else GGUFModelFile(gguf_path).config
         )
-    except UnsupportedArchitectureError:
+    except UnsupportedModelError:
         raise
     except (ModelDirectoryError, OSError):
         return

@@ -15,7 +15,7 @@ from conftest import build_tokenizer
 
 from berth_runtime.models.model_config import (
     ModelDirectoryError,
-    UnsupportedArchitectureError,
+    UnsupportedModelError,
     load_model_config,
     parse_rope,
 )
@@ -71,7 +71,7 @@ def test_every_family_architecture_is_registered_once() -> None:
 
 def test_an_unknown_architecture_fails_naming_the_supported_ones(tmp_path: Path) -> None:
     model_dir = _write_config(tmp_path, architectures=["DeepseekV3ForCausalLM"])
-    with pytest.raises(UnsupportedArchitectureError) as error:
+    with pytest.raises(UnsupportedModelError) as error:
         load_model_config(model_dir)
     message = str(error.value)
     assert "'DeepseekV3ForCausalLM' is not supported" in message

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -170,3 +171,35 @@ def test_an_architecture_no_family_serves_exits_2_before_loading_naming_the_supp
     assert result.returncode == 2, result.stderr
     assert "GPT2LMHeadModel" in result.stderr and "LlamaForCausalLM" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _unsupported_quantization(tiny_llama_dir: Path, directory: Path) -> Path:
+    config = json.loads((tiny_llama_dir / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def _unsupported_gguf(directory: Path) -> Path:
+    from gguf_writer import minimal_gguf
+
+    return minimal_gguf(directory / "gemma.gguf", {"gemma2.context_length": 64}, architecture="gemma2")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda llama, tmp: _unsupported_quantization(llama, tmp / "bnb"), ("bitsandbytes", "accepted: ")),
+        (lambda llama, tmp: _unsupported_gguf(tmp), ("'gemma2' (general.architecture)", "accepted: llama")),
+    ],
+    ids=["quantization-format", "gguf-architecture"],
+)
+def test_a_model_this_runtime_does_not_serve_exits_2_before_loading_naming_what_it_accepts(
+    tiny_llama_dir: Path, tmp_path: Path, make: Any, words: tuple[str, ...]
+) -> None:
+    # a refusal (exit 2, which the operator reports as ConfigurationRefused), not a load failure (1)
+    result = _serve(make(tiny_llama_dir, tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+    assert "Traceback" not in result.stderr and "loading" not in result.stderr

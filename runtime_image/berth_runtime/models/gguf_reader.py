@@ -16,7 +16,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError
+from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, UnsupportedModelError
 from berth_runtime.models.rope import RopeScaling
 
 GGUF_SUFFIX = ".gguf"
@@ -50,7 +50,7 @@ class GGUFModelFile:
         self.tensors = {tensor.name: tensor for tensor in self.reader.tensors}
         self.architecture = self.string("general.architecture")
         if self.architecture not in SUPPORTED_GGUF_ARCHITECTURES:
-            raise ModelDirectoryError(
+            raise UnsupportedModelError(
                 f"{path}: GGUF architecture {self.architecture!r} (general.architecture) is not supported "
                 f"by this runtime; accepted: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)}"
             )
@@ -106,7 +106,7 @@ class GGUFModelFile:
     def _model_config(self) -> ModelConfig:
         arch = self.architecture
         if self.integer(f"{arch}.expert_count", 0, minimum=0) > 0:
-            raise ModelDirectoryError(
+            raise UnsupportedModelError(
                 f"{self.path}: a mixture-of-experts model ({arch}.expert_count="
                 f"{self.value(f'{arch}.expert_count')}) is not supported; accepted: dense Llama models"
             )
@@ -166,7 +166,7 @@ class GGUFModelFile:
             if factor is not None and scaling_type == "none":
                 scaling_type = "linear"
         if scaling_type not in SUPPORTED_GGUF_ROPE_SCALING:
-            raise ModelDirectoryError(
+            raise UnsupportedModelError(
                 f"{self.path}: {arch}.rope.scaling.type {scaling_type!r} is not supported; accepted: "
                 f"{', '.join(SUPPORTED_GGUF_ROPE_SCALING)} (Llama 3 scaling comes as the rope_freqs tensor)"
             )

@@ -23,9 +23,11 @@ class ModelDirectoryError(ValueError):
     """The model directory is missing something or holds something this runtime cannot load."""
 
 
-class UnsupportedArchitectureError(ModelDirectoryError):
-    """config.json names an architecture no registered family serves: a spec error, known before any
-    weight is read (the message lists the supported ones)."""
+class UnsupportedModelError(ModelDirectoryError):
+    """A readable model this runtime does not serve -- an architecture no family registers, an
+    activation or rope type its family does not run, a quantization format or GGUF variant it cannot
+    load: a spec error known before any weight is read. The server exits 2, as for a refused flag
+    (the operator reports it as ConfigurationRefused); the message lists what is accepted."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def activation(config: dict[str, Any], path: Path, accepted: tuple[str, ...]) ->
     default)."""
     value = config.get("hidden_activation") or config.get("hidden_act") or accepted[0]
     if value not in accepted:
-        raise ModelDirectoryError(
+        raise UnsupportedModelError(
             f"{path}: hidden_act {value!r} is not supported for {config['architectures'][0]}; "
             f"accepted: {', '.join(accepted)}"
         )
@@ -156,7 +158,7 @@ def parse_rope(
         raise ModelDirectoryError(f"{path}: rope_parameters/rope_scaling is {params!r}; accepted: an object")
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ModelDirectoryError(
+        raise UnsupportedModelError(
             f"{path}: rope type {rope_type!r} is not supported; accepted: {', '.join(SUPPORTED_ROPE_TYPES)}"
         )
     theta = params.get("rope_theta", default_theta or config.get("rope_theta", 10000.0))

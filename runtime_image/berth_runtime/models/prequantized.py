@@ -43,7 +43,7 @@ from berth_runtime.models.int4_formats import (
     pack_quantized_to_int4,
 )
 from berth_runtime.models.layers import fused_split_sizes
-from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError
+from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, UnsupportedModelError
 from berth_runtime.models.moe import SparseMoE
 from berth_runtime.quantization.int4_linear import Int4Linear
 
@@ -86,8 +86,8 @@ def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization 
         return None
     method = settings.get("quant_method") if isinstance(settings, dict) else None
 
-    def unsupported(detail: str) -> ModelDirectoryError:
-        return ModelDirectoryError(
+    def unsupported(detail: str) -> UnsupportedModelError:
+        return UnsupportedModelError(
             f"{path}: quantization_config {detail} is not supported; "
             f"accepted: {', '.join(PREQUANTIZED_FORMATS)}"
         )
@@ -132,7 +132,7 @@ def read_prequantization(config: dict[str, Any], path: Path) -> PreQuantization 
 
 
 def _read_pack_quantized(
-    settings: dict[str, Any], unsupported: Callable[[str], ModelDirectoryError]
+    settings: dict[str, Any], unsupported: Callable[[str], UnsupportedModelError]
 ) -> PreQuantization:
     """compressed-tensors "pack-quantized": every config group 4-bit int weights, one strategy."""
     schemes: set[tuple[int, bool]] = set()

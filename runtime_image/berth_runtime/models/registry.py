@@ -9,7 +9,7 @@ from pathlib import Path
 
 from berth_runtime.models import gemma, llama, mixtral, phi3, qwen3, qwen_moe
 from berth_runtime.models.interface import ModelFamily
-from berth_runtime.models.model_config import ModelConfig, UnsupportedArchitectureError
+from berth_runtime.models.model_config import ModelConfig, UnsupportedModelError
 from berth_runtime.parallel.sharding import check_tensor_parallel
 
 FAMILIES: tuple[ModelFamily, ...] = (
@@ -65,7 +65,7 @@ def family_for(architecture: object, path: Path) -> ModelFamily:
     """The family serving `architecture` (config.json's first `architectures` entry, read from `path`)."""
     family = ARCHITECTURES.get(architecture) if isinstance(architecture, str) else None
     if family is None:
-        raise UnsupportedArchitectureError(
+        raise UnsupportedModelError(
             f"{path}: architecture {architecture!r} is not supported by this runtime; "
             f"accepted: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )

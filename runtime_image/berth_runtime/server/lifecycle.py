@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from berth_runtime.cold_start import STAGE_DOWNLOAD, STAGE_LOAD, STAGE_WARMUP, recorded_fetch_seconds
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.outputs import EngineStats
-from berth_runtime.models.model_config import ModelDirectoryError
+from berth_runtime.models.model_config import ModelDirectoryError, UnsupportedModelError
 from berth_runtime.sampling_params import SamplingParams
 from berth_runtime.server.errors import DRAINING_RETRY_AFTER_SECONDS, ApiError
 
@@ -157,12 +157,12 @@ class ServerState:
             self.cold_start_seconds[STAGE_WARMUP] = time.monotonic() - loaded
         except Exception as error:
             self.phase = Phase.FAILED
-            if isinstance(error, ValueError) and not isinstance(error, ModelDirectoryError):
+            refused = isinstance(error, UnsupportedModelError) or not isinstance(error, ModelDirectoryError)
+            if isinstance(error, ValueError) and refused:
                 # a flag that only the loaded model can check (the KV cache derived from device
-                # memory): a usage error, exit 2 with its message as before weights load
-                logger.error(
-                    "loading %s failed: the flags do not fit this model: %s", self.config.model, error
-                )
+                # memory), or a model this runtime does not serve: a usage error, exit 2 with its
+                # message as before weights load
+                logger.error("loading %s refused: %s", self.config.model, error)
                 self.exit_code = 2
             else:
                 logger.exception("loading %s failed", self.config.model)
