@@ -9,8 +9,10 @@ the copy bandwidth. Prints, on the machine it runs on:
 - the int4 (AWQ/GPTQ layout, group 128) dequant kernel on the same linear shapes at batch 1, 8 and
   64: default tiles, and at batch 1 the CUDA-core GEMV beside the 16-row tensor-core tile, each as a
   share of the copy bandwidth for the packed weight, scales and zeros it reads;
-- the fused MoE experts (Mixtral 8x7B and Qwen3-30B-A3B shapes) at batch 1, 8 and 64: the bytes are
-  the experts the step's routing chose (each read once), the share as above.
+- the fused MoE experts (Mixtral 8x7B and Qwen3-30B-A3B shapes) at batch 1, 8 and 64, with bf16
+  experts beside experts kept as a pre-quantized checkpoint stores them (int4 group 128, and FP8
+  with a scale per row where the GPU runs e4m3): the bytes are the experts the step's routing
+  chose (each read once, its packed words, scales and zeros included), the share as above.
 
 Every time is GPU time per call as the engine's decode graphs see it: the calls are captured back
 to back in one CUDA graph (no Python between launches; launch gaps and tails included) and each
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from decode_models import device_copy_bandwidth
 
 from berth_runtime.kernels.activation import silu_and_mul
+from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.fused_moe import fused_experts
 from berth_runtime.kernels.int4_linear import int4_linear
 from berth_runtime.kernels.kv_cache_store import store_kv_cache
@@ -228,13 +231,15 @@ MOE_SHAPES = {  # name: (experts, top_k, hidden, intermediate)
 }
 
 
-def random_int4(out_features: int, in_features: int) -> tuple[torch.Tensor, ...]:
-    """Packed words, fp16 scales and uint8 zeros in berth's int4 layout (kernels.int4_linear)."""
-    qweight = torch.randint(
-        -(2**31), 2**31 - 1, (out_features, in_features // 8), device="cuda", dtype=torch.int32
-    )
-    scale = (torch.rand(out_features, in_features // GROUP, device="cuda") * 0.01).half()
-    zero = torch.randint(0, 16, (out_features, in_features // GROUP), device="cuda", dtype=torch.uint8)
+def random_int4(
+    out_features: int, in_features: int, experts: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, ...]:
+    """Packed words, fp16 scales and uint8 zeros in berth's int4 layout (kernels.int4_linear), with
+    `experts` leading dimensions for stacked experts."""
+    rows, groups = (*experts, out_features), in_features // GROUP
+    qweight = torch.randint(-(2**31), 2**31 - 1, (*rows, in_features // 8), device="cuda", dtype=torch.int32)
+    scale = (torch.rand(*rows, groups, device="cuda") * 0.01).half()
+    zero = torch.randint(0, 16, (*rows, groups), device="cuda", dtype=torch.uint8)
     return qweight, scale, zero
 
 
@@ -266,30 +271,55 @@ def bench_int4(bandwidth: float) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_moe(bandwidth: float) -> list[dict[str, Any]]:
+def stacked_experts(form: str, experts: int, out_features: int, in_features: int) -> ExpertWeights:
+    """Random experts [experts, out, in] as bf16, int4 (group 128) or FP8 with a scale per row."""
+    shape = (experts, out_features, in_features)
+    if form == "int4":
+        return ExpertWeights(*random_int4(out_features, in_features, (experts,)))
+    weight = torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * 0.02
+    if form == "fp8":
+        scale = torch.rand(experts, out_features, device="cuda") * 1e-3
+        return ExpertWeights((weight * 5000).clamp(-448, 448).to(torch.float8_e4m3fn), scale)
+    return ExpertWeights(weight)
+
+
+def bench_moe(bandwidth: float, fp8: bool) -> list[dict[str, Any]]:
     rows = []
+    forms = ("bf16", "int4", "fp8") if fp8 else ("bf16", "int4")
     for name, (experts, top_k, hidden, intermediate) in MOE_SHAPES.items():
-        gate_up = torch.randn(experts, 2 * intermediate, hidden, device="cuda", dtype=torch.bfloat16) * 0.02
-        down = torch.randn(experts, hidden, intermediate, device="cuda", dtype=torch.bfloat16) * 0.02
-        per_expert = (gate_up.nbytes + down.nbytes) // experts
+        stacks = {
+            form: (
+                stacked_experts(form, experts, 2 * intermediate, hidden),
+                stacked_experts(form, experts, hidden, intermediate),
+            )
+            for form in forms
+        }
+        per_expert = {
+            form: sum(t.nbytes for w in pair for t in (w.weight, w.scale, w.zero) if t is not None) // experts
+            for form, pair in stacks.items()
+        }
         for batch in (1, 8, 64):
             x = torch.randn(batch, hidden, device="cuda", dtype=torch.bfloat16)
             router = torch.softmax(torch.randn(batch, experts, device="cuda"), dim=-1)
             weights, expert_ids = torch.topk(router, top_k, dim=-1)
             chosen = int(torch.unique(expert_ids).numel())
-            us = graph_microseconds(
-                [
-                    lambda x=x, g=gate_up, d=down, w=weights, e=expert_ids: fused_experts(
-                        x, g, d, w, e, silu_and_mul
-                    )
-                ]
+            timings = {
+                form: graph_microseconds(
+                    [
+                        lambda x=x, g=gate_up, d=down, w=weights, e=expert_ids: fused_experts(
+                            x, g, d, w, e, silu_and_mul
+                        )
+                    ]
+                )
+                for form, (gate_up, down) in stacks.items()
+            }
+            line = " | ".join(
+                f"{form} {us:8.1f} us {share(chosen * per_expert[form], us, bandwidth)}"
+                for form, us in timings.items()
             )
-            print(
-                f"{name:>14} b{batch:<3} fused experts ({chosen} of {experts} chosen): {us:8.1f} us "
-                f"{share(chosen * per_expert, us, bandwidth)}",
-                flush=True,
-            )
-            rows.append({"model": name, "batch": batch, "experts_read": chosen, "us": us})
+            print(f"{name:>14} b{batch:<3} fused experts ({chosen} of {experts} chosen): {line}", flush=True)
+            rows.append({"model": name, "batch": batch, "experts_read": chosen, "us": timings})
+        del stacks
     return rows
 
 
@@ -315,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         ("attention", lambda: bench_attention(bandwidth)),
         ("small", bench_small_kernels),
         ("int4", lambda: bench_int4(bandwidth)),
-        ("moe", lambda: bench_moe(bandwidth)),
+        ("moe", lambda: bench_moe(bandwidth, fp8)),
     ):
         try:
             report[part] = measure()

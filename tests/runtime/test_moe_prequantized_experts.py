@@ -52,7 +52,11 @@ def _int4_experts(out: int, inputs: int, act_order: bool, generator: torch.Gener
 
 
 def _fp8_experts(out: int, inputs: int, per_channel: bool, generator: torch.Generator) -> ExpertWeights:
-    weight = (torch.randn(EXPERTS, out, inputs, generator=generator) * 100).to(torch.float8_e4m3fn)
+    weight = (
+        (torch.randn(EXPERTS, out, inputs, generator=generator) * 100)
+        .clamp(-448, 448)
+        .to(torch.float8_e4m3fn)
+    )
     scale = torch.rand(EXPERTS, out if per_channel else 1, generator=generator) / 500 + 1e-4
     return ExpertWeights(weight, scale.expand(EXPERTS, out).contiguous())  # per tensor: one per row
 
