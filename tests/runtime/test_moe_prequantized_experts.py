@@ -2,7 +2,8 @@
 expert kernel, dequantizing FP8 and int4 experts in its inner loop, computes what the torch reference
 computes (which itself equals the float reference on the dequantized weights, act-order included),
 and tiny Mixtral / Qwen2-MoE checkpoints in FP8, AWQ, GPTQ and pack-quantized int4 load their experts
-as stored and match transformers on the dequantized weights."""
+as stored and match transformers on the dequantized weights, and generate the reference path's
+tokens with their stored experts on the kernel path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from engine_reference import make_engine
-from model_family_checks import ATOL, max_logit_difference, write_family_model
+from model_family_checks import (
+    ATOL,
+    assert_kernel_path_matches_the_reference_path,
+    max_logit_difference,
+    write_family_model,
+)
 from test_model_family_prequantized import LINEARS, write_prequantized
 
 from berth_runtime.kernels import fused_moe as module
@@ -201,3 +207,13 @@ def test_prequantized_experts_load_as_stored_and_match_transformers(
     act_order = scheme in ("gptq", "int4-pack-asymmetric-actorder")
     assert (moe.experts_gate_up.expert_weights().input_order is not None) == act_order
     assert max_logit_difference(quantized_dir, decode_steps=3, reference_dir=float_dir) <= ATOL
+
+
+@pytest.mark.parametrize("scheme", ["gptq", "fp8-channel"])
+def test_stored_experts_on_the_kernel_path_give_the_reference_tokens(
+    tiny_mixtral_dir: Path, tmp_path: Path, scheme: str
+) -> None:
+    """The grouped kernel reads the stored experts (act-order int4, FP8) through the ops table; decode
+    graphs stay allowed (the input order is read back once, on the first eager pass)."""
+    quantized_dir, _ = write_prequantized(tiny_mixtral_dir, tmp_path, scheme, (*LINEARS, "w1", "w2", "w3"))
+    assert_kernel_path_matches_the_reference_path(quantized_dir, decode_graphs=True)

@@ -26,6 +26,7 @@ from berth_runtime.kernels import (
     torch_reference,
 )
 from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention
 
 
@@ -124,13 +125,14 @@ def paged_attention_op(
 
 def grouped_experts_op(
     hidden: torch.Tensor,
-    gate_up: torch.Tensor,
-    down: torch.Tensor,
+    gate_up: torch.Tensor | ExpertWeights,
+    down: torch.Tensor | ExpertWeights,
     router_weights: torch.Tensor,
     expert_ids: torch.Tensor,
     silu_and_mul: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """As ``torch_reference.grouped_experts``, as two grouped launches over all experts."""
+    """As ``torch_reference.grouped_experts``, as two grouped launches over all experts (float, or
+    kept as stored in FP8 / int4)."""
     if not _on_kernel_device(hidden, fused_moe._grouped_matmul_kernel):
         return torch_reference.grouped_experts(
             hidden, gate_up, down, router_weights, expert_ids, silu_and_mul
