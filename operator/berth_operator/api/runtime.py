@@ -67,6 +67,17 @@ def is_reserved_env_name(name: str) -> bool:
     return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX)
 
 
+# The architectures whose layers the runtime shards (its registry's TENSOR_PARALLEL_FAMILIES;
+# tests/unit/builders/test_builder_runtime_contract.py holds the two equal).
+TENSOR_PARALLEL_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Phi3ForCausalLM",
+)
+
+
 class KVCacheSpec(ApiModel):
     """Paged KV cache sizing and prefix reuse."""
 
@@ -213,10 +224,13 @@ class RuntimeSpec(ApiModel):
         description=(
             "Tensor-parallel ranks one model replica is sharded across (Megatron-style: attention "
             "heads, MLP and vocabulary split across ranks, one all-reduce per attention and per MLP "
-            "block), one GPU each; resources.gpu.count must equal it (or be 0: CPU ranks). The "
-            "model's attention heads must divide by it (KV heads too, or be fewer than it and are "
-            "then replicated); the runtime refuses a size the model does not allow before loading "
-            "weights, listing the sizes it does, and status reports it (ConfigurationRefused)."
+            "block), one GPU each; resources.gpu.count must equal it (or be 0: CPU ranks). Above 1: "
+            "safetensors checkpoints of "
+            + ", ".join(TENSOR_PARALLEL_ARCHITECTURES)
+            + " (runtime quantization shards too); the attention heads must divide by it and the KV "
+            "heads divide by it or divide it (then replicated). The runtime refuses a size the model "
+            "does not allow (and other families, GGUF and pre-quantized checkpoints above 1) before "
+            "loading weights, naming the sizes it accepts; status reports it (ConfigurationRefused)."
         ),
     )
     warmup: WarmupSpec = Field(

@@ -228,9 +228,10 @@ def test_a_container_restarted_after_a_crash_is_a_problem_until_it_is_ready_agai
     assert pod_problem(_pod(containers=[completed], phase="Running")) is None
 
 
-TP_REFUSAL = (
-    "python -m berth_runtime serve: error: tensor_parallel_size=3: the model's 4 attention heads and "
-    "2 KV heads do not divide by it; accepted: 1, 2, 4"
+TP_REFUSAL = (  # the runtime's words (tests/runtime/test_tensor_parallel_startup.py)
+    "python -m berth_runtime serve: error: invalid tensor_parallel_size=3 (--tensor-parallel-size): this "
+    "model has 4 attention heads and 2 KV heads (intermediate size 128), and 4 attention heads do not "
+    "divide by 3; accepted values for this model: 1, 2, 4"
 )
 
 

@@ -14,7 +14,11 @@ from pydantic import ValidationError
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api.model import PREQUANTIZED_FORMATS, SERVED_ARCHITECTURES, SERVED_GGUF_ARCHITECTURES
-from berth_operator.api.runtime import EXTRA_RUNTIME_FLAGS, MANAGED_RUNTIME_FLAGS
+from berth_operator.api.runtime import (
+    EXTRA_RUNTIME_FLAGS,
+    MANAGED_RUNTIME_FLAGS,
+    TENSOR_PARALLEL_ARCHITECTURES,
+)
 from berth_operator.builders import BuildContext
 from berth_operator.builders.runtime_args import fetch_command, serve_command
 from berth_runtime.cli import build_parser, option_strings
@@ -109,3 +113,9 @@ def test_the_api_documents_what_the_runtime_serves() -> None:
     assert SERVED_ARCHITECTURES == registry.SUPPORTED_ARCHITECTURES
     assert SERVED_GGUF_ARCHITECTURES == gguf_reader.SUPPORTED_GGUF_ARCHITECTURES
     assert PREQUANTIZED_FORMATS == prequantized.PREQUANTIZED_FORMATS
+    sharded = {
+        architecture
+        for architecture, family in registry.ARCHITECTURES.items()
+        if family.name in registry.TENSOR_PARALLEL_FAMILIES
+    }
+    assert set(TENSOR_PARALLEL_ARCHITECTURES) == sharded
