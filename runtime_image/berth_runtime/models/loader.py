@@ -161,12 +161,13 @@ def build_model(
     extra = () if shard is None else (shard,)
     with torch.device("meta"):
         module = cast(torch.nn.Module, model_class(config, dtype, max_positions, *extra))
-    module = module.to_empty(device=device).eval()
+    # stored forms swapped in while still on "meta": the float tensors they replace are never allocated
     prequantization = config.prequantization
     if prequantization is not None and prequantization.method == "fp8" and stores_fp8(device):
         store_linears_as_fp8(module)
     if prequantization is not None and prequantization.method in INT4_METHODS:
         store_linears_as_int4(module, config, prequantization.group_size, prequantization.method)
+    module = module.to_empty(device=device).eval()
     model = cast(CausalLM, module)
     load_weights_into(model)
     model.init_rotary_tables(device)
