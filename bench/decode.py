@@ -14,6 +14,11 @@ same run; and time to first token for a 2,048-token prompt against the compute l
 It never passes or fails on speed; it needs CUDA and says so otherwise. Usage:
     python bench/decode.py [--shapes 1b,8b] [--batches 1,8,64] [--weights bf16,int8]
         [--layers reference,kernels,graphs] [--skip-hf] [--skip-ttft] [--json PATH]
+
+With ``--tensor-parallel-size N`` it instead builds the engine as ``serve`` does at TP=N and at TP=1
+in the same run (``decode_tp``: tokens/s at the same batches, share of the aggregate bandwidth); that
+mode also runs on the CPU under gloo (``--shapes tiny``), as a smoke test. Its exit status is 1 when
+a variant failed.
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ from decode_models import (
     matmul_flops,
     model_config_dict,
     model_layers,
+    random_prompts,
+    run_engine,
     streamed_weight_bytes,
 )
+from decode_tp import add_tensor_parallel_arguments, run_tensor_parallel
 
 from berth_runtime.engine.block_manager import BlockManager
 from berth_runtime.engine.decode_graphs import DecodeGraphs
@@ -48,7 +56,6 @@ from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.model_runner import ModelRunner, allocate_kv_caches
 from berth_runtime.engine.scheduler import Scheduler
 from berth_runtime.models.llama import LlamaForCausalLM
-from berth_runtime.sampling_params import SamplingParams
 
 PROMPT_LEN = 128
 NEW_TOKENS = 128
@@ -96,40 +103,6 @@ def make_engine(
         )
         runner.decode_graphs.capture_all()
     return LLMEngine(runner, scheduler, None, (), max_model_len, seed=0)
-
-
-def random_prompts(batch: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (batch, length), generator=generator).tolist()
-
-
-def run_engine(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, float]:
-    """(total seconds, seconds until every sequence had its first token, decode seconds per step)."""
-    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"bench-{index}", prompt, params)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    first_token_done = None
-    produced: dict[str, int] = {}
-    decode_steps = 0
-    while engine.has_unfinished_requests():
-        outputs = engine.step()
-        for output in outputs:
-            produced[output.request_id] = output.completion_tokens
-        if first_token_done is None and len(produced) == len(prompts):
-            torch.cuda.synchronize()
-            first_token_done = time.perf_counter()
-        elif first_token_done is not None:
-            decode_steps += 1
-    torch.cuda.synchronize()
-    end = time.perf_counter()
-    if sum(produced.values()) != new_tokens * len(prompts):
-        raise RuntimeError(
-            f"the engine produced {sum(produced.values())} tokens, expected {new_tokens * len(prompts)}"
-        )
-    first = first_token_done if first_token_done is not None else end
-    return end - start, first - start, (end - first) / max(1, decode_steps)
 
 
 def bench_berth(
@@ -287,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hf", action="store_true", help="skip the transformers generate() baseline")
     parser.add_argument("--skip-ttft", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    add_tensor_parallel_arguments(parser)
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.tensor_parallel_size is None and not torch.cuda.is_available():
         print("bench/decode.py needs a CUDA GPU (torch.cuda.is_available() is False); nothing was measured.")
         return 2
     shapes = [s for s in args.shapes.split(",") if s]
@@ -302,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown values {bad} or a batch < 1; accepted: shapes {','.join(SHAPES)}, weights bf16,int8, "
             "layers reference,kernels,graphs"
         )
+    if args.tensor_parallel_size is not None:
+        return run_tensor_parallel(args, shapes, weights, batches)
 
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)

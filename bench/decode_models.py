@@ -1,6 +1,7 @@
-"""Shared by the decode benchmarks: the two model shapes, berth's model built on them with random
+"""Shared by the decode benchmarks: the model shapes, berth's model built on them with random
 weights (optionally int8), the bytes a decode step must read, the device's copy bandwidth and matmul
-rate, and the switch between the model's reference layers and the kernel layer ops."""
+rate, the switch between the model's reference layers and the kernel layer ops, and the loop that
+drives an engine through a timed batch of requests."""
 
 from __future__ import annotations
 
@@ -13,13 +14,24 @@ from typing import Any
 
 import torch
 
+from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.models.llama import LlamaForCausalLM
 from berth_runtime.models.model_config import load_model_config
 from berth_runtime.quantization import quantize_linear_layers
+from berth_runtime.sampling_params import SamplingParams
 
 SHAPES: dict[str, dict[str, Any]] = {
     "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16},
     "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
+    # small enough for the CPU (the tensor-parallel comparison's smoke test under gloo): 4 / 2 heads
+    "tiny": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 512,
+    },
 }
 COMMON_CONFIG = {
     "architectures": ["LlamaForCausalLM"],
@@ -37,16 +49,23 @@ COMMON_CONFIG = {
 }
 
 
+def synchronize() -> None:
+    """Waits for the GPU's queued work; nothing to wait for on the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def device_copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a large device-to-device copy (read + write counted), best of 10."""
-    source = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    """Bytes/s of a large device-to-device copy (read + write counted), best of 10; on the CPU a
+    128 MiB host copy (the CPU runs are smoke tests: the figure only makes the share computable)."""
+    source = torch.empty(1 << (30 if device.type == "cuda" else 27), dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
     best = float("inf")
     for _ in range(10):
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         target.copy_(source)
-        torch.cuda.synchronize()
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * source.numel() / best
 
@@ -115,3 +134,37 @@ def model_layers(model: LlamaForCausalLM, kind: str) -> Iterator[None]:
         yield
     finally:
         model.use_kernel_ops = saved
+
+
+def random_prompts(batch: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, length), generator=generator).tolist()
+
+
+def run_engine(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> tuple[float, float, float]:
+    """(total seconds, seconds until every sequence had its first token, decode seconds per step)."""
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    for index, prompt in enumerate(prompts):
+        engine.add_request(f"bench-{index}", prompt, params)
+    synchronize()
+    start = time.perf_counter()
+    first_token_done = None
+    produced: dict[str, int] = {}
+    decode_steps = 0
+    while engine.has_unfinished_requests():
+        outputs = engine.step()
+        for output in outputs:
+            produced[output.request_id] = output.completion_tokens
+        if first_token_done is None and len(produced) == len(prompts):
+            synchronize()
+            first_token_done = time.perf_counter()
+        elif first_token_done is not None:
+            decode_steps += 1
+    synchronize()
+    end = time.perf_counter()
+    if sum(produced.values()) != new_tokens * len(prompts):
+        raise RuntimeError(
+            f"the engine produced {sum(produced.values())} tokens, expected {new_tokens * len(prompts)}"
+        )
+    first = first_token_done if first_token_done is not None else end
+    return end - start, first - start, (end - first) / max(1, decode_steps)
