@@ -130,9 +130,10 @@ def measure(
         block_size=BLOCK_SIZE,
         tensor_parallel_size=size,
     )
+    label = "fp32" if weights == "bf16" and device == "cpu" else weights  # the CPU runs float32
     start = time.perf_counter()
     built = build_engine(config)
-    print(f"  TP={size} {weights}: engine ready in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"  TP={size} {label}: engine ready in {time.perf_counter() - start:.1f} s", flush=True)
     rows = []
     try:
         model = built.engine.runner.model
@@ -158,7 +159,7 @@ def measure(
             }
             rows.append(row)
             print(
-                f"  TP={size} {weights:>4} b{batch:<3} {row['tokens_per_s']:10.1f} tok/s  step "
+                f"  TP={size} {label:>4} b{batch:<3} {row['tokens_per_s']:10.1f} tok/s  step "
                 f"{row['decode_step_ms']:7.2f} ms  each rank streams {rank_step_bytes / 1e6:,.1f} MB/step  "
                 f"{100 * row['aggregate_bandwidth_share']:5.1f}% of the aggregate bandwidth "
                 f"({size} x {bandwidth / 1e12:.3f} TB/s)",

@@ -5,12 +5,18 @@
 # Installs nothing: it uses the python3 that holds torch + triton + transformers (BERTH_PYTHON
 # overrides) and imports berth from this checkout.
 #
-#   scripts/gpu-check.sh [all|tests|kernels|step|decode]...  (default: all = tests kernels step decode;
+#   scripts/gpu-check.sh [all|tests|kernels|step|decode|tp]...  (default: all = tests kernels step decode;
 #   the stages run in the order given)
 #
 # Each stage has its own time limit (seconds: TESTS_TIMEOUT=140, KERNELS_TIMEOUT=90, STEP_TIMEOUT=90,
-# DECODE_TIMEOUT=250) so the whole run fits a 10-minute device command. DECODE_ARGS passes options
-# to bench/decode.py (e.g. "--shapes 1b --skip-hf"). Exit status: non-zero if any stage failed.
+# DECODE_TIMEOUT=250: 570 in all) so the whole run fits a 10-minute device command. DECODE_ARGS passes
+# options to bench/decode.py (e.g. "--shapes 1b --skip-hf"). Exit status: non-zero if any stage failed.
+#
+# `tp` (tensor parallelism, issue #19) is its own device command, not part of `all`: with 2 or more GPUs
+# it runs tests/gpu/test_gpu_tensor_parallel.py (TP_TESTS_TIMEOUT=150) and bench/decode.py at
+# --tensor-parallel-size 2 beside TP=1 (TP_DECODE_TIMEOUT=330; TP_DECODE_ARGS, default
+# "--shapes 1b,8b --weights bf16"): 480 s, env.txt plus three files. With one GPU it runs the NCCL
+# path at world size 1 through the same code (that test alone) and says that TP=2 was not measured.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -23,7 +29,7 @@ export PYTHONPATH="$root/runtime_image${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFE
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ]; then stages=(tests kernels step decode); fi
 for stage in "${stages[@]}"; do
-  case "$stage" in tests|kernels|step|decode) ;; *) echo "gpu-check: unknown stage '$stage'; accepted: all tests kernels step decode" >&2; exit 2;; esac
+  case "$stage" in tests|kernels|step|decode|tp) ;; *) echo "gpu-check: unknown stage '$stage'; accepted: all tests kernels step decode tp" >&2; exit 2;; esac
 done
 
 {
@@ -68,6 +74,23 @@ for stage in "${stages[@]}"; do
     decode)
       # shellcheck disable=SC2086  # DECODE_ARGS is a list of options
       run_stage decode "${DECODE_TIMEOUT:-250}" decode.log "$python" bench/decode.py --json "$out/decode.json" ${DECODE_ARGS:-} ;;
+    tp)
+      gpus=$("$python" -c "import torch; print(torch.cuda.device_count())")
+      if [ "$gpus" -ge 2 ]; then
+        echo "== tp: $gpus GPUs: tensor-parallel equality on CUDA, then decode at TP=2 beside TP=1"
+        run_stage tp-tests "${TP_TESTS_TIMEOUT:-150}" tp-tests.log \
+          "$python" -m pytest -q -p no:cacheprovider -rs tests/gpu/test_gpu_tensor_parallel.py
+        # shellcheck disable=SC2086  # TP_DECODE_ARGS is a list of options
+        run_stage tp-decode "${TP_DECODE_TIMEOUT:-330}" decode-tp.log "$python" bench/decode.py \
+          --tensor-parallel-size 2 --json "$out/decode-tp.json" ${TP_DECODE_ARGS:---shapes 1b,8b --weights bf16}
+      else
+        note="tp: ONE GPU: the NCCL path at world size 1 through the same code (a real NCCL group, the sharded"
+        note+=" model built with it, its all-reduces captured in the decode graphs); TP=2 needs two GPUs: NOT run"
+        echo "== $note"
+        run_stage tp-tests "${TP_TESTS_TIMEOUT:-150}" tp-tests.log \
+          "$python" -m pytest -q -p no:cacheprovider -rs tests/gpu/test_gpu_tensor_parallel.py -k world_size_1
+        echo "== $note" >>"$out/tp-tests.log"
+      fi ;;
   esac
 done
 
