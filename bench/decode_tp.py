@@ -186,6 +186,12 @@ def run_tensor_parallel(
     if args.max_model_len is None:
         args.max_model_len = args.prompt_len + args.new_tokens + 16
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and size > torch.cuda.device_count():
+        print(
+            f"--tensor-parallel-size {size} needs one GPU per rank; this machine has "
+            f"{torch.cuda.device_count()}: nothing was measured"
+        )
+        return 2
     bandwidth = device_copy_bandwidth(torch.device(device))
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (gloo; smoke test, not a figure)"
     gpus = torch.cuda.device_count() if device == "cuda" else 0
