@@ -11,8 +11,9 @@ the copy bandwidth. Prints, on the machine it runs on:
   share of the copy bandwidth for the packed weight, scales and zeros it reads;
 - the fused MoE experts (Mixtral 8x7B and Qwen3-30B-A3B shapes) at batch 1, 8 and 64, with bf16
   experts beside experts kept as a pre-quantized checkpoint stores them (int4 group 128, and FP8
-  with a scale per row where the GPU runs e4m3): the bytes are the experts the step's routing
-  chose (each read once, its packed words, scales and zeros included), the share as above.
+  with a scale per row or per 128 x 128 block where the GPU runs e4m3): the bytes are the experts
+  the step's routing chose (each read once, its packed words, scales and zeros included), the share
+  as above.
 
 Every time is GPU time per call as the engine's decode graphs see it: the calls are captured back
 to back in one CUDA graph (no Python between launches; launch gaps and tails included) and each
@@ -272,20 +273,24 @@ def bench_int4(bandwidth: float) -> list[dict[str, Any]]:
 
 
 def stacked_experts(form: str, experts: int, out_features: int, in_features: int) -> ExpertWeights:
-    """Random experts [experts, out, in] as bf16, int4 (group 128) or FP8 with a scale per row."""
+    """Random experts [experts, out, in] as bf16, int4 (group 128), FP8 with a scale per row, or FP8
+    with a scale per 128 x 128 block (Qwen3's FP8 checkpoints)."""
     shape = (experts, out_features, in_features)
     if form == "int4":
         return ExpertWeights(*random_int4(out_features, in_features, (experts,)))
     weight = torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * 0.02
+    stored = (weight * 5000).clamp(-448, 448).to(torch.float8_e4m3fn)
     if form == "fp8":
-        scale = torch.rand(experts, out_features, device="cuda") * 1e-3
-        return ExpertWeights((weight * 5000).clamp(-448, 448).to(torch.float8_e4m3fn), scale)
+        return ExpertWeights(stored, torch.rand(experts, out_features, device="cuda") * 1e-3)
+    if form == "fp8-block":
+        blocks = (experts, -(-out_features // 128), -(-in_features // 128))
+        return ExpertWeights(stored, torch.rand(*blocks, device="cuda") * 1e-3, block_size=(128, 128))
     return ExpertWeights(weight)
 
 
 def bench_moe(bandwidth: float, fp8: bool) -> list[dict[str, Any]]:
     rows = []
-    forms = ("bf16", "int4", "fp8") if fp8 else ("bf16", "int4")
+    forms = ("bf16", "int4", "fp8", "fp8-block") if fp8 else ("bf16", "int4")
     for name, (experts, top_k, hidden, intermediate) in MOE_SHAPES.items():
         stacks = {
             form: (

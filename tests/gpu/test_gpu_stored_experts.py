@@ -2,7 +2,7 @@
 stores them (issue #18), dequantized in the grouped kernel's inner loop, against the torch reference
 in bf16 at a Mixtral-like ratio of shapes: int4 group 128 with per-expert act-order (held by
 `QuantizedExperts`, filled on the CPU and moved to the GPU, so its input order is re-read there), and
-FP8 e4m3 with a scale per row (compute capability >= 8.9 only)."""
+FP8 e4m3 with a scale per row or per 128 x 128 block (compute capability >= 8.9 only)."""
 
 from __future__ import annotations
 
@@ -48,15 +48,19 @@ def test_act_order_int4_experts_match_reference_in_bf16(tokens: int) -> None:
     torch.testing.assert_close(actual.cpu(), expected, rtol=3e-2, atol=3e-2)
 
 
+@pytest.mark.parametrize("blocks", [None, (128, 128)])
 @pytest.mark.parametrize("tokens", [1, 7, 200])
-def test_fp8_experts_match_reference_in_bf16(tokens: int) -> None:
+def test_fp8_experts_match_reference_in_bf16(tokens: int, blocks: tuple[int, int] | None) -> None:
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("float8 e4m3 needs compute capability >= 8.9 (FP8 experts are dequantized below it)")
 
     def fp8(out_features: int, in_features: int) -> ExpertWeights:
         weight = torch.randn(EXPERTS, out_features, in_features, device="cuda") * 100
         weight = weight.clamp(-448, 448).to(torch.float8_e4m3fn)  # e4m3's range
-        return ExpertWeights(weight, torch.rand(EXPERTS, out_features, device="cuda") * 3e-4)
+        if blocks is None:
+            return ExpertWeights(weight, torch.rand(EXPERTS, out_features, device="cuda") * 3e-4)
+        scale_shape = (EXPERTS, out_features // blocks[0], in_features // blocks[1])
+        return ExpertWeights(weight, torch.rand(*scale_shape, device="cuda") * 3e-4, block_size=blocks)
 
     gate_up, down = fp8(2 * INTERMEDIATE, HIDDEN), fp8(HIDDEN, INTERMEDIATE)
     x = torch.randn(tokens, HIDDEN, device="cuda", dtype=torch.bfloat16)

@@ -1,6 +1,6 @@
 """The compile check's cases (tests/runtime/test_kernel_compile.py) for the int4 dequant-GEMM/GEMV, the
-grouped expert matmul (float, int4 and FP8 experts) and the soft-capped flash prefill, at the shapes
-their wrappers launch."""
+grouped expert matmul (float, int4, FP8 and block-wise FP8 experts) and the soft-capped flash
+prefill, at the shapes their wrappers launch."""
 
 from __future__ import annotations
 
@@ -67,17 +67,30 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                 capabilities,
             )
         )
-    # (label, weight, scale, output, router-scaled, int4, fp8, act-order, BLOCK_K, capabilities)
+    # (label, weight, scale, output, router-scaled, int4, scale per "tile" or "row", act-order, BLOCK_K,
+    # capabilities)
     fp8_targets = tuple(c for c in capabilities if c >= 89)
     expert_variants = [
-        ("float bf16 -> bf16", "*bf16", "*bf16", "*bf16", False, False, False, False, 64, capabilities),
-        ("float bf16 -> fp32", "*bf16", "*bf16", "*fp32", True, False, False, False, 64, capabilities),
-        ("int4 group 128 act-order", "*i32", "*fp16", "*bf16", False, True, False, True, 64, capabilities),
-        ("int4 group 32 -> fp32", "*i32", "*fp32", "*fp32", True, True, False, False, 32, capabilities),
+        ("float bf16 -> bf16", "*bf16", "*bf16", "*bf16", False, False, "", False, 64, capabilities),
+        ("float bf16 -> fp32", "*bf16", "*bf16", "*fp32", True, False, "", False, 64, capabilities),
+        ("int4 group 128 act-order", "*i32", "*fp16", "*bf16", False, True, "tile", True, 64, capabilities),
+        ("int4 group 32 -> fp32", "*i32", "*fp32", "*fp32", True, True, "tile", False, 32, capabilities),
         # e4m3 needs compute capability >= 8.9: FP8 experts are dequantized at load below that
-        ("fp8 e4m3", "*fp8e4nv", "*fp32", "*fp32", True, False, True, False, 64, fp8_targets),
+        ("fp8 e4m3 row scales", "*fp8e4nv", "*fp32", "*fp32", True, False, "row", False, 64, fp8_targets),
+        (
+            "fp8 e4m3 128x128 blocks",
+            "*fp8e4nv",
+            "*fp32",
+            "*bf16",
+            False,
+            False,
+            "tile",
+            False,
+            64,
+            fp8_targets,
+        ),
     ]
-    for label, weight, scale, output_type, scaled, int4, fp8, ordered, block_k, targets in expert_variants:
+    for label, weight, scale, output_type, scaled, int4, scales, ordered, block_k, targets in expert_variants:
         cases.append(
             (
                 f"grouped expert matmul {label} router-scaled={scaled}",
@@ -97,6 +110,8 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                             "num_experts",
                             "out_features",
                             "in_features",
+                            "scale_rows",
+                            "rows_per_scale",
                             "groups",
                             "group_size",
                             "top_k",
@@ -110,7 +125,8 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                             "INPUT_PER_TOKEN",
                             "SCALE_BY_ROUTER",
                             "INT4",
-                            "FP8",
+                            "SCALE_PER_TILE",
+                            "SCALE_PER_ROW",
                             "HAS_ORDER",
                             "BLOCK_M",
                             "BLOCK_N",
@@ -125,7 +141,8 @@ def int4_and_expert_cases(capabilities: tuple[int, ...]) -> list[Case]:
                     "INPUT_PER_TOKEN": not scaled,
                     "SCALE_BY_ROUTER": scaled,
                     "INT4": int4,
-                    "FP8": fp8,
+                    "SCALE_PER_TILE": scales == "tile",
+                    "SCALE_PER_ROW": scales == "row",
                     "HAS_ORDER": ordered,
                     "BLOCK_M": 16,
                     "BLOCK_N": 64,

@@ -1,7 +1,8 @@
 """Mixture-of-experts experts kept as a pre-quantized checkpoint stores them (issue #18): the grouped
 expert kernel, dequantizing FP8 and int4 experts in its inner loop, computes what the torch reference
 computes (which itself equals the float reference on the dequantized weights, act-order included),
-and tiny Mixtral / Qwen2-MoE checkpoints in FP8, AWQ, GPTQ and pack-quantized int4 load their experts
+and tiny Mixtral / Qwen2-MoE checkpoints in FP8 (per tensor, channel or block), AWQ, GPTQ and
+pack-quantized int4 load their experts
 as stored and match transformers on the dequantized weights, and generate the reference path's
 tokens with their stored experts on the kernel path."""
 
@@ -67,11 +68,24 @@ def _fp8_experts(out: int, inputs: int, per_channel: bool, generator: torch.Gene
     return ExpertWeights(weight, scale.expand(EXPERTS, out).contiguous())  # per tensor: one per row
 
 
+def _fp8_block_experts(out: int, inputs: int, generator: torch.Generator) -> ExpertWeights:
+    """Block-wise FP8, blocks of 32 rows x 48 columns (partial blocks at the edges of `inputs`)."""
+    weight = (torch.randn(EXPERTS, out, inputs, generator=generator) * 100).clamp(-448, 448)
+    scale = torch.rand(EXPERTS, -(-out // 32), -(-inputs // 48), generator=generator) / 500 + 1e-4
+    return ExpertWeights(weight.to(torch.float8_e4m3fn), scale, block_size=(32, 48))
+
+
 def _dequantized(experts: ExpertWeights) -> torch.Tensor:
     """The float [experts, out, in] weights, in the checkpoint's input order, by the linears' references."""
     rows = []
     for expert in range(experts.num_experts):
         assert experts.scale is not None
+        if experts.block_size is not None:
+            scale = experts.scale[expert]
+            rows.append(
+                torch_reference.dequantize_fp8_blocks(experts.weight[expert], scale, experts.block_size)
+            )
+            continue
         if experts.zero is None:
             rows.append(experts.weight[expert].float() * experts.scale[expert, :, None])
             continue
@@ -87,7 +101,7 @@ def _dequantized(experts: ExpertWeights) -> torch.Tensor:
 
 def _to(experts: ExpertWeights, device: str) -> ExpertWeights:
     moved = [None if t is None else t.to(device) for t in (experts.scale, experts.zero, experts.input_order)]
-    return ExpertWeights(experts.weight.to(device), *moved)
+    return ExpertWeights(experts.weight.to(device), *moved, experts.block_size)
 
 
 SCHEMES = {
@@ -95,6 +109,7 @@ SCHEMES = {
     "int4-act-order": lambda out, inputs, g: _int4_experts(out, inputs, True, g),
     "fp8-channel": lambda out, inputs, g: _fp8_experts(out, inputs, True, g),
     "fp8-tensor": lambda out, inputs, g: _fp8_experts(out, inputs, False, g),
+    "fp8-block": _fp8_block_experts,
 }
 
 
@@ -190,6 +205,7 @@ STORED = {"fp8": torch.float8_e4m3fn, "awq": torch.int32, "gptq": torch.int32, "
         ("tiny_mixtral_dir", "awq"),
         ("tiny_mixtral_dir", "gptq"),
         ("tiny_mixtral_dir", "fp8-channel"),
+        ("tiny_mixtral_dir", "fp8-block"),
         ("tiny_mixtral_dir", "int4-pack-asymmetric-actorder"),
         ("tiny_qwen2_moe_dir", "fp8-tensor"),
         ("tiny_qwen2_moe_dir", "int4-pack"),
@@ -209,7 +225,7 @@ def test_prequantized_experts_load_as_stored_and_match_transformers(
     assert max_logit_difference(quantized_dir, decode_steps=3, reference_dir=float_dir) <= ATOL
 
 
-@pytest.mark.parametrize("scheme", ["gptq", "fp8-channel"])
+@pytest.mark.parametrize("scheme", ["gptq", "fp8-channel", "fp8-block"])
 def test_stored_experts_on_the_kernel_path_give_the_reference_tokens(
     tiny_mixtral_dir: Path, tmp_path: Path, scheme: str
 ) -> None:

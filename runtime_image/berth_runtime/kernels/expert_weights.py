@@ -6,6 +6,8 @@ the same layouts as the decoder's quantized linears, one more leading expert dim
 
 - FP8 (compressed-tensors float-quantized): ``weight`` float8_e4m3fn [experts, out, in], ``scale``
   float32 [experts, out] (a per-tensor scale repeated per row, as ``WeightOnlyLinear`` holds it);
+  block-wise FP8 (transformers' "fp8" with ``weight_block_size`` [rows, columns]): ``scale`` float32
+  [experts, ceil(out / rows), ceil(in / columns)] and ``block_size`` (rows, columns);
 - int4 (AWQ, GPTQ, compressed-tensors pack-quantized, berth's layout of ``kernels.int4_linear``):
   ``weight`` int32 [experts, out, in / 8], ``scale`` [experts, out, groups], ``zero`` uint8
   [experts, out, groups], and for act-order checkpoints ``input_order`` int32 [experts, in]: expert
@@ -27,6 +29,7 @@ class ExpertWeights:
     scale: torch.Tensor | None = None
     zero: torch.Tensor | None = None
     input_order: torch.Tensor | None = None
+    block_size: tuple[int, int] | None = None
 
     @property
     def is_int4(self) -> bool:

@@ -15,8 +15,9 @@ Experts a pre-quantized checkpoint stores in FP8 or int4 (``ExpertWeights``) are
 dequantized in the inner loop, so decode reads a half (FP8) or about a quarter (int4) of bf16's
 bytes: FP8 tiles are cast and the accumulated row scaled once by the row's scale; int4 tiles are
 unpacked and centred (``q - zero``, exact in the dot dtype) with each K tile inside one group, the
-partial dot scaled by the group's scale, as ``kernels.int4_linear`` does; act-order experts gather
-each K tile's activations through the expert's input order. The launch structure is unchanged.
+partial dot scaled by the group's scale, as ``kernels.int4_linear`` does; block-wise FP8 (one scale
+per block of rows x columns) likewise, each K tile inside one block; act-order experts gather each K
+tile's activations through the expert's input order. The launch structure is unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def _grouped_matmul_kernel(
     num_experts,
     out_features,
     in_features,
+    scale_rows,
+    rows_per_scale,
     groups,
     group_size,
     top_k,
@@ -63,7 +66,8 @@ def _grouped_matmul_kernel(
     INPUT_PER_TOKEN: tl.constexpr,
     SCALE_BY_ROUTER: tl.constexpr,
     INT4: tl.constexpr,
-    FP8: tl.constexpr,
+    SCALE_PER_TILE: tl.constexpr,
+    SCALE_PER_ROW: tl.constexpr,
     HAS_ORDER: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -84,10 +88,11 @@ def _grouped_matmul_kernel(
         input_row_ptrs = input_ptr + input_rows[:, None].to(tl.int64) * input_row_stride
         weight_rows = expert * out_features + col_ids[None, :].to(tl.int64)
         # a [BLOCK_K, BLOCK_N] tile of this expert's transposed weight [out, in] (int4: [out, in / 8])
+        # int4 groups and FP8 blocks: the scale row of each output (rows_per_scale outputs share one)
+        group_row = (expert * scale_rows + (col_ids // rows_per_scale).to(tl.int64)) * groups
         if INT4:
             weight_tile = weight_ptr + weight_rows * (in_features // 8) + (k_ids // 8)[:, None]
             shifts = ((k_ids % 8) * 4)[:, None]
-            group_row = (expert * out_features + col_ids.to(tl.int64)) * groups
         else:
             weight_tile = weight_ptr + weight_rows * in_features + k_ids[:, None]
         accumulator = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -101,10 +106,11 @@ def _grouped_matmul_kernel(
                 input_row_ptrs + columns[None, :], mask=pair_mask[:, None] & k_mask[None, :], other=0.0
             )
             weight_mask = k_mask[:, None] & col_mask[None, :]
-            if INT4:  # a K tile lies in one group: (q - zero) is exact in the dot dtype, scaled after
-                group = k_start // group_size
-                scale = tl.load(scale_ptr + group_row + group, mask=col_mask, other=0.0).to(tl.float32)
-                zero = tl.load(zero_ptr + group_row + group, mask=col_mask, other=0).to(tl.int32)
+            if SCALE_PER_TILE:  # a K tile lies in one group (int4) or block (FP8): scaled after the dot
+                scale = tl.load(scale_ptr + group_row + k_start // group_size, mask=col_mask, other=0.0)
+            if INT4:  # (q - zero) is exact in the dot dtype
+                zero = tl.load(zero_ptr + group_row + k_start // group_size, mask=col_mask, other=0)
+                zero = zero.to(tl.int32)
                 words = tl.load(weight_tile, mask=weight_mask, other=0)
                 weights = (((words >> shifts) & 0xF) - zero[None, :]).to(tl.float32)
                 weight_tile += BLOCK_K // 8
@@ -114,11 +120,11 @@ def _grouped_matmul_kernel(
             partial = tl.dot(
                 activations.to(tl.float32).to(DOT_DTYPE), weights.to(DOT_DTYPE), input_precision=DOT_PRECISION
             )
-            if INT4:
-                accumulator += partial * scale[None, :]
+            if SCALE_PER_TILE:
+                accumulator += partial * scale.to(tl.float32)[None, :]
             else:
                 accumulator += partial
-        if FP8:  # one scale per output row of the expert, constant along K: applied once
+        if SCALE_PER_ROW:  # FP8 with a scale per output row, constant along K: applied once
             row_scale = tl.load(scale_ptr + expert * out_features + col_ids, mask=col_mask, other=0.0)
             accumulator = accumulator * row_scale.to(tl.float32)[None, :]
         if SCALE_BY_ROUTER:
@@ -157,8 +163,8 @@ def align_pairs_by_expert(
 def _check_experts(
     op: str, name: str, experts: ExpertWeights, activation_dtype: torch.dtype, shape: list[int]
 ) -> int:
-    """Validates one projection's stacked experts [experts, out, in]; returns its int4 group size
-    (0 for float and FP8)."""
+    """Validates one projection's stacked experts [experts, out, in]; returns the inputs per scale
+    along K (an int4 group, an FP8 block's columns; 0 for float and FP8 with a scale per row)."""
     num_experts, out_features, in_features = shape
     weight = experts.weight
     if experts.is_int4:
@@ -185,17 +191,25 @@ def _check_experts(
         return in_features // groups
     if experts.input_order is not None:
         raise ValueError(f"{op}: {name} has an input order; only int4 experts are act-order permuted")
-    if experts.is_fp8:
-        assert experts.scale is not None  # FP8 holds its per-row scale
-        check_dtype(op, f"{name}.weight", weight, (torch.float8_e4m3fn,))
-        check_dtype(op, f"{name}.scale", experts.scale, (torch.float32,))
-        check_shape(op, f"{name}.scale", experts.scale, [num_experts, out_features])
-        check_contiguous(op, f"{name}.scale", experts.scale)
-    else:
+    if not experts.is_fp8:
         check_dtype(op, name, weight, (activation_dtype,))
-    check_shape(op, name if not experts.is_fp8 else f"{name}.weight", weight, shape)
-    check_contiguous(op, name, weight)
-    return 0
+        check_shape(op, name, weight, shape)
+        check_contiguous(op, name, weight)
+        return 0
+    assert experts.scale is not None  # FP8 holds its scales
+    check_dtype(op, f"{name}.weight", weight, (torch.float8_e4m3fn,))
+    check_shape(op, f"{name}.weight", weight, shape)
+    check_dtype(op, f"{name}.scale", experts.scale, (torch.float32,))
+    scale_shape = [num_experts, out_features]
+    if experts.block_size is not None:
+        rows, columns = experts.block_size
+        if columns % 16:
+            raise ValueError(f"{op}: {name}'s FP8 blocks of {columns} inputs: needs a multiple of 16")
+        scale_shape = [num_experts, triton.cdiv(out_features, rows), triton.cdiv(in_features, columns)]
+    check_shape(op, f"{name}.scale", experts.scale, scale_shape)
+    for tensor in (weight, experts.scale):
+        check_contiguous(op, name, tensor)
+    return experts.block_size[1] if experts.block_size is not None else 0
 
 
 def _grouped_matmul(
@@ -213,8 +227,9 @@ def _grouped_matmul(
     """One launch: every pair's row times its expert's weight [experts, out, in] -> [pairs, out]."""
     out_features, in_features = experts.out_features, experts.in_features
     output = torch.empty((num_pairs, out_features), dtype=output_dtype, device=inputs.device)
-    # an int4 K tile must lie in one group: the largest power of two dividing the group size, <= 64
+    # a K tile must lie in one group or block: the largest power of two dividing its size, <= 64
     block_n, block_k = 64, min(64, group_size & -group_size) if group_size else 64
+    rows_per_scale = experts.block_size[0] if experts.block_size is not None else 1
     dot_dtype = dot_operand_dtype(_grouped_matmul_kernel, inputs.dtype)
     grid = (triton.cdiv(out_features, block_n), block_experts.numel())
     weight = experts.weight
@@ -232,7 +247,9 @@ def _grouped_matmul(
         experts.num_experts,
         out_features,
         in_features,
-        in_features // group_size if group_size else 1,
+        triton.cdiv(out_features, rows_per_scale),
+        rows_per_scale,
+        triton.cdiv(in_features, group_size) if group_size else 1,
         group_size or in_features,
         top_k,
         inputs.stride(0),
@@ -240,7 +257,8 @@ def _grouped_matmul(
         INPUT_PER_TOKEN=router_weights is None,
         SCALE_BY_ROUTER=router_weights is not None,
         INT4=experts.is_int4,
-        FP8=experts.is_fp8,
+        SCALE_PER_TILE=group_size > 0,
+        SCALE_PER_ROW=experts.is_fp8 and experts.block_size is None,
         HAS_ORDER=experts.input_order is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,

@@ -12,7 +12,8 @@ Attention also takes what only some families use: a sliding window (a query sees
 window - 1 keys before it, masked here) and logit soft-capping (Gemma 2); the decode kernel and
 `flash_prefill` take both as arguments. The int4 linear and the experts of a mixture of experts have
 their references here too (`int4_linear`, `grouped_experts`; experts kept as stored in FP8 or int4
-go through `weight_only_linear` / `int4_linear` per expert, dequantized on every call).
+go through `weight_only_linear` / `int4_linear` / `dequantize_fp8_blocks` per expert, dequantized on
+every call).
 
 What these do not take: padding rows (a negative slot, a context of length 0), which only the
 kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
@@ -336,6 +337,16 @@ def int4_linear(
     return result.to(x.dtype)
 
 
+def dequantize_fp8_blocks(
+    weight: torch.Tensor, scale_inv: torch.Tensor, block_size: tuple[int, int]
+) -> torch.Tensor:
+    """Block-wise FP8: weight float8 [out, in]; scale_inv [ceil(out / rows), ceil(in / columns)] for
+    (rows, columns) blocks -> float32 [out, in]."""
+    rows, columns = weight.shape
+    scales = scale_inv.float().repeat_interleave(block_size[0], 0).repeat_interleave(block_size[1], 1)
+    return weight.float() * scales[:rows, :columns]
+
+
 def _expert_matmul(x: torch.Tensor, experts: ExpertWeights, expert: int) -> torch.Tensor:
     """x [rows, in] times expert ``expert``'s weight, transposed, in ``x``'s dtype; a quantized
     expert is dequantized for this call only, by the linears' own references."""
@@ -344,8 +355,12 @@ def _expert_matmul(x: torch.Tensor, experts: ExpertWeights, expert: int) -> torc
     if experts.is_int4:
         assert experts.scale is not None and experts.zero is not None  # int4 holds both
         return int4_linear(x, experts.weight[expert], experts.scale[expert], experts.zero[expert])
+    if experts.is_fp8 and experts.block_size is not None:
+        assert experts.scale is not None  # FP8 holds its scales
+        weight = dequantize_fp8_blocks(experts.weight[expert], experts.scale[expert], experts.block_size)
+        return (x.float() @ weight.t()).to(x.dtype)
     if experts.is_fp8:
-        assert experts.scale is not None  # FP8 holds its per-row scale
+        assert experts.scale is not None
         return weight_only_linear(x, experts.weight[expert], experts.scale[expert])
     return x @ experts.weight[expert].t()
 

@@ -9,10 +9,10 @@ sorted by expert; on the kernel path (CUDA) one Triton launch per projection ove
 host sync (`kernels.fused_moe`), on the reference path two matmuls per expert, the per-expert counts
 read back to the host (`torch_reference.grouped_experts`), which is why only the kernel path can be
 captured in a CUDA graph. Pre-quantized checkpoints' experts (FP8 per tensor or channel, AWQ, GPTQ,
-compressed-tensors int4) are kept as stored: before loading, `store_experts_as_fp8` /
+compressed-tensors int4, block-wise FP8) are kept as stored: before loading, `store_experts_as_fp8` /
 `store_experts_as_int4` swap the stacked tensors for `quantization.QuantizedExperts` buffers that the
 loader fills expert by expert, and the grouped op dequantizes them as it runs. What they cannot take
-(FP8 block-wise scales, FP8 on a GPU without e4m3, int4 shapes the kernel's groups do not fit) is
+(FP8 on a GPU without e4m3, int4 groups or FP8 blocks the kernel's tiles do not fit) is
 dequantized into the float stacked tensors at load, as before.
 """
 
@@ -71,14 +71,19 @@ class SparseMoE(nn.Module):
             self.shared_down_proj = nn.Linear(shared, hidden_size, bias=False, dtype=dtype)
             self.shared_expert_gate = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
 
-    def store_experts_as_fp8(self) -> None:
-        """Holds the experts as FP8 weights with a scale per row, for the loader to fill as stored."""
+    def store_experts_as_fp8(self, block_size: tuple[int, int] | None = None) -> bool:
+        """Holds the experts as FP8 weights with a scale per row, or per `block_size` (rows, columns)
+        block, for the loader to fill as stored; False, keeping them float, where blocks do not fit
+        (gate and up each whole row blocks, blocks of a multiple of 16 columns)."""
         num_experts, size = self.settings.num_experts, self.settings.intermediate_size
         hidden_size, device = self.router.shape[1], self.router.device
+        if block_size is not None and (size % block_size[0] or block_size[1] % 16):
+            return False
         self._hold_as_stored(
-            QuantizedExperts(num_experts, 2 * size, hidden_size, device),
-            QuantizedExperts(num_experts, hidden_size, size, device),
+            QuantizedExperts(num_experts, 2 * size, hidden_size, device, block_size=block_size),
+            QuantizedExperts(num_experts, hidden_size, size, device, block_size=block_size),
         )
+        return True
 
     def store_experts_as_int4(self, group_size: int, act_order: bool, scale_dtype: torch.dtype) -> bool:
         """Holds the experts in the int4 layout (`group_size` 0: one group per row) for the loader to
@@ -169,7 +174,8 @@ class SparseMoE(nn.Module):
         buffer = getattr(stacked, _STORED_PARTS[kind]) if kind in _STORED_PARTS else None
         if buffer is None:
             return None
-        size = self.settings.intermediate_size
         if block is None:
             return WeightDestination(buffer, expert=expert)
-        return WeightDestination(buffer, block * size, size, expert=expert)
+        rows = self.settings.intermediate_size  # gate's or up's rows (scale rows: per block with FP8 blocks)
+        rows = stacked.scale_rows(rows) if kind == "weight_scale" else rows
+        return WeightDestination(buffer, block * rows, rows, expert=expert)

@@ -7,7 +7,8 @@ Formats, as their libraries write them:
   `W.input_scale` (static activation scales) is not used: activations stay in the serving dtype.
 - FP8 block-wise (transformers' "fp8", as Qwen3 and DeepSeek publish it): `W.weight` float8_e4m3fn
   [out, in], `W.weight_scale_inv` [ceil(out / rows), ceil(in / columns)] for `weight_block_size`
-  [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations).
+  [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations). Only a
+  mixture of experts' experts keep these as stored (`store_experts_as_fp8_blocks`).
 - 4-bit weights (AWQ GEMM, GPTQ, compressed-tensors "pack-quantized"): see `int4_formats`.
 
 FP8 weights are served as stored where the device runs FP8 (the CPU reference, CUDA compute
@@ -19,7 +20,8 @@ output-major int4 layout (`kernels.int4_linear`: `.weight` packed [out, in / 8],
 [out, groups], `.weight_zero` [out, groups], and where act-order is possible `.input_permutation`
 [1, in], inputs sorted by group so each group is contiguous). A mixture of experts' stacked experts
 take the same stored forms per expert (`quantization.QuantizedExperts`, filled through the same
-names). Anything else (FP8 elsewhere or block-wise, an int4 linear or expert whose shape the layout
+names), and block-wise FP8 too (its `weight_scale_inv` as `.weight_scale`). Anything else (FP8
+elsewhere, block-wise FP8 outside the experts, an int4 linear or expert whose shape the layout
 cannot take, a shared expert) becomes one float `W.weight` tensor [out, in], copied like any other
 weight.
 """
@@ -33,6 +35,7 @@ from typing import Any
 
 import torch
 
+from berth_runtime.kernels.torch_reference import dequantize_fp8_blocks
 from berth_runtime.models.int4_formats import (
     Int4Parts,
     awq_to_int4,
@@ -166,15 +169,6 @@ def stores_fp8(device: torch.device) -> bool:
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-def dequantize_fp8_blocks(
-    weight: torch.Tensor, scale_inv: torch.Tensor, block_size: tuple[int, int]
-) -> torch.Tensor:
-    """weight: float8 [out, in]; scale_inv: [ceil(out / rows), ceil(in / columns)] -> float32."""
-    rows, columns = weight.shape
-    scales = scale_inv.float().repeat_interleave(block_size[0], 0).repeat_interleave(block_size[1], 1)
-    return weight.float() * scales[:rows, :columns]
-
-
 def float_tensors(
     names: list[str],
     read: Callable[[str], torch.Tensor],
@@ -194,7 +188,10 @@ def float_tensors(
             scale_name = name.removesuffix(".weight") + ".weight_scale_inv"
             if name.endswith(".weight_scale_inv"):
                 continue
-            if name.endswith(".weight") and scale_name in available:
+            if name.endswith(".weight") and scale_name in available and keeps_fp8(name):
+                yield name, read(name)  # a stored expert: its block scales as `.weight_scale`
+                yield name.removesuffix(".weight") + ".weight_scale", read(scale_name).float()
+            elif name.endswith(".weight") and scale_name in available:
                 yield name, dequantize_fp8_blocks(read(name), read(scale_name), quantization.block_size)
             else:
                 yield name, read(name)
@@ -279,6 +276,15 @@ def _int4_parts(
 def stores_int4(in_features: int, group_size: int) -> bool:
     """The int4 kernel takes this linear as stored (whole groups, 8-input words, one K tile per group)."""
     return in_features % 8 == 0 and in_features % group_size == 0 and group_size % 16 == 0
+
+
+def store_experts_as_fp8_blocks(module: torch.nn.Module, block_size: tuple[int, int]) -> None:
+    """Block-wise FP8 (Qwen3-MoE's FP8 checkpoints): a mixture of experts' stacked experts are held as
+    stored, with their block scales, for the loader to fill; the decoder's other linears stay float
+    (dequantized at load: the weight-only linear kernel takes a scale per row only)."""
+    for layer in module.modules():
+        if isinstance(layer, SparseMoE):
+            layer.store_experts_as_fp8(block_size)
 
 
 def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_size: int, method: str) -> None:

@@ -1,6 +1,7 @@
 """``QuantizedExperts``: one projection of a mixture of experts' stacked experts, held as a
-pre-quantized checkpoint stores it (FP8 with a scale per row, or int4 in ``kernels.int4_linear``'s
-layout) instead of dequantized at load, which held 2x (FP8) to 4x (int4) the bytes in bf16.
+pre-quantized checkpoint stores it (FP8 with a scale per row or per block, or int4 in
+``kernels.int4_linear``'s layout) instead of dequantized at load, which held 2x (FP8) to 4x (int4)
+the bytes in bf16.
 
 The loader fills its buffers expert by expert (``models.moe`` routes each checkpoint tensor to its
 expert's rows); the grouped expert op reads them through ``expert_weights()`` (``kernels.fused_moe``
@@ -36,17 +37,23 @@ class QuantizedExperts(nn.Module):
         group_size: int | None = None,
         shards: int = 0,
         scale_dtype: torch.dtype = torch.float16,
+        block_size: tuple[int, int] | None = None,
     ) -> None:
-        """Empty buffers the loader fills: FP8 when ``group_size`` is None, else int4 with groups of
-        ``group_size`` inputs and, when ``shards`` > 0 (act-order possible), one input-order row per
-        checkpoint tensor fused into each expert."""
+        """Empty buffers the loader fills: FP8 when ``group_size`` is None (a scale per row, or per
+        ``block_size`` (rows, columns) block), else int4 with groups of ``group_size`` inputs and,
+        when ``shards`` > 0 (act-order possible), one input-order row per checkpoint tensor fused
+        into each expert."""
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features, self.block_size = in_features, out_features, block_size
         shape = (num_experts, out_features)
         zero = permutation = None
         if group_size is None:
             weight = torch.empty(*shape, in_features, dtype=torch.float8_e4m3fn, device=device)
-            scale = torch.empty(*shape, dtype=torch.float32, device=device)
+            scale_shape = shape
+            if block_size is not None:
+                rows, columns = block_size
+                scale_shape = (num_experts, -(-out_features // rows), -(-in_features // columns))
+            scale = torch.empty(*scale_shape, dtype=torch.float32, device=device)
         else:
             groups = in_features // group_size
             weight = torch.empty(*shape, in_features // 8, dtype=torch.int32, device=device)
@@ -81,11 +88,17 @@ class QuantizedExperts(nn.Module):
             self._order = (device, order)
         return self._order[1]
 
+    def scale_rows(self, rows: int) -> int:
+        """The scale rows of `rows` output rows (one per row, or per block of rows)."""
+        return rows if self.block_size is None else rows // self.block_size[0]
+
     def expert_weights(self) -> ExpertWeights:
-        return ExpertWeights(self.weight, self.scale, self.zero, self._input_order())
+        return ExpertWeights(self.weight, self.scale, self.zero, self._input_order(), self.block_size)
 
     def extra_repr(self) -> str:
-        form = "fp8" if self.zero is None else f"int4 groups of {self.in_features // self.scale.shape[-1]}"
+        form = f"fp8 blocks {self.block_size}" if self.block_size else "fp8"
+        if self.zero is not None:
+            form = f"int4 groups of {self.in_features // self.scale.shape[-1]}"
         return (
             f"experts={self.weight.shape[0]}, in_features={self.in_features}, "
             f"out_features={self.out_features}, {form}, act-order={self.input_permutation is not None}"
