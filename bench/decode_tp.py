@@ -43,7 +43,10 @@ from berth_runtime.engine.model_runner import kv_cache_bytes_per_block
 
 BLOCK_SIZE = 16
 #: What ``build_engine`` runs on each device, for the configuration line.
-ENGINE_PATH = {"cuda": "kernel layer ops, decode CUDA graphs, NCCL", "cpu": "reference layers, gloo"}
+ENGINE_PATH = {
+    "cuda": "kernel layer ops, decode CUDA graphs, NCCL between ranks",
+    "cpu": "reference layers, gloo between ranks",
+}
 
 
 def add_tensor_parallel_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,9 @@ mkdir -p "$out"
 python="${BERTH_PYTHON:-python3}"
 unset TRITON_INTERPRET
 export PYTHONPATH="$root/runtime_image${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# Runtime dependencies an interpreter may lack (the lent device image has no llguidance or gguf):
+# copied there under build/device-site (docs/gpu.md), they are found without installing anything.
+if [ -d "$root/build/device-site" ]; then export PYTHONPATH="$PYTHONPATH:$root/build/device-site"; fi
 
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ]; then stages=(tests kernels step decode); fi
@@ -42,6 +45,14 @@ if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
   echo "gpu-check: $python sees no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine" >&2
   exit 3
 fi
+
+if ! "$python" -c "import berth_runtime.engine.builder" 2>"$out/imports.err"; then
+  tail -1 "$out/imports.err" >&2
+  echo "gpu-check: $python cannot import berth's engine (above); put the missing package in build/device-site" \
+    "(docs/gpu.md) or install it" >&2
+  exit 3
+fi
+rm -f "$out/imports.err"
 
 # Kernel compilation dominates the test stage: spread it over processes when pytest-xdist is there.
 parallel=()
