@@ -233,3 +233,17 @@ def test_stored_experts_on_the_kernel_path_give_the_reference_tokens(
     graphs stay allowed (the input order is read back once, on the first eager pass)."""
     quantized_dir, _ = write_prequantized(tiny_mixtral_dir, tmp_path, scheme, (*LINEARS, "w1", "w2", "w3"))
     assert_kernel_path_matches_the_reference_path(quantized_dir, decode_graphs=True)
+
+
+def test_experts_the_kernel_cannot_take_as_stored_stay_float() -> None:
+    """FP8 blocks that split gate from up inside one row block keep the float experts (dequantized
+    at load); blocks that fit are held as stored."""
+    from berth_runtime.models.model_config import MixtureOfExperts
+    from berth_runtime.models.moe import SparseMoE
+
+    settings = MixtureOfExperts(4, 2, 48, normalize_top_k=True, sparse_layers=(True,))
+    moe = SparseMoE(64, settings, torch.float32)
+    moe.store_experts_as_fp8((32, 32))  # 48 gate rows: not whole blocks of 32
+    assert isinstance(moe.experts_gate_up, torch.nn.Parameter)
+    moe.store_experts_as_fp8((16, 32))
+    assert isinstance(moe.experts_gate_up, QuantizedExperts) and moe.experts_gate_up.scale.shape == (4, 6, 2)

@@ -71,29 +71,25 @@ class SparseMoE(nn.Module):
             self.shared_down_proj = nn.Linear(shared, hidden_size, bias=False, dtype=dtype)
             self.shared_expert_gate = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
 
-    def store_experts_as_fp8(self, block_size: tuple[int, int] | None = None) -> bool:
+    def store_experts_as_fp8(self, block_size: tuple[int, int] | None = None) -> None:
         """Holds the experts as FP8 weights with a scale per row, or per `block_size` (rows, columns)
-        block, for the loader to fill as stored; False, keeping them float, where blocks do not fit
-        (gate and up each whole row blocks, blocks of a multiple of 16 columns)."""
+        block, for the loader to fill as stored; where blocks do not fit (gate and up each whole row
+        blocks, blocks of a multiple of 16 columns) they stay float."""
         num_experts, size = self.settings.num_experts, self.settings.intermediate_size
         hidden_size, device = self.router.shape[1], self.router.device
         if block_size is not None and (size % block_size[0] or block_size[1] % 16):
-            return False
+            return
         self._hold_as_stored(
             QuantizedExperts(num_experts, 2 * size, hidden_size, device, block_size=block_size),
             QuantizedExperts(num_experts, hidden_size, size, device, block_size=block_size),
         )
-        return True
 
-    def store_experts_as_int4(self, group_size: int, act_order: bool, scale_dtype: torch.dtype) -> bool:
+    def store_experts_as_int4(self, group_size: int, act_order: bool, scale_dtype: torch.dtype) -> None:
         """Holds the experts in the int4 layout (`group_size` 0: one group per row) for the loader to
-        fill as stored; False, keeping them float, where the kernel's groups do not fit a projection's
-        inputs (whole 8-input words, groups of a multiple of 16 inputs)."""
+        fill as stored (the caller checks the kernel takes both projections' inputs)."""
         num_experts, size = self.settings.num_experts, self.settings.intermediate_size
         hidden_size, device = self.router.shape[1], self.router.device
         groups = {inputs: group_size or inputs for inputs in (hidden_size, size)}
-        if any(inputs % 8 or inputs % group or group % 16 for inputs, group in groups.items()):
-            return False
         self._hold_as_stored(
             QuantizedExperts(
                 num_experts, 2 * size, hidden_size, device, groups[hidden_size], 2 * act_order, scale_dtype
@@ -102,7 +98,6 @@ class SparseMoE(nn.Module):
                 num_experts, hidden_size, size, device, groups[size], int(act_order), scale_dtype
             ),
         )
-        return True
 
     def _hold_as_stored(self, gate_up: QuantizedExperts, down: QuantizedExperts) -> None:
         """Replaces the float stacked parameters (a module cannot be assigned over a parameter)."""

@@ -299,7 +299,9 @@ def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_si
     scale_dtype = torch.float32 if method == "pack-quantized" else torch.float16
     for parent in list(module.modules()):
         if isinstance(parent, SparseMoE):
-            parent.store_experts_as_int4(group_size, act_order, scale_dtype)
+            inputs = (parent.router.shape[1], parent.settings.intermediate_size)  # gate/up's, down's
+            if all(stores_int4(size, group_size or size) for size in inputs):
+                parent.store_experts_as_int4(group_size, act_order, scale_dtype)
             continue
         for child_name, child in list(parent.named_children()):
             group = group_size or child.in_features if isinstance(child, torch.nn.Linear) else 0
