@@ -308,9 +308,12 @@ def fused_experts(
     check_shape(op, "expert_ids", expert_ids, [tokens, None])
     check_shape(op, "router_weights", router_weights, list(expert_ids.shape))
     check_contiguous(op, "hidden", hidden)
-    check_launchable(
-        _grouped_matmul_kernel, op, {"hidden": hidden, "gate_up": gate_up.weight, "down": down.weight}
-    )
+    tensors = {"hidden": hidden}
+    for name, experts in (("gate_up", gate_up), ("down", down)):
+        parts = {"weight": experts.weight, "scale": experts.scale, "zero": experts.zero}
+        parts["input_order"] = experts.input_order
+        tensors.update({f"{name}.{part}": t for part, t in parts.items() if t is not None})
+    check_launchable(_grouped_matmul_kernel, op, tensors)
     top_k = expert_ids.shape[1]
     if tokens == 0:
         return torch.zeros_like(hidden)
