@@ -1,9 +1,10 @@
 """A configuration the runtime refuses shows in status with the runtime's own words, not as a bare
 crash loop: tensorParallelSize 2 for SmolLM2-135M's GGUF file (9 attention heads; a GGUF checkpoint
 runs on one rank) is a combination the CRD cannot judge, since it does not know the model; the
-runtime in the pod refuses it before any weight loads (exit 2). The operator reads the kubelet's termination message (the log's tail, as
-terminationMessagePolicy FallbackToLogsOnError asks) and reports Degraded ConfigurationRefused with
-it, within seconds of the exit, and a Warning Event says the same."""
+runtime in the pod refuses it before any weight loads (exit 2). The operator reads the kubelet's
+termination message (the log's tail, as terminationMessagePolicy FallbackToLogsOnError asks) and
+reports Degraded ConfigurationRefused with it, within seconds of the exit, and a Warning Event says
+the same."""
 
 from __future__ import annotations
 
