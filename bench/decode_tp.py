@@ -153,7 +153,7 @@ def measure(
             rank_step_bytes = rank_weight_bytes + batch * context * rank_kv_bytes_per_token
             row = {
                 "tensor_parallel_size": size,
-                "weights": weights,
+                "weights": label,
                 "batch": batch,
                 "tokens_per_s": batch * args.new_tokens / total,
                 "decode_step_ms": step * 1e3,
@@ -171,10 +171,6 @@ def measure(
     finally:
         if built.workers is not None:
             built.workers.stop()
-        del built
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
     return rows
 
 
@@ -234,6 +230,9 @@ def run_tensor_parallel(
                     except Exception as error:  # one failing variant must not cost the rest of the run
                         print(f"  TP={tp} {weight} FAILED: {type(error).__name__}: {error}", flush=True)
                         report["errors"].append(f"{shape} {weight} TP={tp}: {type(error).__name__}: {error}")
+                    gc.collect()  # the engine, its KV cache and decode graphs, before the next one
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
                     if args.json is not None:
                         args.json.write_text(json.dumps(report, indent=2))
             print_speedups(report["results"], shape, size)
