@@ -122,6 +122,13 @@ def test_greedy_text_at_tp2_equals_one_device(server: LiveServer, tiny_llama_dir
     assert completion.choices[0].text == expected
 
 
+def test_a_signal_to_rank_0s_process_group_does_not_reach_its_worker(server: LiveServer) -> None:
+    # Ctrl-C, `timeout` or an init forwarding SIGTERM to the group must start rank 0's drain (which
+    # still needs the worker), not kill the worker under it: the worker leads a group of its own.
+    worker = _worker_pids(server)[1]
+    assert os.getpgid(worker) == worker != os.getpgid(server.process.pid)
+
+
 async def test_drain_at_tp2_finishes_the_stream_then_exits_0_with_its_worker(server: LiveServer) -> None:
     """Runs last: it ends the module's server."""
     worker = _worker_pids(server)[1]

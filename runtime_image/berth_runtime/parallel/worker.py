@@ -4,8 +4,9 @@ and KV cache exactly as rank 0 does (`engine.builder.build_model_shard`), then r
 
 A worker must never outlive rank 0: a thread waits on the parent's sentinel and ends the process the
 moment rank 0 is gone (whatever killed it), so no orphan holds a GPU or blocks in a collective. It
-ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and the drain it starts on
-rank 0 still needs the workers.
+leaves rank 0's process group: a signal sent to the whole group (Ctrl-C in a terminal, `timeout`, an
+init that forwards SIGTERM to the group) must start rank 0's drain, which still needs the workers,
+not kill them under it; rank 0 stops them itself when it is done.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import threading
 from pathlib import Path
 
@@ -34,7 +34,7 @@ PARENT_GONE_EXIT_CODE = 3
 
 def run_worker(config: RuntimeConfig, rank: int, store_port: int) -> None:
     """The worker's whole life (the spawn target)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgrp()
     _exit_with_parent()
     logging.basicConfig(
         level=logging.DEBUG if config.log_level == "trace" else config.log_level.upper(),
