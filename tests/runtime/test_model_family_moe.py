@@ -19,34 +19,7 @@ from model_family_checks import (
 
 from berth_runtime.models.model_config import load_model_config
 
-
-@pytest.fixture(scope="module")
-def tiny_mixtral_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    return write_family_model(
-        tmp_path_factory.mktemp("tiny-mixtral"),
-        MixtralConfig,
-        MixtralForCausalLM,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    return write_family_model(
-        tmp_path_factory.mktemp("tiny-qwen2-moe"),
-        Qwen2MoeConfig,
-        Qwen2MoeForCausalLM,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=48,
-        mlp_only_layers=[1],
-    )
+pytest_plugins = ["moe_checkpoints"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +49,7 @@ def test_moe_configs_read_the_experts(
         2,
         True,
     )
-    assert qwen2.moe.sparse_layers == (True, False) and qwen2.moe.shared_expert_intermediate_size == 48
+    assert qwen2.moe.sparse_layers == (True, False) and qwen2.moe.shared_expert_intermediate_size == 64
     assert not qwen2.moe.normalize_top_k and qwen2.qkv_bias
     assert qwen3.moe.num_experts == 8 and qwen3.moe.normalize_top_k and qwen3.qk_norm
 

@@ -17,7 +17,6 @@ from model_family_checks import (
     ATOL,
     assert_kernel_path_matches_the_reference_path,
     max_logit_difference,
-    write_family_model,
 )
 from test_model_family_prequantized import LINEARS, write_prequantized
 
@@ -27,6 +26,8 @@ from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.fused_moe import fused_experts
 from berth_runtime.quantization.experts import QuantizedExperts
+
+pytest_plugins = ["moe_checkpoints"]
 
 EXPERTS, TOP_K, HIDDEN, INTERMEDIATE, GROUP = 4, 2, 64, 32, 32
 
@@ -165,35 +166,6 @@ def test_experts_whose_gate_and_up_orders_differ_are_refused() -> None:
     experts.input_permutation[1, 1] = experts.input_permutation[1, 1].flip(0)
     with pytest.raises(ValueError, match="order their inputs differently"):
         experts.expert_weights()
-
-
-@pytest.fixture(scope="module")
-def tiny_mixtral_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    return write_family_model(
-        tmp_path_factory.mktemp("tiny-mixtral"),
-        MixtralConfig,
-        MixtralForCausalLM,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    return write_family_model(
-        tmp_path_factory.mktemp("tiny-qwen2-moe"),
-        Qwen2MoeConfig,
-        Qwen2MoeForCausalLM,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=64,
-        mlp_only_layers=[1],
-    )
 
 
 STORED = {"fp8": torch.float8_e4m3fn, "awq": torch.int32, "gptq": torch.int32, "int4-pack": torch.int32}
