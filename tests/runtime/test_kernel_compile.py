@@ -261,16 +261,20 @@ def _compile_cases() -> list[
             both,
         )
     )
-    for weight_type, activation_type, capabilities in (
-        ("*i8", ACTIVATION, both),
-        ("*fp8e4nv", ACTIVATION, (90,)),
-        ("*i8", "*fp32", (90,)),
+    # block_scales: block-wise FP8 (128 x 128 blocks, BLOCK_K capped to 128 as the wrapper does)
+    for weight_type, activation_type, capabilities, block_scales in (
+        ("*i8", ACTIVATION, both, False),
+        ("*fp8e4nv", ACTIVATION, (90,), False),
+        ("*i8", "*fp32", (90,), False),
+        ("*fp8e4nv", ACTIVATION, (90,), True),
     ):
         for rows, has_bias in ((1, True), (64, False), (512, False)):
             block_m, block_n, block_k, num_warps = weight_only.default_tile_sizes(rows)
+            block_k = min(block_k, 128) if block_scales else block_k
             cases.append(
                 (
-                    f"weight-only {weight_type} x {activation_type} rows={rows} bias={has_bias}",
+                    f"weight-only {weight_type} x {activation_type} rows={rows} bias={has_bias}"
+                    + (" 128x128 blocks" if block_scales else ""),
                     weight_only._weight_only_matmul_kernel,
                     {
                         "input_ptr": activation_type,
@@ -286,16 +290,28 @@ def _compile_cases() -> list[
                                 "input_row_stride",
                                 "weight_row_stride",
                                 "output_row_stride",
+                                "scale_row_stride",
+                                "scale_block_rows",
+                                "scale_block_columns",
                             ],
                             "i32",
                         ),
                         **dict.fromkeys(
-                            ["HAS_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K", "DOT_DTYPE", "DOT_PRECISION"],
+                            [
+                                "HAS_BIAS",
+                                "BLOCK_SCALES",
+                                "BLOCK_M",
+                                "BLOCK_N",
+                                "BLOCK_K",
+                                "DOT_DTYPE",
+                                "DOT_PRECISION",
+                            ],
                             "constexpr",
                         ),
                     },
                     {
                         "HAS_BIAS": has_bias,
+                        "BLOCK_SCALES": block_scales,
                         "BLOCK_M": block_m,
                         "BLOCK_N": block_n,
                         "BLOCK_K": block_k,

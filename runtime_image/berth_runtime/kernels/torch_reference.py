@@ -11,9 +11,8 @@ take.
 Attention also takes what only some families use: a sliding window (a query sees itself and the
 window - 1 keys before it, masked here) and logit soft-capping (Gemma 2); the decode kernel and
 `flash_prefill` take both as arguments. The int4 linear and the experts of a mixture of experts have
-their references here too (`int4_linear`, `grouped_experts`; experts kept as stored in FP8 or int4
-go through `weight_only_linear` / `int4_linear` / `dequantize_fp8_blocks` per expert, dequantized on
-every call).
+their references here too (`int4_linear`, `grouped_experts`; experts kept as stored go through
+`weight_only_linear` / `int4_linear` per expert, dequantized on every call).
 
 What these do not take: padding rows (a negative slot, a context of length 0), which only the
 kernels skip; the CUDA-graph decode step therefore runs on the kernels alone.
@@ -302,11 +301,18 @@ def decode_attention(
 
 
 def weight_only_linear(
-    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    block_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """x: [rows, in] times int8 / fp8 qweight [out, in] with per-output-channel float32 scale [out],
-    in float32 on any device: ``(x @ q.T) * scale + bias``, rounded to ``x``'s dtype."""
-    result = (x.to(torch.float32) @ qweight.to(torch.float32).t()) * scale
+    """x: [rows, in] times int8 / fp8 qweight [out, in] with a float32 scale per output channel [out], or
+    per ``block_size`` block (FP8, dequantized per call), in float32 on any device, rounded to x's dtype."""
+    if block_size is None:
+        result = (x.to(torch.float32) @ qweight.to(torch.float32).t()) * scale
+    else:
+        result = x.to(torch.float32) @ dequantize_fp8_blocks(qweight, scale, block_size).t()
     if bias is not None:
         result = result + bias.to(torch.float32)
     return result.to(x.dtype)
@@ -355,13 +361,9 @@ def _expert_matmul(x: torch.Tensor, experts: ExpertWeights, expert: int) -> torc
     if experts.is_int4:
         assert experts.scale is not None and experts.zero is not None  # int4 holds both
         return int4_linear(x, experts.weight[expert], experts.scale[expert], experts.zero[expert])
-    if experts.is_fp8 and experts.block_size is not None:
-        assert experts.scale is not None  # FP8 holds its scales
-        weight = dequantize_fp8_blocks(experts.weight[expert], experts.scale[expert], experts.block_size)
-        return (x.float() @ weight.t()).to(x.dtype)
     if experts.is_fp8:
-        assert experts.scale is not None
-        return weight_only_linear(x, experts.weight[expert], experts.scale[expert])
+        assert experts.scale is not None  # FP8 holds its scales (per row or per block)
+        return weight_only_linear(x, experts.weight[expert], experts.scale[expert], None, experts.block_size)
     return x @ experts.weight[expert].t()
 
 

@@ -1,10 +1,16 @@
-"""Weight-only quantized linear layer: int8 or fp8 (e4m3) weights, per-output-channel scales.
+"""Weight-only quantized linear layer: int8 or fp8 (e4m3) weights, per-output-channel or per-block scales.
 
 Decode at small batch is bound by reading the weights, so halving their bytes nearly halves the step
 time. The kernel streams the quantized weight tile by tile, widens it to the activation dtype in
 registers (exact: |int8| <= 127 and every e4m3 value fit in bf16/fp16), runs the tensor-core dot,
 and applies the per-channel scale once per output at the end:
 ``y[m, n] = scale[n] * sum_k x[m, k] * q[n, k]`` (+ ``bias[n]``).
+
+Block-wise FP8 (transformers' ``fp8`` with ``weight_block_size``, as Qwen3 and DeepSeek ship it) has
+one scale per (rows x columns) block of the weight instead, so the scale changes along K: each K tile
+lies inside one block column (``BLOCK_K`` divides the block's columns), and its partial dot is scaled
+by the tile's block scale of each output row before it is accumulated. The weight is still read once,
+as stored; the scales add one [BLOCK_N] load per K tile.
 
 Small decode batches (up to 16 rows) use ``BLOCK_M = 16`` and narrow ``BLOCK_N`` tiles, so even a
 2048-wide projection spreads over more than a hundred programs; larger batches use square tiles. A
@@ -48,7 +54,11 @@ def _weight_only_matmul_kernel(
     input_row_stride,
     weight_row_stride,
     output_row_stride,
+    scale_row_stride,
+    scale_block_rows,
+    scale_block_columns,
     HAS_BIAS: tl.constexpr,
+    BLOCK_SCALES: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -65,21 +75,30 @@ def _weight_only_matmul_kernel(
     input_tile = input_ptr + row_ids[:, None].to(tl.int64) * input_row_stride + k_ids[None, :]
     # weight is [out_features, in_features]; read a [BLOCK_K, BLOCK_N] tile of its transpose
     weight_tile = weight_ptr + col_ids[None, :].to(tl.int64) * weight_row_stride + k_ids[:, None]
+    if BLOCK_SCALES:  # each output column's row of block scales
+        block_scales = scale_ptr + (col_ids // scale_block_rows).to(tl.int64) * scale_row_stride
     accumulator = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k_start in range(0, in_features, BLOCK_K):
         k_mask = k_ids < in_features - k_start
         activations = tl.load(input_tile, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         weights = tl.load(weight_tile, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
-        accumulator += tl.dot(
+        partial = tl.dot(
             activations.to(tl.float32).to(DOT_DTYPE),
             weights.to(tl.float32).to(DOT_DTYPE),
             input_precision=DOT_PRECISION,
         )
+        if BLOCK_SCALES:  # the K tile lies in one block column: its blocks' scales after the dot
+            tile_scale = tl.load(block_scales + k_start // scale_block_columns, mask=col_mask, other=0.0)
+            accumulator += partial * tile_scale[None, :]
+        else:
+            accumulator += partial
         input_tile += BLOCK_K
         weight_tile += BLOCK_K
-    # epilogue: each column's scale once, then the bias, rounded to the output dtype
-    scale = tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)
-    result = accumulator * scale[None, :]
+    # epilogue: each column's scale once (per-channel scales), then the bias, rounded to the output dtype
+    if BLOCK_SCALES:
+        result = accumulator
+    else:
+        result = accumulator * tl.load(scale_ptr + col_ids, mask=col_mask, other=0.0)[None, :]
     if HAS_BIAS:
         result += tl.load(bias_ptr + col_ids, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     tl.store(
@@ -104,7 +123,12 @@ def default_tile_sizes(rows: int) -> TileSizes:
 
 
 def _check(
-    op: str, x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+    op: str,
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    block_size: tuple[int, int] | None,
 ) -> None:
     check_dtype(op, "x", x, FLOAT_ACTIVATION_DTYPES)
     check_dtype(op, "qweight", qweight, QUANTIZED_WEIGHT_DTYPES)
@@ -117,7 +141,17 @@ def _check(
     out_features, in_features = qweight.shape
     if x.shape[1] != in_features:
         raise ValueError(f"{op}: x has {x.shape[1]} input features; qweight expects {in_features}")
-    check_shape(op, "scale", scale, [out_features])
+    if block_size is None:
+        check_shape(op, "scale", scale, [out_features])
+    else:
+        rows, columns = block_size
+        check_dtype(op, "qweight", qweight, (torch.float8_e4m3fn,))
+        if rows < 1 or columns < 16 or columns % 16:
+            raise ValueError(
+                f"{op}: block_size {block_size} needs rows >= 1 and a multiple of 16 columns (a K tile, "
+                "at least 16 wide, must lie inside one block)"
+            )
+        check_shape(op, "scale", scale, [-(-out_features // rows), -(-in_features // columns)])
     check_inner_contiguous(op, "x", x)
     check_inner_contiguous(op, "qweight", qweight)
     check_contiguous(op, "scale", scale)
@@ -133,13 +167,17 @@ def weight_only_linear(
     scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     tile_sizes: TileSizes | None = None,
+    block_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """``x``: [rows, in_features]; ``qweight``: [out_features, in_features] int8 or float8_e4m3fn;
-    ``scale``: [out_features] float32; ``bias``: [out_features] or None. Returns [rows, out_features]
-    in ``x``'s dtype. ``tile_sizes`` overrides :func:`default_tile_sizes` (for tuning).
+    ``scale``: [out_features] float32, or with ``block_size`` (rows, columns; float8 only)
+    [ceil(out_features / rows), ceil(in_features / columns)] float32 block scales; ``bias``:
+    [out_features] or None. Returns [rows, out_features] in ``x``'s dtype. ``tile_sizes`` overrides
+    :func:`default_tile_sizes` (for tuning); with blocks, BLOCK_K is capped to a divisor of the block's
+    columns.
     """
     op = "weight_only_linear"
-    _check(op, x, qweight, scale, bias)
+    _check(op, x, qweight, scale, bias, block_size)
     tensors = {"x": x, "qweight": qweight, "scale": scale}
     if bias is not None:
         tensors["bias"] = bias
@@ -150,6 +188,8 @@ def weight_only_linear(
     if rows == 0:
         return output
     block_m, block_n, block_k, num_warps = tile_sizes or default_tile_sizes(rows)
+    if block_size is not None:  # a K tile inside one block column
+        block_k = min(block_k, block_size[1] & -block_size[1])
     if min(block_m, block_n, block_k) < 16 or any(size & (size - 1) for size in (block_m, block_n, block_k)):
         raise ValueError(
             f"{op}: tile_sizes {tile_sizes} must be powers of two, BLOCK_M, BLOCK_N and BLOCK_K >= 16 "
@@ -169,7 +209,11 @@ def weight_only_linear(
         x.stride(0),
         qweight.stride(0),
         output.stride(0),
+        scale.stride(0) if block_size is not None else 0,
+        block_size[0] if block_size is not None else 1,
+        block_size[1] if block_size is not None else 1,
         HAS_BIAS=bias is not None,
+        BLOCK_SCALES=block_size is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
