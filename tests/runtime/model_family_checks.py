@@ -44,7 +44,7 @@ def reference_logits(
         return model.eval()(torch.tensor([token_ids])).logits[0].float()
 
 
-def _run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, torch.Tensor]:
+def run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, torch.Tensor]:
     """One step over `rows` (allocating their blocks); logits keyed by request id."""
     for seq, count in rows:
         assert engine.block_manager.allocate(seq, count)
@@ -57,28 +57,34 @@ def _run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, 
 def prefill_logits(model_dir: Path, dtype: str = "float32") -> torch.Tensor:
     """The engine's logits after PROMPT, prefilled in one step."""
     engine = make_engine(model_dir, dtype=dtype)
-    return _run_rows(engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])["a"]
+    return run_rows(engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])["a"]
+
+
+def logits_trace(engine: LLMEngine, decode_steps: int) -> tuple[torch.Tensor, list[int]]:
+    """PROMPT through the engine's runner in chunks of 10 (each step beside another sequence's
+    decode), then `decode_steps` greedy decodes: the [1 + decode_steps, vocab] logits of those steps
+    and the tokens they ran over. Frees the blocks it used."""
+    seq = Sequence("a", list(PROMPT), SamplingParams(), arrival=0)
+    other = Sequence("b", PROMPT[:5], SamplingParams(), arrival=0)
+    run_rows(engine, [(other, 5)])
+    for start in range(0, len(PROMPT) - 10, 10):
+        other.token_ids.append(7 + start)
+        run_rows(engine, [(seq, 10), (other, 1)])
+    step_logits = [run_rows(engine, [(seq, len(PROMPT) % 10 or 10)])["a"]]
+    for _ in range(decode_steps):
+        seq.token_ids.append(int(step_logits[-1].argmax()))
+        step_logits.append(run_rows(engine, [(seq, 1)])["a"])
+    engine.block_manager.free(seq)
+    engine.block_manager.free(other)
+    return torch.stack(step_logits), list(seq.token_ids)
 
 
 def max_logit_difference(model_dir: Path, decode_steps: int = 10, reference_dir: Path | None = None) -> float:
-    """Runs PROMPT through the engine's runner in chunks of 10 (each step beside another sequence's
-    decode), then `decode_steps` greedy decodes; asserts every sampled row's logits equal
-    transformers' (on `reference_dir`, by default the same checkpoint) within ATOL and returns the
-    largest difference."""
-    engine = make_engine(model_dir)
-    seq = Sequence("a", list(PROMPT), SamplingParams(), arrival=0)
-    other = Sequence("b", PROMPT[:5], SamplingParams(), arrival=0)
-    _run_rows(engine, [(other, 5)])
-    for start in range(0, len(PROMPT) - 10, 10):
-        other.token_ids.append(7 + start)
-        _run_rows(engine, [(seq, 10), (other, 1)])
-    step_logits = [_run_rows(engine, [(seq, len(PROMPT) % 10 or 10)])["a"]]
-    for _ in range(decode_steps):
-        seq.token_ids.append(int(step_logits[-1].argmax()))
-        step_logits.append(_run_rows(engine, [(seq, 1)])["a"])
+    """The engine's `logits_trace` on `model_dir`; asserts every row equals transformers' (on
+    `reference_dir`, by default the same checkpoint) within ATOL and returns the largest difference."""
+    ours, token_ids = logits_trace(make_engine(model_dir), decode_steps)
     # Row i of the reference is the prediction after token i: the prefill's is row len(PROMPT) - 1.
-    expected = reference_logits(reference_dir or model_dir, seq.token_ids)[len(PROMPT) - 1 :]
-    ours = torch.stack(step_logits)
+    expected = reference_logits(reference_dir or model_dir, token_ids)[len(PROMPT) - 1 :]
     torch.testing.assert_close(ours, expected, atol=ATOL, rtol=0)
     return float((ours - expected).abs().max())
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_family_checks import run_rows
 from transformers import AutoModelForCausalLM
 
 from berth_runtime.config import RuntimeConfig
 from berth_runtime.engine.builder import build_engine
 from berth_runtime.engine.llm_engine import LLMEngine
-from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.sampling_params import SamplingParams
 
@@ -36,16 +36,6 @@ def make_engine(model_dir: Path, **overrides: object) -> LLMEngine:
 
 def new_sequence(token_ids: list[int], name: str) -> Sequence:
     return Sequence(name, list(token_ids), SamplingParams(), arrival=0)
-
-
-def run_rows(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, torch.Tensor]:
-    """Runs one step over `rows` (allocating their blocks); logits keyed by request id."""
-    for seq, count in rows:
-        assert engine.block_manager.allocate(seq, count)
-    result = engine.runner.run([ScheduledRow(seq, count) for seq, count in rows])
-    for seq, count in rows:
-        seq.num_computed_tokens += count
-    return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
 
 
 PROMPT = [0, 17, 94, 203, 5, 66, 311, 42, 8, 150, 77, 230, 19]

@@ -21,15 +21,12 @@ import pytest
 import torch
 from conftest import write_tiny_model
 from engine_reference import engine_config, generate_greedy, make_prompts
+from model_family_checks import ATOL, PROMPT, logits_trace, run_rows
 
 from berth_runtime.engine.builder import BuiltEngine, build_engine
-from berth_runtime.engine.llm_engine import LLMEngine
-from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
 from berth_runtime.sampling_params import SamplingParams
 
-ATOL = 1e-4
-PROMPT = [0, 17, 94, 203, 5, 66, 311, 42, 8, 150, 77, 230, 19] * 2
 DECODE_STEPS = 6
 MAX_NEW = 8
 SETTINGS: dict[str, object] = {
@@ -85,33 +82,6 @@ def _build(model_dir: Path, tensor_parallel_size: int) -> BuiltEngine:
     return build_engine(engine_config(model_dir, tensor_parallel_size=tensor_parallel_size, **SETTINGS))
 
 
-def _step(engine: LLMEngine, rows: list[tuple[Sequence, int]]) -> dict[str, torch.Tensor]:
-    for seq, count in rows:
-        assert engine.block_manager.allocate(seq, count)
-    result = engine.runner.run([ScheduledRow(seq, count) for seq, count in rows])
-    for seq, count in rows:
-        seq.num_computed_tokens += count
-    return {seq.request_id: logits for seq, logits in zip(result.sampling_seqs, result.logits, strict=True)}
-
-
-def _logits_trace(engine: LLMEngine) -> torch.Tensor:
-    """PROMPT prefilled in chunks of 10 beside another sequence's decodes, then greedy decodes:
-    [1 + DECODE_STEPS, vocab] logits. Frees the blocks it used."""
-    seq = Sequence("a", list(PROMPT), SamplingParams(), arrival=0)
-    other = Sequence("b", PROMPT[:5], SamplingParams(), arrival=0)
-    _step(engine, [(other, 5)])
-    for start in range(0, len(PROMPT) - 10, 10):
-        other.token_ids.append(7 + start)
-        _step(engine, [(seq, 10), (other, 1)])
-    trace = [_step(engine, [(seq, len(PROMPT) % 10 or 10)])["a"]]
-    for _ in range(DECODE_STEPS):
-        seq.token_ids.append(int(trace[-1].argmax()))
-        trace.append(_step(engine, [(seq, 1)])["a"])
-    engine.block_manager.free(seq)
-    engine.block_manager.free(other)
-    return torch.stack(trace)
-
-
 def _prompts() -> list[list[int]]:
     """Six prompts sharing a 20-token prefix (prefix-cache hits), with repeats n-gram speculation
     can draft from."""
@@ -129,13 +99,13 @@ def test_sharded_engine_equals_one_device(
 ) -> None:
     model_dir = request.getfixturevalue(f"tiny_{model}_dir" if model != "odd_qwen3" else "odd_qwen3_dir")
     single = _build(model_dir, 1)
-    expected_logits = _logits_trace(single.engine)
+    expected_logits = logits_trace(single.engine, DECODE_STEPS)[0]
     expected_tokens = generate_greedy(single.engine, _prompts(), MAX_NEW)
 
     sharded = _build(model_dir, tensor_parallel_size)
     try:
         assert sharded.workers is not None and len(sharded.workers.processes) == tensor_parallel_size - 1
-        logits = _logits_trace(sharded.engine)
+        logits = logits_trace(sharded.engine, DECODE_STEPS)[0]
         difference = float((logits - expected_logits).abs().max())
         print(f"{model} tp={tensor_parallel_size}: max |logit difference| {difference:.3g}")
         torch.testing.assert_close(logits, expected_logits, atol=ATOL, rtol=0)
@@ -158,9 +128,9 @@ def test_int8_quantizes_each_ranks_slices(tiny_llama_dir: Path) -> None:
     from berth_runtime.quantization import WeightOnlyLinear
 
     def first_logits(built: BuiltEngine) -> torch.Tensor:
-        return _step(built.engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))])[
-            "a"
-        ]
+        return run_rows(
+            built.engine, [(Sequence("a", list(PROMPT), SamplingParams(), arrival=0), len(PROMPT))]
+        )["a"]
 
     exact = first_logits(_build(tiny_llama_dir, 1))
     single = first_logits(build_engine(engine_config(tiny_llama_dir, quantization="int8", **SETTINGS)))
