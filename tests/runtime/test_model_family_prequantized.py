@@ -160,6 +160,12 @@ QUANTIZATION_CONFIGS = {
     "fp8-channel": _compressed_tensors_fp8("channel"),
     "fp8-block": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 48]},
     "fp8-block-even": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [32, 32]},
+    # 48-row blocks straddle q/k and gate/up: those fused linears stay float, o and down stay stored
+    "fp8-block-straddling": {
+        "quant_method": "fp8",
+        "activation_scheme": "dynamic",
+        "weight_block_size": [48, 32],
+    },
     "awq": {"quant_method": "awq", "bits": 4, "group_size": GROUP, "version": "gemm", "zero_point": True},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True, "sym": True},
     "int4-pack": _compressed_tensors_int4(symmetric=True, act_order=False),
@@ -171,6 +177,7 @@ QUANTIZERS: dict[str, Quantizer] = {
     "fp8-channel": _fp8(per_channel=True),
     "fp8-block": _fp8_blocks(32, 48),
     "fp8-block-even": _fp8_blocks(32, 32),
+    "fp8-block-straddling": _fp8_blocks(48, 32),
     "awq": _awq,
     "gptq": _gptq,
     "int4-pack": _pack_quantized(symmetric=True, act_order=False),

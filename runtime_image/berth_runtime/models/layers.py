@@ -37,6 +37,7 @@ from berth_runtime.models.rope import rope_tables
 from berth_runtime.parallel.group import TensorShard
 from berth_runtime.parallel.sharding import ShardLayout, SourceSlice
 from berth_runtime.parallel.vocab import VocabParallelEmbedding, vocab_parallel_logits
+from berth_runtime.quantization.linear import WeightOnlyLinear
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias|weight_scale|weight_zero|input_permutation)$")
 # A linear's tensor -> its attribute: nn.Linear's, or a WeightOnlyLinear's (FP8 stored as such).
@@ -334,4 +335,6 @@ class DecoderForCausalLM(nn.Module):
         if shard is None:
             return WeightDestination(parameter, source=source)
         sizes = fused_split_sizes(self.config, ours, layout)
+        if kind == "weight_scale" and isinstance(linear, WeightOnlyLinear):  # block-wise FP8: per row block
+            sizes = [linear.scale_rows(size) for size in sizes]
         return WeightDestination(parameter, sum(sizes[:shard]), sizes[shard], source=source)

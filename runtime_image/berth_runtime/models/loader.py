@@ -28,7 +28,7 @@ from berth_runtime.models.prequantized import (
     INT4_METHODS,
     STORED_DTYPES,
     float_tensors,
-    store_experts_as_fp8_blocks,
+    store_fp8_blocks,
     store_linears_as_int4,
     stores_fp8,
 )
@@ -167,7 +167,7 @@ def build_model(
     if prequantization is not None and prequantization.method == "fp8" and stores_fp8(device):
         store_linears_as_fp8(module)
     if prequantization is not None and prequantization.method == "fp8-block" and stores_fp8(device):
-        store_experts_as_fp8_blocks(module, prequantization.block_size)
+        store_fp8_blocks(module, config, prequantization.block_size)
     if prequantization is not None and prequantization.method in INT4_METHODS:
         store_linears_as_int4(module, config, prequantization.group_size, prequantization.method)
     module = module.to_empty(device=device).eval()

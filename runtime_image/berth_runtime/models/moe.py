@@ -9,7 +9,8 @@ sorted by expert; on the kernel path (CUDA) one Triton launch per projection ove
 host sync (`kernels.fused_moe`), on the reference path two matmuls per expert, the per-expert counts
 read back to the host (`torch_reference.grouped_experts`), which is why only the kernel path can be
 captured in a CUDA graph. Pre-quantized checkpoints' experts (FP8 per tensor or channel, AWQ, GPTQ,
-compressed-tensors int4, block-wise FP8) are kept as stored: before loading, `store_experts_as_fp8` /
+compressed-tensors int4, block-wise FP8; with block-wise FP8 the shared expert too, as a
+`WeightOnlyLinear` like the dense MLPs) are kept as stored: before loading, `store_experts_as_fp8` /
 `store_experts_as_int4` swap the stacked tensors for `quantization.QuantizedExperts` buffers that the
 loader fills expert by expert, and the grouped op dequantizes them as it runs. What they cannot take
 (FP8 on a GPU without e4m3, int4 groups or FP8 blocks the kernel's tiles do not fit) is
@@ -27,6 +28,7 @@ from berth_runtime.models.interface import WeightDestination
 from berth_runtime.models.model_config import MixtureOfExperts
 from berth_runtime.models.ops import LayerOps
 from berth_runtime.quantization.experts import QuantizedExperts
+from berth_runtime.quantization.linear import WeightOnlyLinear
 
 # Checkpoint module (after "model.layers.N.") -> (our parameter, its row block: 0 gate, 1 up, None all).
 _EXPERT = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)$")
@@ -62,8 +64,9 @@ class SparseMoE(nn.Module):
             torch.empty(experts.num_experts, 2 * size, hidden_size, dtype=dtype)
         )
         self.experts_down = nn.Parameter(torch.empty(experts.num_experts, hidden_size, size, dtype=dtype))
-        self.shared_gate_up_proj: nn.Linear | None = None
-        self.shared_down_proj: nn.Linear | None = None
+        # nn.Linear, or WeightOnlyLinear where block-wise FP8 keeps the shared expert as stored
+        self.shared_gate_up_proj: nn.Module | None = None
+        self.shared_down_proj: nn.Module | None = None
         self.shared_expert_gate: nn.Parameter | None = None
         shared = experts.shared_expert_intermediate_size
         if shared:
@@ -125,6 +128,8 @@ class SparseMoE(nn.Module):
     def checkpoint_destination(self, module: str, kind: str = "weight") -> WeightDestination | None:
         """Where the checkpoint tensor `kind` ("weight", or a stored expert's "weight_scale",
         "weight_zero", "input_permutation") of `module` (the name after "model.layers.N.") goes."""
+        if module in _SHARED_TENSORS and self.shared_gate_up_proj is not None:
+            return self._shared_destination(module, kind)
         if kind != "weight":
             return self._stored_destination(module, kind)
         if module in ("block_sparse_moe.gate", "mlp.gate"):
@@ -132,15 +137,6 @@ class SparseMoE(nn.Module):
         if module == "mlp.shared_expert_gate" and self.shared_expert_gate is not None:
             return WeightDestination(self.shared_expert_gate)
         size = self.settings.intermediate_size
-        if module in _SHARED_TENSORS and self.shared_gate_up_proj is not None:
-            ours, block = _SHARED_TENSORS[module]
-            parameter = getattr(self, ours).weight
-            shared = self.settings.shared_expert_intermediate_size
-            return (
-                WeightDestination(parameter)
-                if block is None
-                else WeightDestination(parameter, block * shared, shared)
-            )
         match = _EXPERT.match(module)
         if match is None or int(match.group(1)) >= self.settings.num_experts:
             return None
@@ -151,6 +147,24 @@ class SparseMoE(nn.Module):
         if block is None:
             return WeightDestination(parameter, expert=expert)
         return WeightDestination(parameter, block * size, size, expert=expert)
+
+    def _shared_destination(self, module: str, kind: str) -> WeightDestination | None:
+        """The shared expert's weight (gate and up: their rows of the fused linear), or its block
+        scales where block-wise FP8 holds it as stored (a `WeightOnlyLinear`, as the dense MLPs)."""
+        ours, block = _SHARED_TENSORS[module]
+        linear = getattr(self, ours)
+        stored = isinstance(linear, WeightOnlyLinear)
+        if kind == "weight":
+            parameter = linear.qweight if stored else linear.weight
+        elif kind == "weight_scale" and stored:
+            parameter = linear.scale
+        else:
+            return None
+        if block is None:
+            return WeightDestination(parameter)
+        rows = self.settings.shared_expert_intermediate_size
+        rows = linear.scale_rows(rows) if kind == "weight_scale" else rows
+        return WeightDestination(parameter, block * rows, rows)
 
     def _stored_destination(self, module: str, kind: str) -> WeightDestination | None:
         """A stored expert's scale, zero point or input order: the rows of its expert (an order: the

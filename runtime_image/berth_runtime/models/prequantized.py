@@ -7,27 +7,29 @@ Formats, as their libraries write them:
   `W.input_scale` (static activation scales) is not used: activations stay in the serving dtype.
 - FP8 block-wise (transformers' "fp8", as Qwen3 and DeepSeek publish it): `W.weight` float8_e4m3fn
   [out, in], `W.weight_scale_inv` [ceil(out / rows), ceil(in / columns)] for `weight_block_size`
-  [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations). Only a
-  mixture of experts' experts keep these as stored (`store_experts_as_fp8_blocks`).
+  [rows, columns] blocks; activations stay in the serving dtype (no dynamic FP8 activations). Kept
+  as stored by `store_fp8_blocks`, scales as `W.weight_scale`.
 - 4-bit weights (AWQ GEMM, GPTQ, compressed-tensors "pack-quantized"): see `int4_formats`.
 
 FP8 weights are served as stored where the device runs FP8 (the CPU reference, CUDA compute
 capability >= 8.9): the decoder's linears become `WeightOnlyLinear`s holding the float8 weights and
 a per-output-channel scale (a per-tensor scale repeated per row), so fused q/k/v and gate/up simply
-concatenate rows. 4-bit weights are served as stored too, on every device: the decoder's
-linears become `quantization.Int4Linear`s and each checkpoint linear is converted once to berth's
-output-major int4 layout (`kernels.int4_linear`: `.weight` packed [out, in / 8], `.weight_scale`
-[out, groups], `.weight_zero` [out, groups], and where act-order is possible `.input_permutation`
-[1, in], inputs sorted by group so each group is contiguous). A mixture of experts' stacked experts
-take the same stored forms per expert (`quantization.QuantizedExperts`, filled through the same
-names), and block-wise FP8 too (its `weight_scale_inv` as `.weight_scale`). Anything else (FP8
-elsewhere, block-wise FP8 outside the experts, an int4 linear or expert whose shape the layout
-cannot take, a shared expert) becomes one float `W.weight` tensor [out, in], copied like any other
-weight.
+concatenate rows; with block-wise FP8 they hold the block scales (the weight-only kernel's block
+mode), and fused parts concatenate whole row blocks. 4-bit weights are served as stored too, on
+every device: the decoder's linears become `quantization.Int4Linear`s and each checkpoint linear is
+converted once to berth's output-major int4 layout (`kernels.int4_linear`: `.weight` packed
+[out, in / 8], `.weight_scale` [out, groups], `.weight_zero` [out, groups], and where act-order is possible
+`.input_permutation` [1, in], inputs sorted by group so each group is contiguous). A mixture of
+experts' stacked experts take the same stored forms per expert (`quantization.QuantizedExperts`,
+filled through the same names), and block-wise FP8 too (its `weight_scale_inv` as `.weight_scale`).
+Anything else (FP8 on a GPU without e4m3, fused block-wise FP8 parts that split a row block, an int4
+linear or expert whose shape the layout cannot take, a shared expert outside block-wise FP8) becomes
+one float `W.weight` tensor [out, in], copied like any other weight.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,9 @@ from berth_runtime.models.layers import fused_split_sizes
 from berth_runtime.models.model_config import ModelConfig, ModelDirectoryError, UnsupportedModelError
 from berth_runtime.models.moe import SparseMoE
 from berth_runtime.quantization.int4_linear import Int4Linear
+from berth_runtime.quantization.linear import WeightOnlyLinear
+
+logger = logging.getLogger(__name__)
 
 PREQUANTIZED_FORMATS = (
     "compressed-tensors float-quantized (FP8)",
@@ -278,13 +283,40 @@ def stores_int4(in_features: int, group_size: int) -> bool:
     return in_features % 8 == 0 and in_features % group_size == 0 and group_size % 16 == 0
 
 
-def store_experts_as_fp8_blocks(module: torch.nn.Module, block_size: tuple[int, int]) -> None:
-    """Block-wise FP8 (Qwen3-MoE's FP8 checkpoints): a mixture of experts' stacked experts are held as
-    stored, with their block scales, for the loader to fill; the decoder's other linears stay float
-    (dequantized at load: the weight-only linear kernel takes a scale per row only)."""
-    for layer in module.modules():
-        if isinstance(layer, SparseMoE):
-            layer.store_experts_as_fp8(block_size)
+def store_fp8_blocks(module: torch.nn.Module, config: ModelConfig, block_size: tuple[int, int]) -> None:
+    """Block-wise FP8 (Qwen3's and DeepSeek's FP8 checkpoints): the decoder's linears, a shared
+    expert's too, become empty `WeightOnlyLinear`s with block scales, and a mixture of experts'
+    stacked experts `QuantizedExperts`, which the loader fills as stored. A fused linear (q/k/v,
+    gate/up) whose parts are not each whole row blocks would need a scale row shared by two parts: it
+    stays float (dequantized at load), said in one log line; so does every linear when a block's
+    columns are not a multiple of 16 (the kernel's K tile must lie inside one block)."""
+    rows, columns = block_size
+    fused_in_checkpoint = config.architecture in _FUSED_CHECKPOINTS
+    kept_float: set[str] = set()
+    for parent in list(module.modules()):
+        if isinstance(parent, SparseMoE):
+            parent.store_experts_as_fp8(block_size)
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, torch.nn.Linear):
+                continue
+            parts = [child.out_features]
+            if child_name in ("qkv_proj", "gate_up_proj") and not fused_in_checkpoint:
+                parts = fused_split_sizes(config, child_name)
+            elif child_name == "shared_gate_up_proj":  # Qwen2-MoE's shared expert: gate, up
+                parts = [child.out_features // 2] * 2
+            if columns % 16 or (len(parts) > 1 and any(part % rows for part in parts)):
+                kept_float.add(child_name)
+                continue
+            setattr(parent, child_name, WeightOnlyLinear.empty_fp8(child, block_size))
+    if kept_float:
+        logger.info(
+            "block-wise FP8 %s: %s kept float (dequantized at load): %s",
+            list(block_size),
+            ", ".join(sorted(kept_float)),
+            "blocks narrower than 16 columns or not a multiple of 16"
+            if columns % 16
+            else "a block of rows would straddle two fused parts",
+        )
 
 
 def store_linears_as_int4(module: torch.nn.Module, config: ModelConfig, group_size: int, method: str) -> None:
