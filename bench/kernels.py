@@ -2,8 +2,10 @@
 the copy bandwidth. Prints, on the machine it runs on:
 
 - linear layers of the 1B and 8B shapes at batch 1, 8 and 64: cuBLAS bf16 (``F.linear``) beside the
-  int8 and fp8 weight-only Triton kernel (default tiles and every tile of a small sweep), each
-  as microseconds and as a share of the copy bandwidth for the bytes it must read;
+  int8, fp8 (scale per row) and block-wise fp8 (a scale per 128 x 128 block, as Qwen3's FP8
+  checkpoints store their linears) weight-only Triton kernel (default tiles and every tile of a small
+  sweep; block-wise K tiles capped to 128), each as microseconds and as a share of the copy
+  bandwidth for the bytes it must read;
 - paged decode attention at batch 1 and 64, context 256 and 4,096: KV bytes read per microsecond;
 - the small fused kernels (add+RMSNorm, rotary, SiLU-mul, KV store) at batch 64;
 - the int4 (AWQ/GPTQ layout, group 128) dequant kernel on the same linear shapes at batch 1, 8 and
@@ -108,16 +110,31 @@ def distinct_copies(*tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     return [tensors] + [tuple(tensor.clone() for tensor in tensors) for _ in range(count - 1)]
 
 
-def time_weight_only(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> dict[str, Any]:
+def quantize_fp8_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 weight and a float32 scale per 128 x 128 block (the shapes here are whole blocks)."""
+    blocks = weight.float().unflatten(0, (-1, 128)).unflatten(2, (-1, 128))  # [rows, 128, columns, 128]
+    scale = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-12) / 448.0
+    stored = (blocks / scale[:, None, :, None]).flatten(2).flatten(0, 1).to(torch.float8_e4m3fn)
+    return stored, scale
+
+
+def time_weight_only(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, block_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Default tiles, and every tile of the sweep."""
     copies = distinct_copies(qweight, scale)
-    default_us = graph_microseconds([lambda q=q, s=s: weight_only_linear(x, q, s) for q, s in copies])
+    default_us = graph_microseconds(
+        [lambda q=q, s=s: weight_only_linear(x, q, s, block_size=block_size) for q, s in copies]
+    )
     sweep: dict[str, float] = {}
     failed: dict[str, str] = {}
     for tiles in TILE_SWEEP:
         try:
             sweep[str(tiles)] = graph_microseconds(
-                [lambda q=q, s=s, t=tiles: weight_only_linear(x, q, s, None, t) for q, s in copies]
+                [
+                    lambda q=q, s=s, t=tiles: weight_only_linear(x, q, s, None, t, block_size)
+                    for q, s in copies
+                ]
             )
         except Exception as error:  # a tile that does not compile or fit is a finding, not the end of the run
             failed[str(tiles)] = f"{type(error).__name__}: {str(error)[:200]}"
@@ -136,10 +153,12 @@ def bench_linear(name: str, weight: torch.Tensor, batch: int, bandwidth: float, 
     bf16_us = graph_microseconds([lambda w=w: F.linear(x, w) for (w,) in distinct_copies(weight)])
     row: dict[str, Any] = {"layer": name, "batch": batch, "bf16_us": bf16_us}
     line = f"{name:>11} b{batch:<3} cuBLAS bf16 {bf16_us:7.1f} us {share(weight.nbytes, bf16_us, bandwidth)}"
-    schemes = {"int8": quantize_int8} | ({"fp8": quantize_fp8} if fp8 else {})
+    schemes = {"int8": quantize_int8} | (
+        {"fp8": quantize_fp8, "fp8-block": quantize_fp8_blocks} if fp8 else {}
+    )
     for scheme, quantize in schemes.items():
         qweight, scale = quantize(weight)
-        timing = time_weight_only(x, qweight, scale)
+        timing = time_weight_only(x, qweight, scale, (128, 128) if scheme == "fp8-block" else None)
         row[scheme] = timing
         line += (
             f" | {scheme} {timing['default_us']:7.1f} us"
