@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from engine_reference import greedy, make_engine
+from engine_reference import engine_config, greedy, make_engine
 
 from berth_runtime.engine.scheduler import ScheduledRow
 from berth_runtime.engine.sequence import Sequence
@@ -58,3 +58,37 @@ def test_abandoning_ends_the_process_with_exit_1_saying_why(
     assert exited.value.code == 1
     assert "failed on rank 0 after the workers started it (RuntimeError('CUDA out of memory'))" in caplog.text
     assert "the ranks are out of step" in caplog.text
+
+
+def test_a_build_that_fails_on_rank_0_releases_its_workers_and_group(tiny_llama_dir: Path) -> None:
+    """Rank 0 refuses a KV cache too small for one context after its workers joined: the workers are
+    ended and rank 0 leaves the process group, so the process can build a tensor-parallel engine
+    again (bench/decode_tp and the tests build several in one process)."""
+    import torch.distributed as dist
+
+    from berth_runtime.engine.builder import build_engine
+
+    pools: list[launcher.WorkerPool] = []
+    start_workers = launcher.start_workers
+
+    def recording_start(config: object) -> launcher.WorkerPool:
+        pool = start_workers(config)  # type: ignore[arg-type]
+        pools.append(pool)
+        return pool
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("berth_runtime.engine.builder.start_workers", recording_start)
+        config = engine_config(tiny_llama_dir, tensor_parallel_size=2, kv_cache_blocks=1, max_model_len=64)
+        with pytest.raises(ValueError, match="the KV cache holds 1 blocks"):
+            build_engine(config)
+    (pool,) = pools
+    assert all(not process.is_alive() for process in pool.processes)
+    assert not dist.is_initialized()
+    built = build_engine(
+        engine_config(tiny_llama_dir, tensor_parallel_size=2, kv_cache_blocks=16, max_model_len=64)
+    )
+    try:
+        assert built.workers is not None and all(process.is_alive() for process in built.workers.processes)
+    finally:
+        assert built.workers is not None
+        built.workers.stop()

@@ -54,7 +54,7 @@ def build_engine(config: RuntimeConfig) -> BuiltEngine:
         built = build_model_shard(config, checkpoint, workers.group if workers else None)
     except BaseException:
         if workers is not None:
-            workers.terminate()
+            workers.release()
         raise
     runner, max_model_len, num_blocks = built.runner, built.max_model_len, built.num_kv_blocks
     if workers is not None:

@@ -104,6 +104,11 @@ class WorkerPool:
             self.channel.send_stop()
         for process in self.processes:
             process.join(STOP_GRACE_SECONDS)
+        self.release()
+
+    def release(self) -> None:
+        """Ends the workers (`terminate`) and leaves the group; also after a start-up that failed,
+        where no step ran, so this process can start another group (bench and tests build several)."""
         self.terminate()
         atexit.unregister(self.terminate)
         leave_group()
@@ -128,6 +133,10 @@ def start_workers(config: RuntimeConfig) -> WorkerPool:
     pool = WorkerPool(processes)
     atexit.register(pool.terminate)
     threading.Thread(target=pool.watch, name="berth-tensor-parallel-watcher", daemon=True).start()
-    pool.group = join_as_host(store, world_size, str(config.device))
+    try:
+        pool.group = join_as_host(store, world_size, str(config.device))
+    except BaseException:
+        pool.release()
+        raise
     pool.channel = StepChannel(pool.group, pool.abandon)
     return pool
