@@ -46,6 +46,22 @@ def test_a_step_failing_after_its_broadcast_abandons_the_group(
     assert len(channel.sent) == 1 and channel.sent[0].per_token[0].tolist() == [0, 5, 6]
 
 
+def test_a_step_whose_broadcast_fails_part_way_abandons_the_group(tiny_llama_dir: Path) -> None:
+    """The header reached the workers but the payload did not (a gloo timeout): the workers would read
+    the next step's header as this step's payload, so the step abandons like a failed execute."""
+    runner = make_engine(tiny_llama_dir).runner
+
+    class HalfSentChannel(RecordingChannel):
+        def send(self, plan: StepPlan) -> None:
+            raise RuntimeError("gloo: timed out broadcasting the step's payload")
+
+    runner.channel = HalfSentChannel()  # type: ignore[assignment]
+    seq = Sequence("a", [0, 5, 6], greedy(1), arrival=0)
+    seq.block_table = [0]
+    with pytest.raises(SystemExit, match="abandoned: gloo: timed out"):
+        runner.run([ScheduledRow(seq, 3)])
+
+
 def test_abandoning_ends_the_process_with_exit_1_saying_why(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

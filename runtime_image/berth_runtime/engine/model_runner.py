@@ -95,10 +95,12 @@ class ModelRunner:
         if self.channel is None:
             logits = self.execute(plan)
         else:
-            self.channel.send(plan)
             try:
+                # A send that fails part-way (a wedged worker's timeout) leaves the workers waiting for
+                # the rest of a plan: as out of step as a failed execute.
+                self.channel.send(plan)
                 logits = self.execute(plan)
-            except Exception as error:  # the workers are inside this step's collectives
+            except Exception as error:  # the workers are inside this step's broadcast or collectives
                 self.channel.abandon(error)
         sampling_seqs = [ordered[index].seq for index in sampling]
         logits_per_seq = [1 + len(seq.draft_token_ids) for seq in sampling_seqs]
