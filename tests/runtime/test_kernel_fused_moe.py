@@ -11,6 +11,7 @@ import torch
 from berth_runtime.kernels import fused_moe as module
 from berth_runtime.kernels import torch_reference
 from berth_runtime.kernels._launch import runs_interpreted
+from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.fused_moe import align_pairs_by_expert, fused_experts
 
 
@@ -70,3 +71,24 @@ def test_wrapper_names_what_is_wrong(device: str) -> None:
     with pytest.raises(ValueError, match=r"down has shape \[4, 32, 40\]; expected \[4, 32, 48\]"):
         fused_experts(hidden, gate_up, torch.zeros(4, 32, 40, device=device), weights.to(device),
                       expert_ids.to(device), torch_reference.silu_and_mul)  # fmt: skip
+
+
+def test_wrapper_names_the_stored_part_and_the_block_size_at_fault(device: str) -> None:
+    """A stored expert's part is named (gate_up.scale, not gate_up), and FP8 blocks of zero rows or
+    columns are refused by name instead of dividing by zero."""
+    hidden = torch.zeros(2, 32, device=device)
+    weights, expert_ids = _routing(2, 4, 2, seed=0)
+    route = (weights.to(device), expert_ids.to(device), torch_reference.silu_and_mul)
+    down = torch.zeros(4, 32, 48, device=device)
+    gate_up = ExpertWeights(
+        torch.zeros(4, 96, 4, dtype=torch.int32, device=device),
+        torch.ones(4, 2, 96, dtype=torch.float16, device=device).transpose(1, 2),  # not contiguous
+        torch.zeros(4, 96, 2, dtype=torch.uint8, device=device),
+    )
+    with pytest.raises(ValueError, match=r"gate_up.scale must be contiguous"):
+        fused_experts(hidden, gate_up, down, *route)
+    fp8 = torch.zeros(4, 96, 32, device=device).to(torch.float8_e4m3fn)
+    for block_size in ((0, 16), (16, 0)):
+        blocks = ExpertWeights(fp8, torch.ones(4, 1, 1, device=device), block_size=block_size)
+        with pytest.raises(ValueError, match=rf"gate_up.block_size \({block_size[0]}, {block_size[1]}\)"):
+            fused_experts(hidden, blocks, down, *route)

@@ -181,13 +181,13 @@ def _check_experts(
             )
         check_shape(op, f"{name}.scale", experts.scale, [num_experts, out_features, groups])
         check_shape(op, f"{name}.zero", experts.zero, [num_experts, out_features, groups])
-        tensors = [weight, experts.scale, experts.zero]
+        parts = {"weight": weight, "scale": experts.scale, "zero": experts.zero}
         if experts.input_order is not None:
             check_dtype(op, f"{name}.input_order", experts.input_order, (torch.int32,))
             check_shape(op, f"{name}.input_order", experts.input_order, [num_experts, in_features])
-            tensors.append(experts.input_order)
-        for tensor in tensors:
-            check_contiguous(op, name, tensor)
+            parts["input_order"] = experts.input_order
+        for part, tensor in parts.items():
+            check_contiguous(op, f"{name}.{part}", tensor)
         return in_features // groups
     if experts.input_order is not None:
         raise ValueError(f"{op}: {name} has an input order; only int4 experts are act-order permuted")
@@ -203,12 +203,15 @@ def _check_experts(
     scale_shape = [num_experts, out_features]
     if experts.block_size is not None:
         rows, columns = experts.block_size
-        if columns % 16:
-            raise ValueError(f"{op}: {name}'s FP8 blocks of {columns} inputs: needs a multiple of 16")
+        if rows < 1 or columns < 1 or columns % 16:
+            raise ValueError(
+                f"{op}: {name}.block_size {experts.block_size} (rows, columns) of FP8 blocks: accepted "
+                "rows >= 1 and columns a positive multiple of 16"
+            )
         scale_shape = [num_experts, triton.cdiv(out_features, rows), triton.cdiv(in_features, columns)]
     check_shape(op, f"{name}.scale", experts.scale, scale_shape)
-    for tensor in (weight, experts.scale):
-        check_contiguous(op, name, tensor)
+    for part, tensor in (("weight", weight), ("scale", experts.scale)):
+        check_contiguous(op, f"{name}.{part}", tensor)
     return experts.block_size[1] if experts.block_size is not None else 0
 
 
