@@ -92,3 +92,17 @@ def test_wrapper_names_the_stored_part_and_the_block_size_at_fault(device: str) 
         blocks = ExpertWeights(fp8, torch.ones(4, 1, 1, device=device), block_size=block_size)
         with pytest.raises(ValueError, match=rf"gate_up.block_size \({block_size[0]}, {block_size[1]}\)"):
             fused_experts(hidden, blocks, down, *route)
+
+
+def test_wrapper_refuses_routing_on_another_device(device: str) -> None:
+    """The pair ids are built on expert_ids' device and the router weights read by the kernel: both
+    must be where the hidden states and experts are, or the launch reads another device's memory."""
+    hidden = torch.zeros(2, 32, device=device)
+    weights, expert_ids = _routing(2, 4, 2, seed=0)
+    gate_up, down = torch.zeros(4, 96, 32, device=device), torch.zeros(4, 32, 48, device=device)
+    with pytest.raises(ValueError, match=r"one device, got .*expert_ids on meta"):
+        fused_experts(hidden, gate_up, down, weights.to(device), expert_ids.to("meta"),
+                      torch_reference.silu_and_mul)  # fmt: skip
+    with pytest.raises(ValueError, match=r"one device, got .*router_weights on meta"):
+        fused_experts(hidden, gate_up, down, weights.to("meta"), expert_ids.to(device),
+                      torch_reference.silu_and_mul)  # fmt: skip

@@ -311,7 +311,8 @@ def fused_experts(
     check_shape(op, "expert_ids", expert_ids, [tokens, None])
     check_shape(op, "router_weights", router_weights, list(expert_ids.shape))
     check_contiguous(op, "hidden", hidden)
-    tensors = {"hidden": hidden}
+    # the routing too: align_pairs_by_expert builds the pair ids on expert_ids' device
+    tensors = {"hidden": hidden, "router_weights": router_weights, "expert_ids": expert_ids}
     for name, experts in (("gate_up", gate_up), ("down", down)):
         parts = {"weight": experts.weight, "scale": experts.scale, "zero": experts.zero}
         parts["input_order"] = experts.input_order
