@@ -1,10 +1,12 @@
 """The collectives of a tensor-parallel step, over one `torch.distributed` group per process.
 
-Two groups join at start-up: the device group (NCCL on CUDA, gloo on the CPU) carries the model's
+The groups join at start-up: the device group (NCCL on CUDA, gloo on the CPU) carries the model's
 all-reduces and the logits gather, so on CUDA they are device-to-device and can be captured in a
-CUDA graph; a gloo group over the same ranks carries the step's host-side inputs
-(`step_channel`), so broadcasting them needs no device copy and no sync on the workers. Rank 0
-creates the rendezvous store on a free port and hands the port to the workers (`launcher`).
+CUDA graph; gloo groups over the same ranks carry host tensors, so they need no device copy and no
+sync on the workers: one for the step's inputs (`step_channel`), whose wait for the next step must
+outlast any idle spell, and (on CUDA) one for start-up agreements, bounded like the device group's
+collectives. Rank 0 creates the rendezvous store on a free port and hands the port to the workers
+(`launcher`).
 
 A sharded model holds its `TensorShard` (its slices' layout and this group) explicitly, never a
 global parallel state, so a single-GPU model has none and runs exactly as before.
@@ -25,6 +27,10 @@ from berth_runtime.parallel.sharding import ShardLayout
 #: How long a collective may wait for a peer before it fails. Rank 0's watcher (`launcher`) ends the
 #: server long before this when a worker dies; this bounds the rest (a peer stuck, not dead).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+#: How long a worker waits for rank 0's next step: as long as the server stays idle, so in effect
+#: never (a gloo wait past its group's timeout fails, which would end an idle server). Rank 0's death
+#: ends the wait through the worker's parent watch. Finite: gloo adds it to the clock in nanoseconds.
+STEP_WAIT_TIMEOUT = datetime.timedelta(days=365 * 50)
 
 
 class ShardGroup:
@@ -35,7 +41,10 @@ class ShardGroup:
         self.world_size = world_size
         self.device = device
         self.host_group: dist.ProcessGroup | None = None
-        """The gloo group for host tensors (the step channel); the default group on the CPU."""
+        """The gloo group for host tensors (`agree_min`); the default group on the CPU."""
+        self.step_group: dist.ProcessGroup | None = None
+        """The gloo group of the step channel, whose waits last as long as the server is idle
+        (`STEP_WAIT_TIMEOUT`)."""
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sums `tensor` over the ranks in place (a row-parallel linear's partial outputs)."""
@@ -56,8 +65,9 @@ class ShardGroup:
         return int(tensor.item())
 
     def broadcast_host(self, tensor: torch.Tensor) -> None:
-        """Rank 0's CPU `tensor` into every rank's (same shape and dtype)."""
-        dist.broadcast(tensor, src=0, group=self.host_group)
+        """Rank 0's CPU `tensor` into every rank's (same shape and dtype); a worker waits for it as
+        long as rank 0 sends nothing."""
+        dist.broadcast(tensor, src=0, group=self.step_group)
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ def _init(rank: int, world_size: int, store: Store, device: torch.device) -> Sha
     group = ShardGroup(rank, world_size, device)
     if device.type == "cuda":
         group.host_group = cast(dist.ProcessGroup, dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT))
+    group.step_group = cast(dist.ProcessGroup, dist.new_group(backend="gloo", timeout=STEP_WAIT_TIMEOUT))
     return group
 
 

@@ -1,5 +1,5 @@
 """Rank 0 broadcasts each step's `StepPlan` to the workers: one fixed-size header (what follows and
-its shapes), then every array packed into one int64 tensor, both over the host (gloo) group; a
+its shapes), then every array packed into one int64 tensor, both over the step (gloo) group; a
 header of kind STOP ends the workers' loop. Two small collectives per step whatever the batch, and
 the workers copy the arrays to their device exactly as rank 0 does. (One broadcast of a fixed-size
 buffer would need room for the worst case, max_num_seqs block tables of max_model_len / block_size
