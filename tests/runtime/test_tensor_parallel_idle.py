@@ -10,6 +10,7 @@ import datetime
 import multiprocessing
 import time
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 
 import pytest
 
@@ -20,8 +21,9 @@ from berth_runtime.parallel.step_channel import StepChannel
 SHORT_TIMEOUT = datetime.timedelta(seconds=2)
 
 
-def _worker(port: int, results: Queue[str]) -> None:
+def _worker(port: int, results: Queue[str], imported: Event) -> None:
     group_module.COLLECTIVE_TIMEOUT = SHORT_TIMEOUT
+    imported.set()  # both ranks then join within moments, well inside the short timeout
     try:
         channel = StepChannel(join_group(1, 2, port, "cpu"))
         results.put("stop" if channel.receive() is None else "a step")
@@ -33,13 +35,15 @@ def _worker(port: int, results: Queue[str]) -> None:
 def test_a_worker_waits_out_an_idle_spell_longer_than_the_collective_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(group_module, "COLLECTIVE_TIMEOUT", SHORT_TIMEOUT)
     context = multiprocessing.get_context("spawn")
     results: Queue[str] = context.Queue()
+    imported = context.Event()
     store = create_store(2)
-    worker = context.Process(target=_worker, args=(store.port, results), daemon=True)
+    worker = context.Process(target=_worker, args=(store.port, results, imported), daemon=True)
     worker.start()
     try:
+        assert imported.wait(60), "the worker did not start"
+        monkeypatch.setattr(group_module, "COLLECTIVE_TIMEOUT", SHORT_TIMEOUT)
         group = join_as_host(store, 2, "cpu")
         time.sleep(2 * SHORT_TIMEOUT.total_seconds())  # idle: no request, no step
         StepChannel(group).send_stop()
