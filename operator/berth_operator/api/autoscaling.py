@@ -67,7 +67,15 @@ class AutoscalingSpec(ApiModel):
         json_schema_extra=section_default(SloSpec),
     )
     interval_seconds: int = Field(
-        default=10, ge=5, le=600, description="Seconds between autoscaling evaluations."
+        default=10,
+        ge=5,
+        le=600,
+        description=(
+            "Seconds between autoscaling evaluations, on average. Each is timed to land 1 s after the "
+            "next Prometheus sample is due (from the newest sample's age, taking samples every "
+            "interval), so two evaluations are between 3/4 and 7/4 of it apart; scrape the runtime "
+            "pods at this interval (the chart's PodMonitor default is 10 s)."
+        ),
     )
     metrics_window_seconds: int = Field(
         default=60,
