@@ -149,6 +149,8 @@ async def test_drain_at_tp2_finishes_the_stream_then_exits_0_with_its_worker(ser
     assert json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
     assert server.process.wait(timeout=EXIT_LIMIT_SECONDS) == 0, server.log()
     _wait_gone(worker, EXIT_LIMIT_SECONDS)
+    # the engine's stop let the worker leave its loop (a clean exit, not the exit hook's SIGTERM)
+    assert "tensor-parallel workers stopped, exit codes [0]" in server.log(), server.log()
 
 
 def test_a_killed_worker_ends_the_server_naming_its_rank(tiny_llama_dir: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from berth_runtime.engine.builder import build_engine
 from berth_runtime.engine.errors import EngineFailed, EngineNotRunning, PromptTooLong, QueueFull
 from berth_runtime.engine.llm_engine import LLMEngine
 from berth_runtime.engine.outputs import EngineStats, RequestOutput
+from berth_runtime.parallel.launcher import WorkerPool
 from berth_runtime.sampling_params import InvalidParameter, SamplingParams
 from berth_runtime.tokenizer import Tokenizer
 
@@ -32,8 +33,16 @@ _Command = tuple[str, str, list[int] | None, SamplingParams | None]
 
 
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine, tokenizer: Tokenizer, max_model_len: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        engine: LLMEngine,
+        tokenizer: Tokenizer,
+        max_model_len: int,
+        max_queue: int,
+        workers: WorkerPool | None = None,
+    ) -> None:
         self.engine = engine
+        self._workers = workers
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.max_queue = max_queue
@@ -51,7 +60,7 @@ class AsyncEngine:
     def from_config(cls, config: RuntimeConfig) -> AsyncEngine:
         """Loads the model and tokenizer named by `config` (raises ValueError on a bad directory)."""
         built = build_engine(config)
-        return cls(built.engine, built.tokenizer, built.max_model_len, config.max_queue)
+        return cls(built.engine, built.tokenizer, built.max_model_len, config.max_queue, built.workers)
 
     async def start(self) -> None:
         if self._thread is not None:
@@ -62,7 +71,9 @@ class AsyncEngine:
         self._thread.start()
 
     async def stop(self) -> None:
-        """Stops the step loop; requests still in flight end with finish_reason "abort"."""
+        """Stops the step loop; requests still in flight end with finish_reason "abort". Then, at
+        tensor parallelism, the workers leave their loop and rank 0 the group: a clean stop between
+        steps (the exit hook's SIGTERM is for the paths that never get here)."""
         thread = self._thread
         if thread is None:
             return
@@ -73,6 +84,9 @@ class AsyncEngine:
         for request_id, stream in list(self._streams.items()):
             stream.put_nowait(_aborted(request_id))
         self._streams.clear()
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            await asyncio.get_running_loop().run_in_executor(None, workers.stop)
 
     def stats(self) -> EngineStats:
         return replace(self._stats, num_waiting=self._stats.num_waiting + self._pending_adds)

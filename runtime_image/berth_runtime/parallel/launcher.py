@@ -104,6 +104,8 @@ class WorkerPool:
             self.channel.send_stop()
         for process in self.processes:
             process.join(STOP_GRACE_SECONDS)
+        codes = [process.exitcode for process in self.processes]
+        logger.info("tensor-parallel workers stopped, exit codes %s", codes)
         self.release()
 
     def release(self) -> None:
