@@ -261,14 +261,18 @@ def test_a_ttft_breach_scales_out_to_a_second_pod_that_serves_and_scale_in_cuts_
     assert cluster.status()["desiredReplicas"] == 2
     wait_for(lambda: cluster.deployment_replicas() == 2, 30, "the Deployment at 2 replicas")
 
-    # The scale-up answers one of two signals, and Prometheus must have shown the one it names: the
+    # The scale-up answers one of three signals, and Prometheus must have shown the one it names: the
     # TTFT p95 over target, or -- the policy acting before the breach -- requests in flight beyond
-    # 70% of the replica's batch slots (the load is 1.5x the slots).
+    # 70% of the replica's batch slots (the load is 1.5x the slots), or the token demand including
+    # a queue to drain over the cold start.
     queries = signal_queries(SeriesSelector(namespace, NAME), WINDOW_SECONDS)
     if "batch slots" in up["reason"]:
         assert f"at 70% of {BATCH_SLOTS} batch slots" in up["reason"], up["reason"]
         query = f"{queries['running_requests']} + {queries['waiting_requests']}"
         threshold = 0.7 * BATCH_SLOTS
+    elif "queued over" in up["reason"]:
+        assert "needs 2 replica(s)" in up["reason"], up["reason"]
+        query, threshold = queries["waiting_requests"], 0.0
     else:
         assert "TTFT p95" in up["reason"] and f"> {target_ms}ms" in up["reason"], up["reason"]
         query, threshold = queries["ttft_p95_seconds"], target

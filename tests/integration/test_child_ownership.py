@@ -182,7 +182,11 @@ def test_max_unavailable_never_takes_the_last_ready_replica_down(
     with ReadyEndpointWatch(crds.kubeconfig, namespace, "swap") as watch:
         wait_for(lambda: watch.ready_count() == 3, 30, "the watch to see three ready endpoints")
         # A revision that can never become ready: no node has 16 GPUs.
-        unschedulable = {**spec, "resources": {"gpu": {"count": 16, "product": H100}}}
+        unschedulable = {
+            **spec,
+            "resources": {"gpu": {"count": 16, "product": H100}},
+            "runtime": {"tensorParallelSize": 16},
+        }
         crds.apply(_idep("swap", **unschedulable), namespace=namespace)
         wait_for(ready(1), TIMEOUT, "the roll stuck with one old replica still serving")
         wait_for(lambda: watch.ready_count() == 1, 30, "the Service down to the one old replica")

@@ -38,6 +38,7 @@ def _idep(
         "spec": {
             "model": {"name": name, "source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "revision": revision},
             "resources": {"gpu": {"count": gpus, "product": product}},
+            "runtime": {"tensorParallelSize": gpus},  # one GPU per rank
             "replicas": replicas,
         },
     }
