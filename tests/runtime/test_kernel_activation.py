@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 
 from berth_runtime.kernels import activation as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.activation import silu_and_mul
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._silu_and_mul_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._silu_and_mul_kernel)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

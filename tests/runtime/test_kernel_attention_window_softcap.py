@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 from test_kernel_paged_attention import _case
 
 from berth_runtime.engine.attention_metadata import PrefillBatch
 from berth_runtime.kernels import paged_attention as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.paged_attention import paged_attention_decode
 from berth_runtime.kernels.prefill_attention import paged_prefill_attention
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._paged_decode_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._paged_decode_kernel)
 
 
 @pytest.mark.parametrize(

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 
 from berth_runtime.kernels import fused_moe as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.fused_moe import align_pairs_by_expert, fused_experts
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._grouped_matmul_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._grouped_matmul_kernel)
 
 
 def _routing(tokens: int, experts: int, top_k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

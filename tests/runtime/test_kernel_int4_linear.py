@@ -11,25 +11,23 @@ from pathlib import Path
 import pytest
 import torch
 from engine_reference import make_engine
-from model_family_checks import ATOL, max_logit_difference, write_family_model
+from kernel_device import kernel_device
+from model_family_checks import ATOL, max_logit_difference
 from safetensors.torch import load_file
 from test_model_family_prequantized import write_prequantized
 
 from berth_runtime.kernels import int4_linear as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.int4_linear import int4_linear
 from berth_runtime.models.int4_formats import dequantize_gptq, gptq_to_int4
 from berth_runtime.quantization.int4_linear import Int4Linear
 
+pytest_plugins = ["moe_checkpoints"]
+
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._int4_matmul_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._int4_matmul_kernel)
 
 
 def _random_int4(
@@ -128,24 +126,12 @@ def test_fused_shards_with_different_input_orders_run_shard_by_shard() -> None:
 
 @pytest.mark.parametrize("scheme", ["awq", "gptq"])
 def test_a_mixture_of_experts_checkpoint_keeps_its_decoder_linears_as_int4(
-    tmp_path: Path, scheme: str
+    tiny_qwen2_moe_dir: Path, tmp_path: Path, scheme: str
 ) -> None:
     """Qwen2-MoE (experts, a shared expert, one dense layer): attention and the dense MLP load as
     `Int4Linear`s, the stacked experts are kept as stored int4; logits equal transformers' on the
     dequantized weights."""
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    source = write_family_model(
-        tmp_path / "source",
-        Qwen2MoeConfig,
-        Qwen2MoeForCausalLM,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=64,
-        mlp_only_layers=[1],
-    )
-    quantized_dir, float_dir = write_prequantized(source, tmp_path, scheme)
+    quantized_dir, float_dir = write_prequantized(tiny_qwen2_moe_dir, tmp_path, scheme)
     model = make_engine(quantized_dir).runner.model
     assert isinstance(model.layers[0].qkv_proj, Int4Linear) and isinstance(
         model.layers[1].down_proj, Int4Linear

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 
 from berth_runtime.kernels import kv_cache_store as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.kv_cache_store import store_kv_cache
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._store_kv_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._store_kv_kernel)
 
 
 @pytest.mark.parametrize(("num_kv_heads", "head_dim"), [(2, 16), (3, 12)])

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 
 from berth_runtime.kernels import rotary as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.rotary import apply_rotary_embedding
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._rotary_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._rotary_kernel)
 
 
 def _tables(rotary_dim: int, max_positions: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:

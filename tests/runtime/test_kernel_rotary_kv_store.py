@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_device import kernel_device
 
 from berth_runtime.kernels import rotary_kv_store as module
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.rotary_kv_store import rotary_and_store_kv
 from tests.kernel_expectations import expected_rotary_and_store
 
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._rotary_store_kv_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._rotary_store_kv_kernel)
 
 
 def _tables(head_dim: int, max_positions: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:

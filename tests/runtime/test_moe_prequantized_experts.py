@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_reference import make_engine
+from kernel_device import kernel_device
 from model_family_checks import (
     ATOL,
     assert_kernel_path_matches_the_reference_path,
@@ -22,7 +23,6 @@ from test_model_family_prequantized import LINEARS, write_prequantized
 
 from berth_runtime.kernels import fused_moe as module
 from berth_runtime.kernels import torch_reference
-from berth_runtime.kernels._launch import runs_interpreted
 from berth_runtime.kernels.expert_weights import ExpertWeights
 from berth_runtime.kernels.fused_moe import fused_experts
 from berth_runtime.quantization.experts import QuantizedExperts
@@ -34,11 +34,7 @@ EXPERTS, TOP_K, HIDDEN, INTERMEDIATE, GROUP = 4, 2, 64, 32, 32
 
 @pytest.fixture
 def device() -> str:
-    if runs_interpreted(module._grouped_matmul_kernel):
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)")
+    return kernel_device(module._grouped_matmul_kernel)
 
 
 def _routing(tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
