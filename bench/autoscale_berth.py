@@ -22,8 +22,9 @@ from typing import Any
 
 from bench.autoscale_metrics import MetricStore
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
-from berth_operator.autoscaling.evaluation import evaluate, targets_from_spec
-from berth_operator.autoscaling.policy import Decision, ReplicaCounts
+from berth_operator.autoscaling.evaluation import acted_on_live, evaluate, targets_from_spec
+from berth_operator.autoscaling.live import PodSample, live_signals, rose_beyond_noise
+from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
 
 EPOCH = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
@@ -31,11 +32,20 @@ EPOCH = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def berth_spec(
-    min_replicas: int, max_replicas: int, ttft_ms: int, itl_ms: int, interval_seconds: int | None = None
+    min_replicas: int,
+    max_replicas: int,
+    ttft_ms: int,
+    itl_ms: int,
+    interval_seconds: int | None = None,
+    pod_sampling_seconds: int | None = None,
 ) -> InferenceDeploymentSpec:
     """An InferenceDeployment of one GPU per replica with autoscaling at the API's defaults (the
-    evaluation interval too, unless `interval_seconds` is given)."""
+    evaluation interval too, unless `interval_seconds` is given; pod sampling at its interval, unless
+    `pod_sampling_seconds` is given: 0 turns it off)."""
     interval = {} if interval_seconds is None else {"intervalSeconds": interval_seconds}
+    if pod_sampling_seconds is not None:
+        sampling = {"enabled": pod_sampling_seconds > 0, "intervalSeconds": max(pod_sampling_seconds, 1)}
+        interval["podSampling"] = sampling
     return InferenceDeploymentSpec.model_validate(
         {
             "model": {"name": "llama-8b", "source": "hf://meta-llama/Llama-3.1-8B-Instruct"},
@@ -71,6 +81,8 @@ class Step:
     seconds: float
     observation: Observation
     counts: ReplicaCounts
+    live: bool = False
+    """An evaluation on the replicas' own gauges between two Prometheus evaluations (pod sampling)."""
 
 
 def steps_to_json(steps: list[Step]) -> list[dict[str, Any]]:
@@ -141,18 +153,41 @@ class BerthScaler:
     """When the last evaluation said the next is due (simulated seconds), as the operator's daemon
     waits for it: just after the next scrape lands."""
 
+    last_signals: Signals | None = None
+    """The last evaluation's Prometheus observation, as the operator's daemon keeps it between
+    evaluations for the pod samples to be read against."""
+
+    @property
+    def sampling_seconds(self) -> float | None:
+        """Seconds between reads of the replicas' own gauges; None when pod sampling is off."""
+        sampling = self.spec.autoscaling.pod_sampling
+        return float(sampling.interval_seconds) if sampling.enabled else None
+
     def desired(self, now: float, store: MetricStore, counts: ReplicaCounts) -> int:
-        return self.evaluate(Step(now, store.signals(now), counts))
+        observation = store.signals(now)
+        self.last_signals = observation if isinstance(observation, Signals) else None
+        return self.evaluate(Step(now, observation, counts))
+
+    def sample(self, now: float, samples: list[PodSample], counts: ReplicaCounts) -> int:
+        """The replicas' gauges read between evaluations, as the operator's daemon reads them: an
+        evaluation with them when they rose beyond noise, acted on only if it scales up."""
+        if self.last_signals is None or not rose_beyond_noise(self.last_signals, samples, DEFAULT_TUNING):
+            return counts.desired
+        return self.evaluate(Step(now, live_signals(self.last_signals, samples), counts, live=True))
 
     def evaluate(self, step: Step) -> int:
-        """One evaluation through the status round trip; the count the Deployment is driven to."""
-        self.steps.append(step)
+        """One evaluation through the status round trip; the count the Deployment is driven to. A
+        live one (pod samples) that does not scale up leaves nothing behind, as in the operator."""
         previous = InferenceDeploymentStatus.model_validate(json.loads(json.dumps(self.stored)))
         clock = EPOCH + timedelta(seconds=round(step.seconds, 3))
         targets = targets_from_spec(self.spec)
         evaluation = evaluate(step.observation, targets, step.counts, previous, clock, self.interval_seconds)
-        self.next_evaluation_seconds = (evaluation.next_evaluation_time - EPOCH).total_seconds()
         decision = evaluation.decision
+        if step.live and not acted_on_live(decision):
+            return step.counts.desired
+        self.steps.append(step)
+        if not step.live:
+            self.next_evaluation_seconds = (evaluation.next_evaluation_time - EPOCH).total_seconds()
         self.decisions.append(decision)
         if decision.apply:
             self.stored = {**self.stored, "desiredReplicas": decision.replicas}

@@ -45,6 +45,7 @@ from bench.autoscale_serving import FinishedRequest, Replica, ReplicaModel, meas
 from bench.autoscale_traces import TRACE_SEED, Trace, standard_traces
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.autoscaling.evaluation import max_sample_age_seconds
+from berth_operator.autoscaling.live import PodSample
 from berth_operator.autoscaling.policy import ReplicaCounts
 
 SCRAPE_SECONDS = 10.0
@@ -85,9 +86,14 @@ class Settings:
     interval_seconds: int | None = None
     """berth's evaluation interval; None: the API's default."""
     seed: int = TRACE_SEED
+    pod_sampling_seconds: int | None = None
+    """berth's pod sampling interval (0: off); None: the API's default."""
 
     def spec(self, min_replicas: int) -> InferenceDeploymentSpec:
-        return berth_spec(min_replicas, self.max_replicas, self.ttft_ms, self.itl_ms, self.interval_seconds)
+        return berth_spec(
+            *(min_replicas, self.max_replicas, self.ttft_ms, self.itl_ms),
+            *(self.interval_seconds, self.pod_sampling_seconds),
+        )
 
 
 class Cluster:
@@ -111,6 +117,14 @@ class Cluster:
             # Pods still starting go first, then the Ready ones with the least in flight.
             for replica in sorted(serving, key=lambda r: (r.ready_at <= now, r.outstanding))[:surplus]:
                 replica.draining = True
+
+    def pod_samples(self, now: float) -> list[PodSample]:
+        """What each Ready replica's /metrics says now: its requests running and waiting."""
+        return [
+            PodSample(running=float(r.running), waiting=float(len(r.waiting)))
+            for r in self.serving()
+            if r.ready_at <= now
+        ]
 
     def route(self, now: float, request: tuple[float, int, int]) -> bool:
         ready = [r for r in self.serving() if r.ready_at <= now]
@@ -154,6 +168,8 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
     dt = settings.dt
     per_second, per_scrape = round(1.0 / dt), round(settings.scrape_seconds / dt)
     berth = scaler if isinstance(scaler, BerthScaler) else None
+    sampling = berth.sampling_seconds if berth else None
+    per_sample = round(sampling / dt) if sampling else 0
     decision_step = round(WARMUP_SECONDS / dt)
     for step in range(int((trace.duration_seconds + 180.0) / dt)):
         now = step * dt
@@ -179,18 +195,20 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
             store.record_concurrency(now, float(in_flight))
         if step % per_scrape == 0:
             store.scrape(now, cluster.replicas)
+        target, counts = None, cluster.counts(now)
         if step >= decision_step:
-            counts = cluster.counts(now)
             target = scaler.desired(now, store, counts)
             # berth evaluates when its last evaluation said (the operator's daemon waits the same);
             # the others on their fixed period.
             due = berth.next_evaluation_seconds if berth else now + scaler.interval_seconds
             decision_step = max(round(due / dt), step + 1)
-            if target != counts.desired:
-                if target < counts.desired and demand.rising(now):
-                    rising_scale_ins += 1
-                cluster.scale(now, target)
-                trajectory.append(target)
+        elif berth and per_sample and step % per_sample == 0 and now >= WARMUP_SECONDS:
+            target = berth.sample(now, cluster.pod_samples(now), counts)
+        if target is not None and target != counts.desired:
+            if target < counts.desired and demand.rising(now):
+                rising_scale_ins += 1
+            cluster.scale(now, target)
+            trajectory.append(target)
     return _outcome(
         scenario,
         scaler,
@@ -279,6 +297,11 @@ def main() -> None:
     parser.add_argument(
         "--interval", type=int, help="berth's evaluation interval, seconds (default: the operator's)"
     )
+    parser.add_argument(
+        "--pod-sampling",
+        type=int,
+        help="berth's pod sampling interval, seconds; 0 turns it off (default: the operator's)",
+    )
     parser.add_argument("--seed", type=int, default=TRACE_SEED, help=f"traces' seed (default {TRACE_SEED})")
     parser.add_argument("--dt", type=float, default=0.1, help="simulation step, seconds (default 0.1)")
     parser.add_argument("--trace", action="append", help="run only this trace or scenario (repeatable)")
@@ -301,6 +324,7 @@ def main() -> None:
     settings = Settings(
         *(args.base_rate, args.cold_start, args.ttft_ms, args.itl_ms, args.max_replicas),
         *(args.target_concurrency, args.dt, args.scrape_seconds, args.interval, args.seed),
+        args.pod_sampling,
     )
     model = measured_replica(args.cold_start)
     print(

@@ -43,6 +43,29 @@ class SloSpec(ApiModel):
     )
 
 
+class PodSamplingSpec(ApiModel):
+    """Reading the replicas' requests in flight straight from their /metrics, between evaluations."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Between Prometheus evaluations, read vllm:num_requests_running and "
+            "vllm:num_requests_waiting from each Ready replica's metrics port (serving.metricsPort) "
+            "every intervalSeconds; when they have risen beyond noise, evaluate at once with them in "
+            "place of Prometheus' gauges and act on a scale-up (never a scale-down). An edge is then "
+            "met seconds after it arrives instead of after the next scrape. Needs the operator to "
+            "reach the pods on the metrics port (a NetworkPolicy may have to allow it); replicas that "
+            "do not answer are reported in status.autoscaling.podSampling and left to Prometheus."
+        ),
+    )
+    interval_seconds: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="Seconds between two reads of the replicas' gauges.",
+    )
+
+
 class AutoscalingSpec(ApiModel):
     """SLO-driven horizontal autoscaling of replicas."""
 
@@ -109,6 +132,14 @@ class AutoscalingSpec(ApiModel):
     dry_run: bool = Field(
         default=False,
         description="Compute and report decisions in status and Events, but do not change replicas.",
+    )
+    pod_sampling: PodSamplingSpec = Field(
+        default_factory=PodSamplingSpec,
+        description=(
+            "Scale up on the replicas' own request gauges between scrapes (docs/autoscaling.md, "
+            "'Pod sampling')."
+        ),
+        json_schema_extra=section_default(PodSamplingSpec),
     )
 
     cross_field_rules = (

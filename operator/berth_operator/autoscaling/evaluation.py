@@ -26,7 +26,7 @@ from typing import Any
 
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
 from berth_operator.autoscaling.capacity import SloTargets, Tuning
-from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts, Targets, decide
+from berth_operator.autoscaling.policy import DEFAULT_TUNING, Action, Decision, ReplicaCounts, Targets, decide
 from berth_operator.autoscaling.report import AutoscalerEvent, autoscaler_events, autoscaler_status
 from berth_operator.autoscaling.signals import Observation, Signals
 from berth_operator.autoscaling.state import history_from_status
@@ -139,3 +139,10 @@ def evaluate(
         events=autoscaler_events(decision, previous),
         next_evaluation_time=now + timedelta(seconds=next_evaluation_seconds(observation, interval_seconds)),
     )
+
+
+def acted_on_live(decision: Decision) -> bool:
+    """Whether an evaluation on the replicas' own gauges (`autoscaling.live`) is acted on: only when it
+    scales up for real. Anything else waits for the next Prometheus evaluation, which sees the
+    windows as well, so a scale-in never rests on a gauge read between scrapes."""
+    return decision.action is Action.SCALE_UP and decision.apply
