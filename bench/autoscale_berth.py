@@ -94,6 +94,7 @@ def steps_to_json(steps: list[Step]) -> list[dict[str, Any]]:
             "ready": step.counts.ready,
             "signals": asdict(observation) if isinstance(observation, Signals) else None,
             "unavailable": observation.reason if isinstance(observation, MetricsUnavailable) else None,
+            "live": step.live,
         }
         for step in steps
         for observation in (step.observation,)
@@ -110,6 +111,7 @@ def steps_from_json(values: list[dict[str, Any]]) -> list[Step]:
                 else MetricsUnavailable(value["unavailable"])
             ),
             counts=ReplicaCounts(desired=value["desired"], ready=value["ready"]),
+            live=value.get("live", False),
         )
         for value in values
     ]
