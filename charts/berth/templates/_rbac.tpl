@@ -46,7 +46,8 @@ Role in each watched namespace otherwise.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Runtime pods: Kopf watches them, status explains why they are not serving.
+# Runtime pods: Kopf watches them, status explains why they are not serving, and pod sampling
+# (spec.autoscaling.podSampling) lists the Ready ones to read their metrics port.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

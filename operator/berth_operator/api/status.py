@@ -142,6 +142,19 @@ class AutoscalingStatus(StatusModel):
         max_length=120,
         description="Recent recommendations covering the stabilization window, oldest first (at most 120).",
     )
+    pod_sampling: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "How reading the Ready replicas' own request gauges between evaluations "
+            "(spec.autoscaling.podSampling) is going, as of the daemon's last round, written at each "
+            "evaluation: how many of the Ready replicas answered on the metrics port and how often "
+            '("2 of 2 Ready replicas answered on port 8001 every 2s"); the replicas that did not, '
+            "with their address and the error, and that a scale-up for their load then waits for "
+            'Prometheus; "disabled" when spec.autoscaling.podSampling.enabled is false. A '
+            "Warning Event PodSamplingFailed is recorded when replicas stop answering."
+        ),
+    )
 
 
 RolloutPhase = Literal["Stable", "Rolling", "Canary", "Promoting", "RolledBack"]

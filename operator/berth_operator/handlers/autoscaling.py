@@ -14,24 +14,38 @@ rather than a Kopf timer because the interval is per resource and may change wit
 because each evaluation says when the next is due -- just after the next scrape lands
 (`evaluation.next_evaluation_seconds`), which a fixed-period timer cannot follow; Kopf stops it when
 autoscaling is disabled or the resource goes away.
+
+Between two evaluations the daemon reads the Ready replicas' own request gauges every
+`spec.autoscaling.podSampling.intervalSeconds` (`handlers.pod_sampling`); when they rose beyond noise
+over what the last evaluation saw, `act_on_samples` runs the same evaluation at once on them
+(`autoscaling.live`) and acts -- through the same code -- only on a real scale-up; anything else writes
+nothing, and the next regular evaluation stays due when it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import kopf
 
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.api import resource as identity
-from berth_operator.autoscaling.evaluation import Evaluation, max_sample_age_seconds, targets_from_spec
+from berth_operator.autoscaling.evaluation import (
+    Evaluation,
+    acted_on_live,
+    max_sample_age_seconds,
+    targets_from_spec,
+)
 from berth_operator.autoscaling.evaluation import evaluate as evaluate_status
-from berth_operator.autoscaling.policy import Decision, ReplicaCounts
+from berth_operator.autoscaling.live import PodSample, live_signals, rose_beyond_noise
+from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
+from berth_operator.autoscaling.sampling_report import with_pod_sampling
 from berth_operator.autoscaling.signals import (
     MetricsUnavailable,
     Observation,
@@ -45,6 +59,7 @@ from berth_operator.builders.deployment import build_canary_deployment, build_de
 from berth_operator.builders.status import SpecVerdict
 from berth_operator.handlers.context import OperatorContext
 from berth_operator.handlers.observed import ObservedResource, observe
+from berth_operator.handlers.pod_sampling import PodSamplingMemory, sample_replicas
 from berth_operator.handlers.prometheus_access import PrometheusAccessUnavailable, prometheus_access
 from berth_operator.handlers.reconcile import converge
 from berth_operator.handlers.status_sync import sync_status
@@ -101,16 +116,28 @@ async def _ready_replicas(context: OperatorContext, build: BuildContext) -> int 
     return sum(int((child.live or {}).get("status", {}).get("readyReplicas") or 0) for child in children)
 
 
-async def evaluate_observed(context: OperatorContext, view: ObservedResource) -> Evaluation | None:
+async def evaluate_observed(
+    context: OperatorContext,
+    view: ObservedResource,
+    *,
+    observation: Observation | None = None,
+    live: bool = False,
+    memory: PodSamplingMemory | None = None,
+) -> Evaluation | None:
     """`evaluate` for a resource already read and observed; the whole evaluation, whose
-    `next_evaluation_time` the daemon waits for."""
+    `next_evaluation_time` the daemon waits for. `observation`: what to evaluate on instead of
+    Prometheus' answers. `live`: an evaluation on the replicas' own gauges between two regular ones,
+    acted on only when it scales up (`evaluation.acted_on_live`); otherwise nothing is written and None
+    is returned. `memory`: the daemon's pod-sampling memory, which a regular evaluation updates and
+    whose last round the status reports."""
     if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.enabled:
         return None
     if not view.accepted_as_it_is:
         return None  # the reconcile has yet to accept this spec: nothing to scale yet
     build, namespace, name = view.build, view.namespace, view.name
     spec = build.spec
-    observation = await observe_signals(context, namespace, name, spec)
+    if observation is None:
+        observation = await observe_signals(context, namespace, name, spec)
     ready = await _ready_replicas(context, build)
     if ready is None:
         return None  # not created yet (the first reconcile will), or not ours
@@ -122,6 +149,11 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     interval = spec.autoscaling.interval_seconds
     evaluation = evaluate_status(observation, targets, current, previous, now, interval)
     decision = evaluation.decision
+    if live and not acted_on_live(decision):
+        return None  # a hold or a scale-in waits for the next evaluation on Prometheus' windows
+    memory = memory if memory is not None else PodSamplingMemory()
+    if not live:
+        memory.remember_evaluation(build, view.body, observation)
 
     if decision.apply:
         # The record first, so that a reconcile from here on builds the Deployment at the new count.
@@ -131,9 +163,8 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
     with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
         await converge(context, view, build, workloads_only=True)
 
-    await apply_status(
-        context.api, namespace, name, evaluation.status, field_manager=AUTOSCALER_FIELD_MANAGER
-    )
+    status = with_pod_sampling(evaluation.status, memory.message(build))
+    await apply_status(context.api, namespace, name, status, field_manager=AUTOSCALER_FIELD_MANAGER)
     context.metrics.writes.labels(kind="InferenceDeployment", verb="status").inc()
     for event in evaluation.events:
         await record_event(context.api, view.body, event.type, event.reason, event.message, now)
@@ -147,8 +178,32 @@ async def evaluate_observed(context: OperatorContext, view: ObservedResource) ->
         decision.replicas if decision.apply else current.desired
     )
     if decision.apply:
-        logger.info("%s/%s: %s", namespace, name, decision.reason)
+        logger.info("%s/%s: %s%s", namespace, name, "pod samples: " if live else "", decision.reason)
     return evaluation
+
+
+async def act_on_samples(
+    context: OperatorContext,
+    memory: PodSamplingMemory,
+    namespace: str,
+    name: str,
+    samples: Sequence[PodSample],
+) -> Evaluation | None:
+    """The replicas' gauges read between evaluations: when they rose beyond noise over the last
+    evaluation's, the evaluation on them at once (`evaluate_observed`, live), acted on only if it
+    scales up. The evaluation that was acted on, else None (nothing written)."""
+    last = memory.last_signals
+    if last is None or not rose_beyond_noise(last, samples, DEFAULT_TUNING):
+        return None
+    owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
+    if owner is None:
+        return None
+    view = observe(owner, context.settings)
+    if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.pod_sampling.enabled:
+        return None
+    return await evaluate_observed(
+        context, view, observation=live_signals(last, samples), live=True, memory=memory
+    )
 
 
 class StopSignal(Protocol):
@@ -159,13 +214,28 @@ class StopSignal(Protocol):
     def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
 
 
+class BetweenEvaluations(Protocol):
+    """What the daemon does while it waits for the next evaluation: a round every `period_seconds`
+    (None: none), each over within about `round_timeout_seconds` of I/O to the replicas."""
+
+    def period_seconds(self) -> float | None: ...
+
+    def round_timeout_seconds(self) -> float: ...
+
+    def run_round(self) -> Awaitable[object]: ...
+
+
 async def run_every_interval(
-    evaluate_once: Callable[[], Awaitable[float]], interval_seconds: float, stopped: StopSignal
+    evaluate_once: Callable[[], Awaitable[float]],
+    interval_seconds: float,
+    stopped: StopSignal,
+    between: BetweenEvaluations | None = None,
 ) -> int:
     """Evaluate, then wait the seconds the evaluation returned (from the spec's interval read afresh
     each time, so a change applies at once, and the scrapes' phase; `interval_seconds` until one
-    says), until stopped. An API error fails one evaluation, never the loop, which waits the last
-    wait again. Returns evaluations run."""
+    says), until stopped; while waiting, run `between`'s rounds. An API error fails one evaluation
+    (or round), never the loop, which waits the last wait again. Returns evaluations run."""
+    loop = asyncio.get_running_loop()
     evaluations = 0
     while not stopped:
         try:
@@ -173,8 +243,42 @@ async def run_every_interval(
         except KubeApiError as error:
             logger.warning("autoscaling evaluation failed, retrying next interval: %s", error)
         evaluations += 1
-        await stopped.wait(interval_seconds)
+        due = loop.time() + interval_seconds
+        while not stopped:
+            remaining = due - loop.time()
+            period = between.period_seconds() if between is not None else None
+            # A round starts only if its reads of the replicas are over before the evaluation is due.
+            if between is None or period is None or period + between.round_timeout_seconds() > remaining:
+                await stopped.wait(max(remaining, 0.0))
+                break
+            await stopped.wait(period)
+            if stopped:
+                break
+            try:
+                await between.run_round()
+            except KubeApiError as error:
+                logger.warning("pod sampling round failed, sampling again next round: %s", error)
     return evaluations
+
+
+@dataclass
+class SampleRounds:
+    """The daemon's rounds of pod sampling (`BetweenEvaluations`) for one resource."""
+
+    context: OperatorContext
+    memory: PodSamplingMemory
+    namespace: str
+    name: str
+
+    def period_seconds(self) -> float | None:
+        return self.memory.period_seconds()
+
+    def round_timeout_seconds(self) -> float:
+        return self.memory.round_timeout_seconds()
+
+    async def run_round(self) -> Evaluation | None:
+        result = await sample_replicas(self.context, self.memory, self.namespace, self.name)
+        return await act_on_samples(self.context, self.memory, self.namespace, self.name, result.samples)
 
 
 def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
@@ -201,15 +305,18 @@ async def autoscaler(
     if not isinstance(context, OperatorContext) or namespace is None or name is None:
         raise kopf.PermanentError("the autoscaler needs the operator's context (python -m berth_operator)")
 
+    memory = PodSamplingMemory()
+
     async def evaluate_once() -> float:
         """One evaluation of the resource as read now; returns the seconds until the next: until the
         time the evaluation named (its own run time already spent), else the spec's interval."""
         view, evaluation = None, None
+        memory.forget()  # until this evaluation observes again
         try:
             owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
             if owner is not None:
                 view = observe(owner, context.settings)
-                evaluation = await evaluate_observed(context, view)
+                evaluation = await evaluate_observed(context, view, memory=memory)
         except KubeApiError as error:
             context.metrics.reconcile_errors.labels(reason=f"api_{error.status}").inc()
             raise
@@ -219,4 +326,5 @@ async def autoscaler(
             return FALLBACK_INTERVAL_SECONDS
         return float(view.build.spec.autoscaling.interval_seconds)
 
-    await run_every_interval(evaluate_once, FALLBACK_INTERVAL_SECONDS, stopped)
+    rounds = SampleRounds(context, memory, namespace, name)
+    await run_every_interval(evaluate_once, FALLBACK_INTERVAL_SECONDS, stopped, rounds)

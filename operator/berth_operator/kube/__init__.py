@@ -20,7 +20,7 @@ is the same list as data). Namespaced, in every watched namespace:
 | "" | configmaps | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
 | gateway.networking.k8s.io | httproutes | get, create, patch, delete | spec.serving.httpRoute |
 | policy | poddisruptionbudgets | get, list, watch, create, patch | apply; Kopf watches (edits, deletions) |
-| "" | pods | list, watch | Kopf watches runtime pods; status reads them |
+| "" | pods | list, watch | Kopf watches runtime pods; status reads them; pod sampling finds the Ready ones |
 | discovery.k8s.io | endpointslices | list, watch | ready counts: what the Service routes to; Kopf watches |
 | "" | events | create, list, watch | Events on transitions (berth), handler failures (Kopf); |
 | | | | Kopf watches and status reads a starting pod's Warning Events (FailedMount, ...) |

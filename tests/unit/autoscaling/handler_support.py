@@ -50,10 +50,11 @@ def store(
     *,
     replicas: int = 1,
     cold_start: dict[str, Any] | None = None,
+    serving: dict[str, Any] | None = None,
     **autoscaling: Any,
 ) -> None:
     """The resource as the operator's reconcile left it (spec accepted, its Deployment applied), with
-    `cold_start` as its status sync measured it, if given."""
+    `cold_start` as its status sync measured it, and `serving` as its spec.serving, if given."""
     spec_autoscaling: dict[str, Any] = {
         "enabled": True,
         "minReplicas": 1,
@@ -75,6 +76,7 @@ def store(
                 "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
                 "replicas": replicas,
                 "autoscaling": spec_autoscaling,
+                **({"serving": serving} if serving is not None else {}),
             },
             "status": {
                 "observedGeneration": 1,
