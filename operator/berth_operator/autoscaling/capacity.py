@@ -56,6 +56,12 @@ class Tuning:
     mean (an M/G/infinity occupancy), so at 50 in flight one sample of 62 is noise, not a rise.
     Without it, bursty arrivals read as rises: each one sized the scale-down recommendation up for
     a whole stabilization window and held a replica the demand no longer needed."""
+    live_noise_sigmas: float = 4.0
+    """Requests in flight read from the replicas between scrapes (`autoscaling.live`) are worth an
+    evaluation only beyond this many standard deviations of the count's noise over the last
+    evaluation's (and `trend_margin` of it): they are read several times per evaluation interval,
+    and the highest of several noisy reads is biased upwards, so the bar is higher than for the one
+    gauge sample a Prometheus evaluation sees. An edge clears it within a read or two."""
     slot_scale_up_utilization: float = 0.7
     """Requests in flight (running, and waiting up to one batch per replica while no capacity is
     learned) beyond this share of the batch slots scale up: a replica nears its limit before every

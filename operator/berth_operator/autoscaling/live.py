@@ -67,7 +67,7 @@ def rose_beyond_noise(last: Signals, samples: Sequence[PodSample], tuning: Tunin
     rising-demand guard): worth an evaluation now rather than at the next scrape."""
     before = last.running_requests + last.waiting_requests
     now = in_flight(samples)
-    margin = max(tuning.trend_margin * before, tuning.trend_noise_sigmas * math.sqrt(max(before, 1.0)))
+    margin = max(tuning.trend_margin * before, tuning.live_noise_sigmas * math.sqrt(max(before, 1.0)))
     return now > before + margin
 
 

@@ -59,15 +59,20 @@ def test_metrics_without_the_gauges_are_refused_naming_what_is_missing(text: str
 
 def test_a_rise_within_the_gauges_noise_is_not_worth_an_evaluation() -> None:
     last = serving(2000.0, running_requests=50.0)
-    # At 50 in flight the noise is 2 sigma = 2 * sqrt(50) ~ 14: 60 is noise, 70 a rise.
-    assert not rose_beyond_noise(last, [PodSample(running=60.0, waiting=0.0)], TUNING)
-    assert rose_beyond_noise(last, [PodSample(running=64.0, waiting=6.0)], TUNING)
+    # At 50 in flight the bar is 4 sigma = 4 * sqrt(50) ~ 28: 75 is noise, 80 a rise.
+    assert TUNING.live_noise_sigmas == 4.0
+    assert not rose_beyond_noise(last, [PodSample(running=64.0, waiting=11.0)], TUNING)
+    assert rose_beyond_noise(last, [PodSample(running=64.0, waiting=16.0)], TUNING)
     # Spread over replicas, the total counts.
-    assert rose_beyond_noise(last, [PodSample(35.0, 0.0), PodSample(35.0, 0.0)], TUNING)
+    assert rose_beyond_noise(last, [PodSample(40.0, 0.0), PodSample(40.0, 0.0)], TUNING)
     # A quiet deployment needs a few requests more than its noise floor, not a fraction of one.
     quiet = serving(100.0, running_requests=0.0)
-    assert not rose_beyond_noise(quiet, [PodSample(running=2.0, waiting=0.0)], TUNING)
-    assert rose_beyond_noise(quiet, [PodSample(running=3.0, waiting=0.0)], TUNING)
+    assert not rose_beyond_noise(quiet, [PodSample(running=4.0, waiting=0.0)], TUNING)
+    assert rose_beyond_noise(quiet, [PodSample(running=5.0, waiting=0.0)], TUNING)
+    # A deep queue on a big deployment: the 15% margin is the bar (15% of 1,000 = 150 > 4 * sqrt(1,000)).
+    big = serving(40000.0, replicas=16, running_requests=1000.0)
+    assert not rose_beyond_noise(big, [PodSample(running=1140.0, waiting=0.0)], TUNING)
+    assert rose_beyond_noise(big, [PodSample(running=1000.0, waiting=160.0)], TUNING)
 
 
 def test_the_live_observation_replaces_the_gauges_and_keeps_the_windows() -> None:
