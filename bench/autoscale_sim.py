@@ -16,10 +16,12 @@ The loop, every `--dt` seconds: route arrivals to the Ready replica with the few
 requests (a least-requests gateway), step every Ready replica, scrape every 10 s, record the
 requests in flight every second (Knative's queue-proxy view), and let each autoscaler decide at
 its own interval -- berth when its last evaluation said the next is due, just after the next
-scrape lands, as the operator's daemon waits. berth's interval and metrics window are the
-operator's defaults, read from the spec (`--interval` sets the spec's `intervalSeconds` instead);
-the scrape interval is the chart's PodMonitor default (`--scrape-seconds` changes it for every
-autoscaler that reads Prometheus). A new replica holds its GPU from the moment it is created and
+scrape lands, as the operator's daemon waits, and in between on its pod-sampling rounds (every
+`podSampling.intervalSeconds` after an evaluation while a round's reads end before the next is due,
+on the Ready replicas' gauges of that moment; `--pod-sampling 0` turns them off). berth's interval
+and metrics window are the operator's defaults, read from the spec (`--interval` sets the spec's
+`intervalSeconds` instead); the scrape interval is the chart's PodMonitor default
+(`--scrape-seconds` changes it for every autoscaler that reads Prometheus). A new replica holds its GPU from the moment it is created and
 serves after the cold start; a removed one stops taking requests and leaves once drained.
 """
 
@@ -46,6 +48,7 @@ from bench.autoscale_traces import TRACE_SEED, Trace, standard_traces
 from berth_operator.api import InferenceDeploymentSpec
 from berth_operator.autoscaling.evaluation import max_sample_age_seconds
 from berth_operator.autoscaling.live import PodSample
+from berth_operator.autoscaling.pod_sampler import round_timeout_seconds
 from berth_operator.autoscaling.policy import ReplicaCounts
 
 SCRAPE_SECONDS = 10.0
@@ -170,7 +173,11 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
     berth = scaler if isinstance(scaler, BerthScaler) else None
     sampling = berth.sampling_seconds if berth else None
     per_sample = round(sampling / dt) if sampling else 0
+    # The daemon's rounds: every sampling interval after an evaluation, each started only if its reads
+    # (round_timeout_seconds) are over before the next evaluation is due.
+    sample_reach = round(round_timeout_seconds(sampling) / dt) if sampling else 0
     decision_step = round(WARMUP_SECONDS / dt)
+    sample_step = None
     for step in range(int((trace.duration_seconds + 180.0) / dt)):
         now = step * dt
         while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < now + dt:
@@ -202,8 +209,10 @@ def simulate(scenario: Scenario, scaler_index: int, settings: Settings) -> Outco
             # the others on their fixed period.
             due = berth.next_evaluation_seconds if berth else now + scaler.interval_seconds
             decision_step = max(round(due / dt), step + 1)
-        elif berth and per_sample and step % per_sample == 0 and now >= WARMUP_SECONDS:
+            sample_step = step + per_sample if per_sample else None
+        elif berth and step == sample_step and step + sample_reach <= decision_step:
             target = berth.sample(now, cluster.pod_samples(now), counts)
+            sample_step = step + per_sample
         if target is not None and target != counts.desired:
             if target < counts.desired and demand.rising(now):
                 rising_scale_ins += 1

@@ -2,7 +2,9 @@
 pods, scales a TTFT breach out to a second replica that warms up and takes traffic, brings TTFT p95
 back under target at the same load, and scales back in after its stabilization window -- and no
 stream of the whole run is cut. The scale-up may come before the breach (requests in flight beyond
-70% of the batch slots, or a queue in the demand): Prometheus must have shown the signal it names.
+70% of the batch slots, or a queue in the demand) -- decided on Prometheus' gauges or on the replica's
+own, read between evaluations (pod sampling, which must report reaching the pod): Prometheus must
+have shown the signal it names.
 The target is not guessed. The load (LOAD_CONCURRENCY streams) is 1.5x the runtime's batch slots
 (maxBatchSize 8): on one replica a third of the streams wait for a slot, so a request's TTFT takes
 on the order of a whole request's duration; on two replicas (6 streams each) nothing waits, and TTFT
@@ -249,6 +251,10 @@ def test_a_ttft_breach_scales_out_to_a_second_pod_that_serves_and_scale_in_cuts_
     assert cluster.deployment_replicas() == 1
     first_pod = {pod.metadata.name for pod in cluster.pods()}
     assert len(first_pod) == 1
+    # Pod sampling reaches the real runtime on its metrics port between evaluations, and says so.
+    answered = "1 of 1 Ready replicas answered on port 8001 every 2s"
+    sampling = lambda: (cluster.status().get("autoscaling") or {}).get("podSampling") or ""  # noqa: E731
+    wait_for(lambda: sampling().startswith(answered), 30, f"status.autoscaling.podSampling: {answered}")
 
     # 2. The breach: LOAD_CONCURRENCY streams on the one replica.
     breach_started = time.time()

@@ -59,7 +59,7 @@ class Tuning:
     live_noise_sigmas: float = 4.0
     """Requests in flight read from the replicas between scrapes (`autoscaling.live`) are worth an
     evaluation only beyond this many standard deviations of the count's noise over the last
-    evaluation's (and `trend_margin` of it): they are read several times per evaluation interval,
+    evaluation's (and `trend_margin` of it): they are read several times between two evaluations,
     and the highest of several noisy reads is biased upwards, so the bar is higher than for the one
     gauge sample a Prometheus evaluation sees. An edge clears it within a read or two."""
     slot_scale_up_utilization: float = 0.7
