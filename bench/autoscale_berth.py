@@ -23,7 +23,7 @@ from typing import Any
 from bench.autoscale_metrics import MetricStore
 from berth_operator.api import InferenceDeploymentSpec, InferenceDeploymentStatus
 from berth_operator.autoscaling.evaluation import acted_on_live, evaluate, targets_from_spec
-from berth_operator.autoscaling.live import PodSample, live_signals, rose_beyond_noise
+from berth_operator.autoscaling.live import PodSample, live_signals, sustained_rise
 from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts
 from berth_operator.autoscaling.signals import MetricsUnavailable, Observation, Signals
 
@@ -156,6 +156,8 @@ class BerthScaler:
     waits for it: just after the next scrape lands."""
 
     last_signals: Signals | None = None
+    previous_samples: list[PodSample] | None = None
+    """The last pod-sampling round's samples, which a rise must have shown too (`sustained_rise`)."""
     """The last evaluation's Prometheus observation, as the operator's daemon keeps it between
     evaluations for the pod samples to be read against."""
 
@@ -168,14 +170,21 @@ class BerthScaler:
     def desired(self, now: float, store: MetricStore, counts: ReplicaCounts) -> int:
         observation = store.signals(now)
         self.last_signals = observation if isinstance(observation, Signals) else None
+        if self.last_signals is None:
+            self.previous_samples = None  # no rounds until Prometheus answers, as in the daemon
         return self.evaluate(Step(now, observation, counts))
 
     def sample(self, now: float, samples: list[PodSample], counts: ReplicaCounts) -> int:
         """The replicas' gauges read between evaluations, as the operator's daemon reads them: an
-        evaluation with them when they rose beyond noise, acted on only if it scales up."""
-        if self.last_signals is None or not rose_beyond_noise(self.last_signals, samples, DEFAULT_TUNING):
+        evaluation with them when they rose beyond noise in this round and the last
+        (`sustained_rise`), acted on only if it scales up."""
+        previous, self.previous_samples = self.previous_samples, samples
+        if self.last_signals is None:
             return counts.desired
-        return self.evaluate(Step(now, live_signals(self.last_signals, samples), counts, live=True))
+        held = sustained_rise(self.last_signals, previous, samples, DEFAULT_TUNING)
+        if held is None:
+            return counts.desired
+        return self.evaluate(Step(now, live_signals(self.last_signals, held), counts, live=True))
 
     def evaluate(self, step: Step) -> int:
         """One evaluation through the status round trip; the count the Deployment is driven to. A

@@ -21,8 +21,9 @@ scrape lands, as the operator's daemon waits, and in between on its pod-sampling
 on the Ready replicas' gauges of that moment; `--pod-sampling 0` turns them off). berth's interval
 and metrics window are the operator's defaults, read from the spec (`--interval` sets the spec's
 `intervalSeconds` instead); the scrape interval is the chart's PodMonitor default
-(`--scrape-seconds` changes it for every autoscaler that reads Prometheus). A new replica holds its GPU from the moment it is created and
-serves after the cold start; a removed one stops taking requests and leaves once drained.
+(`--scrape-seconds` changes it for every autoscaler that reads Prometheus). A new replica holds its
+GPU from the moment it is created and serves after the cold start; a removed one stops taking
+requests and leaves once drained.
 """
 
 from __future__ import annotations

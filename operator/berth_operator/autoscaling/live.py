@@ -71,6 +71,25 @@ def rose_beyond_noise(last: Signals, samples: Sequence[PodSample], tuning: Tunin
     return now > before + margin
 
 
+def sustained_rise(
+    last: Signals,
+    previous: Sequence[PodSample] | None,
+    current: Sequence[PodSample],
+    tuning: Tuning,
+) -> Sequence[PodSample] | None:
+    """The samples to evaluate on when the rise held for a whole sampling interval: this round and the
+    one before both rose beyond noise over the last evaluation's gauges; then the lower of the two
+    (the level that held). None otherwise. Why two: requests in flight are burstier than Poisson
+    (bursty arrivals, output lengths with a long tail), so one read beyond the bar is sometimes a
+    spike, and a replica added for a spike is paid for over a whole scale-down window; an edge
+    holds, and costs one sampling interval more."""
+    if previous is None or not rose_beyond_noise(last, current, tuning):
+        return None
+    if not rose_beyond_noise(last, previous, tuning):
+        return None
+    return min((previous, current), key=in_flight)
+
+
 def live_signals(last: Signals, samples: Sequence[PodSample]) -> Signals:
     """The last Prometheus observation with the requests in flight as the replicas report them now:
     the gauges (and the replicas reporting them) replaced, the windowed rates and latencies kept."""

@@ -17,9 +17,9 @@ autoscaling is disabled or the resource goes away.
 
 Between two evaluations the daemon reads the Ready replicas' own request gauges every
 `spec.autoscaling.podSampling.intervalSeconds` (`handlers.pod_sampling`); when they rose beyond noise
-over what the last evaluation saw, `act_on_samples` runs the same evaluation at once on them
-(`autoscaling.live`) and acts -- through the same code -- only on a real scale-up; anything else writes
-nothing, and the next regular evaluation stays due when it was.
+over what the last evaluation saw, in this round and the one before, `act_on_samples` runs the same
+evaluation at once on them (`autoscaling.live`) and acts -- through the same code -- only on a real
+scale-up; anything else writes nothing, and the next regular evaluation stays due when it was.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from berth_operator.autoscaling.evaluation import (
     targets_from_spec,
 )
 from berth_operator.autoscaling.evaluation import evaluate as evaluate_status
-from berth_operator.autoscaling.live import PodSample, live_signals, rose_beyond_noise
+from berth_operator.autoscaling.live import PodSample, live_signals, sustained_rise
 from berth_operator.autoscaling.policy import DEFAULT_TUNING, Decision, ReplicaCounts
 from berth_operator.autoscaling.prometheus import DEFAULT_TIMEOUT_SECONDS, PrometheusClient
 from berth_operator.autoscaling.sampling_report import with_pod_sampling
@@ -187,13 +187,16 @@ async def act_on_samples(
     memory: PodSamplingMemory,
     namespace: str,
     name: str,
+    previous: Sequence[PodSample] | None,
     samples: Sequence[PodSample],
 ) -> Evaluation | None:
-    """The replicas' gauges read between evaluations: when they rose beyond noise over the last
-    evaluation's, the evaluation on them at once (`evaluate_observed`, live), acted on only if it
-    scales up. The evaluation that was acted on, else None (nothing written)."""
+    """The replicas' gauges read between evaluations (`samples`, and `previous`, the round before):
+    when both rose beyond noise over the last evaluation's (`live.sustained_rise`), the evaluation on
+    the lower at once (`evaluate_observed`, live), acted on only if it scales up. The evaluation that
+    was acted on, else None (nothing written)."""
     last = memory.last_signals
-    if last is None or not rose_beyond_noise(last, samples, DEFAULT_TUNING):
+    held = None if last is None else sustained_rise(last, previous, samples, DEFAULT_TUNING)
+    if last is None or held is None:
         return None
     owner = await context.api.get(INFERENCE_DEPLOYMENT, namespace, name)
     if owner is None:
@@ -202,7 +205,7 @@ async def act_on_samples(
     if isinstance(view.build, SpecVerdict) or not view.build.spec.autoscaling.pod_sampling.enabled:
         return None
     return await evaluate_observed(
-        context, view, observation=live_signals(last, samples), live=True, memory=memory
+        context, view, observation=live_signals(last, held), live=True, memory=memory
     )
 
 
@@ -277,8 +280,12 @@ class SampleRounds:
         return self.memory.round_timeout_seconds()
 
     async def run_round(self) -> Evaluation | None:
+        before = self.memory.last_round
         result = await sample_replicas(self.context, self.memory, self.namespace, self.name)
-        return await act_on_samples(self.context, self.memory, self.namespace, self.name, result.samples)
+        previous = None if before is None else before.samples
+        return await act_on_samples(
+            self.context, self.memory, self.namespace, self.name, previous, result.samples
+        )
 
 
 def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:

@@ -19,6 +19,7 @@ from berth_operator.autoscaling.live import (
     live_signals,
     parse_pod_metrics,
     rose_beyond_noise,
+    sustained_rise,
 )
 from berth_operator.autoscaling.policy import Action, ReplicaCounts
 
@@ -73,6 +74,17 @@ def test_a_rise_within_the_gauges_noise_is_not_worth_an_evaluation() -> None:
     big = serving(40000.0, replicas=16, running_requests=1000.0)
     assert not rose_beyond_noise(big, [PodSample(running=1140.0, waiting=0.0)], TUNING)
     assert rose_beyond_noise(big, [PodSample(running=1000.0, waiting=160.0)], TUNING)
+
+
+def test_a_rise_counts_once_it_held_for_a_round_and_at_its_lower_level() -> None:
+    last = serving(2000.0, running_requests=50.0)
+    spike, high, higher = [PodSample(90.0, 0.0)], [PodSample(64.0, 30.0)], [PodSample(64.0, 60.0)]
+    quiet = [PodSample(50.0, 0.0)]
+    assert sustained_rise(last, None, spike, TUNING) is None  # the first round: nothing to confirm it
+    assert sustained_rise(last, quiet, spike, TUNING) is None  # a spike after a quiet round
+    assert sustained_rise(last, spike, quiet, TUNING) is None  # ...and gone at the next
+    assert sustained_rise(last, high, higher, TUNING) == high  # an edge: evaluated at what held
+    assert sustained_rise(last, higher, high, TUNING) == high
 
 
 def test_the_live_observation_replaces_the_gauges_and_keeps_the_windows() -> None:

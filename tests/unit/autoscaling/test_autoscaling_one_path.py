@@ -102,7 +102,8 @@ async def through_the_operator(
             samples = samples_of(step.observation)
             assert memory.last_signals is not None
             assert live_signals(memory.last_signals, samples) == step.observation
-            evaluation = await act_on_samples(context, memory, "ml", "chat", samples)
+            # The round before showed the level too (the live step is the lower of the two rounds).
+            evaluation = await act_on_samples(context, memory, "ml", "chat", samples, samples)
         else:
             answer(stub, asdict(step.observation))
             owner = api.stored(INFERENCE_DEPLOYMENT, "ml", "chat")
