@@ -11,8 +11,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from tests.quiet_http import QuietHandler, QuietServer
 
 VECTOR_ONE = json.dumps(
     {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}}
@@ -39,7 +39,7 @@ def serve_recording(tls: ssl.SSLContext | None = None) -> Iterator[RecordingServ
     """Serve until the block ends; with `tls`, HTTPS with that server-side context."""
     recording = RecordingServer(scheme="https" if tls else "http")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             recording.headers.append({name.lower(): value for name, value in self.headers.items()})
@@ -50,22 +50,9 @@ def serve_recording(tls: ssl.SSLContext | None = None) -> Iterator[RecordingServ
                     status, body = 401, "Unauthorized\n"
             if recording.status is not None:
                 status, body = recording.status, recording.body
-            payload = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.reply(status, body.encode())
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            return  # a client that refused our certificate hangs up; that is the point of some tests
-
-    server = Server(("127.0.0.1", 0), Handler)
+    server = QuietServer(("127.0.0.1", 0), Handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs
+
+from tests.quiet_http import QuietHandler, QuietServer
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PrometheusStub:
 def serve_prometheus_stub() -> Iterator[PrometheusStub]:
     stub = PrometheusStub(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             form = parse_qs(self.rfile.read(length).decode())
@@ -50,22 +50,10 @@ def serve_prometheus_stub() -> Iterator[PrometheusStub]:
             )
             if reply.delay_seconds:
                 time.sleep(reply.delay_seconds)
-            payload = reply.body.encode()
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.reply(reply.status, reply.body.encode(), "application/json")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
+    class Server(QuietServer):
         request_queue_size = 64  # the signal queries arrive all at once
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            return  # a client that timed out and hung up is what some tests do on purpose
 
     server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -12,13 +12,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client import generate_latest
 
 from berth_runtime.engine.outputs import EngineStats
 from berth_runtime.server.metrics import ServerMetrics
+from tests.quiet_http import QuietHandler, QuietServer
 
 
 @dataclass
@@ -67,7 +66,7 @@ def serve_replicas(ips: Sequence[str], port: int | None = None) -> Iterator[Repl
 def _serve(replica: Replica, port: int) -> Iterator[None]:
     metrics = ServerMetrics("chat", lambda: replica.stats)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             replica.requests += 1
             if replica.delay_seconds:
@@ -78,22 +77,9 @@ def _serve(replica: Replica, port: int) -> Iterator[None]:
                 status, payload = replica.status, replica.body.encode()
             else:
                 status, payload = replica.status, generate_latest(metrics.registry)
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.reply(status, payload, "text/plain; version=0.0.4")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            return  # a sampler that timed out and hung up is what some tests do on purpose
-
-    server = Server((replica.ip, port), Handler)
+    server = QuietServer((replica.ip, port), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
