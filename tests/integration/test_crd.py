@@ -192,6 +192,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "timeToFirstTokenP95",
     ),
     (
+        "cel-pod-sampling-room",
+        {"autoscaling": {"intervalSeconds": 5, "podSampling": {"intervalSeconds": 3}}},
+        "spec.autoscaling.podSampling.intervalSeconds",
+        "no room for a read",
+    ),
+    (
         "cel-surge-plus-unavailable",
         {"rollout": {"maxSurge": 0, "maxUnavailable": 0}},
         "spec.rollout.maxSurge",

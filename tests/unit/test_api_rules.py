@@ -103,6 +103,8 @@ def test_wire_form_round_trips() -> None:
         ("runtime.unknownField", 1, "unknownField"),
         ("autoscaling", {"minReplicas": 5, "maxReplicas": 2}, "minReplicas must be less than"),
         ("autoscaling", {"enabled": True}, "autoscaling.slo needs"),
+        ("autoscaling", {"podSampling": {"intervalSeconds": 7}}, "leaves no room for a read"),
+        ("autoscaling", {"intervalSeconds": 5, "podSampling": {"intervalSeconds": 3}}, "leaves no room"),
         ("serving", {"port": 8000, "metricsPort": 8000}, "must differ"),
         ("rollout", {"strategy": "Canary"}, "rollout.steps is required"),
         ("rollout", {"steps": [{"replicas": 1}]}, "rollout.steps is required"),

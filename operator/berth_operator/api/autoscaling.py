@@ -51,8 +51,9 @@ class PodSamplingSpec(ApiModel):
         description=(
             "Between Prometheus evaluations, read vllm:num_requests_running and "
             "vllm:num_requests_waiting from each Ready replica's metrics port (serving.metricsPort) "
-            "every intervalSeconds; when they have risen beyond noise, evaluate at once with them in "
-            "place of Prometheus' gauges and act on a scale-up (never a scale-down). An edge is then "
+            "every intervalSeconds; when they have risen beyond noise in two reads in a row, evaluate "
+            "at once with them in place of Prometheus' gauges and act on a scale-up (never a "
+            "scale-down). An edge is then "
             "met seconds after it arrives instead of after the next scrape. Needs the operator to "
             "reach the pods on the metrics port (a NetworkPolicy may have to allow it); replicas that "
             "do not answer are reported in status.autoscaling.podSampling and left to Prometheus."
@@ -62,7 +63,12 @@ class PodSamplingSpec(ApiModel):
         default=2,
         ge=1,
         le=60,
-        description="Seconds between two reads of the replicas' gauges.",
+        description=(
+            "Seconds between two reads of the replicas' gauges. A read starts only if it (at most "
+            "1 s) is over before the next evaluation is due, which can be 3/4 of "
+            "autoscaling.intervalSeconds away: 4 x intervalSeconds + 4 must be at most "
+            "3 x autoscaling.intervalSeconds (at most 6 s at the default 10 s interval)."
+        ),
     )
 
 
@@ -164,5 +170,21 @@ class AutoscalingSpec(ApiModel):
                 or autoscaling.slo.inter_token_latency_p95_milliseconds is not None
             ),
             field_path=".slo",
+        ),
+        CrossFieldRule(
+            cel=(
+                "!self.podSampling.enabled "
+                "|| 4 * self.podSampling.intervalSeconds + 4 <= 3 * self.intervalSeconds"
+            ),
+            message=(
+                "autoscaling.podSampling.intervalSeconds leaves no room for a read between two "
+                "evaluations: 4 x podSampling.intervalSeconds + 4 must be at most "
+                "3 x autoscaling.intervalSeconds (or set podSampling.enabled: false)"
+            ),
+            holds=lambda autoscaling: (
+                not autoscaling.pod_sampling.enabled
+                or 4 * autoscaling.pod_sampling.interval_seconds + 4 <= 3 * autoscaling.interval_seconds
+            ),
+            field_path=".podSampling.intervalSeconds",
         ),
     )
