@@ -6,7 +6,9 @@ the copy bandwidth. Prints, on the machine it runs on:
   checkpoints store their linears) weight-only Triton kernel (default tiles and every tile of a small
   sweep; block-wise K tiles capped to 128), each as microseconds and as a share of the copy
   bandwidth for the bytes it must read;
-- paged decode attention at batch 1 and 64, context 256 and 4,096: KV bytes read per microsecond;
+- paged decode attention at batch 1 and 64, context 256 and 4,096: KV bytes read per microsecond,
+  launched for the context itself and for a graph captured at the default max_model_len of a
+  128k-token model (``max_context_len`` 131,072: 256 partitions, most without keys);
 - the small fused kernels (add+RMSNorm, rotary, SiLU-mul, KV store) at batch 64;
 - the int4 (AWQ/GPTQ layout, group 128) dequant kernel on the same linear shapes at batch 1, 8 and
   64: default tiles, and at batch 1 the CUDA-core GEMV beside the 16-row tensor-core tile, each as a
@@ -75,6 +77,8 @@ TILE_SWEEP = [
 L2_OVERFLOW_BYTES = 512 << 20
 """Distinct operand bytes a timed graph cycles through: several times the L2 (50-60 MB on Hopper)."""
 CALLS_PER_GRAPH = 64
+GRAPH_MAX_CONTEXT = 131_072
+"""max_context_len of a decode graph at Llama-3.1's default max_model_len: what users run."""
 
 
 def graph_microseconds(calls: list[Callable[[], object]]) -> float:
@@ -193,19 +197,21 @@ def bench_attention(bandwidth: float) -> list[dict[str, Any]]:
             tables = torch.randperm(batch * blocks_per_seq, device="cuda").view(batch, blocks_per_seq).int()
             lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")
             query = torch.randn(batch, 32, 128, device="cuda", dtype=torch.bfloat16)
-            us = graph_microseconds(
-                [
-                    lambda q=query, k=k, v=v, t=tables, n=lens, c=context: paged_attention_decode(
-                        q, k, v, t, n, 128**-0.5, max_context_len=c
-                    )
-                    for k, v in distinct_copies(key_cache, value_cache)
-                ]
-            )
             kv_bytes = 2 * key_cache.nbytes
-            print(
-                f"paged decode b{batch:<3} context {context:5}: {us:8.1f} us {share(kv_bytes, us, bandwidth)}"
-            )
-            results.append({"batch": batch, "context": context, "us": us})
+            for graph_len in (context, GRAPH_MAX_CONTEXT):
+                us = graph_microseconds(
+                    [
+                        lambda q=query, k=k, v=v, t=tables, n=lens, c=graph_len: paged_attention_decode(
+                            q, k, v, t, n, 128**-0.5, max_context_len=c
+                        )
+                        for k, v in distinct_copies(key_cache, value_cache)
+                    ]
+                )
+                print(
+                    f"paged decode b{batch:<3} context {context:5} max_context_len {graph_len:6}: "
+                    f"{us:8.1f} us {share(kv_bytes, us, bandwidth)}"
+                )
+                results.append({"batch": batch, "context": context, "max_context_len": graph_len, "us": us})
     return results
 
 

@@ -239,28 +239,43 @@ def _compile_cases() -> list[
                 both,
             )
         )
-    cases.append(
-        (
-            "paged decode merge bf16",
-            paged_attention._merge_kernel,
-            {
-                "output_ptr": ACTIVATION,
-                **dict.fromkeys(["partial_out_ptr", "partial_max_ptr", "partial_sum_ptr"], "*fp32"),
-                **dict.fromkeys(
-                    ["output_seq_stride", "output_head_stride", "num_query_heads", "num_partitions"], "i32"
-                ),
-                **dict.fromkeys(["HEAD_DIM", "BLOCK_DIM", "BLOCK_PARTITIONS", "CHUNK"], "constexpr"),
-            },
-            {
-                "HEAD_DIM": 128,
-                "BLOCK_DIM": 128,
-                "BLOCK_PARTITIONS": 256,
-                "CHUNK": paged_attention._MERGE_CHUNK,
-            },
-            {"num_warps": 4},
-            both,
+    for windowed in (False, True):
+        cases.append(
+            (
+                f"paged decode merge bf16 windowed={windowed}",
+                paged_attention._merge_kernel,
+                {
+                    "output_ptr": ACTIVATION,
+                    **dict.fromkeys(["partial_out_ptr", "partial_max_ptr", "partial_sum_ptr"], "*fp32"),
+                    "context_lens_ptr": "*i32",
+                    **dict.fromkeys(
+                        [
+                            "output_seq_stride",
+                            "output_head_stride",
+                            "context_lens_stride",
+                            "num_query_heads",
+                            "num_partitions",
+                            "sliding_window",
+                        ],
+                        "i32",
+                    ),
+                    **dict.fromkeys(
+                        ["HEAD_DIM", "BLOCK_DIM", "BLOCK_PARTITIONS", "CHUNK", "PARTITION", "WINDOWED"],
+                        "constexpr",
+                    ),
+                },
+                {
+                    "HEAD_DIM": 128,
+                    "BLOCK_DIM": 128,
+                    "BLOCK_PARTITIONS": 256,
+                    "CHUNK": paged_attention._MERGE_CHUNK,
+                    "PARTITION": paged_attention.PARTITION_TOKENS,
+                    "WINDOWED": windowed,
+                },
+                {"num_warps": 4},
+                both,
+            )
         )
-    )
     # block_scales: block-wise FP8 (128 x 128 blocks, BLOCK_K capped to 128 as the wrapper does)
     for weight_type, activation_type, capabilities, block_scales in (
         ("*i8", ACTIVATION, both, False),

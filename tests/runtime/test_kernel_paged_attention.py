@@ -75,6 +75,46 @@ def test_a_graph_sized_max_context_len_changes_nothing(device: str, monkeypatch:
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("sliding_window", [None, 10])
+def test_partitions_without_keys_are_neither_written_nor_read(
+    device: str, monkeypatch: pytest.MonkeyPatch, sliding_window: int | None
+) -> None:
+    """A graph sized for the longest context launches every partition; those past a sequence's
+    context (or wholly before its window) must leave their partial state alone, and the merge must
+    not read it: the partial buffers start as NaN here, so one read would poison the output."""
+    monkeypatch.setattr(module, "PARTITION_TOKENS", 4)
+    query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [5, 17, 0])
+    allocated: list[torch.Tensor] = []
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poisoned(allocate):  # type: ignore[no-untyped-def]
+        def allocate_nan(*args, **kwargs):  # type: ignore[no-untyped-def]
+            tensor = allocate(*args, **kwargs).fill_(float("nan"))
+            allocated.append(tensor)
+            return tensor
+
+        return allocate_nan
+
+    out = torch.zeros_like(query)
+    monkeypatch.setattr(torch, "empty", poisoned(real_empty))
+    monkeypatch.setattr(torch, "empty_like", poisoned(real_empty_like))
+    paged_attention_decode(
+        query, key_cache, value_cache, block_tables, lens, 0.3, 64, out=out, sliding_window=sliding_window
+    )
+    monkeypatch.undo()
+    expected = torch_reference.decode_attention(
+        query, key_cache, value_cache, block_tables, lens, scale=0.3, sliding_window=sliding_window
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    partial_max = next(t for t in allocated if t.dim() == 3)  # [seqs, heads, 16 partitions]
+    for row, length in enumerate([5, 17, 0]):
+        first = max(length - (sliding_window or length), 0) // 4
+        live = range(first, -(-length // 4))
+        for partition in range(partial_max.shape[2]):
+            written = bool(torch.isfinite(partial_max[row, :, partition]).all())
+            assert written == (partition in live), (row, partition)
+
+
 def test_padding_rows_with_no_context_give_zeros(device: str) -> None:
     query, key_cache, value_cache, block_tables, lens = _case(device, torch.float32, [6, 6])
     lens[1] = 0

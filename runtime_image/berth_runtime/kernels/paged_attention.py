@@ -6,6 +6,11 @@ partitions of ``PARTITION_TOKENS`` processed by separate programs ("flash-decodi
 softmax states a second small kernel merges; at batch 1 this is what keeps all SMs streaming the
 cache. The number of partitions depends only on ``max_context_len`` (a host integer), never on
 device data, so a step can be captured in a CUDA graph with ``max_context_len = max_model_len``.
+What each program and the merge touch follows the sequence's own length, read on the device: a
+partition past the context (or wholly before a sliding window) returns before writing its partial
+state, and the merge reads only the partitions that hold keys. A graph captured at 128k tokens
+(256 partitions) would otherwise write and re-read fp32 partials for every one of them every step —
+about 268 MB per layer at 64 sequences of an 8B model — whatever the sequences' real lengths.
 
 Layout (shared with ``kv_cache_store``): ``key_cache, value_cache: [num_blocks, block_size,
 num_kv_heads, head_dim]``; ``block_tables[s, i]`` is the physical block holding tokens ``i *
@@ -87,6 +92,8 @@ def _paged_decode_kernel(
     end = tl.minimum(start + PARTITION, context_len)
     if WINDOWED:  # the last sliding_window keys only; a partition wholly before them stays empty
         start = tl.maximum(start, context_len - sliding_window)
+    if SPLIT and start >= end:  # no keys here: the merge does not read this partition's state
+        return
 
     groups = tl.arange(0, BLOCK_GROUP)
     dims = tl.arange(0, BLOCK_DIM)
@@ -158,31 +165,41 @@ def _merge_kernel(
     partial_out_ptr,
     partial_max_ptr,
     partial_sum_ptr,
+    context_lens_ptr,
     output_seq_stride,
     output_head_stride,
+    context_lens_stride,
     num_query_heads,
     num_partitions,
+    sliding_window,
     HEAD_DIM: tl.constexpr,
     BLOCK_DIM: tl.constexpr,
     BLOCK_PARTITIONS: tl.constexpr,
     CHUNK: tl.constexpr,
+    PARTITION: tl.constexpr,
+    WINDOWED: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     first_state = (seq * num_query_heads + head) * num_partitions
+    # the partitions that hold keys, as the decode kernel bounds them; the others wrote nothing
+    context_len = tl.load(context_lens_ptr + seq * context_lens_stride).to(tl.int32)
+    live_end = tl.minimum(tl.cdiv(context_len, PARTITION), num_partitions)
+    live_start = 0
+    if WINDOWED:
+        live_start = tl.maximum(context_len - sliding_window, 0) // PARTITION
     parts = tl.arange(0, BLOCK_PARTITIONS)
-    part_mask = parts < num_partitions
+    part_mask = (parts >= live_start) & (parts < live_end)
     maxima = tl.load(partial_max_ptr + first_state + parts, mask=part_mask, other=float("-inf"))
     sums = tl.load(partial_sum_ptr + first_state + parts, mask=part_mask, other=0.0)
     overall_max = tl.max(maxima, axis=0)
-    # partitions past the context hold max = -inf and contribute nothing
     total = tl.sum(tl.where(sums > 0.0, sums * tl.exp2(maxima - overall_max), 0.0), axis=0)
     dims = tl.arange(0, BLOCK_DIM)
     merged = tl.zeros([BLOCK_DIM], tl.float32)
     # the partial outputs, CHUNK partitions at a time: [CHUNK, BLOCK_DIM] stays in registers
-    for chunk_start in range(0, num_partitions, CHUNK):
+    for chunk_start in range(live_start, live_end, CHUNK):
         chunk = chunk_start + tl.arange(0, CHUNK)
-        chunk_mask = chunk < num_partitions
+        chunk_mask = chunk < live_end
         chunk_max = tl.load(partial_max_ptr + first_state + chunk, mask=chunk_mask, other=float("-inf"))
         chunk_sum = tl.load(partial_sum_ptr + first_state + chunk, mask=chunk_mask, other=0.0)
         weights = tl.where(chunk_sum > 0.0, tl.exp2(chunk_max - overall_max), 0.0)
@@ -352,14 +369,19 @@ def paged_attention_decode(
             partial_out,
             partial_max,
             partial_sum,
+            context_lens,
             out.stride(0),
             out.stride(1),
+            context_lens.stride(0),
             num_heads,
             num_partitions,
+            sliding_window or 0,
             HEAD_DIM=head_dim,
             BLOCK_DIM=block_dim,
             BLOCK_PARTITIONS=triton.next_power_of_2(num_partitions),
             CHUNK=_MERGE_CHUNK,
+            PARTITION=PARTITION_TOKENS,
+            WINDOWED=sliding_window is not None,
             num_warps=4,
         )
     return out
