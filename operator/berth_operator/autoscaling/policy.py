@@ -275,6 +275,8 @@ def _evaluate(
                 if forced
                 else sizing
             )
+            if candidate > highest:
+                why += f", but the bound is {highest}"
             return _ScalingVerdict(target, f"{cause}; {why}", breaches, history)
         if candidate > highest:
             return _ScalingVerdict(

@@ -241,3 +241,18 @@ def test_waiting_requests_count_for_the_slots_only_until_a_capacity_is_learned()
     backlog = signals(running_requests=64.0, waiting_requests=500.0)
     assert in_flight(backlog, 64, None) == 128.0
     assert in_flight(backlog, 64, 8000.0) == 64.0
+
+
+def test_a_scale_up_the_bounds_cap_says_so() -> None:
+    # 8807 tok/s, most of it the queue's growth, wants 12 replicas at 80% of 1000; maxGpus 6 at 2 GPUs per
+    # replica allows 3.
+    observation = serving(800.0, waiting_requests=1.0, waiting_growth_per_second=20.0)
+    decision = decide(
+        observation, targets(gpus_per_replica=2, max_gpus=6), steady(1), learned(ceiling=1000.0), NOW
+    )
+    assert decision.replicas == 3, decision.reason
+    assert "needs 12 replica(s)" in decision.reason and decision.reason.endswith(", but the bound is 3")
+    uncapped = decide(
+        observation, targets(max_replicas=16, max_gpus=16), steady(1), learned(ceiling=1000.0), NOW
+    )
+    assert uncapped.replicas == 12 and "the bound" not in uncapped.reason, uncapped.reason
