@@ -62,6 +62,15 @@ class Tuning:
     evaluation's (and `trend_margin` of it): they are read several times between two evaluations,
     and the highest of several noisy reads is biased upwards, so the bar is higher than for the one
     gauge sample a Prometheus evaluation sees. An edge clears it within a read or two."""
+    floor_probe: float = 1.2
+    """With no ceiling learned, survivors of a scale-down may carry up to this factor of the proven
+    floor while every observed p95 is within `scale_down_utilization` of its target. The floor is
+    only the most a replica has been asked to serve with every SLO met, and a policy that scales up
+    before its replicas are pushed never asks more: held to it, replicas stay long after the demand
+    has fallen (azure-conv's bursts in bench/autoscale_sim.py). With the latencies that far inside
+    their targets a replica has room beyond what it was shown; near them (long RAG prompts) it has
+    not, and a probe there is taken back within a minute. A probe that holds raises the floor to what
+    the survivors serve."""
     slot_scale_up_utilization: float = 0.7
     """Requests in flight (running, and waiting up to one batch per replica while no capacity is
     learned) beyond this share of the batch slots scale up: a replica nears its limit before every
@@ -106,6 +115,8 @@ class Tuning:
             raise ValueError(f"trend_seconds: {self.trend_seconds!r} must be > 0")
         if self.trend_noise_sigmas < 0:
             raise ValueError(f"trend_noise_sigmas: {self.trend_noise_sigmas!r} must be >= 0")
+        if self.floor_probe < 1:
+            raise ValueError(f"floor_probe: {self.floor_probe!r} must be >= 1")
         if self.max_window_correction < 1:
             raise ValueError(f"max_window_correction: {self.max_window_correction!r} must be >= 1")
 
@@ -139,6 +150,21 @@ def slo_breaches(signals: Signals, slo: SloTargets) -> tuple[str, ...]:
     if _over(signals.itl_p95_seconds, slo.itl_p95_seconds):
         breaches.append(f"ITL p95 {_ms(signals.itl_p95_seconds)} > {_ms(slo.itl_p95_seconds)}")
     return tuple(breaches)
+
+
+def latencies_within(signals: Signals, slo: SloTargets, share: float) -> bool:
+    """Whether every p95 the spec targets was observed, at most `share` of its target."""
+    pairs = [
+        (observed, target)
+        for observed, target in (
+            (signals.ttft_p95_seconds, slo.ttft_p95_seconds),
+            (signals.itl_p95_seconds, slo.itl_p95_seconds),
+        )
+        if target is not None
+    ]
+    return bool(pairs) and all(
+        observed is not None and observed <= share * target for observed, target in pairs
+    )
 
 
 def slo_summary(signals: Signals, slo: SloTargets) -> str:

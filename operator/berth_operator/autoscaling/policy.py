@@ -46,6 +46,7 @@ from berth_operator.api.autoscaling import replica_bounds
 from berth_operator.autoscaling.capacity import (
     SloTargets,
     Tuning,
+    latencies_within,
     learn_capacity,
     measure_load,
     slo_breaches,
@@ -59,6 +60,7 @@ from berth_operator.autoscaling.sizing import (
     sizing_words,
     slot_words,
     slots_for,
+    survivor_load,
     survivor_words,
 )
 from berth_operator.autoscaling.state import DecisionRecord, GaugeSample, Recommendation, ScalingHistory
@@ -243,8 +245,19 @@ def _evaluate(
     )
     if forced:
         need_up = replicas + 1
+    carried = survivor_load(load, signals.waiting_requests, growth)
+    floor_trust = (
+        tuning.floor_probe if latencies_within(signals, targets.slo, tuning.scale_down_utilization) else 1.0
+    )
     need_down = fewest_survivors(
-        load, ceiling, floor, tuning, replicas, signals.running_requests, targets.batch_slots
+        carried,
+        ceiling,
+        floor,
+        tuning,
+        replicas,
+        signals.running_requests * growth,
+        targets.batch_slots,
+        floor_trust,
     )
     if need_up is not None:
         need_down = max(need_down, need_up)
@@ -315,7 +328,7 @@ def _evaluate(
         candidate = max(r.scale_down for r in history.recommendations if r.time >= down_window_start)
         target = max(candidate, lowest)
         if target < replicas:
-            survivors = survivor_words(load, target, ceiling, floor, tuning)
+            survivors = survivor_words(carried, target, ceiling, floor, tuning, floor_trust)
             return _ScalingVerdict(
                 target,
                 f"{summary}; {survivors}; no scale-up needed for "

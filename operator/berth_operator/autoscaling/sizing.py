@@ -11,6 +11,7 @@ and the reason text that shows those numbers. Pure functions, no I/O.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from berth_operator.autoscaling.capacity import Load, Tuning
 from berth_operator.autoscaling.signals import Signals
@@ -44,6 +45,17 @@ def slots_for(requests: float, batch_slots: int | None, utilization: float) -> i
     return replicas_for(requests, float(batch_slots), utilization) or 0
 
 
+def survivor_load(load: Load, waiting: float, growth: float) -> Load:
+    """What the survivors of a scale-down must carry: the work the window served -- not the rate the
+    gauges correct it to, unless requests wait -- grown by the demand's trend. The gauge correction
+    makes scale-ups quick; for a scale-down it only adds noise: one evaluation's burst of requests in
+    flight (bursty arrivals bring several a minute) sized the recommendation up and held the count for
+    a whole stabilization window. A rise is the rising-demand rule's to catch, and the trend keeps
+    survivors from being sized for a demand that is still growing."""
+    carried = load.arriving if waiting > 0 else load.served
+    return replace(load, arriving=carried * growth)
+
+
 def fewest_survivors(
     load: Load,
     ceiling: float | None,
@@ -52,17 +64,19 @@ def fewest_survivors(
     replicas: int,
     running: float = 0.0,
     batch_slots: int | None = None,
+    floor_trust: float = 1.0,
 ) -> int:
     """The fewest replicas whose per-replica load stays safe: within `scale_down_utilization` of
-    the ceiling, or at most the proven floor while no ceiling is known (unknown capacity: no
-    fewer), and the requests running now within `scale_down_utilization` of their batch slots."""
+    the ceiling, or within `floor_trust` times the proven floor while no ceiling is known (unknown
+    capacity: no fewer), and the requests running within `slot_scale_down_utilization` of their
+    batch slots."""
     slots = slots_for(running, batch_slots, tuning.slot_scale_down_utilization)
     if load.arriving <= 0:
         return slots
     if ceiling is not None:
         return max(replicas_for(load.arriving, ceiling, tuning.scale_down_utilization) or 0, slots)
     if floor is not None:
-        return max(replicas_for(load.arriving, floor, 1.0) or 0, slots)
+        return max(replicas_for(load.arriving, floor, floor_trust) or 0, slots)
     return replicas
 
 
@@ -92,7 +106,12 @@ def sizing_words(load: Load, demand: float, ceiling: float | None, tuning: Tunin
 
 
 def survivor_words(
-    load: Load, survivors: int, ceiling: float | None, floor: float | None, tuning: Tuning
+    load: Load,
+    survivors: int,
+    ceiling: float | None,
+    floor: float | None,
+    tuning: Tuning,
+    floor_trust: float = 1.0,
 ) -> str:
     """The per-survivor load after a scale-down against the capacity it must stay within."""
     if survivors <= 0 or load.arriving <= 0:
@@ -103,7 +122,10 @@ def survivor_words(
             f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each <= "
             f"{tuning.scale_down_utilization:.0%} of {ceiling:.0f} tok/s"
         )
-    return (
-        f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each "
-        f"<= proven {floor or 0:.0f}"
+    trusted = (
+        f"{floor_trust:.0%} of proven {floor or 0:.0f}, the p95s within "
+        f"{tuning.scale_down_utilization:.0%} of their targets"
+        if floor_trust > 1
+        else f"proven {floor or 0:.0f}"
     )
+    return f"{load.arriving:.0f} tok/s over {survivors} survivor(s) = {each:.0f} tok/s each <= {trusted}"

@@ -6,13 +6,16 @@ import pytest
 from autoscaling_factories import NOW, SLO, signals
 
 from berth_operator.autoscaling.capacity import (
+    Load,
     SloTargets,
     Tuning,
+    latencies_within,
     learn_capacity,
     measure_load,
     slo_breaches,
     slo_summary,
 )
+from berth_operator.autoscaling.sizing import survivor_load
 from berth_operator.autoscaling.state import GaugeSample
 
 TUNING = Tuning()
@@ -210,3 +213,27 @@ def test_full_batch_slots_with_a_queue_teach_the_ceiling_before_the_slo_is_breac
     load = measure_load(full, TUNING)
     assert learn_capacity(full, load, SLO, None, None, TUNING, batch_slots=64)[0] == pytest.approx(3000.0)
     assert learn_capacity(full, load, SLO, None, None, TUNING)[0] is None  # slots unknown: a floor only
+
+
+@pytest.mark.parametrize(
+    ("ttft", "itl", "slo", "expected"),
+    [
+        (0.3, 0.03, SLO, True),  # 60% of 500ms and of 50ms
+        (0.31, 0.03, SLO, False),
+        (0.2, None, SLO, False),  # a target with nothing observed is no evidence
+        (0.2, None, SloTargets(ttft_p95_seconds=0.5, itl_p95_seconds=None), True),
+        (0.2, 0.02, SloTargets(ttft_p95_seconds=None, itl_p95_seconds=None), False),
+    ],
+)
+def test_latencies_within_a_share_of_their_targets(
+    ttft: float, itl: float | None, slo: SloTargets, expected: bool
+) -> None:
+    observed = signals(ttft_p95_seconds=ttft, itl_p95_seconds=itl)
+    assert latencies_within(observed, slo, 0.6) is expected
+
+
+def test_survivors_carry_what_the_window_served_unless_requests_wait_grown_by_the_trend() -> None:
+    load = Load(served=1000.0, arriving=1500.0, queued=0.0)
+    assert survivor_load(load, waiting=0.0, growth=1.0).arriving == 1000.0
+    assert survivor_load(load, waiting=0.0, growth=1.2).arriving == pytest.approx(1200.0)
+    assert survivor_load(load, waiting=3.0, growth=1.2).arriving == pytest.approx(1800.0)

@@ -5,6 +5,7 @@ test_autoscaling_policy.py."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 from autoscaling_factories import NOW, REQUEST_TOKENS, learned, serving, signals, steady, targets
 
@@ -113,3 +114,39 @@ def test_breach_since_is_remembered_and_cleared() -> None:
     assert "breached for 30s" in second.reason
     cleared = decide(signals(), targets(), steady(2), second.history, NOW + 40)
     assert cleared.history.breach_since is None
+
+
+def _held(observations: list[Observation], replicas: int, history: ScalingHistory) -> list[Decision]:
+    """One decision per 10 s on `observations` at `replicas` Ready, nothing applied."""
+    decisions = []
+    for step, observation in enumerate(observations):
+        decision = decide(observation, targets(), steady(replicas), history, NOW + step * 10.0)
+        history = decision.history
+        decisions.append(decision)
+    return decisions
+
+
+def test_latencies_far_inside_their_targets_let_survivors_carry_more_than_the_proven_floor() -> None:
+    # No ceiling learned; a replica has been shown 1000 tok/s. 2200 tok/s over 2 survivors is 1100
+    # each: beyond the floor, within 120% of it -- taken while TTFT and ITL are at 40% of target.
+    quiet = serving(2200.0, replicas=3)
+    decisions = _held([quiet] * 31, 3, learned(ceiling=None, floor=1000.0))
+    assert [d.replicas for d in decisions] == [3] * 30 + [2]
+    assert (
+        "2200 tok/s over 2 survivor(s) = 1100 tok/s each <= 120% of proven 1000, the p95s within 60% "
+        "of their targets" in decisions[-1].reason
+    )
+    # Near the target (TTFT 400ms of 500ms: long prompts) the floor is all that is trusted.
+    near = serving(2200.0, replicas=3, ttft_p95_seconds=0.4)
+    assert _held([near] * 31, 3, learned(ceiling=None, floor=1000.0))[-1].replicas == 3
+
+
+def test_a_burst_of_requests_in_flight_does_not_hold_the_replicas_for_a_window() -> None:
+    # 1800 tok/s on 3 replicas: 2 survivors carry 900 each, under the floor. Two evaluations in a row
+    # see 4x the requests in flight of the window (bursty arrivals): scale-up-wise that is 3600 tok/s,
+    # but the survivors are sized on what the window served, so the scale-in is not put off by it.
+    calm = serving(1800.0, replicas=3, running_requests=12.0, running_requests_average=12.0)
+    burst = replace(calm, running_requests=48.0)
+    decisions = _held([calm] * 5 + [burst] * 2 + [calm] * 24, 3, learned(ceiling=None, floor=1000.0))
+    assert decisions[-1].replicas == 2, decisions[-1].reason
+    assert "holding 3" in decisions[6].reason and "demand is rising" not in decisions[-1].reason
