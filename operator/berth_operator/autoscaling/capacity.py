@@ -67,10 +67,10 @@ class Tuning:
     floor while every observed p95 is within `scale_down_utilization` of its target. The floor is
     only the most a replica has been asked to serve with every SLO met, and a policy that scales up
     before its replicas are pushed never asks more: held to it, replicas stay long after the demand
-    has fallen (azure-conv's bursts in bench/autoscale_sim.py). With the latencies that far inside
-    their targets a replica has room beyond what it was shown; near them (long RAG prompts) it has
-    not, and a probe there is taken back within a minute. A probe that holds raises the floor to what
-    the survivors serve."""
+    has fallen (azure-conv in bench/autoscale_sim.py). With the latencies that far inside their
+    targets a replica has room beyond what it was shown; near them (chat -> RAG's long prompts) a
+    probe was taken back within a minute, so none is taken there. A probe that holds raises the
+    floor to what the survivors serve."""
     slot_scale_up_utilization: float = 0.7
     """Requests in flight (running, and waiting up to one batch per replica while no capacity is
     learned) beyond this share of the batch slots scale up: a replica nears its limit before every
