@@ -4,6 +4,9 @@ padding rows, which only the kernel takes, give zeros."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from kernel_device import kernel_device
@@ -87,8 +90,8 @@ def test_partitions_without_keys_are_neither_written_nor_read(
     allocated: list[torch.Tensor] = []
     real_empty, real_empty_like = torch.empty, torch.empty_like
 
-    def poisoned(allocate):  # type: ignore[no-untyped-def]
-        def allocate_nan(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def poisoned(allocate: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def allocate_nan(*args: Any, **kwargs: Any) -> torch.Tensor:
             tensor = allocate(*args, **kwargs).fill_(float("nan"))
             allocated.append(tensor)
             return tensor
