@@ -27,6 +27,8 @@ from tests.integration.support import wait_for
 
 REVISION_LABEL = "berth.dev/revision"
 TRACK_LABEL = "berth.dev/track"
+SETTLE_SCRAPES_SECONDS = 2.5
+"""Longer than two of the test bed's 1 s Prometheus scrapes: a count unchanged over it is complete."""
 
 
 class Bed:
@@ -183,10 +185,23 @@ class RevisionTraffic:
             for series in body["data"]["result"]
         }
 
+    def _settled(self, timeout: float) -> dict[str, float]:
+        """The counts once Prometheus holds every request that finished before this call: unchanged
+        over SETTLE_SCRAPES_SECONDS. Read at once, a request the load finished in the last scrape
+        interval was missing from them, and the next count gave it to the fresh requests (9 of 8)."""
+        deadline = time.monotonic() + timeout
+        previous = self.finished()
+        while True:
+            time.sleep(SETTLE_SCRAPES_SECONDS)
+            current = self.finished()
+            if current == previous or time.monotonic() > deadline:
+                return current
+            previous = current
+
     def served_by(self, load: LoadGenerator, requests: int, timeout: float = 20.0) -> dict[str, float]:
         """Sends `requests` requests through `load` and returns how many each revision finished, once
         Prometheus has scraped them all (a revision that served none is left out)."""
-        before = self.finished()
+        before = self._settled(timeout)
         result = load.run(requests)
         assert not result.incomplete(), [record.error for record in result.incomplete()]
 
